@@ -1,0 +1,75 @@
+"""Export a hyper-sapiens-jax weights directory to the Sapiens PyTorch layout.
+
+  python -m convert_weights.flax_to_torch --ckpt DIR --task pose|depth|normal|backbone --out FILE
+
+FILE ends in .pth (``torch.save({'state_dict', 'meta'})``) or .safetensors (meta as JSON strings).
+Keys are exactly Sapiens': ``backbone.*`` plus ``head.*`` (pose) or ``decode_head.*`` (depth,
+normal), so the file loads with ``strict=True`` into the Sapiens PyTorch model of that task.
+``meta`` records arch, embed_dims, num_layers, num_heads, image_size [H, W], patch_padding, task
+(and num_keypoints for pose).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convert_weights import layout
+from convert_weights.torch_io import CheckpointFileError, save_state_dict
+from hyper_sapiens_jax.logs import setup_logging
+from hyper_sapiens_jax.models.config import HEADS, ModelConfig
+from hyper_sapiens_jax.models.weights import WeightsError, load_weights
+
+log = logging.getLogger("convert_weights.flax_to_torch")
+TASKS = (*HEADS, "backbone")
+
+
+def export_state_dict(config: ModelConfig, params: dict[tuple, np.ndarray],
+                      task: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Flat Flax params -> (Sapiens-layout state dict, meta) for ``task``."""
+    if task not in TASKS:
+        raise WeightsError(f"task {task!r} must be one of {TASKS}")
+    if task != "backbone" and task not in config.heads:
+        raise WeightsError(f"the checkpoint has no {task} head (heads: {list(config.heads)})")
+    rules = layout.model_rules(config, [] if task == "backbone" else [task])
+    spec = config.spec
+    meta = {"arch": config.arch, "embed_dims": spec.embed_dims, "num_layers": spec.num_layers,
+            "num_heads": spec.num_heads, "image_size": list(config.image_size),
+            "patch_padding": config.patch_padding, "task": task, "exported_by": "hyper_sapiens_jax"}
+    if task == "pose":
+        meta["num_keypoints"] = config.num_keypoints
+    return layout.flax_to_torch_state_dict(params, rules), meta
+
+
+def export(ckpt: str | Path, task: str, out: str | Path) -> dict[str, Any]:
+    """Read the weights directory ``ckpt`` and write ``task``'s Sapiens checkpoint to ``out``."""
+    config, params = load_weights(ckpt)
+    state_dict, meta = export_state_dict(config, params, task)
+    save_state_dict(out, state_dict, meta)
+    return meta
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m convert_weights.flax_to_torch",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ckpt", required=True, help="weights directory (from torch_to_flax)")
+    parser.add_argument("--task", required=True, choices=TASKS, help="which model to write")
+    parser.add_argument("--out", required=True, help="output file, .pth or .safetensors")
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        meta = export(args.ckpt, args.task, args.out)
+    except (WeightsError, CheckpointFileError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    log.info("wrote %s (%s %s, %dx%d)", args.out, meta["arch"], meta["task"], *meta["image_size"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""Reading and writing PyTorch checkpoint files safely. The only module here that imports torch.
+
+Formats read (see DESIGN.md section 2):
+  *.pth / *.pt / *.bin      ``torch.load(weights_only=True)``: fine-tuned ``{'state_dict', 'meta'}``
+                            or flat pretrain dicts. Pickles that reference anything but tensors,
+                            containers and numpy arrays (as mmengine ``meta`` holds) are refused.
+  *_torchscript.pt2         ``torch.jit.load(...).state_dict()``
+  *.pt2 (torch.export)      ``torch.export.load(...).state_dict`` (the released bf16 models)
+  *.safetensors             tensors, plus ``meta`` stored as JSON strings in the file's metadata
+All tensors come back as float32 numpy arrays (bf16 widened exactly).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointFileError(ValueError):
+    """A checkpoint file cannot be read safely; the message names the file."""
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise CheckpointFileError("reading/writing PyTorch checkpoints needs torch: "
+                                  "pip install 'hyper-sapiens-jax[torch]'") from None
+    return torch
+
+
+def _numpy_safe_globals() -> list:
+    """numpy objects mmengine checkpoints keep in ``meta`` (dataset sigmas, seeds): data, not code."""
+    core = getattr(np, "_core", None) or np.core
+    return [core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray, np.dtype,
+            *{type(np.dtype(t)) for t in ("f2", "f4", "f8", "i4", "i8", "u1", "bool")}]
+
+
+def _to_numpy(tensor) -> np.ndarray:
+    torch = _torch()
+    if tensor.dtype in (torch.bfloat16, torch.float16):
+        tensor = tensor.float()
+    return tensor.detach().cpu().numpy()
+
+
+def _zip_kind(path: Path) -> str | None:
+    """'torchscript', 'export' or None (a plain torch.save zip, or not a zip at all)."""
+    if not zipfile.is_zipfile(path):
+        return None
+    names = zipfile.ZipFile(path).namelist()
+    if any(n.endswith("/archive_format") for n in names) or any("/models/" in n for n in names):
+        return "export"
+    if any("/code/" in n for n in names) and any(n.endswith("constants.pkl") for n in names):
+        return "torchscript"
+    return None
+
+
+def _load_pickle(path: Path) -> Any:
+    torch = _torch()
+    try:
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        try:
+            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+        except Exception:  # noqa: BLE001 - only used to improve the message
+            unsafe = []
+        what = f" (it references {', '.join(unsafe)})" if unsafe else ""
+        raise CheckpointFileError(
+            f"{path}: refused to load: the pickle holds objects other than tensors{what}, which could "
+            f"run code on load. Re-save it as plain tensors or safetensors.") from e
+    except (RuntimeError, EOFError, OSError) as e:
+        raise CheckpointFileError(f"{path}: not a readable PyTorch checkpoint: {e}") from e
+
+
+def _split_state_dict(obj: Any, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``{'state_dict': sd, 'meta': m}`` or a flat tensor dict -> (sd, meta)."""
+    torch = _torch()
+    if isinstance(obj, dict) and "state_dict" in obj:
+        sd, meta = obj["state_dict"], obj.get("meta") or {}
+    elif isinstance(obj, dict):
+        sd, meta = obj, {}
+    else:
+        raise CheckpointFileError(f"{path}: expected a dict of tensors, got {type(obj).__name__}")
+    if not isinstance(sd, dict):
+        raise CheckpointFileError(f"{path}: 'state_dict' is a {type(sd).__name__}, not a dict")
+    for k, v in sd.items():
+        if not isinstance(v, torch.Tensor):
+            raise CheckpointFileError(f"{path}: entry {k!r} is a {type(v).__name__}, not a tensor")
+    return sd, meta if isinstance(meta, dict) else {}
+
+
+def load_state_dict(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read any supported checkpoint file -> (flat key -> float32 array, meta dict)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointFileError(f"{path}: no such file")
+    torch = _torch()
+    meta: dict[str, Any] = {}
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                sd = {k: f.get_tensor(k) for k in f.keys()}
+                meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+        except (SafetensorError, OSError, json.JSONDecodeError) as e:
+            raise CheckpointFileError(f"{path}: not a readable safetensors file: {e}") from e
+    else:
+        kind = _zip_kind(path)
+        try:
+            if kind == "torchscript":
+                sd = torch.jit.load(str(path), map_location="cpu").state_dict()
+            elif kind == "export":
+                sd = dict(torch.export.load(str(path)).state_dict)
+            else:
+                sd, meta = _split_state_dict(_load_pickle(path), path)
+        except CheckpointFileError:
+            raise
+        except Exception as e:  # noqa: BLE001 - torch raises many types for corrupt archives
+            raise CheckpointFileError(f"{path}: cannot read this {kind or 'torch'} archive: {e}") from e
+        log.info("%s: read as %s", path, kind or "torch.save pickle")
+    return {k: _to_numpy(v) for k, v in sd.items()}, meta
+
+
+def save_state_dict(path: str | Path, state_dict: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+    """Write ``{'state_dict', 'meta'}`` as .pth (torch.save) or .safetensors (meta as JSON strings)."""
+    torch = _torch()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: torch.from_numpy(np.array(v, order="C")) for k, v in state_dict.items()}
+    tmp = path.with_name(path.name + ".tmp")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+        save_file(tensors, str(tmp), metadata={k: json.dumps(v) for k, v in meta.items()})
+    elif path.suffix in (".pth", ".pt"):
+        torch.save({"state_dict": tensors, "meta": meta}, tmp)
+    else:
+        raise CheckpointFileError(f"{path}: output must end in .pth, .pt or .safetensors")
+    tmp.replace(path)  # never leave a truncated file under the final name

@@ -1,0 +1,161 @@
+"""Architecture presets and the model configuration (a plain, JSON-serialisable dataclass).
+
+The Sapiens presets follow DESIGN.md section 2 exactly; ``tiny`` is a small model of the same
+structure for tests and CPU demos. Head widths are part of the preset because ``tiny`` shrinks them
+too; for the real presets they are Sapiens' (pose 768, depth 384, normal 768).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import jax.numpy as jnp
+
+PATCH_SIZE = 16
+HEADS = ("pose", "depth", "normal")
+# Output stride of each head relative to the input image (pose H/4, depth H/1, normal H/2).
+HEAD_STRIDES = {"pose": 4, "depth": 1, "normal": 2}
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchSpec:
+    """Width/depth of one backbone preset and the channel widths of its heads."""
+
+    embed_dims: int
+    num_layers: int
+    num_heads: int
+    pose_channels: int = 768
+    depth_channels: int = 384
+    normal_channels: int = 768
+
+    @property
+    def mlp_dims(self) -> int:
+        return 4 * self.embed_dims
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dims // self.num_heads
+
+
+ARCHS: dict[str, ArchSpec] = {
+    "tiny": ArchSpec(64, 4, 4, pose_channels=32, depth_channels=16, normal_channels=32),
+    "sapiens_0.3b": ArchSpec(1024, 24, 16),
+    "sapiens_0.6b": ArchSpec(1280, 32, 16),
+    "sapiens_1b": ArchSpec(1536, 40, 24),
+    "sapiens_2b": ArchSpec(1920, 48, 32),
+}
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def arch_spec(arch: str) -> ArchSpec:
+    """The preset named ``arch``, with an error that lists the known names."""
+    try:
+        return ARCHS[arch]
+    except KeyError:
+        raise ValueError(f"unknown arch {arch!r}; known: {', '.join(ARCHS)}") from None
+
+
+def arch_from_shapes(embed_dims: int, num_layers: int) -> str:
+    """The preset whose width and depth match those read off a checkpoint's tensors."""
+    for name, spec in ARCHS.items():
+        if (spec.embed_dims, spec.num_layers) == (embed_dims, num_layers):
+            return name
+    known = ", ".join(f"{n} (D={s.embed_dims}, L={s.num_layers})" for n, s in ARCHS.items())
+    raise ValueError(f"no preset has embed_dims={embed_dims} and {num_layers} layers; known: {known}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a Sapiens model; saved as JSON next to its weights.
+
+    Attributes:
+      arch: preset name in ``ARCHS``.
+      image_size: input (H, W); both multiples of 16.
+      heads: subset of ``HEADS`` in any order.
+      patch_padding: patch-embed conv padding (2 for pose/normal models, 0 for depth models).
+      num_keypoints: K, the pose head's output channels.
+      dtype: compute dtype ('float32' or 'bfloat16'); parameters are always float32.
+      attention: 'xla' or 'cudnn' (GPU, bf16, head dim a multiple of 8).
+      remat: rematerialise each transformer block in the backward pass.
+      remat_policy: a ``jax.checkpoint_policies`` name used when ``remat`` is on.
+      scan_blocks: run the blocks with ``jax.lax.scan`` (one compiled block instead of L).
+      head_dropout: Dropout2d rate before the depth/normal ``conv_seg`` (train mode only).
+    """
+
+    arch: str = "sapiens_0.3b"
+    image_size: tuple[int, int] = (1024, 768)
+    heads: tuple[str, ...] = ("pose",)
+    patch_padding: int = 2
+    num_keypoints: int = 17
+    dtype: str = "float32"
+    attention: str = "xla"
+    remat: bool = False
+    remat_policy: str = "nothing_saveable"
+    scan_blocks: bool = False
+    head_dropout: float = 0.1
+
+    def __post_init__(self):
+        object.__setattr__(self, "image_size", tuple(int(s) for s in self.image_size))
+        object.__setattr__(self, "heads", tuple(self.heads))
+        arch_spec(self.arch)
+        h, w = self.image_size
+        if h % PATCH_SIZE or w % PATCH_SIZE or h <= 0 or w <= 0:
+            raise ValueError(f"image_size {self.image_size} must be positive multiples of {PATCH_SIZE}")
+        unknown = set(self.heads) - set(HEADS)
+        if unknown or len(set(self.heads)) != len(self.heads):
+            raise ValueError(f"heads {self.heads} must be distinct names from {HEADS}")
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"dtype {self.dtype!r} must be one of {sorted(_DTYPES)}")
+        if self.attention not in ("xla", "cudnn"):
+            raise ValueError(f"attention {self.attention!r} must be 'xla' or 'cudnn'")
+        if not 0 <= self.patch_padding < PATCH_SIZE:
+            raise ValueError(f"patch_padding {self.patch_padding} must be in [0, {PATCH_SIZE})")
+
+    @property
+    def spec(self) -> ArchSpec:
+        return arch_spec(self.arch)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """The token grid (H/16, W/16)."""
+        return self.image_size[0] // PATCH_SIZE, self.image_size[1] // PATCH_SIZE
+
+    @property
+    def compute_dtype(self):
+        return _DTYPES[self.dtype]
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["image_size"] = list(self.image_size)
+        d["heads"] = list(self.heads)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model config fields {sorted(unknown)}")
+        return cls(**d)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelConfig":
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"cannot read model config {path}: {e}") from e
+        try:
+            return cls.from_json(d)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"bad model config {path}: {e}") from e

@@ -1,0 +1,49 @@
+"""The multi-head Sapiens model: one ViT backbone, any subset of {pose, depth, normal} heads."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from hyper_sapiens_jax.models.config import ModelConfig
+from hyper_sapiens_jax.models.heads import DepthHead, NormalHead, PoseHead
+from hyper_sapiens_jax.models.vit import SapiensViT
+
+Array = jax.Array
+
+
+class Sapiens(nnx.Module):
+    """Backbone + heads. ``model(images)`` returns a dict of float32 outputs.
+
+    Output shapes for images (B, H, W, 3): ``features`` (B, H/16, W/16, D); ``pose`` (B, H/4, W/4, K);
+    ``depth`` (B, H, W, 1); ``normal`` (B, H/2, W/2, 3) — only for the heads the config names.
+    """
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        spec, dtype = config.spec, config.compute_dtype
+        self.backbone = SapiensViT(
+            spec, config.image_size, patch_padding=config.patch_padding, dtype=dtype,
+            attention=config.attention, remat=config.remat, remat_policy=config.remat_policy,
+            scan_blocks=config.scan_blocks, rngs=rngs)
+        d = spec.embed_dims
+        heads = {}
+        if "pose" in config.heads:
+            heads["pose"] = PoseHead(d, config.num_keypoints, spec.pose_channels, dtype=dtype, rngs=rngs)
+        if "depth" in config.heads:
+            heads["depth"] = DepthHead(d, spec.depth_channels, config.head_dropout, dtype=dtype, rngs=rngs)
+        if "normal" in config.heads:
+            heads["normal"] = NormalHead(d, spec.normal_channels, config.head_dropout, dtype=dtype,
+                                         rngs=rngs)
+        self.heads = nnx.Dict(heads)
+
+    def __call__(self, images: Array, *, dropout_key: Array | None = None) -> dict[str, Array]:
+        """images: (B, H, W, 3) Sapiens-normalised RGB. ``dropout_key`` enables head dropout (training)."""
+        features = self.backbone(images)
+        out = {"features": features.astype(jnp.float32)}
+        keys = dict(zip(self.heads, jax.random.split(dropout_key, len(self.heads)))) \
+            if dropout_key is not None else {}
+        for name, head in self.heads.items():
+            out[name] = head(features, dropout_key=keys.get(name)).astype(jnp.float32)
+        return out

@@ -1,0 +1,143 @@
+"""Model weights on disk: a directory with ``model_config.json`` and an Orbax ``params/`` tree.
+
+This is the format ``convert_weights.torch_to_flax`` writes and ``inference.load_predictor`` reads.
+Parameters are stored as float32 in the Flax layout (``nnx.state(model, nnx.Param)`` as a pure dict).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from hyper_sapiens_jax.models.config import ModelConfig
+from hyper_sapiens_jax.models.sapiens import Sapiens
+
+CONFIG_FILE = "model_config.json"
+PARAMS_DIR = "params"
+INFO_FILE = "conversion.json"
+
+Path_ = tuple  # a Flax parameter path, e.g. ('backbone', 'layers', 0, 'attn', 'qkv', 'kernel')
+
+
+class WeightsError(ValueError):
+    """A weights directory is missing, incomplete or does not match its config."""
+
+
+def abstract_model(config: ModelConfig) -> Sapiens:
+    """The model with ShapeDtypeStruct leaves: shapes without allocating or initialising anything."""
+    return nnx.eval_shape(lambda: Sapiens(config, rngs=nnx.Rngs(0)))
+
+
+def param_shapes(config: ModelConfig) -> dict[Path_, tuple[int, ...]]:
+    """Flat map from every parameter path of the model to its shape."""
+    flat = nnx.to_flat_state(nnx.state(abstract_model(config), nnx.Param))
+    return {path: tuple(v.get_value().shape) for path, v in flat}
+
+
+def flat_params(model: nnx.Module) -> dict[Path_, np.ndarray]:
+    """Flat map path -> numpy array of the model's parameters."""
+    flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
+    return {path: np.asarray(v.get_value()) for path, v in flat}
+
+
+def nest(flat: dict[Path_, Any]) -> dict:
+    """Flat path -> value map to the nested dict Orbax and ``nnx.State.replace_by_pure_dict`` use."""
+    tree: dict = {}
+    for path, value in flat.items():
+        node = tree
+        for k in path[:-1]:
+            node = node.setdefault(k, {})
+        node[path[-1]] = value
+    return tree
+
+
+def build_model(config: ModelConfig, params: dict[Path_, Any]) -> Sapiens:
+    """A model with exactly ``params`` (flat path -> array), without a random initialisation pass."""
+    graphdef, state = nnx.split(abstract_model(config))
+    expected = {p: v.get_value().shape for p, v in nnx.to_flat_state(state)}
+    if set(expected) != set(params):
+        missing = sorted(set(expected) - set(params), key=str)
+        extra = sorted(set(params) - set(expected), key=str)
+        raise WeightsError(f"parameters do not match the model: missing {missing[:3]}, unexpected {extra[:3]}")
+    for path, shape in expected.items():
+        if tuple(np.shape(params[path])) != tuple(shape):
+            raise WeightsError(f"parameter {'/'.join(map(str, path))} has shape "
+                               f"{tuple(np.shape(params[path]))}, expected {tuple(shape)}")
+    nnx.replace_by_pure_dict(state, nest({p: jnp.asarray(v, jnp.float32) for p, v in params.items()}))
+    return nnx.merge(graphdef, state)
+
+
+def save_weights(directory: str | Path, config: ModelConfig, params: dict[Path_, Any],
+                 info: dict[str, Any] | None = None, *, overwrite: bool = False) -> Path:
+    """Write ``config`` and ``params`` (flat path -> array) to ``directory``; returns its path.
+
+    The config is written last, so a directory holding ``model_config.json`` is always complete.
+    """
+    directory = Path(directory).absolute()
+    if directory.exists() and any(directory.iterdir()):
+        if not overwrite:
+            raise WeightsError(f"{directory} exists and is not empty (use --overwrite)")
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tree = nest({p: np.asarray(v, np.float32) for p, v in params.items()})
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(directory / PARAMS_DIR, tree)
+        ckptr.wait_until_finished()
+    if info is not None:
+        (directory / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    config.save(directory / CONFIG_FILE)
+    return directory
+
+
+def resolve_weights_dir(path: str | Path) -> Path:
+    """The weights directory ``path`` names (a converted checkpoint directory)."""
+    path = Path(path).absolute()
+    if not path.is_dir():
+        raise WeightsError(f"{path} is not a directory")
+    if (path / CONFIG_FILE).is_file() and (path / PARAMS_DIR).is_dir():
+        return path
+    raise WeightsError(f"{path} holds no model weights (expected {CONFIG_FILE} and {PARAMS_DIR}/)")
+
+
+def load_weights(path: str | Path) -> tuple[ModelConfig, dict[Path_, np.ndarray]]:
+    """Read a weights directory: its config and flat float32 parameters (validated against the config)."""
+    directory = resolve_weights_dir(path)
+    try:
+        config = ModelConfig.load(directory / CONFIG_FILE)
+    except ValueError as e:
+        raise WeightsError(str(e)) from None
+    graphdef, state = nnx.split(abstract_model(config))
+    target = nest({p: jax.ShapeDtypeStruct(v.get_value().shape, jnp.float32)
+                   for p, v in nnx.to_flat_state(state)})
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            tree = ckptr.restore(directory / PARAMS_DIR, target)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        raise WeightsError(f"{directory / PARAMS_DIR} does not match {CONFIG_FILE} "
+                           f"({config.arch}, heads {list(config.heads)}): {e}") from None
+    flat = {path: np.asarray(leaf) for path, leaf in
+            jax.tree_util.tree_flatten_with_path(tree)[0]
+            for path in [tuple(getattr(k, "key", getattr(k, "idx", k)) for k in path)]}
+    return config, flat
+
+
+def load_model(path: str | Path, **overrides: Any) -> Sapiens:
+    """Build the model stored in a weights directory; ``overrides`` replace config fields
+    that do not change the parameters (dtype, attention, remat, scan_blocks, ...)."""
+    config, params = load_weights(path)
+    return build_model(config.replace(**overrides), params)
+
+
+def with_options(model: Sapiens, **overrides: Any) -> Sapiens:
+    """The same parameters (shared, not copied) under a config with other execution options
+    (remat, scan_blocks, dtype, attention): those live in the graph, not in the parameters."""
+    config = model.config.replace(**overrides)
+    return nnx.merge(nnx.graphdef(abstract_model(config)), nnx.state(model))
