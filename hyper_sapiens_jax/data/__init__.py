@@ -1,0 +1,1 @@
+"""Data: keypoint definitions, dataset readers, transforms and the synthetic infant testbed."""
