@@ -1,0 +1,107 @@
+"""``config.data`` -> data sources, the per-step mix and the sample transform settings.
+
+With no dataset path set, the synthetic infant testbed is generated (once, cached by its
+parameters) under ``config.data.testbed_dir`` and read through the same readers as real data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+from hyper_sapiens_jax.data import transforms as T
+from hyper_sapiens_jax.data.pipeline import MixEntry, mix_counts
+from hyper_sapiens_jax.data.sources import CocoKeypointSource, DataError, MiniRgbdSource
+from hyper_sapiens_jax.data.topdown import SampleConfig
+
+log = logging.getLogger(__name__)
+
+# Source name -> (domain, how to build it). Domains decide the synthetic:real batch counts.
+SOURCE_DOMAINS = {"syrip_syn": "synthetic", "mini_rgbd": "synthetic", "syrip_real": "real"}
+_PATH_FIELDS = ("syrip_syn_ann", "syrip_syn_images", "syrip_real_ann", "syrip_real_images",
+                "mini_rgbd_root", "val_ann", "val_images", "skeletons")
+
+
+def uses_testbed(data: ml_collections.ConfigDict) -> bool:
+    """True when no dataset path is configured: everything then comes from the testbed."""
+    return not any(data.get(f) for f in _PATH_FIELDS)
+
+
+def testbed_paths(data: ml_collections.ConfigDict):
+    """Generate (or reuse) the testbed the config describes and return its ``Paths``."""
+    from hyper_sapiens_jax.data.synthetic import write_testbed
+    log.info("no dataset paths set: using the synthetic testbed in %s", data.testbed_dir)
+    return write_testbed(data.testbed_dir, **data.testbed.to_dict())
+
+
+def resolved_paths(data: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The dataset paths to read: the configured ones, or the testbed's when none is set."""
+    if not uses_testbed(data):
+        return {f: data.get(f) for f in _PATH_FIELDS} | {"mini_rgbd_sequences": data.mini_rgbd_sequences}
+    p = testbed_paths(data)
+    return {"syrip_syn_ann": p.train_syn_json, "syrip_syn_images": p.train_syn_images,
+            "syrip_real_ann": p.train_real_json, "syrip_real_images": p.train_real_images,
+            "mini_rgbd_root": p.mini_rgbd, "mini_rgbd_sequences": [s.name for s in p.sequences],
+            "val_ann": p.val_json, "val_images": p.val_images, "skeletons": p.skeletons}
+
+
+def build_source(name: str, paths: dict[str, Any], skip_bad_records: bool = False):
+    """One named source ('syrip_syn', 'syrip_real', 'mini_rgbd', 'val') from resolved paths."""
+    if name == "mini_rgbd":
+        if not paths.get("mini_rgbd_root"):
+            raise DataError("config.data.mini_rgbd_root is not set but the mix uses 'mini_rgbd'")
+        return MiniRgbdSource(paths["mini_rgbd_root"], paths["mini_rgbd_sequences"],
+                              skip_bad_records=skip_bad_records)
+    prefix = {"syrip_syn": "syrip_syn", "syrip_real": "syrip_real", "val": "val"}[name]
+    ann, images = paths.get(f"{prefix}_ann"), paths.get(f"{prefix}_images")
+    if not ann or not images:
+        raise DataError(f"config.data.{prefix}_ann and config.data.{prefix}_images must both be set "
+                        f"for the '{name}' source")
+    domain = "synthetic" if name == "syrip_syn" else "real"
+    return CocoKeypointSource(ann, images, domain=domain, skip_bad_records=skip_bad_records, name=name)
+
+
+def sample_config(config: ml_collections.ConfigDict) -> SampleConfig:
+    """Sample settings from ``config.model.image_size``, ``config.data.heatmap_sigma`` and ``config.data.aug``."""
+    aug = config.data.aug
+    geo_fields = {f.name for f in dataclasses.fields(T.GeometryAugParams)}
+    tex_fields = {f.name for f in dataclasses.fields(T.TextureAugParams)}
+    unknown = set(aug.keys()) - geo_fields - tex_fields
+    if unknown:
+        raise ValueError(f"unknown config.data.aug fields {sorted(unknown)}")
+    geo = T.GeometryAugParams(**{k: _tuple(v) for k, v in aug.items() if k in geo_fields})
+    tex = T.TextureAugParams(**{k: _tuple(v) for k, v in aug.items() if k in tex_fields})
+    return SampleConfig(input_size=tuple(config.model.image_size), heatmap_sigma=config.data.heatmap_sigma,
+                        num_keypoints=config.model.num_keypoints, geometry=geo, texture=tex)
+
+
+def _tuple(v):
+    return tuple(v) if isinstance(v, list) else v
+
+
+def build_train_mix(config: ml_collections.ConfigDict) -> tuple[list[MixEntry], dict[str, Any]]:
+    """The training mix (source + exact global count per step) of ``config`` and the resolved paths."""
+    paths = resolved_paths(config.data)
+    counts = mix_counts(dict(config.data.mix), config.batch_size)
+    unknown = set(counts) - set(SOURCE_DOMAINS)
+    if unknown:
+        raise ValueError(f"unknown sources {sorted(unknown)} in config.data.mix; known: {sorted(SOURCE_DOMAINS)}")
+    mix = [MixEntry(name, build_source(name, paths, config.data.skip_bad_records), n)
+           for name, n in counts.items()]
+    for e in mix:
+        log.info("source %-10s %6d records, %d per global batch (%s)", e.name, len(e.source), e.count,
+                 SOURCE_DOMAINS[e.name])
+    return mix, paths
+
+
+def skipped_records(sources) -> list[dict[str, str]]:
+    """Every record the given sources skipped (with skip_bad_records)."""
+    return [s for src in sources for s in getattr(src, "skipped", [])]
+
+
+def describe_paths(paths: dict[str, Any]) -> dict[str, str]:
+    return {k: str(v) for k, v in paths.items() if isinstance(v, (str, Path))}

@@ -1,0 +1,82 @@
+"""Camera geometry on depth maps: back-projection and normals from depth (numpy).
+
+Convention (used by the renderer, the readers and the transforms alike): OpenCV camera frame,
+x right, y down, z forward (metres); surface normals are unit vectors pointing out of the surface,
+i.e. toward the camera on visible surfaces (n . P < 0); invalid normals are all-zero.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# MINI-RGBD intrinsics at 640x480 (DESIGN.md section 5).
+MINI_RGBD_SIZE = (480, 640)  # (H, W)
+MINI_RGBD_INTRINSICS = (588.67905803875317, 590.25690113005601, 322.22048191353628, 237.46785983766890)
+
+
+def intrinsics_for(image_size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """(fx, fy, cx, cy) of the MINI-RGBD camera scaled to ``image_size`` = (H, W)."""
+    fx, fy, cx, cy = MINI_RGBD_INTRINSICS
+    sy, sx = image_size[0] / MINI_RGBD_SIZE[0], image_size[1] / MINI_RGBD_SIZE[1]
+    return fx * sx, fy * sy, cx * sx, cy * sy
+
+
+def backproject(depth: np.ndarray, intrinsics: tuple[float, float, float, float]) -> np.ndarray:
+    """depth (H, W) metres -> camera points (H, W, 3); pixel (u, v) at its centre index."""
+    fx, fy, cx, cy = intrinsics
+    h, w = depth.shape
+    u = np.arange(w, dtype=np.float64)[None, :]
+    v = np.arange(h, dtype=np.float64)[:, None]
+    z = depth.astype(np.float64)
+    return np.stack([(u - cx) / fx * z, (v - cy) / fy * z, z], axis=-1)
+
+
+def normals_from_depth(depth: np.ndarray, valid: np.ndarray, intrinsics: tuple[float, float, float, float],
+                       max_step: float = 0.05, stencil: int = 3) -> np.ndarray:
+    """Unit normals (H, W, 3) float32 from metric depth, zero where they cannot be trusted.
+
+    Central differences of the back-projected points over +-``stencil`` pixels (a wider stencil than
+    +-1 averages out the 1 mm quantisation of 16-bit depth PNGs, which otherwise makes blocky normals);
+    a pixel is valid when it and its four stencil neighbours are ``valid`` and no neighbour is more
+    than ``max_step`` metres away in depth (so the silhouette edge, where depth jumps from the
+    person to the background, is marked invalid).
+
+    Args:
+      depth: (H, W) metres.
+      valid: (H, W) bool, pixels with a usable depth (e.g. person mask & depth > 0).
+      intrinsics: (fx, fy, cx, cy) in pixels for this image size.
+      max_step: largest depth difference (m) to a neighbour that still counts as the same surface.
+      stencil: half-width in pixels of the central differences.
+    """
+    pts = backproject(depth, intrinsics)
+    ok = valid.astype(bool).copy()
+    k = stencil
+    ok[:k, :] = ok[-k:, :] = ok[:, :k] = ok[:, -k:] = False
+    z = depth.astype(np.float64)
+    for axis in (0, 1):
+        for shift in (k, -k):
+            nb_valid = np.roll(valid, shift, axis=axis)
+            nb_close = np.abs(np.roll(z, shift, axis=axis) - z) <= max_step
+            ok &= nb_valid & nb_close
+    du = np.roll(pts, -k, axis=1) - np.roll(pts, k, axis=1)  # d/du (x 2k)
+    dv = np.roll(pts, -k, axis=0) - np.roll(pts, k, axis=0)  # d/dv (x 2k)
+    n = np.cross(dv, du)  # with y down and z forward this points toward the camera
+    norm = np.linalg.norm(n, axis=-1, keepdims=True)
+    ok &= norm[..., 0] > 0
+    n = n / np.where(norm > 0, norm, 1.0)
+    flip = np.sum(n * pts, axis=-1) > 0  # keep every normal facing the camera
+    n[flip] *= -1
+    return np.where(ok[..., None], n, 0.0).astype(np.float32)
+
+
+def relative_depth_target(depth: np.ndarray, person: np.ndarray) -> np.ndarray:
+    """The Sapiens depth target: metric depth min-max normalised to [0, 1] on the person, -1 elsewhere.
+
+    depth (H, W) metres; person (H, W) bool (pixels of the person with a valid depth).
+    """
+    out = np.full(depth.shape, -1.0, np.float32)
+    if person.any():
+        d = depth[person]
+        lo, hi = float(d.min()), float(d.max())
+        out[person] = (d - lo) / max(hi - lo, 1e-6)
+    return out

@@ -1,0 +1,86 @@
+r"""See what the model is fed: build a config's training batches and write them out.
+
+  python -m hyper_sapiens_jax.data.inspect --config configs/stage2.py:tiny \
+      [--config.data.syrip_real_ann=... --config.data.skip_bad_records=True] --batches 2 --out DIR
+
+Writes ``DIR/summary.json``::
+
+  {"batches": [{"counts": {"synthetic": n, "real": m}, "sources": {...}, "shapes": {...}}, ...],
+   "skipped": [{"file": ..., "reason": ...}], "paths": {...}}
+
+and ``DIR/batch_XXX.png``: per sample, the augmented crop with its target keypoints and skeleton,
+the depth target and the normal target (grey where the sample has no such target).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from hyper_sapiens_jax.data import builders, visualize
+from hyper_sapiens_jax.data.pipeline import train_dataset, train_iterator
+from hyper_sapiens_jax.data.sources import DataError
+from hyper_sapiens_jax.logs import setup_logging
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "a config file, e.g. configs/stage2.py:tiny",
+                                          lock_config=True)
+_BATCHES = flags.DEFINE_integer("batches", 2, "how many training batches to build")
+_OUT = flags.DEFINE_string("out", None, "output folder for summary.json and the PNG grids")
+_MAX_PANELS = flags.DEFINE_integer("max_panels", 8, "samples drawn per batch grid")
+
+
+def summarize(batch: dict[str, np.ndarray], names: list[str]) -> dict:
+    """Counts per domain and per source, and the array shapes, of one batch."""
+    real = int(batch["is_real"].sum())
+    per_source = np.bincount(batch["source_id"], minlength=len(names))
+    return {"counts": {"synthetic": len(batch["is_real"]) - real, "real": real},
+            "sources": {n: int(c) for n, c in zip(names, per_source)},
+            "shapes": {k: list(v.shape) for k, v in batch.items()}}
+
+
+def run(config, num_batches: int, out: Path, max_panels: int = 8) -> dict:
+    """Build ``num_batches`` training batches of ``config``; write the summary and PNG grids to ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    mix, paths = builders.build_train_mix(config)
+    names = [e.name for e in mix]
+    dataset = train_dataset(mix, builders.sample_config(config), seed=config.seed, num_batches=num_batches)
+    summary = {"batches": [], "skipped": [], "paths": builders.describe_paths(paths)}
+    for b, batch in enumerate(train_iterator(dataset, worker_count=config.data.worker_count)):
+        summary["batches"].append(summarize(batch, names))
+        panels = []
+        for i in range(min(len(batch["valid"]), max_panels)):
+            sample = {k: v[i] for k, v in batch.items()}
+            label = f"{names[sample['source_id']]} ({'real' if sample['is_real'] else 'synthetic'})"
+            panels.append(visualize.sample_panel(sample, label))
+        cv2.imwrite(str(out / f"batch_{b:03d}.png"), visualize.grid(panels)[..., ::-1])
+    summary["skipped"] = builders.skipped_records(e.source for e in mix)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def main(argv) -> None:
+    del argv
+    setup_logging()
+    if _OUT.value is None:
+        raise app.UsageError("--out is required")
+    try:
+        summary = run(_CONFIG.value, _BATCHES.value, Path(_OUT.value), _MAX_PANELS.value)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    for i, b in enumerate(summary["batches"]):
+        print(f"batch {i}: {b['counts']} {b['sources']}")
+    if summary["skipped"]:
+        print(f"skipped {len(summary['skipped'])} bad records (listed in summary.json)")
+    print(f"wrote {_OUT.value}/summary.json and {len(summary['batches'])} PNG grids")
+
+
+if __name__ == "__main__":
+    flags.mark_flag_as_required("config")
+    app.run(main)

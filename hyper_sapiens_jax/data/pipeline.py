@@ -1,0 +1,111 @@
+"""Grain pipelines: exact-ratio mixed training batches across processes, and a pad+mask eval pass.
+
+Training: one ``MapDataset`` per source, sliced per JAX process *before* anything is mixed
+(``src[process_index::process_count]``), shuffled per epoch, repeated, mapped through the random
+top-down transform and batched at that source's own per-process count; the per-source batches are
+zipped and concatenated. Every global batch therefore holds exactly the configured number of
+samples of each source (e.g. stage 2: 1:1 synthetic:real). The iterator's state is a small dict
+(``get_state`` / ``set_state``) that Orbax saves with ``grain.checkpoint.CheckpointSave``.
+
+Evaluation: every sample of the process's slice exactly once, the last batch padded with copies
+flagged ``valid = 0``; all processes yield the same number of batches (global arrays need it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Iterator, Sequence
+
+import grain
+import numpy as np
+
+from hyper_sapiens_jax.data.topdown import EvalTransform, SampleConfig, TrainTransform
+
+Batch = dict[str, np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class MixEntry:
+    """A source and how many of its samples every *global* batch holds."""
+
+    name: str
+    source: Any
+    count: int
+
+
+def mix_counts(weights: dict[str, int], batch_size: int) -> dict[str, int]:
+    """Integer ratio weights (e.g. {'syrip_real': 8, 'syrip_syn': 1, 'mini_rgbd': 1}) -> exact counts."""
+    total = sum(weights.values())
+    if total <= 0 or any(w < 0 for w in weights.values()):
+        raise ValueError(f"mix weights must be non-negative with a positive sum, got {weights}")
+    if batch_size % total:
+        raise ValueError(f"batch size {batch_size} is not a multiple of the mix total {total} "
+                         f"({weights}): the per-source counts would not be exact")
+    return {name: batch_size * w // total for name, w in weights.items() if w}
+
+
+def _concat(batches: Sequence[Batch]) -> Batch:
+    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+
+def _add_source_id(index: int):
+    def fn(batch: Batch) -> Batch:
+        return {**batch, "source_id": np.full(len(batch["valid"]), index, np.int32)}
+    return fn
+
+
+def train_dataset(mix: Sequence[MixEntry], sample_cfg: SampleConfig, *, seed: int, num_batches: int,
+                  process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
+    """A MapDataset of this process's training batches (dicts of numpy arrays), ``num_batches`` long.
+
+    Each process gets ``count / process_count`` samples of each source per batch; ``source_id``
+    records which ``mix`` entry a sample came from.
+    """
+    parts = []
+    for i, entry in enumerate(mix):
+        if entry.count % process_count:
+            raise ValueError(f"{entry.name}: {entry.count} samples per batch do not split over "
+                             f"{process_count} processes")
+        local = entry.count // process_count
+        ds = grain.MapDataset.source(entry.source)[process_index::process_count]
+        if len(ds) == 0:
+            raise ValueError(f"{entry.name}: no samples for process {process_index} of {process_count}")
+        epochs = math.ceil(num_batches * local / len(ds)) + 1
+        ds = (ds.seed(seed + 7919 * i).shuffle().repeat(epochs)
+              .random_map(TrainTransform(sample_cfg)).batch(local, drop_remainder=True))
+        parts.append(ds[:num_batches].map(_add_source_id(i)))
+    return grain.experimental.ZipMapDataset(parts).map(_concat)
+
+
+def train_iterator(dataset: grain.MapDataset, *, worker_count: int = 0,
+                   worker_buffer_size: int = 2) -> grain.DatasetIterator:
+    """An iterator over ``train_dataset`` batches, decoded in ``worker_count`` processes (0: in-process).
+
+    Its ``get_state()`` / ``set_state()`` make resumption exact.
+    """
+    ds = dataset.to_iter_dataset(grain.ReadOptions(num_threads=0 if worker_count else 2))
+    if worker_count:
+        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count,
+                                                         per_worker_buffer_size=worker_buffer_size))
+    return iter(ds)
+
+
+def eval_batches(source: Any, sample_cfg: SampleConfig, local_batch: int, *, process_index: int = 0,
+                 process_count: int = 1) -> Iterator[Batch]:
+    """This process's share of ``source``, each sample exactly once, in batches of ``local_batch``.
+
+    The final batches are padded with copies of a real sample marked ``valid = 0``; every process
+    yields ``ceil(max share / local_batch)`` batches so global arrays line up across processes.
+    """
+    every = grain.MapDataset.source(source).map(EvalTransform(sample_cfg))
+    share = every[process_index::process_count]
+    longest = math.ceil(len(source) / process_count)
+    padding = None
+    for b in range(math.ceil(longest / local_batch)):
+        samples = [share[j] for j in range(b * local_batch, min((b + 1) * local_batch, len(share)))]
+        if len(samples) < local_batch:
+            if padding is None:  # any real sample will do: it is masked out by valid = 0
+                padding = {**(samples[0] if samples else every[0]), "valid": np.float32(0)}
+            samples += [padding] * (local_batch - len(samples))
+        yield {k: np.stack([s[k] for s in samples]) for k in samples[0]}

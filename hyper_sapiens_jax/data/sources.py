@@ -1,0 +1,379 @@
+"""Random-access data sources (Grain ``RandomAccessDataSource`` protocol: ``len`` and ``[i]``).
+
+  CocoKeypointSource(ann_file, image_root)   SyRIP or any COCO keypoint set: one record per
+                                             non-crowd person annotation with keypoints.
+  MiniRgbdSource(root, sequences)            MINI-RGBD: RGB, 16-bit depth (mm), fg mask,
+                                             joints_2Ddep -> COCO-17; depth and normal targets.
+  load_skeletons(path)                       skeleton-only keypoints for the pose prior.
+
+A record is a dict of numpy arrays. Every record carries ``has_pose`` / ``has_depth`` /
+``has_normal`` task flags and ``is_real`` (domain), so losses and batch composition can mask per
+sample. Bad input raises ``DataError`` naming the file or annotation; with
+``skip_bad_records=True`` the record is skipped instead, logged, and listed in ``source.skipped``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from hyper_sapiens_jax.data import geometry
+from hyper_sapiens_jax.data.keypoints import NUM_COCO_KEYPOINTS, smil25_to_coco17
+
+log = logging.getLogger(__name__)
+Record = dict[str, Any]
+
+
+class DataError(ValueError):
+    """A data file or annotation is unusable; the message names it."""
+
+
+class _Skipper:
+    """Raise, or (with skip_bad_records) log and remember, a bad file or annotation."""
+
+    def __init__(self, skip: bool):
+        self.skip = skip
+        self.skipped: list[dict[str, str]] = []
+
+    def bad(self, file: str | Path, reason: str) -> None:
+        if not self.skip:
+            raise DataError(f"{file}: {reason}")
+        log.warning("skipping %s: %s", file, reason)
+        self.skipped.append({"file": str(file), "reason": reason})
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An image file -> uint8 (H, W, 3) RGB; unreadable or truncated files raise ``DataError``."""
+    try:
+        with Image.open(path) as img:
+            img.load()  # decodes fully: truncated files raise here instead of giving grey rows
+            return np.asarray(img.convert("RGB"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing image file") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"{path}: unreadable or truncated image ({e})") from None
+
+
+def read_gray(path: str | Path, dtype=None) -> np.ndarray:
+    """A single-channel PNG (8- or 16-bit) -> (H, W) array, errors naming the file."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            arr = np.asarray(img)
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing file") from None
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: unreadable or truncated image ({e})") from None
+    if arr.ndim == 3:
+        arr = arr[..., 0]
+    return arr if dtype is None else arr.astype(dtype)
+
+
+def _load_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing annotation file") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: unreadable annotation file ({e})") from None
+
+
+def _substitute(source, index: int, error: DataError, skipper: _Skipper) -> Record:
+    """With skip_bad_records, a record that fails to load is replaced by the next loadable one."""
+    skipper.bad(str(error).split(": ", 1)[0], str(error).split(": ", 1)[-1])
+    for step in range(1, min(len(source), 16)):
+        try:
+            return source.load(source.records[(index + step) % len(source)])
+        except DataError as e:
+            skipper.bad(str(e).split(": ", 1)[0], str(e).split(": ", 1)[-1])
+    raise DataError(f"{source.name}: no loadable record near index {index}")
+
+
+class CocoKeypointSource:
+    """One record per non-crowd person annotation with keypoints in a COCO keypoint file.
+
+    Args:
+      ann_file: COCO JSON (images, annotations with 17x3 keypoints and an [x, y, w, h] bbox).
+      image_root: folder the images' ``file_name`` is relative to.
+      domain: 'synthetic' or 'real' for images without an ``is_synthetic`` field.
+      skip_bad_records: skip (and list in ``skipped``) bad annotations/files instead of failing.
+      name: label used in messages and batch counts.
+    Record fields: image uint8 (H, W, 3); keypoints (K, 3) [x, y, visibility 0/1/2]; bbox (4,)
+    xywh; image_id, ann_id; is_real; has_pose = 1, has_depth = has_normal = 0.
+    """
+
+    def __init__(self, ann_file: str | Path, image_root: str | Path, *, domain: str = "real",
+                 skip_bad_records: bool = False, name: str | None = None,
+                 num_keypoints: int = NUM_COCO_KEYPOINTS):
+        if domain not in ("synthetic", "real"):
+            raise ValueError(f"domain must be 'synthetic' or 'real', got {domain!r}")
+        self.ann_file, self.image_root = Path(ann_file), Path(image_root)
+        self.name = name or self.ann_file.stem
+        self.num_keypoints = num_keypoints
+        self._skipper = _Skipper(skip_bad_records)
+        data = _load_json(self.ann_file)
+        for key in ("images", "annotations"):
+            if not isinstance(data.get(key), list):
+                raise DataError(f"{self.ann_file}: not a COCO file (no {key!r} list)")
+        images = {}
+        for img in data["images"]:
+            if "id" not in img or "file_name" not in img:
+                self._skipper.bad(self.ann_file, f"image entry {img.get('id', '?')} lacks 'id' or 'file_name'")
+                continue
+            images[img["id"]] = img
+        self.records = []
+        for ann in data["annotations"]:
+            rec = self._parse(ann, images, domain)
+            if rec is not None:
+                self.records.append(rec)
+        if not self.records:
+            raise DataError(f"{self.ann_file}: no usable person annotations with keypoints")
+
+    @property
+    def skipped(self) -> list[dict[str, str]]:
+        return self._skipper.skipped
+
+    def _parse(self, ann: dict, images: dict, domain: str) -> dict | None:
+        where = f"{self.ann_file} annotation {ann.get('id', '?')}"
+        missing = [f for f in ("id", "image_id", "keypoints", "bbox") if f not in ann]
+        if missing:
+            self._skipper.bad(where, f"missing field {missing[0]!r}")
+            return None
+        if ann.get("iscrowd", 0):
+            return None
+        kpts = np.asarray(ann["keypoints"], dtype=np.float64) if isinstance(ann["keypoints"], list) else None
+        if kpts is None or kpts.size != 3 * self.num_keypoints:
+            self._skipper.bad(where, f"'keypoints' must hold {3 * self.num_keypoints} numbers")
+            return None
+        kpts = kpts.reshape(self.num_keypoints, 3)
+        bbox = np.asarray(ann["bbox"], dtype=np.float64) if isinstance(ann["bbox"], list) else np.zeros(0)
+        if bbox.size != 4:
+            self._skipper.bad(where, "'bbox' must be [x, y, w, h]")
+            return None
+        if not (np.isfinite(kpts).all() and np.isfinite(bbox).all()):
+            self._skipper.bad(where, "NaN or infinite keypoints or bbox")
+            return None
+        if bbox[2] <= 0 or bbox[3] <= 0:
+            self._skipper.bad(where, f"zero-area box {bbox.tolist()}")
+            return None
+        if int(ann.get("num_keypoints", int((kpts[:, 2] > 0).sum()))) == 0 or not (kpts[:, 2] > 0).any():
+            return None
+        img = images.get(ann["image_id"])
+        if img is None:
+            self._skipper.bad(where, f"image_id {ann['image_id']} is not in 'images'")
+            return None
+        path = self.image_root / img["file_name"]
+        if not path.is_file():
+            self._skipper.bad(path, f"missing image file (annotation {ann['id']})")
+            return None
+        synthetic = img.get("is_synthetic")
+        is_real = (domain == "real") if synthetic is None else not bool(synthetic)
+        return {"path": str(path), "ann_id": int(ann["id"]), "image_id": int(ann["image_id"]),
+                "keypoints": kpts.astype(np.float32), "bbox": bbox.astype(np.float32), "is_real": is_real}
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def load(self, rec: dict) -> Record:
+        image = read_image(rec["path"])
+        return {"image": image, "keypoints": rec["keypoints"].copy(), "bbox": rec["bbox"].copy(),
+                "image_id": np.int64(rec["image_id"]), "ann_id": np.int64(rec["ann_id"]),
+                "is_real": np.float32(rec["is_real"]), "has_pose": np.float32(1),
+                "has_depth": np.float32(0), "has_normal": np.float32(0)}
+
+    def __getitem__(self, index: int) -> Record:
+        rec = self.records[index]
+        try:
+            return self.load(rec)
+        except DataError as e:
+            if not self._skipper.skip:
+                raise
+            return _substitute(self, index, e, self._skipper)
+
+    def __repr__(self) -> str:
+        return f"CocoKeypointSource({self.name}: {len(self)} persons from {self.ann_file})"
+
+
+def parse_sequences(spec: str | list | tuple) -> list[str]:
+    """'01-08' -> ['01', ..., '08']; '01,03,11-12' and lists of names work too."""
+    if isinstance(spec, (list, tuple)):
+        return [str(s).zfill(2) for s in spec]
+    out = []
+    for part in str(spec).split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
+        if m:
+            a, b = int(m.group(1)), int(m.group(2))
+            out += [f"{i:02d}" for i in range(a, b + 1)]
+        elif part:
+            out.append(part.zfill(2) if part.isdigit() else part)
+    if not out:
+        raise ValueError(f"no MINI-RGBD sequences in {spec!r}")
+    return out
+
+
+def read_joints_2ddep(path: str | Path) -> np.ndarray:
+    """A ``syn_joints_2Ddep_XXXXX.txt`` file -> (25, 3) [x, y, depth_mm], rows ordered by joint id."""
+    try:
+        rows = np.loadtxt(path, dtype=np.float64, ndmin=2)
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing joints file") from None
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: unreadable joints file ({e})") from None
+    if rows.shape != (25, 4):
+        raise DataError(f"{path}: expected 25 lines 'x y depth_mm joint_id', got shape {rows.shape}")
+    ids = rows[:, 3].astype(int)
+    if sorted(ids.tolist()) != list(range(25)):
+        raise DataError(f"{path}: joint ids must be 0..24 once each")
+    if not np.isfinite(rows).all():
+        raise DataError(f"{path}: NaN or infinite joint values")
+    out = np.empty((25, 3))
+    out[ids] = rows[:, :3]
+    return out
+
+
+class MiniRgbdSource:
+    """MINI-RGBD frames as top-down person records with pose, depth and normal targets.
+
+    Args:
+      root: folder holding the sequence folders ``01`` ... ``12``.
+      sequences: '01-08', '09,10', or a list.
+      intrinsics: (fx, fy, cx, cy) of the 640x480 frames (the dataset's own by default).
+      skip_bad_records: skip bad frames instead of failing.
+    Record fields: as ``CocoKeypointSource`` plus depth (H, W) float32 metres (-1 where invalid or
+    not the person), normal (H, W, 3) float32 (0 = invalid), mask (H, W) uint8; 13 COCO points
+    (eyes and ears have visibility 0); has_pose = has_depth = has_normal = 1; is_real = 0.
+    """
+
+    def __init__(self, root: str | Path, sequences: str | list = "01-12", *,
+                 intrinsics: tuple[float, float, float, float] = geometry.MINI_RGBD_INTRINSICS,
+                 skip_bad_records: bool = False, name: str = "mini_rgbd"):
+        self.root, self.name, self.intrinsics = Path(root), name, intrinsics
+        self._skipper = _Skipper(skip_bad_records)
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: MINI-RGBD root is not a directory")
+        self.records = []
+        for seq in parse_sequences(sequences):
+            rgb_dir = self.root / seq / "rgb"
+            if not rgb_dir.is_dir():
+                raise DataError(f"{rgb_dir}: missing MINI-RGBD sequence folder")
+            for rgb in sorted(rgb_dir.glob("syn_*.png")):
+                frame = rgb.stem.removeprefix("syn_")
+                files = {"rgb": rgb, "depth": self.root / seq / "depth" / f"syn_{frame}_depth.png",
+                         "mask": self.root / seq / "fg_mask" / f"mask_{frame}.png",
+                         "joints": self.root / seq / "joints_2Ddep" / f"syn_joints_2Ddep_{frame}.txt"}
+                lost = [p for p in files.values() if not p.is_file()]
+                if lost:
+                    self._skipper.bad(lost[0], "missing file")
+                    continue
+                image_id = int(seq) * 100_000 + int(frame) if seq.isdigit() and frame.isdigit() else len(self.records)
+                self.records.append({**{k: str(v) for k, v in files.items()}, "image_id": image_id})
+        if not self.records:
+            raise DataError(f"{self.root}: no MINI-RGBD frames in sequences {sequences!r}")
+
+    @property
+    def skipped(self) -> list[dict[str, str]]:
+        return self._skipper.skipped
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def load(self, rec: dict) -> Record:
+        image = read_image(rec["rgb"])
+        depth_mm = read_gray(rec["depth"], np.float32)
+        mask = read_gray(rec["mask"]) > 0
+        if depth_mm.shape != image.shape[:2] or mask.shape != image.shape[:2]:
+            raise DataError(f"{rec['depth']}: depth/mask size {depth_mm.shape}/{mask.shape} differs from "
+                            f"the image's {image.shape[:2]}")
+        joints = read_joints_2ddep(rec["joints"])
+        kpts, visible = smil25_to_coco17(joints[:, :2])
+        h, w = mask.shape
+        inside = (kpts[:, 0] >= 0) & (kpts[:, 0] <= w - 1) & (kpts[:, 1] >= 0) & (kpts[:, 1] <= h - 1)
+        vis = np.where((visible > 0) & inside, 2.0, 0.0)
+        depth_m = depth_mm / 1000.0
+        person = mask & (depth_m > 0)
+        bbox = _bbox_from(kpts[vis > 0], mask)
+        if bbox is None:
+            raise DataError(f"{rec['joints']}: no visible joints and an empty mask")
+        normal = geometry.normals_from_depth(depth_m, person, self._intrinsics_at(h, w))
+        return {"image": image, "keypoints": np.concatenate([kpts, vis[:, None]], 1).astype(np.float32),
+                "bbox": bbox, "image_id": np.int64(rec["image_id"]), "ann_id": np.int64(rec["image_id"]),
+                "depth": np.where(person, depth_m, -1.0).astype(np.float32), "normal": normal,
+                "mask": mask.astype(np.uint8), "is_real": np.float32(0), "has_pose": np.float32(1),
+                "has_depth": np.float32(1), "has_normal": np.float32(1)}
+
+    def _intrinsics_at(self, h: int, w: int) -> tuple[float, float, float, float]:
+        """The intrinsics (given for 640x480) scaled to frames of another size."""
+        fx, fy, cx, cy = self.intrinsics
+        sy, sx = h / geometry.MINI_RGBD_SIZE[0], w / geometry.MINI_RGBD_SIZE[1]
+        return fx * sx, fy * sy, cx * sx, cy * sy
+
+    __getitem__ = CocoKeypointSource.__getitem__
+
+    def __repr__(self) -> str:
+        return f"MiniRgbdSource({len(self)} frames from {self.root})"
+
+
+def _bbox_from(points: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
+    """Tight xywh box around the given points (N, 2) and the mask's pixels; None if both empty."""
+    xs, ys = [points[:, 0]], [points[:, 1]]
+    if mask.any():
+        rows, cols = np.nonzero(mask)
+        xs.append(cols.astype(np.float64))
+        ys.append(rows.astype(np.float64))
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    if x.size == 0:
+        return None
+    x0, y0, x1, y1 = x.min(), y.min(), x.max() + 1, y.max() + 1
+    return np.array([x0, y0, x1 - x0, y1 - y0], np.float32)
+
+
+def load_skeletons(path: str | Path, num_keypoints: int = NUM_COCO_KEYPOINTS) -> np.ndarray:
+    """Skeleton-only keypoints for the prior -> (N, K, 3) float32 [x, y, visibility].
+
+    ``path``: an ``.npz`` with ``keypoints`` [N, K, 2|3] (visibility 1 when absent), a COCO keypoint
+    JSON (one skeleton per annotation with keypoints), or a MINI-RGBD root (every frame's joints).
+    """
+    path = Path(path)
+    if path.is_dir():
+        src = MiniRgbdSource(path, sorted(p.name for p in path.iterdir() if (p / "rgb").is_dir()))
+        skel = []
+        for rec in src.records:
+            kpts, visible = smil25_to_coco17(read_joints_2ddep(rec["joints"])[:, :2])
+            skel.append(np.concatenate([kpts, visible[:, None]], 1))
+        out = np.stack(skel)
+    elif path.suffix == ".json":
+        data = _load_json(path)
+        anns = [a for a in data.get("annotations", []) if a.get("keypoints") and not a.get("iscrowd", 0)]
+        if not anns:
+            raise DataError(f"{path}: no annotations with keypoints")
+        try:
+            out = np.asarray([a["keypoints"] for a in anns], np.float64).reshape(len(anns), num_keypoints, 3)
+        except ValueError:
+            raise DataError(f"{path}: keypoints are not {num_keypoints}x3 in every annotation") from None
+    elif path.suffix == ".npz":
+        try:
+            with np.load(path) as f:
+                if "keypoints" not in f:
+                    raise DataError(f"{path}: no 'keypoints' array (found {sorted(f.files)})")
+                out = np.asarray(f["keypoints"], np.float64)
+        except FileNotFoundError:
+            raise DataError(f"{path}: missing skeleton file") from None
+        if out.ndim != 3 or out.shape[1] != num_keypoints or out.shape[2] not in (2, 3):
+            raise DataError(f"{path}: 'keypoints' must be [N, {num_keypoints}, 2|3], got {list(out.shape)}")
+        if out.shape[2] == 2:
+            out = np.concatenate([out, np.ones(out.shape[:2] + (1,))], -1)
+    else:
+        raise DataError(f"{path}: skeletons must be an .npz, a COCO .json or a MINI-RGBD folder")
+    if not np.isfinite(out).all():
+        bad = int(np.nonzero(~np.isfinite(out).all(axis=(1, 2)))[0][0])
+        raise DataError(f"{path}: skeleton {bad} has NaN or infinite values")
+    out[..., 2] = (out[..., 2] > 0).astype(np.float64)
+    return out.astype(np.float32)

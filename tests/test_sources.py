@@ -1,0 +1,179 @@
+"""Dataset readers: COCO (SyRIP), MINI-RGBD, skeletons — and their refusal of bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hyper_sapiens_jax.data import geometry
+from hyper_sapiens_jax.data.keypoints import KEYPOINT_SUBSETS, SMIL25_TO_COCO17, smil25_to_coco17
+from hyper_sapiens_jax.data.sources import (CocoKeypointSource, DataError, MiniRgbdSource, load_skeletons,
+                                            parse_sequences, read_joints_2ddep)
+
+
+def test_smil25_to_coco17_mapping():
+    joints = np.arange(25 * 2, dtype=np.float32).reshape(25, 2)
+    coco, vis = smil25_to_coco17(joints)
+    # nose <- 24, shoulders <- 16/17, elbows <- 18/19, wrists <- 20/21, hips <- 1/2, knees <- 4/5, ankles <- 7/8
+    expected = {0: 24, 5: 16, 6: 17, 7: 18, 8: 19, 9: 20, 10: 21, 11: 1, 12: 2, 13: 4, 14: 5, 15: 7, 16: 8}
+    for c, s in expected.items():
+        assert np.array_equal(coco[c], joints[s]) and vis[c] == 1
+    assert vis[1:5].sum() == 0 and (coco[1:5] == 0).all()
+    assert KEYPOINT_SUBSETS["common13"] == tuple(sorted(expected))
+    assert len([j for j in SMIL25_TO_COCO17 if j >= 0]) == 13
+
+
+def test_parse_sequences():
+    assert parse_sequences("01-03") == ["01", "02", "03"]
+    assert parse_sequences("9,11-12") == ["09", "11", "12"]
+    assert parse_sequences(["1", "02"]) == ["01", "02"]
+
+
+def test_coco_source_reads_testbed(testbed):
+    src = CocoKeypointSource(testbed.train_syn_json, testbed.train_syn_images, domain="real")
+    data = json.loads(testbed.train_syn_json.read_text())
+    assert len(src) == sum(1 for a in data["annotations"] if not a.get("iscrowd") and a["num_keypoints"] > 0)
+    rec = src[0]
+    ann = next(a for a in data["annotations"] if a["id"] == rec["ann_id"])
+    assert np.allclose(rec["keypoints"].ravel(), ann["keypoints"]) and np.allclose(rec["bbox"], ann["bbox"])
+    assert rec["image"].dtype == np.uint8 and rec["image"].shape[2] == 3
+    assert rec["is_real"] == 0  # the images' is_synthetic wins over the domain argument
+    assert (rec["has_pose"], rec["has_depth"], rec["has_normal"]) == (1, 0, 0)
+
+
+def test_mini_rgbd_source_targets(testbed):
+    src = MiniRgbdSource(testbed.mini_rgbd, "01-02")
+    assert len(src) == 12
+    rec = src[3]
+    h, w = rec["image"].shape[:2]
+    joints = read_joints_2ddep(src.records[3]["joints"])
+    assert np.allclose(rec["keypoints"][0, :2], joints[24, :2])        # nose <- SMIL 24
+    assert (rec["keypoints"][1:5, 2] == 0).all()                       # no eyes / ears
+    person = rec["depth"] > 0
+    assert person.any() and (rec["depth"][~person] == -1).all()
+    assert np.array_equal(person, rec["mask"].astype(bool) & person)  # depth only on the infant
+    n = rec["normal"]
+    valid = np.abs(n).sum(-1) > 0
+    assert valid.sum() > 0.3 * person.sum() and not valid[~person].any()
+    assert np.allclose(np.linalg.norm(n[valid], axis=-1), 1, atol=1e-5)
+    pts = geometry.backproject(np.where(person, rec["depth"], 0), geometry.MINI_RGBD_INTRINSICS)
+    assert (np.sum(n[valid] * pts[valid], -1) < 0).all()              # normals face the camera
+    x, y, bw, bh = rec["bbox"]
+    vis = rec["keypoints"][:, 2] > 0
+    k = rec["keypoints"][vis, :2]
+    assert (k[:, 0] >= x).all() and (k[:, 0] <= x + bw).all() and (k[:, 1] >= y).all() and (k[:, 1] <= y + bh).all()
+    assert (rec["has_depth"], rec["has_normal"], rec["is_real"]) == (1, 1, 0)
+
+
+def test_normals_from_depth_of_a_tilted_plane():
+    fx, fy, cx, cy = intr = (500.0, 500.0, 64.0, 48.0)
+    n_true = np.array([0.4, -0.3, -1.0])
+    n_true /= np.linalg.norm(n_true)
+    u, v = np.meshgrid(np.arange(128), np.arange(96))
+    rays = np.stack([(u - cx) / fx, (v - cy) / fy, np.ones_like(u, float)], -1)
+    depth = -0.9 / (rays @ n_true)                                     # plane n . P = -0.9
+    n = geometry.normals_from_depth(depth, np.ones_like(depth, bool), intr)
+    assert np.abs(n[5:-5, 5:-5] - n_true).max() < 1e-6
+    assert (n[:3] == 0).all()                                          # border: no full stencil
+
+
+def test_skeleton_sources(testbed, tmp_path):
+    npz = load_skeletons(testbed.skeletons)
+    assert npz.shape == (50, 17, 3) and set(np.unique(npz[..., 2])) <= {0.0, 1.0}
+    coco = load_skeletons(testbed.train_real_json)
+    assert coco.shape[1:] == (17, 3)
+    mini = load_skeletons(testbed.mini_rgbd)
+    assert mini.shape == (12, 17, 3) and (mini[:, 1:5, 2] == 0).all()
+    np.savez(tmp_path / "xy.npz", keypoints=np.zeros((4, 17, 2)))
+    assert (load_skeletons(tmp_path / "xy.npz")[..., 2] == 1).all()
+    bad = np.zeros((4, 17, 2))
+    bad[2, 3, 0] = np.nan
+    np.savez(tmp_path / "nan.npz", keypoints=bad)
+    with pytest.raises(DataError, match="nan.npz: skeleton 2 has NaN"):
+        load_skeletons(tmp_path / "nan.npz")
+    np.savez(tmp_path / "other.npz", points=np.zeros((2, 17, 2)))
+    with pytest.raises(DataError, match=r"other.npz: no 'keypoints' array \(found \['points'\]\)"):
+        load_skeletons(tmp_path / "other.npz")
+
+
+@pytest.fixture
+def coco_copy(testbed, tmp_path):
+    """A writable copy of the testbed's real split: (annotation path, image folder, parsed json)."""
+    images = tmp_path / "images"
+    shutil.copytree(testbed.train_real_images, images)
+    data = json.loads(testbed.train_real_json.read_text())
+    return tmp_path / "ann.json", images, data
+
+
+def _write(path, data):
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda a, d: a.pop("bbox"), "annotation {id}: missing field 'bbox'"),
+    (lambda a, d: a["keypoints"].__setitem__(4, float("nan")), "annotation {id}: NaN or infinite keypoints"),
+    (lambda a, d: a.__setitem__("bbox", [10, 10, 0, 20]), "annotation {id}: zero-area box"),
+    (lambda a, d: a.__setitem__("keypoints", [1, 2, 2]), "annotation {id}: 'keypoints' must hold 51 numbers"),
+    (lambda a, d: a.__setitem__("image_id", 987654), "annotation {id}: image_id 987654 is not in 'images'"),
+])
+def test_bad_annotations_named_or_skipped(coco_copy, edit, message):
+    ann_path, images, data = coco_copy
+    bad = data["annotations"][1]
+    edit(bad, data)
+    _write(ann_path, data)
+    with pytest.raises(DataError) as e:
+        CocoKeypointSource(ann_path, images)
+    assert message.format(id=bad["id"]) in str(e.value) and str(ann_path) in str(e.value)
+    src = CocoKeypointSource(ann_path, images, skip_bad_records=True)
+    assert len(src) == len(data["annotations"]) - 1
+    assert len(src.skipped) == 1 and message.format(id=bad["id"]).split(": ", 1)[1] in src.skipped[0]["reason"]
+
+
+def test_missing_and_broken_images(coco_copy):
+    ann_path, images, data = coco_copy
+    _write(ann_path, data)
+    files = [images / im["file_name"] for im in data["images"]]
+    kept = files[0].read_bytes()
+    files[0].unlink()
+    with pytest.raises(DataError, match=f"{files[0]}: missing image file"):
+        CocoKeypointSource(ann_path, images)
+    src = CocoKeypointSource(ann_path, images, skip_bad_records=True)
+    assert [s["file"] for s in src.skipped] == [str(files[0])]
+    files[0].write_bytes(kept)
+    # Truncated and garbage files are found when read: an error naming the file, or a counted skip.
+    raw = files[1].read_bytes()
+    files[1].write_bytes(raw[: len(raw) // 2])
+    files[2].write_bytes(b"not an image at all")
+    strict = CocoKeypointSource(ann_path, images)
+    idx = {r["path"]: i for i, r in enumerate(strict.records)}
+    with pytest.raises(DataError, match=f"{files[1]}: unreadable or truncated image"):
+        strict[idx[str(files[1])]]
+    with pytest.raises(DataError, match=f"{files[2]}: unreadable or truncated image"):
+        strict[idx[str(files[2])]]
+    lenient = CocoKeypointSource(ann_path, images, skip_bad_records=True)
+    rec = lenient[idx[str(files[1])]]
+    assert rec["image"].ndim == 3 and str(files[1]) in [s["file"] for s in lenient.skipped]
+
+
+def test_bad_mini_rgbd_frames(testbed, tmp_path):
+    root = tmp_path / "mini"
+    shutil.copytree(testbed.mini_rgbd, root)
+    joints = root / "01" / "joints_2Ddep" / "syn_joints_2Ddep_00002.txt"
+    joints.write_text("1 2 3 0\n")
+    src = MiniRgbdSource(root, "01")
+    with pytest.raises(DataError, match=f"{joints}: expected 25 lines"):
+        src[2]
+    (root / "01" / "depth" / "syn_00004_depth.png").unlink()
+    with pytest.raises(DataError, match="syn_00004_depth.png: missing file"):
+        MiniRgbdSource(root, "01")
+    assert len(MiniRgbdSource(root, "01", skip_bad_records=True)) == 5
+    with pytest.raises(DataError, match="missing MINI-RGBD sequence folder"):
+        MiniRgbdSource(root, "01-03", skip_bad_records=True)
+    Image.new("L", (3, 3)).save(root / "02" / "fg_mask" / "mask_00001.png")
+    with pytest.raises(DataError, match="differs from the image's"):
+        MiniRgbdSource(root, "02")[1]
