@@ -59,7 +59,6 @@ def test_two_processes_split_each_source_without_overlap(stage2):
             assert len(half["image"]) == config.batch_size // 2
             assert half["is_real"].sum() == config.batch_size // 4
         for i, entry in enumerate(mix):
-            ids = [set(h["ann_id"][h["source_id"] == i].tolist()) for h in halves]
             assert sum(len(h["ann_id"][h["source_id"] == i]) for h in halves) == entry.count
     # Process slices are disjoint: process p only ever sees records p, p+2, p+4, ...
     for i, entry in enumerate(mix):

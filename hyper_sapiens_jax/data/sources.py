@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,11 @@ Record = dict[str, Any]
 
 
 class DataError(ValueError):
-    """A data file or annotation is unusable; the message names it."""
+    """A data file or annotation is unusable. ``where`` names it; the message is "where: reason"."""
+
+    def __init__(self, where: str | Path, reason: str | None = None):
+        self.where, self.reason = str(where), reason
+        super().__init__(f"{where}: {reason}" if reason else str(where))
 
 
 class _Skipper:
@@ -42,11 +45,38 @@ class _Skipper:
         self.skip = skip
         self.skipped: list[dict[str, str]] = []
 
-    def bad(self, file: str | Path, reason: str) -> None:
+    def bad(self, where: str | Path, reason: str) -> None:
         if not self.skip:
-            raise DataError(f"{file}: {reason}")
-        log.warning("skipping %s: %s", file, reason)
-        self.skipped.append({"file": str(file), "reason": reason})
+            raise DataError(where, reason)
+        log.warning("skipping %s: %s", where, reason)
+        self.skipped.append({"file": str(where), "reason": reason})
+
+
+class _RecordSource:
+    """Random access over ``self.records`` via ``self.load(record)``; a record that fails to load
+    raises, or with skip_bad_records is counted and replaced by the next loadable one."""
+
+    name: str
+    records: list[dict]
+    _skipper: _Skipper
+
+    @property
+    def skipped(self) -> list[dict[str, str]]:
+        return self._skipper.skipped
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def load(self, rec: dict) -> Record:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> Record:
+        for step in range(min(len(self.records), 16)):
+            try:
+                return self.load(self.records[(index + step) % len(self.records)])
+            except DataError as e:
+                self._skipper.bad(e.where, e.reason or "unreadable")
+        raise DataError(self.name, f"no loadable record near index {index}")
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -56,9 +86,9 @@ def read_image(path: str | Path) -> np.ndarray:
             img.load()  # decodes fully: truncated files raise here instead of giving grey rows
             return np.asarray(img.convert("RGB"))
     except FileNotFoundError:
-        raise DataError(f"{path}: missing image file") from None
+        raise DataError(path, "missing image file") from None
     except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(f"{path}: unreadable or truncated image ({e})") from None
+        raise DataError(path, f"unreadable or truncated image ({e})") from None
 
 
 def read_gray(path: str | Path, dtype=None) -> np.ndarray:
@@ -68,9 +98,9 @@ def read_gray(path: str | Path, dtype=None) -> np.ndarray:
             img.load()
             arr = np.asarray(img)
     except FileNotFoundError:
-        raise DataError(f"{path}: missing file") from None
+        raise DataError(path, "missing file") from None
     except (OSError, ValueError) as e:
-        raise DataError(f"{path}: unreadable or truncated image ({e})") from None
+        raise DataError(path, f"unreadable or truncated image ({e})") from None
     if arr.ndim == 3:
         arr = arr[..., 0]
     return arr if dtype is None else arr.astype(dtype)
@@ -80,23 +110,12 @@ def _load_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise DataError(f"{path}: missing annotation file") from None
+        raise DataError(path, "missing annotation file") from None
     except (OSError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: unreadable annotation file ({e})") from None
+        raise DataError(path, f"unreadable annotation file ({e})") from None
 
 
-def _substitute(source, index: int, error: DataError, skipper: _Skipper) -> Record:
-    """With skip_bad_records, a record that fails to load is replaced by the next loadable one."""
-    skipper.bad(str(error).split(": ", 1)[0], str(error).split(": ", 1)[-1])
-    for step in range(1, min(len(source), 16)):
-        try:
-            return source.load(source.records[(index + step) % len(source)])
-        except DataError as e:
-            skipper.bad(str(e).split(": ", 1)[0], str(e).split(": ", 1)[-1])
-    raise DataError(f"{source.name}: no loadable record near index {index}")
-
-
-class CocoKeypointSource:
+class CocoKeypointSource(_RecordSource):
     """One record per non-crowd person annotation with keypoints in a COCO keypoint file.
 
     Args:
@@ -121,7 +140,7 @@ class CocoKeypointSource:
         data = _load_json(self.ann_file)
         for key in ("images", "annotations"):
             if not isinstance(data.get(key), list):
-                raise DataError(f"{self.ann_file}: not a COCO file (no {key!r} list)")
+                raise DataError(self.ann_file, f"not a COCO file (no {key!r} list)")
         images = {}
         for img in data["images"]:
             if "id" not in img or "file_name" not in img:
@@ -134,11 +153,7 @@ class CocoKeypointSource:
             if rec is not None:
                 self.records.append(rec)
         if not self.records:
-            raise DataError(f"{self.ann_file}: no usable person annotations with keypoints")
-
-    @property
-    def skipped(self) -> list[dict[str, str]]:
-        return self._skipper.skipped
+            raise DataError(self.ann_file, "no usable person annotations with keypoints")
 
     def _parse(self, ann: dict, images: dict, domain: str) -> dict | None:
         where = f"{self.ann_file} annotation {ann.get('id', '?')}"
@@ -178,24 +193,12 @@ class CocoKeypointSource:
         return {"path": str(path), "ann_id": int(ann["id"]), "image_id": int(ann["image_id"]),
                 "keypoints": kpts.astype(np.float32), "bbox": bbox.astype(np.float32), "is_real": is_real}
 
-    def __len__(self) -> int:
-        return len(self.records)
-
     def load(self, rec: dict) -> Record:
         image = read_image(rec["path"])
         return {"image": image, "keypoints": rec["keypoints"].copy(), "bbox": rec["bbox"].copy(),
                 "image_id": np.int64(rec["image_id"]), "ann_id": np.int64(rec["ann_id"]),
                 "is_real": np.float32(rec["is_real"]), "has_pose": np.float32(1),
                 "has_depth": np.float32(0), "has_normal": np.float32(0)}
-
-    def __getitem__(self, index: int) -> Record:
-        rec = self.records[index]
-        try:
-            return self.load(rec)
-        except DataError as e:
-            if not self._skipper.skip:
-                raise
-            return _substitute(self, index, e, self._skipper)
 
     def __repr__(self) -> str:
         return f"CocoKeypointSource({self.name}: {len(self)} persons from {self.ann_file})"
@@ -224,22 +227,22 @@ def read_joints_2ddep(path: str | Path) -> np.ndarray:
     try:
         rows = np.loadtxt(path, dtype=np.float64, ndmin=2)
     except FileNotFoundError:
-        raise DataError(f"{path}: missing joints file") from None
+        raise DataError(path, "missing joints file") from None
     except (OSError, ValueError) as e:
-        raise DataError(f"{path}: unreadable joints file ({e})") from None
+        raise DataError(path, f"unreadable joints file ({e})") from None
     if rows.shape != (25, 4):
-        raise DataError(f"{path}: expected 25 lines 'x y depth_mm joint_id', got shape {rows.shape}")
+        raise DataError(path, f"expected 25 lines 'x y depth_mm joint_id', got shape {rows.shape}")
     ids = rows[:, 3].astype(int)
     if sorted(ids.tolist()) != list(range(25)):
-        raise DataError(f"{path}: joint ids must be 0..24 once each")
+        raise DataError(path, "joint ids must be 0..24 once each")
     if not np.isfinite(rows).all():
-        raise DataError(f"{path}: NaN or infinite joint values")
+        raise DataError(path, "NaN or infinite joint values")
     out = np.empty((25, 3))
     out[ids] = rows[:, :3]
     return out
 
 
-class MiniRgbdSource:
+class MiniRgbdSource(_RecordSource):
     """MINI-RGBD frames as top-down person records with pose, depth and normal targets.
 
     Args:
@@ -258,12 +261,12 @@ class MiniRgbdSource:
         self.root, self.name, self.intrinsics = Path(root), name, intrinsics
         self._skipper = _Skipper(skip_bad_records)
         if not self.root.is_dir():
-            raise DataError(f"{self.root}: MINI-RGBD root is not a directory")
+            raise DataError(self.root, "MINI-RGBD root is not a directory")
         self.records = []
         for seq in parse_sequences(sequences):
             rgb_dir = self.root / seq / "rgb"
             if not rgb_dir.is_dir():
-                raise DataError(f"{rgb_dir}: missing MINI-RGBD sequence folder")
+                raise DataError(rgb_dir, "missing MINI-RGBD sequence folder")
             for rgb in sorted(rgb_dir.glob("syn_*.png")):
                 frame = rgb.stem.removeprefix("syn_")
                 files = {"rgb": rgb, "depth": self.root / seq / "depth" / f"syn_{frame}_depth.png",
@@ -276,21 +279,14 @@ class MiniRgbdSource:
                 image_id = int(seq) * 100_000 + int(frame) if seq.isdigit() and frame.isdigit() else len(self.records)
                 self.records.append({**{k: str(v) for k, v in files.items()}, "image_id": image_id})
         if not self.records:
-            raise DataError(f"{self.root}: no MINI-RGBD frames in sequences {sequences!r}")
-
-    @property
-    def skipped(self) -> list[dict[str, str]]:
-        return self._skipper.skipped
-
-    def __len__(self) -> int:
-        return len(self.records)
+            raise DataError(self.root, f"no MINI-RGBD frames in sequences {sequences!r}")
 
     def load(self, rec: dict) -> Record:
         image = read_image(rec["rgb"])
         depth_mm = read_gray(rec["depth"], np.float32)
         mask = read_gray(rec["mask"]) > 0
         if depth_mm.shape != image.shape[:2] or mask.shape != image.shape[:2]:
-            raise DataError(f"{rec['depth']}: depth/mask size {depth_mm.shape}/{mask.shape} differs from "
+            raise DataError(rec["depth"], f"depth/mask size {depth_mm.shape}/{mask.shape} differs from "
                             f"the image's {image.shape[:2]}")
         joints = read_joints_2ddep(rec["joints"])
         kpts, visible = smil25_to_coco17(joints[:, :2])
@@ -301,7 +297,7 @@ class MiniRgbdSource:
         person = mask & (depth_m > 0)
         bbox = _bbox_from(kpts[vis > 0], mask)
         if bbox is None:
-            raise DataError(f"{rec['joints']}: no visible joints and an empty mask")
+            raise DataError(rec["joints"], "no visible joints and an empty mask")
         normal = geometry.normals_from_depth(depth_m, person, self._intrinsics_at(h, w))
         return {"image": image, "keypoints": np.concatenate([kpts, vis[:, None]], 1).astype(np.float32),
                 "bbox": bbox, "image_id": np.int64(rec["image_id"]), "ann_id": np.int64(rec["image_id"]),
@@ -314,8 +310,6 @@ class MiniRgbdSource:
         fx, fy, cx, cy = self.intrinsics
         sy, sx = h / geometry.MINI_RGBD_SIZE[0], w / geometry.MINI_RGBD_SIZE[1]
         return fx * sx, fy * sy, cx * sx, cy * sy
-
-    __getitem__ = CocoKeypointSource.__getitem__
 
     def __repr__(self) -> str:
         return f"MiniRgbdSource({len(self)} frames from {self.root})"
@@ -353,27 +347,27 @@ def load_skeletons(path: str | Path, num_keypoints: int = NUM_COCO_KEYPOINTS) ->
         data = _load_json(path)
         anns = [a for a in data.get("annotations", []) if a.get("keypoints") and not a.get("iscrowd", 0)]
         if not anns:
-            raise DataError(f"{path}: no annotations with keypoints")
+            raise DataError(path, "no annotations with keypoints")
         try:
             out = np.asarray([a["keypoints"] for a in anns], np.float64).reshape(len(anns), num_keypoints, 3)
         except ValueError:
-            raise DataError(f"{path}: keypoints are not {num_keypoints}x3 in every annotation") from None
+            raise DataError(path, f"keypoints are not {num_keypoints}x3 in every annotation") from None
     elif path.suffix == ".npz":
         try:
             with np.load(path) as f:
                 if "keypoints" not in f:
-                    raise DataError(f"{path}: no 'keypoints' array (found {sorted(f.files)})")
+                    raise DataError(path, f"no 'keypoints' array (found {sorted(f.files)})")
                 out = np.asarray(f["keypoints"], np.float64)
         except FileNotFoundError:
-            raise DataError(f"{path}: missing skeleton file") from None
+            raise DataError(path, "missing skeleton file") from None
         if out.ndim != 3 or out.shape[1] != num_keypoints or out.shape[2] not in (2, 3):
-            raise DataError(f"{path}: 'keypoints' must be [N, {num_keypoints}, 2|3], got {list(out.shape)}")
+            raise DataError(path, f"'keypoints' must be [N, {num_keypoints}, 2|3], got {list(out.shape)}")
         if out.shape[2] == 2:
             out = np.concatenate([out, np.ones(out.shape[:2] + (1,))], -1)
     else:
-        raise DataError(f"{path}: skeletons must be an .npz, a COCO .json or a MINI-RGBD folder")
+        raise DataError(path, "skeletons must be an .npz, a COCO .json or a MINI-RGBD folder")
     if not np.isfinite(out).all():
         bad = int(np.nonzero(~np.isfinite(out).all(axis=(1, 2)))[0][0])
-        raise DataError(f"{path}: skeleton {bad} has NaN or infinite values")
+        raise DataError(path, f"skeleton {bad} has NaN or infinite values")
     out[..., 2] = (out[..., 2] > 0).astype(np.float64)
     return out.astype(np.float32)
