@@ -169,3 +169,22 @@ def test_inspect_cli_summary_and_bad_records(testbed, tmp_path):
     assert summary["batches"][0]["shapes"]["image"] == [16, 64, 48, 3]
     assert summary["skipped"] == [{"file": f"{bad_ann} annotation {bad_id}", "reason": "NaN or infinite keypoints or bbox"}]
     assert (tmp_path / "ok" / "batch_000.png").stat().st_size > 10_000
+
+
+def test_worker_processes_give_the_same_batches_and_state(stage2):
+    """mp_prefetch workers: identical batches to in-process decoding, and resumable state."""
+    _, mix, cfg = stage2
+    ds = train_dataset(mix, cfg, seed=5, num_batches=4)
+    reference = list(train_iterator(ds))
+    it = train_iterator(ds, worker_count=2)
+    first, _ = next(it), next(it)
+    state = it.get_state()
+    third = next(it)
+    restored = train_iterator(ds, worker_count=2)
+    restored.set_state(state)
+    again = next(restored)
+    for k in reference[0]:
+        assert np.array_equal(first[k], reference[0][k]), k
+        assert np.array_equal(third[k], reference[2][k]), k
+        assert np.array_equal(again[k], reference[2][k]), k
+    del it, restored  # stop the worker processes before the fixtures go

@@ -86,6 +86,11 @@ def train_iterator(dataset: grain.MapDataset, *, worker_count: int = 0,
     """
     ds = dataset.to_iter_dataset(grain.ReadOptions(num_threads=0 if worker_count else 2))
     if worker_count:
+        # grain 0.2.18's workers read absl flags; outside an absl app (library use, tests) nobody
+        # parsed them, so let their defaults apply.
+        from absl import flags
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count,
                                                          per_worker_buffer_size=worker_buffer_size))
     return iter(ds)
