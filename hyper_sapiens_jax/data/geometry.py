@@ -48,25 +48,32 @@ def normals_from_depth(depth: np.ndarray, valid: np.ndarray, intrinsics: tuple[f
       max_step: largest depth difference (m) to a neighbour that still counts as the same surface.
       stencil: half-width in pixels of the central differences.
     """
-    pts = backproject(depth, intrinsics)
-    ok = valid.astype(bool).copy()
+    h, w = depth.shape
     k = stencil
-    ok[:k, :] = ok[-k:, :] = ok[:, :k] = ok[:, -k:] = False
+    out = np.zeros((h, w, 3), np.float32)
+    if h <= 2 * k or w <= 2 * k:
+        return out
+    pts = backproject(depth, intrinsics)                        # float64: differences of nearby points
     z = depth.astype(np.float64)
-    for axis in (0, 1):
-        for shift in (k, -k):
-            nb_valid = np.roll(valid, shift, axis=axis)
-            nb_close = np.abs(np.roll(z, shift, axis=axis) - z) <= max_step
-            ok &= nb_valid & nb_close
-    du = np.roll(pts, -k, axis=1) - np.roll(pts, k, axis=1)  # d/du (x 2k)
-    dv = np.roll(pts, -k, axis=0) - np.roll(pts, k, axis=0)  # d/dv (x 2k)
-    n = np.cross(dv, du)  # with y down and z forward this points toward the camera
-    norm = np.linalg.norm(n, axis=-1, keepdims=True)
-    ok &= norm[..., 0] > 0
-    n = n / np.where(norm > 0, norm, 1.0)
-    flip = np.sum(n * pts, axis=-1) > 0  # keep every normal facing the camera
-    n[flip] *= -1
-    return np.where(ok[..., None], n, 0.0).astype(np.float32)
+    valid = valid.astype(bool)
+    c = (slice(k, h - k), slice(k, w - k))                      # pixels with a full stencil
+    nbrs = [(slice(k, h - k), slice(2 * k, w)), (slice(k, h - k), slice(0, w - 2 * k)),
+            (slice(2 * k, h), slice(k, w - k)), (slice(0, h - 2 * k), slice(k, w - k))]  # right left down up
+    ok = valid[c].copy()
+    for nb in nbrs:
+        ok &= valid[nb] & (np.abs(z[nb] - z[c]) <= max_step)
+    du = pts[nbrs[0]] - pts[nbrs[1]]                            # d/du (x 2k)
+    dv = pts[nbrs[2]] - pts[nbrs[3]]                            # d/dv (x 2k)
+    # n = dv x du: with y down and z forward this points toward the camera.
+    n = np.stack([dv[..., 1] * du[..., 2] - dv[..., 2] * du[..., 1],
+                  dv[..., 2] * du[..., 0] - dv[..., 0] * du[..., 2],
+                  dv[..., 0] * du[..., 1] - dv[..., 1] * du[..., 0]], axis=-1)
+    norm = np.sqrt(np.sum(n * n, axis=-1))
+    ok &= norm > 0
+    n /= np.where(norm > 0, norm, 1.0)[..., None]
+    n[np.sum(n * pts[c], axis=-1) > 0] *= -1                     # keep every normal facing the camera
+    out[c] = np.where(ok[..., None], n, 0.0)
+    return out
 
 
 def relative_depth_target(depth: np.ndarray, person: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -79,28 +79,33 @@ class _RecordSource:
         raise DataError(self.name, f"no loadable record near index {index}")
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """An image file -> uint8 (H, W, 3) RGB; unreadable or truncated files raise ``DataError``."""
+def read_image(path: str | Path | BinaryIO, where: str | None = None) -> np.ndarray:
+    """An image file (or file object, named ``where`` in errors) -> uint8 (H, W, 3) RGB.
+
+    Unreadable or truncated images raise ``DataError``.
+    """
+    where = where or path
     try:
         with Image.open(path) as img:
             img.load()  # decodes fully: truncated files raise here instead of giving grey rows
             return np.asarray(img.convert("RGB"))
     except FileNotFoundError:
-        raise DataError(path, "missing image file") from None
+        raise DataError(where, "missing image file") from None
     except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(path, f"unreadable or truncated image ({e})") from None
+        raise DataError(where, f"unreadable or truncated image ({e})") from None
 
 
-def read_gray(path: str | Path, dtype=None) -> np.ndarray:
-    """A single-channel PNG (8- or 16-bit) -> (H, W) array, errors naming the file."""
+def read_gray(path: str | Path | BinaryIO, dtype=None, where: str | None = None) -> np.ndarray:
+    """A single-channel PNG (8- or 16-bit) file or file object -> (H, W) array, errors naming it."""
+    where = where or path
     try:
         with Image.open(path) as img:
             img.load()
             arr = np.asarray(img)
     except FileNotFoundError:
-        raise DataError(path, "missing file") from None
+        raise DataError(where, "missing file") from None
     except (OSError, ValueError) as e:
-        raise DataError(path, f"unreadable or truncated image ({e})") from None
+        raise DataError(where, f"unreadable or truncated image ({e})") from None
     if arr.ndim == 3:
         arr = arr[..., 0]
     return arr if dtype is None else arr.astype(dtype)
@@ -194,14 +199,18 @@ class CocoKeypointSource(_RecordSource):
                 "keypoints": kpts.astype(np.float32), "bbox": bbox.astype(np.float32), "is_real": is_real}
 
     def load(self, rec: dict) -> Record:
-        image = read_image(rec["path"])
-        return {"image": image, "keypoints": rec["keypoints"].copy(), "bbox": rec["bbox"].copy(),
-                "image_id": np.int64(rec["image_id"]), "ann_id": np.int64(rec["ann_id"]),
-                "is_real": np.float32(rec["is_real"]), "has_pose": np.float32(1),
-                "has_depth": np.float32(0), "has_normal": np.float32(0)}
+        return coco_record(read_image(rec["path"]), rec)
 
     def __repr__(self) -> str:
         return f"CocoKeypointSource({self.name}: {len(self)} persons from {self.ann_file})"
+
+
+def coco_record(image: np.ndarray, rec: dict) -> Record:
+    """A COCO person record from its decoded image (H, W, 3) and parsed annotation ``rec``."""
+    return {"image": image, "keypoints": np.array(rec["keypoints"], np.float32),
+            "bbox": np.array(rec["bbox"], np.float32), "image_id": np.int64(rec["image_id"]),
+            "ann_id": np.int64(rec["ann_id"]), "is_real": np.float32(rec["is_real"]),
+            "has_pose": np.float32(1), "has_depth": np.float32(0), "has_normal": np.float32(0)}
 
 
 def parse_sequences(spec: str | list | tuple) -> list[str]:
@@ -282,37 +291,55 @@ class MiniRgbdSource(_RecordSource):
             raise DataError(self.root, f"no MINI-RGBD frames in sequences {sequences!r}")
 
     def load(self, rec: dict) -> Record:
-        image = read_image(rec["rgb"])
-        depth_mm = read_gray(rec["depth"], np.float32)
-        mask = read_gray(rec["mask"]) > 0
-        if depth_mm.shape != image.shape[:2] or mask.shape != image.shape[:2]:
-            raise DataError(rec["depth"], f"depth/mask size {depth_mm.shape}/{mask.shape} differs from "
-                            f"the image's {image.shape[:2]}")
-        joints = read_joints_2ddep(rec["joints"])
-        kpts, visible = smil25_to_coco17(joints[:, :2])
-        h, w = mask.shape
-        inside = (kpts[:, 0] >= 0) & (kpts[:, 0] <= w - 1) & (kpts[:, 1] >= 0) & (kpts[:, 1] <= h - 1)
-        vis = np.where((visible > 0) & inside, 2.0, 0.0)
-        depth_m = depth_mm / 1000.0
-        person = mask & (depth_m > 0)
-        bbox = _bbox_from(kpts[vis > 0], mask)
-        if bbox is None:
-            raise DataError(rec["joints"], "no visible joints and an empty mask")
-        normal = geometry.normals_from_depth(depth_m, person, self._intrinsics_at(h, w))
-        return {"image": image, "keypoints": np.concatenate([kpts, vis[:, None]], 1).astype(np.float32),
-                "bbox": bbox, "image_id": np.int64(rec["image_id"]), "ann_id": np.int64(rec["image_id"]),
-                "depth": np.where(person, depth_m, -1.0).astype(np.float32), "normal": normal,
-                "mask": mask.astype(np.uint8), "is_real": np.float32(0), "has_pose": np.float32(1),
-                "has_depth": np.float32(1), "has_normal": np.float32(1)}
-
-    def _intrinsics_at(self, h: int, w: int) -> tuple[float, float, float, float]:
-        """The intrinsics (given for 640x480) scaled to frames of another size."""
-        fx, fy, cx, cy = self.intrinsics
-        sy, sx = h / geometry.MINI_RGBD_SIZE[0], w / geometry.MINI_RGBD_SIZE[1]
-        return fx * sx, fy * sy, cx * sx, cy * sy
+        return mini_rgbd_record(read_image(rec["rgb"]), read_gray(rec["depth"], np.float32),
+                                read_gray(rec["mask"]), read_joints_2ddep(rec["joints"]), rec["image_id"],
+                                self.intrinsics, where=rec["depth"])
 
     def __repr__(self) -> str:
         return f"MiniRgbdSource({len(self)} frames from {self.root})"
+
+
+def mini_rgbd_record(image: np.ndarray, depth_mm: np.ndarray, mask: np.ndarray, joints: np.ndarray,
+                     image_id: int, intrinsics: tuple[float, float, float, float] = geometry.MINI_RGBD_INTRINSICS,
+                     where: str | Path = "MINI-RGBD frame") -> Record:
+    """A MINI-RGBD record from decoded arrays: image (H, W, 3) uint8, depth_mm (H, W), mask (H, W)
+    (non-zero = infant), joints (25, 3) [x, y, depth_mm] by SMIL id; ``intrinsics`` given at 640x480."""
+    mask = mask > 0
+    if depth_mm.shape != image.shape[:2] or mask.shape != image.shape[:2]:
+        raise DataError(where, f"depth/mask size {depth_mm.shape}/{mask.shape} differs from "
+                               f"the image's {image.shape[:2]}")
+    kpts, visible = smil25_to_coco17(joints[:, :2])
+    h, w = mask.shape
+    inside = (kpts[:, 0] >= 0) & (kpts[:, 0] <= w - 1) & (kpts[:, 1] >= 0) & (kpts[:, 1] <= h - 1)
+    vis = np.where((visible > 0) & inside, 2.0, 0.0)
+    depth_m = depth_mm.astype(np.float32) / 1000.0
+    person = mask & (depth_m > 0)
+    bbox = _bbox_from(kpts[vis > 0], mask)
+    if bbox is None:
+        raise DataError(where, "no visible joints and an empty mask")
+    fx, fy, cx, cy = intrinsics  # given for 640x480: scale to this frame's size
+    sy, sx = h / geometry.MINI_RGBD_SIZE[0], w / geometry.MINI_RGBD_SIZE[1]
+    normal = _normals_in_window(depth_m, person, (fx * sx, fy * sy, cx * sx, cy * sy))
+    return {"image": image, "keypoints": np.concatenate([kpts, vis[:, None]], 1).astype(np.float32),
+            "bbox": bbox, "image_id": np.int64(image_id), "ann_id": np.int64(image_id),
+            "depth": np.where(person, depth_m, -1.0).astype(np.float32), "normal": normal,
+            "mask": mask.astype(np.uint8), "is_real": np.float32(0), "has_pose": np.float32(1),
+            "has_depth": np.float32(1), "has_normal": np.float32(1)}
+
+
+def _normals_in_window(depth: np.ndarray, person: np.ndarray, intrinsics, margin: int = 8) -> np.ndarray:
+    """``geometry.normals_from_depth`` computed only in the person's bounding window (+ margin):
+    the same values at a fraction of the cost (the infant covers a small part of the frame)."""
+    normal = np.zeros(depth.shape + (3,), np.float32)
+    if not person.any():
+        return normal
+    rows, cols = np.nonzero(person.any(1))[0], np.nonzero(person.any(0))[0]
+    y0, y1 = max(rows[0] - margin, 0), min(rows[-1] + margin + 1, depth.shape[0])
+    x0, x1 = max(cols[0] - margin, 0), min(cols[-1] + margin + 1, depth.shape[1])
+    fx, fy, cx, cy = intrinsics
+    normal[y0:y1, x0:x1] = geometry.normals_from_depth(depth[y0:y1, x0:x1], person[y0:y1, x0:x1],
+                                                       (fx, fy, cx - x0, cy - y0))
+    return normal
 
 
 def _bbox_from(points: np.ndarray, mask: np.ndarray) -> np.ndarray | None:

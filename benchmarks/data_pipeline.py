@@ -1,0 +1,225 @@
+"""Per-worker throughput of the training sample pipeline on the synthetic testbed.
+
+For each source (SyRIP-layout COCO sets, MINI-RGBD) and in ONE process (= one Grain worker), times:
+
+  decode floor    read_image / read_gray of the record's files only (rgb; + depth, mask for MINI-RGBD)
+  source read     source[i]: decode + record (MINI-RGBD: + depth in metres and normals)
+  tfds read       (--tfds) the same record from the TFDS ArrayRecord build (TfdsRecordSource)
+  sample HxW      source[i] + train_sample: augmentation, warps, heatmaps, depth/normal targets
+
+at each --sizes (default the Sapiens 1024x768 and the demo 256x192), after --warmup untimed samples,
+over --samples records cycling through the source. OpenCV runs with --threads threads (default 1:
+a Grain worker should not count on other cores). With --workers N it also times the full Grain
+``train_iterator`` (mp_prefetch, N worker processes) on each source.
+
+  python benchmarks/data_pipeline.py --samples 100 --out /tmp/data_pipeline.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from hyper_sapiens_jax.data.sources import CocoKeypointSource, MiniRgbdSource, read_gray, read_image
+from hyper_sapiens_jax.data.synthetic import write_testbed
+from hyper_sapiens_jax.data.topdown import SampleConfig, train_sample
+
+DEFAULT_TESTBED = Path.home() / ".cache" / "hyper_sapiens_jax" / "testbed"
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'1024x768' -> (1024, 768) = (H, W)."""
+    h, _, w = text.lower().partition("x")
+    if not (h.isdigit() and w.isdigit()) or int(h) % 4 or int(w) % 4:
+        raise argparse.ArgumentTypeError(f"size {text!r}: expected HxW, both multiples of 4")
+    return int(h), int(w)
+
+
+def sample_config(size: tuple[int, int]) -> SampleConfig:
+    """The configs' sigma: 6 at Sapiens' 256x192 heatmaps, 2 at the demo's 64x48 (and below)."""
+    return SampleConfig(input_size=size, heatmap_sigma=2.0 if size[0] <= 256 else 6.0)
+
+
+def build_sources(paths, which: list[str]) -> dict[str, Any]:
+    """Name -> file source, as ``data.builders.build_source`` makes them."""
+    makers = {
+        "syrip_real": lambda: CocoKeypointSource(paths.train_real_json, paths.train_real_images,
+                                                 domain="real", name="syrip_real"),
+        "syrip_syn": lambda: CocoKeypointSource(paths.train_syn_json, paths.train_syn_images,
+                                                domain="synthetic", name="syrip_syn"),
+        "mini_rgbd": lambda: MiniRgbdSource(paths.mini_rgbd, [s.name for s in paths.sequences]),
+    }
+    return {name: makers[name]() for name in which}
+
+
+def decode_only(source) -> Callable[[int], Any]:
+    """The files of record i decoded and nothing else: the floor any reader pays."""
+    if isinstance(source, MiniRgbdSource):
+        def fn(i):
+            rec = source.records[i]
+            return read_image(rec["rgb"]), read_gray(rec["depth"], np.float32), read_gray(rec["mask"])
+        return fn
+    return lambda i: read_image(source.records[i]["path"])
+
+
+def time_per_sample(fn: Callable[[int], Any], n: int, warmup: int, length: int) -> dict[str, float]:
+    """``n`` timed calls fn(k % length) after ``warmup`` untimed ones.
+
+    samples_per_s is n / total time (what a worker sustains); the median ms per call is also kept,
+    since on a shared machine the mean picks up other processes' bursts.
+    """
+    for k in range(warmup):
+        fn(k % length)
+    times = np.empty(n)
+    for k in range(n):
+        t0 = time.perf_counter()
+        fn((warmup + k) % length)
+        times[k] = time.perf_counter() - t0
+    return {"samples_per_s": n / times.sum(), "ms_per_sample": 1000.0 * times.mean(),
+            "median_ms": 1000.0 * float(np.median(times)), "samples": n}
+
+
+def measure_source(name: str, source, tfds_source, sizes, args) -> list[dict]:
+    """All single-process stages of one source."""
+    stages: list[tuple[str, Callable[[int], Any]]] = [("decode floor", decode_only(source)),
+                                                       ("source read", source.__getitem__)]
+    if tfds_source is not None:
+        stages.append(("tfds read", tfds_source.__getitem__))
+    for size in sizes:
+        cfg = sample_config(size)
+        # A fixed rng per index: every run augments record i the same way.
+        stages.append((f"sample {size[0]}x{size[1]}",
+                       lambda i, cfg=cfg: train_sample(source[i], np.random.default_rng(args.seed + i), cfg)))
+    rows = []
+    for stage, fn in stages:
+        r = time_per_sample(fn, args.samples, args.warmup, len(source))
+        rows.append({"source": name, "stage": stage, **r})
+        print(f"  {name:10s} {stage:18s} {r['samples_per_s']:8.1f} samples/s  {r['ms_per_sample']:7.2f} ms "
+              f"(median {r['median_ms']:.2f})", flush=True)
+    return rows
+
+
+def tfds_sources(paths, names: list[str], cache: Path) -> dict[str, Any]:
+    """TfdsRecordSource per name, built once into ``cache`` (TFDS reuses a complete build)."""
+    from hyper_sapiens_jax.data import tfds_builders as tb
+    out = {}
+    if {"syrip_real", "syrip_syn"} & set(names):
+        syrip = tb.build_dataset("syrip", paths.syrip, cache)
+        out |= {n: tb.TfdsRecordSource(syrip, n.replace("syrip_", "train_")) for n in ("syrip_real", "syrip_syn")}
+    if "mini_rgbd" in names:
+        seqs = ",".join(s.name for s in paths.sequences)
+        mini = tb.build_dataset("mini_rgbd", paths.mini_rgbd, cache, splits={"train": seqs})
+        out["mini_rgbd"] = tb.TfdsRecordSource(mini, "train")
+    return out
+
+
+def measure_workers(name: str, source, size, args) -> dict:
+    """The full Grain train_iterator (shuffle, random map, batch; mp_prefetch) on one source."""
+    from absl import flags
+
+    from hyper_sapiens_jax.data.pipeline import MixEntry, train_dataset, train_iterator
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()  # grain 0.2.18's mp_prefetch reads absl flags
+    batch = args.worker_batch
+    warm_batches = max(2, args.workers * 2)
+    timed_batches = max(1, args.samples // batch)
+    ds = train_dataset([MixEntry(name, source, batch)], sample_config(size), seed=args.seed,
+                       num_batches=warm_batches + timed_batches)
+    it = train_iterator(ds, worker_count=args.workers)
+    for _ in range(warm_batches):  # includes starting the worker processes
+        next(it)
+    start = time.perf_counter()
+    for _ in range(timed_batches):
+        next(it)
+    seconds = time.perf_counter() - start
+    it.close()  # stop the workers now, not in __del__ at interpreter exit
+    del it
+    total = timed_batches * batch / seconds
+    row = {"source": name, "stage": f"grain {args.workers}w {size[0]}x{size[1]}", "samples_per_s": total,
+           "per_worker_samples_per_s": total / args.workers, "samples": timed_batches * batch,
+           "ms_per_sample": 1000.0 / total}
+    print(f"  {name:10s} {row['stage']:18s} {total:8.1f} samples/s  ({total / args.workers:.1f} per worker)",
+          flush=True)
+    return row
+
+
+def print_table(rows: list[dict], names: list[str]) -> None:
+    stages = list(dict.fromkeys(r["stage"] for r in rows))
+    width = max(18, *(len(s) for s in stages))
+    print("\nsamples/s per worker (mean ms/sample); 'grain Nw' rows: all N workers together")
+    print(f"{'':{width}s}" + "".join(f"{n:>22s}" for n in names))
+    for stage in stages:
+        cells = []
+        for n in names:
+            r = next((r for r in rows if r["source"] == n and r["stage"] == stage), None)
+            cells.append(f"{r['samples_per_s']:9.1f} ({r['ms_per_sample']:7.2f})" if r else "-")
+        print(f"{stage:{width}s}" + "".join(f"{c:>22s}" for c in cells))
+
+
+def environment(args) -> dict:
+    return {"python": platform.python_version(), "machine": platform.machine(),
+            "cpu_count": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)),
+            "opencv": cv2.__version__, "opencv_threads": cv2.getNumThreads(), "numpy": np.__version__,
+            "load_average": os.getloadavg(), "argv": sys.argv}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--testbed-dir", type=Path, default=DEFAULT_TESTBED,
+                   help="testbed cache (generated with write_testbed's default parameters if absent)")
+    p.add_argument("--sources", default="syrip_real,syrip_syn,mini_rgbd",
+                   help="comma list of syrip_real, syrip_syn, mini_rgbd")
+    p.add_argument("--sizes", type=lambda s: [parse_size(x) for x in s.split(",")],
+                   default=[(1024, 768), (256, 192)], help="comma list of HxW input sizes")
+    p.add_argument("--samples", type=int, default=100, help="timed samples per measurement")
+    p.add_argument("--warmup", type=int, default=5, help="untimed samples first")
+    p.add_argument("--threads", type=int, default=1, help="cv2.setNumThreads (per-worker: 1)")
+    p.add_argument("--tfds", action="store_true",
+                   help="also time reads from the TFDS ArrayRecord build (cached under <testbed-dir>/tfds)")
+    p.add_argument("--workers", type=int, default=0, help="also time Grain train_iterator with N workers")
+    p.add_argument("--worker-batch", type=int, default=8, help="per-step batch for --workers")
+    p.add_argument("--worker-size", type=parse_size, default=(256, 192), help="input size for --workers")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    names = [n.strip() for n in args.sources.split(",") if n.strip()]
+    unknown = set(names) - {"syrip_real", "syrip_syn", "mini_rgbd"}
+    if unknown:
+        parser().error(f"unknown --sources {sorted(unknown)}")
+    cv2.setNumThreads(args.threads)
+    start = time.perf_counter()
+    paths = write_testbed(args.testbed_dir)  # reused when already there with these parameters
+    print(f"testbed {args.testbed_dir} ready in {time.perf_counter() - start:.1f} s", flush=True)
+    sources = build_sources(paths, names)
+    tfds = tfds_sources(paths, names, args.testbed_dir / "tfds") if args.tfds else {}
+    rows = []
+    for name, src in sources.items():
+        print(f"{name}: {len(src)} records", flush=True)
+        rows += measure_source(name, src, tfds.get(name), args.sizes, args)
+    for name, src in sources.items() if args.workers else ():
+        rows.append(measure_workers(name, src, args.worker_size, args))
+    print_table(rows, names)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"environment": environment(args), "testbed": str(args.testbed_dir),
+                                        "results": rows}, indent=2))
+        print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
