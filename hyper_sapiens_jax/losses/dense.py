@@ -1,0 +1,66 @@
+"""Supervised dense losses (DESIGN.md section 4), float32, masked per sample.
+
+Shapes: B batch, (h, w) heatmap size, (H, W) input size, K keypoints. ``has_*`` are (B,) 0/1 flags:
+a sample without that target adds nothing to the loss or its gradient, and the loss is averaged
+over the samples that have it (0 when none does).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+_F32 = jnp.float32
+
+
+def _masked_mean(per_sample: Array, mask: Array) -> Array:
+    """Mean of per-sample values (B,) over mask (B,); 0 when the mask is empty."""
+    mask = mask.astype(_F32)
+    return jnp.sum(per_sample * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def pose_heatmap_loss(pred: Array, target: Array, target_weight: Array, has_pose: Array) -> Array:
+    """Per-pixel MSE x per-keypoint target weight (mmpose KeypointMSELoss with target weights).
+
+    pred, target: (B, h, w, K); target_weight: (B, K); has_pose: (B,). With every flag set this is
+    exactly ``mean((pred - target)^2 * weight)`` over B, h, w, K.
+    """
+    sq = jnp.square(pred.astype(_F32) - target.astype(_F32)) * target_weight.astype(_F32)[:, None, None, :]
+    return _masked_mean(jnp.mean(sq, axis=(1, 2, 3)), has_pose)
+
+
+def depth_silog_loss(pred: Array, target: Array, has_depth: Array, eps: float = 1e-6,
+                     lambd: float = 0.5) -> Array:
+    """Scale-invariant log loss sqrt(mean(d^2) - lambd * mean(d)^2), d = log(gt) - log(pred).
+
+    pred, target: (B, H, W, 1) relative depth (target: person in [0, 1], background -1). Computed
+    per sample over its pixels with gt > eps (each image has its own unknown depth scale), then
+    averaged over the samples with depth. Predictions are clamped to eps before the log.
+    """
+    pred = pred.astype(_F32)[..., 0]
+    target = target.astype(_F32)[..., 0]
+    valid = (target > eps).astype(_F32)
+    n = jnp.maximum(valid.sum(axis=(1, 2)), 1.0)
+    d = (jnp.log(jnp.maximum(target, eps)) - jnp.log(jnp.maximum(pred, eps))) * valid
+    mean_d = d.sum(axis=(1, 2)) / n
+    mean_d2 = jnp.square(d).sum(axis=(1, 2)) / n
+    per_sample = jnp.sqrt(jnp.maximum(mean_d2 - lambd * jnp.square(mean_d), 0.0) + 1e-12)
+    has = has_depth.astype(_F32) * (valid.sum(axis=(1, 2)) > 0)
+    return _masked_mean(per_sample, has)
+
+
+def normal_loss(pred: Array, target: Array, has_normal: Array) -> Array:
+    """L1 + (1 - cos) between predicted and target normals over valid (non-zero target) pixels.
+
+    pred, target: (B, h, w, 3); has_normal: (B,). L1 is the mean absolute difference per component.
+    """
+    pred = pred.astype(_F32)
+    target = target.astype(_F32)
+    valid = (jnp.sum(jnp.abs(target), axis=-1) > 0).astype(_F32)
+    n = jnp.maximum(valid.sum(axis=(1, 2)), 1.0)
+    l1 = jnp.mean(jnp.abs(pred - target), axis=-1)
+    cos = jnp.sum(pred * target, -1) / (jnp.linalg.norm(pred, axis=-1) * jnp.linalg.norm(target, axis=-1) + 1e-6)
+    per_sample = ((l1 + 1.0 - cos) * valid).sum(axis=(1, 2)) / n
+    has = has_normal.astype(_F32) * (valid.sum(axis=(1, 2)) > 0)
+    return _masked_mean(per_sample, has)
