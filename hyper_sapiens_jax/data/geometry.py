@@ -21,6 +21,31 @@ def intrinsics_for(image_size: tuple[int, int]) -> tuple[float, float, float, fl
     return fx * sx, fy * sy, cx * sx, cy * sy
 
 
+def intrinsics_matrix(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
+    """(3, 3) float64 pinhole matrix."""
+    return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+
+
+def default_intrinsics(height: int, width: int, focal_factor: float = 1.0) -> np.ndarray:
+    """A guess for photos without calibration: focal = focal_factor * max(H, W) pixels (about 53
+    degrees across the long side for 1.0), principal point at the image centre."""
+    f = focal_factor * max(height, width)
+    return intrinsics_matrix(f, f, (width - 1) / 2.0, (height - 1) / 2.0)
+
+
+def crop_intrinsics(k: np.ndarray, warp_matrix: np.ndarray, flipped: bool, image_width: int) -> np.ndarray:
+    """Intrinsics (3, 3) of a crop: ``warp_matrix`` (2, 3) maps image pixels to crop pixels.
+
+    A horizontally flipped image is the view of a mirrored scene, whose camera has its principal
+    point mirrored (cx -> W - 1 - cx); the flipped normals (x negated) live in that mirrored scene.
+    """
+    k = np.array(k, np.float64)
+    if flipped:
+        k[0, 2] = image_width - 1 - k[0, 2]
+    m = np.vstack([np.asarray(warp_matrix, np.float64), [0.0, 0.0, 1.0]])
+    return m @ k
+
+
 def backproject(depth: np.ndarray, intrinsics: tuple[float, float, float, float]) -> np.ndarray:
     """depth (H, W) metres -> camera points (H, W, 3); pixel (u, v) at its centre index."""
     fx, fy, cx, cy = intrinsics

@@ -260,7 +260,8 @@ class MiniRgbdSource(_RecordSource):
       intrinsics: (fx, fy, cx, cy) of the 640x480 frames (the dataset's own by default).
       skip_bad_records: skip bad frames instead of failing.
     Record fields: as ``CocoKeypointSource`` plus depth (H, W) float32 metres (-1 where invalid or
-    not the person), normal (H, W, 3) float32 (0 = invalid), mask (H, W) uint8; 13 COCO points
+    not the person), normal (H, W, 3) float32 (0 = invalid), mask (H, W) uint8, intrinsics (3, 3)
+    float32 at the frame's size; 13 COCO points
     (eyes and ears have visibility 0); has_pose = has_depth = has_normal = 1; is_real = 0.
     """
 
@@ -319,8 +320,10 @@ def mini_rgbd_record(image: np.ndarray, depth_mm: np.ndarray, mask: np.ndarray, 
         raise DataError(where, "no visible joints and an empty mask")
     fx, fy, cx, cy = intrinsics  # given for 640x480: scale to this frame's size
     sy, sx = h / geometry.MINI_RGBD_SIZE[0], w / geometry.MINI_RGBD_SIZE[1]
-    normal = _normals_in_window(depth_m, person, (fx * sx, fy * sy, cx * sx, cy * sy))
+    scaled = (fx * sx, fy * sy, cx * sx, cy * sy)
+    normal = _normals_in_window(depth_m, person, scaled)
     return {"image": image, "keypoints": np.concatenate([kpts, vis[:, None]], 1).astype(np.float32),
+            "intrinsics": geometry.intrinsics_matrix(*scaled).astype(np.float32),
             "bbox": bbox, "image_id": np.int64(image_id), "ann_id": np.int64(image_id),
             "depth": np.where(person, depth_m, -1.0).astype(np.float32), "normal": normal,
             "mask": mask.astype(np.uint8), "is_real": np.float32(0), "has_pose": np.float32(1),

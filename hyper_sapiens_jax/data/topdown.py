@@ -9,6 +9,8 @@ flagged), so batches from different sources concatenate. For input (H, W) and K 
   normal (H/2, W/2, 3) f32: unit camera-frame normals, 0 where invalid
   has_pose, has_depth, has_normal, is_real, valid: f32 scalars (valid = 0 marks eval padding)
   center (2,), scale (2,), rotation, flipped: the crop, to map predictions back to the image
+  intrinsics (3, 3) f32: camera matrix of the crop at (H, W) (rays for the geometry losses);
+  has_intrinsics: 1 when the source is calibrated, 0 when ``default_intrinsics`` was assumed
   bbox (4,) f32 xywh, image_id, ann_id int32
 """
 
@@ -34,6 +36,7 @@ class SampleConfig:
     input_size: tuple[int, int] = (1024, 768)
     heatmap_sigma: float = 6.0
     num_keypoints: int = NUM_COCO_KEYPOINTS
+    focal_factor: float = 1.0  # focal / max(H, W) assumed for uncalibrated images
     geometry: T.GeometryAugParams = T.GeometryAugParams()
     texture: T.TextureAugParams = T.TextureAugParams()
 
@@ -57,6 +60,11 @@ def _targets(cfg: SampleConfig, record: dict, crop: dict, normal: np.ndarray | N
         crop["keypoints"], crop["keypoints_visible"], input_wh=cfg.input_wh, heatmap_wh=cfg.heatmap_wh,
         sigma=cfg.heatmap_sigma)
     has = {k: np.float32(record.get(k, 0)) for k in ("has_pose", "has_depth", "has_normal")}
+    img_h, img_w = record["image"].shape[:2]
+    k_image = record.get("intrinsics")
+    k_crop = geometry.crop_intrinsics(
+        k_image if k_image is not None else geometry.default_intrinsics(img_h, img_w, cfg.focal_factor),
+        crop["warp_matrix"], bool(crop["flipped"]), img_w)
     if "depth" in crop:
         depth = geometry.relative_depth_target(crop["depth"], crop["depth"] > 0)[..., None]
     else:
@@ -78,6 +86,8 @@ def _targets(cfg: SampleConfig, record: dict, crop: dict, normal: np.ndarray | N
         "scale": np.asarray(crop["scale"], np.float32),
         "rotation": np.float32(crop["rotation"]),
         "flipped": np.float32(crop["flipped"]),
+        "intrinsics": k_crop.astype(np.float32),
+        "has_intrinsics": np.float32(k_image is not None),
         "bbox": np.asarray(record["bbox"], np.float32),
         "image_id": np.int32(record["image_id"]),
         "ann_id": np.int32(record["ann_id"]),
