@@ -59,6 +59,17 @@ def nest(flat: dict[Path_, Any]) -> dict:
     return tree
 
 
+def flatten(tree: dict, prefix: tuple = ()) -> dict[Path_, Any]:
+    """Nested dict -> flat path -> value map (the inverse of ``nest``)."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, prefix + (key,)))
+        else:
+            flat[prefix + (key,)] = value
+    return flat
+
+
 def build_model(config: ModelConfig, params: dict[Path_, Any]) -> Sapiens:
     """A model with exactly ``params`` (flat path -> array), without a random initialisation pass."""
     graphdef, state = nnx.split(abstract_model(config))
@@ -123,10 +134,7 @@ def load_weights(path: str | Path) -> tuple[ModelConfig, dict[Path_, np.ndarray]
     except (ValueError, KeyError, FileNotFoundError) as e:
         raise WeightsError(f"{directory / PARAMS_DIR} does not match {CONFIG_FILE} "
                            f"({config.arch}, heads {list(config.heads)}): {e}") from None
-    flat = {path: np.asarray(leaf) for path, leaf in
-            jax.tree_util.tree_flatten_with_path(tree)[0]
-            for path in [tuple(getattr(k, "key", getattr(k, "idx", k)) for k in path)]}
-    return config, flat
+    return config, {path: np.asarray(leaf) for path, leaf in flatten(tree).items()}
 
 
 def load_model(path: str | Path, **overrides: Any) -> Sapiens:
