@@ -1,0 +1,85 @@
+"""The Sapiens optimizer (DESIGN.md section 4): AdamW with layer-wise LR decay, no weight decay on
+1-D parameters, biases and pos_embed, global-norm clipping, linear warm-up from x1e-3.
+
+Layer ids follow mmpretrain's ``LearningRateDecayOptimizerConstructor`` for ViTs with L blocks:
+patch_embed / pos_embed -> 0, block i -> i + 1, final norm and heads -> L + 1; the learning rate of
+a parameter is ``base_lr * rate ** (L + 1 - id)``. Paths are Flax parameter paths, e.g.
+``('backbone', 'layers', 3, 'attn', 'qkv', 'kernel')``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+Path = tuple
+
+
+def layer_id(path: Path, num_layers: int) -> int:
+    """mmpretrain layer id of a parameter path (0 embeddings, i + 1 block i, L + 1 norm and heads)."""
+    if path[0] != "backbone":
+        return num_layers + 1
+    if path[1] in ("patch_embed", "pos_embed"):
+        return 0
+    if path[1] == "layers":
+        return int(path[2]) + 1
+    return num_layers + 1
+
+
+def lr_scale(path: Path, num_layers: int, decay_rate: float) -> float:
+    """The factor on the base learning rate of one parameter."""
+    return decay_rate ** (num_layers + 1 - layer_id(path, num_layers))
+
+
+def applies_weight_decay(path: Path, value: Any) -> bool:
+    """No decay for 1-D parameters (norm scales), biases and the position embedding."""
+    return jnp.ndim(value) > 1 and path[-1] != "bias" and path[-1] != "pos_embed"
+
+
+def _tree_map_with_path(fn: Callable[[Path, Any], Any], tree: Any) -> Any:
+    def key(k):
+        return getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))
+    return jax.tree_util.tree_map_with_path(lambda p, v: fn(tuple(key(k) for k in p), v), tree)
+
+
+def warmup_schedule(base_lr: float, warmup_steps: int, total_steps: int, warmup_ratio: float = 1e-3,
+                    final_ratio: float = 0.0) -> optax.Schedule:
+    """Linear warm-up from ``warmup_ratio * base_lr`` over ``warmup_steps``, then cosine to
+    ``final_ratio * base_lr`` at ``total_steps``."""
+    warm = optax.linear_schedule(base_lr * warmup_ratio, base_lr, max(warmup_steps, 1))
+    decay = optax.cosine_decay_schedule(base_lr, max(total_steps - warmup_steps, 1), alpha=final_ratio)
+    return optax.join_schedules([warm, decay], [warmup_steps])
+
+
+def scale_by_tree(scales: Any) -> optax.GradientTransformation:
+    """Multiply updates by a matching pytree of constant per-parameter factors."""
+    def init(params):
+        del params
+        return optax.EmptyState()
+
+    def update(updates, state, params=None):
+        del params
+        return jax.tree.map(lambda u, s: u * s, updates, scales), state
+
+    return optax.GradientTransformation(init, update)
+
+
+def sapiens_adamw(params: Any, *, num_layers: int, learning_rate: float | optax.Schedule = 5e-4,
+                  layer_decay: float = 0.85, weight_decay: float = 0.1, b1: float = 0.9,
+                  b2: float = 0.999, clip_norm: float | None = 1.0) -> optax.GradientTransformation:
+    """AdamW for the given parameter tree (a pure pytree of arrays keyed like the model's params).
+
+    Only the parameters in ``params`` get optimizer state: pass the trainable subset.
+    """
+    scales = _tree_map_with_path(lambda p, v: jnp.float32(lr_scale(p, num_layers, layer_decay)), params)
+    decay_mask = _tree_map_with_path(applies_weight_decay, params)
+    lr = learning_rate if callable(learning_rate) else (lambda step: learning_rate)
+    chain = [optax.clip_by_global_norm(clip_norm)] if clip_norm else []
+    chain += [optax.scale_by_adam(b1=b1, b2=b2, eps=1e-8),
+              optax.add_decayed_weights(weight_decay, mask=decay_mask),
+              scale_by_tree(scales),
+              optax.scale_by_learning_rate(lr)]
+    return optax.chain(*chain)
