@@ -2,7 +2,8 @@
 
 Shapes: B batch, (h, w) heatmap size, (H, W) input size, K keypoints. ``has_*`` are (B,) 0/1 flags:
 a sample without that target adds nothing to the loss or its gradient, and the loss is averaged
-over the samples that have it (0 when none does).
+over the samples that have it (0 when none does). ``normalizer`` replaces that count: gradient
+accumulation passes the whole batch's count so that micro-batches add up to the big batch exactly.
 """
 
 from __future__ import annotations
@@ -14,43 +15,47 @@ Array = jax.Array
 _F32 = jnp.float32
 
 
-def _masked_mean(per_sample: Array, mask: Array) -> Array:
-    """Mean of per-sample values (B,) over mask (B,); 0 when the mask is empty."""
+def _masked_mean(per_sample: Array, mask: Array, normalizer: Array | None = None) -> Array:
+    """Mean of per-sample values (B,) over mask (B,) (or sum / ``normalizer``); 0 when empty."""
     mask = mask.astype(_F32)
-    return jnp.sum(per_sample * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+    count = jnp.sum(mask) if normalizer is None else normalizer
+    return jnp.sum(per_sample * mask) / jnp.maximum(count, 1.0)
 
 
-def pose_heatmap_loss(pred: Array, target: Array, target_weight: Array, has_pose: Array) -> Array:
+def pose_heatmap_loss(pred: Array, target: Array, target_weight: Array, has_pose: Array,
+                      normalizer: Array | None = None) -> Array:
     """Per-pixel MSE x per-keypoint target weight (mmpose KeypointMSELoss with target weights).
 
     pred, target: (B, h, w, K); target_weight: (B, K); has_pose: (B,). With every flag set this is
     exactly ``mean((pred - target)^2 * weight)`` over B, h, w, K.
     """
     sq = jnp.square(pred.astype(_F32) - target.astype(_F32)) * target_weight.astype(_F32)[:, None, None, :]
-    return _masked_mean(jnp.mean(sq, axis=(1, 2, 3)), has_pose)
+    return _masked_mean(jnp.mean(sq, axis=(1, 2, 3)), has_pose, normalizer)
 
 
 def depth_silog_loss(pred: Array, target: Array, has_depth: Array, eps: float = 1e-6,
-                     lambd: float = 0.5) -> Array:
+                     lambd: float = 0.5, normalizer: Array | None = None, pred_floor: float = 1e-3) -> Array:
     """Scale-invariant log loss sqrt(mean(d^2) - lambd * mean(d)^2), d = log(gt) - log(pred).
 
     pred, target: (B, H, W, 1) relative depth (target: person in [0, 1], background -1). Computed
     per sample over its pixels with gt > eps (each image has its own unknown depth scale), then
-    averaged over the samples with depth. Predictions are clamped to eps before the log.
+    averaged over the samples with depth. Predictions are floored at ``pred_floor`` before the log:
+    an untrained head predicts values near 0 where d log / d pred = 1 / pred explodes, which makes
+    the gradient (and its float32 sum) ill-conditioned.
     """
     pred = pred.astype(_F32)[..., 0]
     target = target.astype(_F32)[..., 0]
     valid = (target > eps).astype(_F32)
     n = jnp.maximum(valid.sum(axis=(1, 2)), 1.0)
-    d = (jnp.log(jnp.maximum(target, eps)) - jnp.log(jnp.maximum(pred, eps))) * valid
+    d = (jnp.log(jnp.maximum(target, eps)) - jnp.log(jnp.maximum(pred, pred_floor))) * valid
     mean_d = d.sum(axis=(1, 2)) / n
     mean_d2 = jnp.square(d).sum(axis=(1, 2)) / n
     per_sample = jnp.sqrt(jnp.maximum(mean_d2 - lambd * jnp.square(mean_d), 0.0) + 1e-12)
     has = has_depth.astype(_F32) * (valid.sum(axis=(1, 2)) > 0)
-    return _masked_mean(per_sample, has)
+    return _masked_mean(per_sample, has, normalizer)
 
 
-def normal_loss(pred: Array, target: Array, has_normal: Array) -> Array:
+def normal_loss(pred: Array, target: Array, has_normal: Array, normalizer: Array | None = None) -> Array:
     """L1 + (1 - cos) between predicted and target normals over valid (non-zero target) pixels.
 
     pred, target: (B, h, w, 3); has_normal: (B,). L1 is the mean absolute difference per component.
@@ -63,4 +68,4 @@ def normal_loss(pred: Array, target: Array, has_normal: Array) -> Array:
     cos = jnp.sum(pred * target, -1) / (jnp.linalg.norm(pred, axis=-1) * jnp.linalg.norm(target, axis=-1) + 1e-6)
     per_sample = ((l1 + 1.0 - cos) * valid).sum(axis=(1, 2)) / n
     has = has_normal.astype(_F32) * (valid.sum(axis=(1, 2)) > 0)
-    return _masked_mean(per_sample, has)
+    return _masked_mean(per_sample, has, normalizer)

@@ -1,0 +1,90 @@
+"""The training objective: supervised pose/depth/normal losses + geometry consistency (+ the prior).
+
+``objective(outputs, batch, ...)`` returns (total, parts). Supervised terms are normalised by counts
+of the *whole* batch (``batch_normalizers``), so gradient accumulation over micro-batches equals the
+big batch exactly; the geometry and prior terms normalise within each micro-batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from hyper_sapiens_jax.losses import (bone_ratio_loss, depth_normal_consistency, depth_silog_loss,
+                                      limb_rigidity_loss, normal_loss, pose_heatmap_loss, soft_argmax)
+from hyper_sapiens_jax.losses.geometry import backproject_keypoints
+
+Array = jax.Array
+# sds(xy (B, K, 2) input pixels, visible (B, K), weight (B,), key) -> scalar
+PriorLoss = Callable[[Array, Array, Array, Array], Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class LossWeights:
+    """Weights of each term. Stage 2 uses geometry (beta = 0.1) and the prior (alpha = 0.01)."""
+
+    pose: float = 1.0
+    depth: float = 1.0
+    normal: float = 1.0
+    depth_normal: float = 0.0     # beta: depth-normal consistency
+    bone_ratio: float = 0.0       # beta: bone-ratio consistency
+    limb_rigidity: float = 0.0    # optional
+    sds: float = 0.0              # alpha: prior
+    geometry_on_real_only: bool = True
+    near: float = 0.7             # nominal camera distance (m) that makes relative depth metric
+    extent: float = 0.25          # nominal depth extent (m) of an infant
+    keypoint_conf: float = 0.3    # soft-argmax confidence above which a joint counts as visible
+
+
+def batch_normalizers(batch: dict[str, Array]) -> dict[str, Array]:
+    """Sample counts per supervised term over the whole batch (padding excluded)."""
+    valid = batch["valid"]
+    return {k: jnp.sum(batch[f"has_{k}"] * valid) for k in ("pose", "depth", "normal")}
+
+
+def objective(outputs: dict[str, Array], batch: dict[str, Array], weights: LossWeights,
+              normalizers: dict[str, Array], bone_ref: tuple[Array, Array] | None = None,
+              prior_loss: PriorLoss | None = None, key: Array | None = None) -> tuple[Array, dict[str, Array]]:
+    """Total loss and its parts (all float32 scalars) for one (micro-)batch."""
+    valid = batch["valid"]
+    parts: dict[str, Array] = {}
+    if "pose" in outputs:
+        parts["pose"] = pose_heatmap_loss(outputs["pose"], batch["heatmaps"], batch["target_weight"],
+                                          batch["has_pose"] * valid, normalizers["pose"])
+    if "depth" in outputs:
+        parts["depth"] = depth_silog_loss(outputs["depth"], batch["depth"], batch["has_depth"] * valid,
+                                          normalizer=normalizers["depth"])
+    if "normal" in outputs:
+        parts["normal"] = normal_loss(outputs["normal"], batch["normal"], batch["has_normal"] * valid,
+                                      normalizers["normal"])
+    geo_w = valid * (batch["is_real"] if weights.geometry_on_real_only else 1.0)
+    if weights.depth_normal and "depth" in outputs and "normal" in outputs:
+        parts["depth_normal"] = depth_normal_consistency(outputs["depth"], outputs["normal"], batch["intrinsics"],
+                                                         geo_w, near=weights.near, extent=weights.extent)
+    needs_keypoints = weights.bone_ratio or weights.limb_rigidity or weights.sds
+    if needs_keypoints and "pose" in outputs:
+        hm = outputs["pose"]
+        coords, conf = soft_argmax(hm)
+        h, w = batch["image"].shape[1:3]
+        scale = jnp.array([(w - 1) / (hm.shape[2] - 1), (h - 1) / (hm.shape[1] - 1)], jnp.float32)
+        xy = coords * scale                                      # input pixels (UDP)
+        conf = jnp.clip(jax.lax.stop_gradient(conf), 0.0, 1.0)
+        if (weights.bone_ratio or weights.limb_rigidity) and "depth" in outputs:
+            pts = backproject_keypoints(xy, outputs["depth"], batch["intrinsics"], near=weights.near,
+                                        extent=weights.extent)
+            if weights.bone_ratio and bone_ref is not None:
+                parts["bone_ratio"] = bone_ratio_loss(pts, conf, geo_w, *bone_ref)
+            if weights.limb_rigidity:
+                parts["limb_rigidity"] = limb_rigidity_loss(pts, conf, geo_w)
+        if weights.sds and prior_loss is not None:
+            parts["sds"] = prior_loss(xy, (conf > weights.keypoint_conf).astype(jnp.float32), geo_w, key)
+    # Terms normalised within the micro-batch: average (not sum) them over the micro-batches.
+    per_micro = normalizers.get("micro_batches", 1.0)
+    for name in ("depth_normal", "bone_ratio", "limb_rigidity", "sds"):
+        if name in parts:
+            parts[name] = parts[name] / per_micro
+    total = sum(getattr(weights, name) * value for name, value in parts.items())
+    return jnp.asarray(total, jnp.float32), parts

@@ -1,0 +1,44 @@
+"""Which parameters train in a stage, and splitting the parameter tree accordingly.
+
+A stage trains the last N transformer blocks, the position embedding, the final norm and the heads;
+everything before (the patch embedding and the first L - N blocks) is frozen. Gradients are taken
+only with respect to the trainable tree, so the frozen weights get no weight-gradient computation
+and no optimizer state (activation gradients still flow back through the frozen blocks to the
+position embedding, which sits before them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Path = tuple
+
+
+def is_trainable(path: Path, num_layers: int, trainable_blocks: int | None) -> bool:
+    """``trainable_blocks`` None (or >= L) trains everything; else the last N blocks + pos_embed + final
+    norm + heads."""
+    if trainable_blocks is None or trainable_blocks >= num_layers:
+        return True
+    if path[0] != "backbone":
+        return True                                   # heads
+    if path[1] == "patch_embed":
+        return False
+    if path[1] == "layers":
+        return int(path[2]) >= num_layers - trainable_blocks
+    return True                                       # pos_embed, final norm
+
+
+def split_flat(flat: dict[Path, Any], num_layers: int, trainable_blocks: int | None
+               ) -> tuple[dict[Path, Any], dict[Path, Any]]:
+    """Flat params -> (trainable, frozen) flat dicts."""
+    train = {p: v for p, v in flat.items() if is_trainable(p, num_layers, trainable_blocks)}
+    return train, {p: v for p, v in flat.items() if p not in train}
+
+
+def trainable_blocks_at(step: int, schedule: list[tuple[int, int | None]]) -> int | None:
+    """Progressive unfreezing: ``schedule`` is [(from_step, trainable_blocks), ...] sorted by step."""
+    current = schedule[0][1]
+    for start, blocks in schedule:
+        if step >= start:
+            current = blocks
+    return current

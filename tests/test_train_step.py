@@ -1,0 +1,107 @@
+"""The train step: frozen subset, gradient accumulation, 8-device data x FSDP parity, it learns."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from hyper_sapiens_jax.models.weights import flatten
+from train_helpers import first_batch, make_step_and_state
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def batch(testbed):
+    return first_batch(testbed.root)
+
+
+def test_frozen_blocks_unchanged_and_without_optimizer_state(batch):
+    step, state = make_step_and_state(trainable_blocks=2)
+    frozen_before = {p: np.asarray(v) for p, v in flatten(state.frozen).items()}
+    assert ("backbone", "patch_embed", "kernel") in frozen_before
+    assert ("backbone", "layers", 1, "attn", "qkv", "kernel") in frozen_before      # blocks 0-1 of 4 frozen
+    trainable = set(flatten(state.params))
+    assert ("backbone", "layers", 2, "attn", "qkv", "kernel") in trainable
+    assert ("backbone", "pos_embed") in trainable and ("heads", "pose", "final_layer", "kernel") in trainable
+    jstep = jax.jit(step)
+    before = {p: np.asarray(v) for p, v in flatten(state.params).items()}
+    for i in range(3):
+        state, metrics = jstep(state, batch, jax.random.key(i))
+    for p, v in flatten(state.frozen).items():
+        assert np.array_equal(np.asarray(v), frozen_before[p]), p                # bit-identical
+    moved = [p for p, v in flatten(state.params).items() if not np.array_equal(np.asarray(v), before[p])]
+    assert ("backbone", "layers", 3, "ffn", "fc1", "kernel") in moved
+    # Optimizer moments exist for exactly the trainable parameters.
+    adam = [s for s in jax.tree.leaves(state.opt_state, is_leaf=lambda x: hasattr(x, "mu")) if hasattr(s, "mu")][0]
+    assert set(flatten(adam.mu)) == trainable and set(flatten(adam.nu)) == trainable
+    n_opt = sum(x.size for x in jax.tree.leaves(state.opt_state))
+    n_train = sum(x.size for x in jax.tree.leaves(state.params))
+    assert n_opt < 2 * n_train + 10                                              # mu + nu + counters
+
+
+def test_gradient_accumulation_equals_the_big_batch(batch):
+    """2 micro-batches of a mixed stage-2 batch (the depth samples all in the first) == the 16-sample
+    batch. Plain SGD makes the update linear in the gradient, so updates compare gradients directly.
+    (With 4-sample micro-batches the backbone gradients agree only to ~3e-4 at this 64x48 size: XLA
+    picks other kernels for batch 4, and the depth head's InstanceNorms over 8x6 maps amplify that
+    rounding on the way back; every head parameter still agrees to 2e-6.)"""
+    step1, state1 = make_step_and_state(micro_batches=1, sgd=True, lr=1.0)  # update == -gradient
+    step4, state4 = make_step_and_state(micro_batches=2, sgd=True, lr=1.0)
+    before = {p: np.asarray(v) for p, v in flatten(state1.params).items()}
+    key = jax.random.key(7)
+    new1, m1 = jax.jit(step1)(state1, batch, key)
+    new4, m4 = jax.jit(step4)(state4, batch, key)
+    assert float(m4["loss"]) == pytest.approx(float(m1["loss"]), rel=1e-5)
+    for name in ("pose", "depth", "normal"):
+        assert float(m4[name]) == pytest.approx(float(m1[name]), rel=1e-5)
+    assert float(m4["grad_norm"]) == pytest.approx(float(m1["grad_norm"]), rel=1e-5)
+    for (p, a), b in zip(flatten(new1.params).items(), flatten(new4.params).values()):
+        if "conv_layers" in p and p[-1] == "bias":
+            continue  # followed by InstanceNorm: true gradient 0, both sides are float noise
+        d1, d4 = np.asarray(a) - before[p], np.asarray(b) - before[p]
+        assert np.abs(d1 - d4).max() <= 1e-4 * max(np.abs(d1).max(), 1e-12), p
+
+
+def test_the_step_learns_a_fixed_batch(batch):
+    step, state = make_step_and_state(lr=2e-3)
+    jstep = jax.jit(step)
+    losses = []
+    for i in range(12):
+        state, metrics = jstep(state, batch, jax.random.key(i))
+        losses.append(float(metrics["loss"]))
+    assert np.isfinite(losses).all() and losses[-1] < 0.7 * losses[0], losses
+    ema_gap = max(float(np.abs(np.asarray(e) - np.asarray(p)).max())
+                  for e, p in zip(jax.tree.leaves(state.ema), jax.tree.leaves(state.params)))
+    assert ema_gap > 0                                                           # EMA lags the params
+
+
+def test_sharded_step_on_8_devices_equals_one_device(testbed):
+    """data=4 x fsdp=2 on 8 fake CPU devices vs one device: same loss, same gradients.
+
+    Compared per tensor as ||g_8 - g_1|| / ||g_1||. Pose + normal objective: to 1e-5. With the
+    depth term the backbone gradients agree only to ~1e-4 (the losses are identical): the SI-log
+    on min-max targets takes logs of near-zero depths (the nearest pixels), so a few pixels dominate
+    and amplify float32 rounding. Bounded here at the measured level and left open for the training
+    issue (a target floor would fix the conditioning but departs from the recipe)."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",
+           "PYTHONPATH": str(REPO)}
+    r = subprocess.run([sys.executable, str(REPO / "tests/scripts/train_step_parity.py"), str(testbed.root)],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = {}
+    for line in r.stdout.splitlines():
+        if line.startswith("objective="):
+            values = dict(kv.split("=") for kv in line.split())
+            rows[values["objective"]] = values
+    assert set(rows) == {"no_depth", "full"}, r.stdout
+    assert float(rows["no_depth"]["params_rel_err"]) <= 1e-5, rows
+    assert float(rows["full"]["params_rel_err"]) <= 2e-4, rows
+    for values in rows.values():
+        assert float(values["loss_rel_err"]) <= 1e-6 and int(values["fsdp_sharded"]) > 0, values

@@ -1,0 +1,53 @@
+"""Small shared builders for the train-step tests (tiny model, one real batch from the testbed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from conftest import tiny_data_config
+from hyper_sapiens_jax.data import builders
+from hyper_sapiens_jax.data.pipeline import train_dataset, train_iterator
+from hyper_sapiens_jax.data.synthetic import Paths
+from hyper_sapiens_jax.models import ModelConfig, Sapiens
+from hyper_sapiens_jax.models.weights import nest
+from hyper_sapiens_jax.training.objective import LossWeights, objective
+from hyper_sapiens_jax.training.optim import sapiens_adamw
+from hyper_sapiens_jax.training.partition import split_flat
+from hyper_sapiens_jax.training.state import create_state
+from hyper_sapiens_jax.training.step import make_train_step
+
+MODEL = ModelConfig(arch="tiny", image_size=(64, 48), heads=("pose", "depth", "normal"))
+
+
+def first_batch(testbed_root: Path, stage: int = 2, image_size=MODEL.image_size):
+    """One stage-`stage` batch (16 samples, default 64x48) from a testbed folder, as jnp arrays."""
+    config = tiny_data_config(Paths.under(testbed_root, 2), stage=stage)
+    config.model.image_size = tuple(image_size)
+    mix, _ = builders.build_train_mix(config)
+    batch = next(train_iterator(train_dataset(mix, builders.sample_config(config), seed=0, num_batches=1)))
+    return {k: jnp.asarray(v) for k, v in batch.items() if k != "source_id"}
+
+
+def make_step_and_state(trainable_blocks=None, micro_batches=1, weights=LossWeights(), lr=1e-3, seed=0,
+                        sgd=False, image_size=MODEL.image_size):
+    """(step, state) for the tiny model; ``sgd`` swaps in plain SGD so updates are linear in the grads.
+
+    The depth head's output bias starts at 0.5 (mid-range relative depth), as a trained head would
+    predict, instead of ~0 where the log loss's 1 / pred gradients are ill-conditioned."""
+    model = Sapiens(MODEL.replace(image_size=tuple(image_size)), rngs=nnx.Rngs(seed))
+    model.heads["depth"].conv_seg.bias[...] = jnp.full((1,), 0.5)
+    # The optimizer is built for the trainable tree only (its per-parameter LR scales need the paths).
+    flat = {p: v.get_value() for p, v in nnx.to_flat_state(nnx.state(model))}
+    trainable = nest(split_flat(flat, MODEL.spec.num_layers, trainable_blocks)[0])
+    tx = optax.sgd(lr) if sgd else sapiens_adamw(trainable, num_layers=MODEL.spec.num_layers, learning_rate=lr)
+    graphdef, template, state = create_state(model, tx, trainable_blocks)
+
+    def obj(outputs, batch, normalizers, key):
+        return objective(outputs, batch, weights, normalizers, key=key)
+
+    step = make_train_step(graphdef, template, tx, obj, micro_batches=micro_batches, dropout=False)
+    return step, state
