@@ -1,0 +1,49 @@
+r"""The one entry point: ``python -m hyper_sapiens_jax.main --config CONFIG[:ARCH] --workdir W``.
+
+The config's ``job`` field picks what runs:
+  prior     train the diffusion pose prior on skeletons (configs/prior.py)
+Examples::
+
+  python -m hyper_sapiens_jax.main --config configs/prior.py --workdir /tmp/prior
+  python -m hyper_sapiens_jax.main --config configs/prior.py --workdir /tmp/prior \
+      --config.data.skeletons=/data/skeletons.npz --config.num_steps=2000
+
+Any config field can be overridden with ``--config.FIELD=VALUE``. ``--mode eval`` evaluates the
+latest checkpoint in the workdir instead of training.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from hyper_sapiens_jax.logs import setup_logging
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "config file, e.g. configs/stage2.py:tiny",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, logs and reports go")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resuming if possible) or eval")
+
+# job name -> module with ``run(config, workdir, mode)``.
+JOBS = {"prior": "hyper_sapiens_jax.prior.train"}
+
+
+def main(argv) -> None:
+    del argv
+    setup_logging()
+    config = _CONFIG.value
+    job = config.get("job")
+    if job not in JOBS:
+        raise app.UsageError(f"config.job={job!r} is not one of {sorted(JOBS)}")
+    if not _WORKDIR.value:
+        raise app.UsageError("--workdir is required")
+    module = importlib.import_module(JOBS[job])
+    sys.exit(module.run(config, _WORKDIR.value, _MODE.value) or 0)
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config"])
+    app.run(main)
