@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from hyper_sapiens_jax.models import ModelConfig
-from hyper_sapiens_jax.models.weights import abstract_model, nest
+from hyper_sapiens_jax.models.weights import abstract_model, flatten, nest
 from hyper_sapiens_jax.training.optim import applies_weight_decay, layer_id, lr_scale, sapiens_adamw, warmup_schedule
 
 
@@ -50,11 +50,8 @@ def test_each_parameter_moves_by_its_own_learning_rate():
     lr, wd, L = 1e-2, 0.1, 4
     tx = sapiens_adamw(params, num_layers=L, learning_rate=lr, weight_decay=wd, b1=0.0, b2=0.0, clip_norm=None)
     updates, _ = tx.update(grads, tx.init(params), params)
-    flat_u = jax.tree_util.tree_flatten_with_path(updates)[0]
-    flat_p = dict((tuple(getattr(k, "key", k) for k in p), v)
-                  for p, v in jax.tree_util.tree_flatten_with_path(params)[0])
-    for path, u in flat_u:
-        path = tuple(getattr(k, "key", k) for k in path)
+    flat_p = flatten(params)
+    for path, u in flatten(updates).items():
         scale = lr_scale(path, L, 0.85)
         expected = -lr * scale * (1.0 + (wd * flat_p[path] if applies_weight_decay(path, flat_p[path]) else 0.0))
         np.testing.assert_allclose(np.asarray(u), np.asarray(expected) * np.ones_like(u), rtol=1e-4, atol=1e-9,

@@ -24,6 +24,12 @@ COCO17_BONES: tuple[tuple[int, int], ...] = (
     (6, 8), (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6),
 )
 
+# The 12 body bones (the skeleton without the face): upper arms, forearms, thighs, shins, shoulder
+# and hip width, the two torso sides. Defined for MINI-RGBD's 13 points too; used for bone-ratio
+# losses and the prior's plausibility metrics.
+COCO17_BODY_BONES: tuple[tuple[int, int], ...] = (
+    (5, 7), (6, 8), (7, 9), (8, 10), (11, 13), (12, 14), (13, 15), (14, 16), (5, 6), (11, 12), (5, 11), (6, 12))
+
 # COCO OKS per-keypoint sigmas (pycocotools' values).
 COCO17_SIGMAS = np.array(
     [.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1.07, 1.07, .87, .87, .89, .89],
@@ -63,6 +69,18 @@ def flip_permutation(num_keypoints: int = NUM_COCO_KEYPOINTS) -> np.ndarray:
     for a, b in COCO17_FLIP_PAIRS:
         perm[a], perm[b] = b, a
     return perm
+
+
+def mirrored_bone_pairs(bones: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+    """Index pairs (i, j) of ``bones`` where bone j is bone i's left/right mirror (i < j)."""
+    perm = flip_permutation()
+    index = {frozenset(b): i for i, b in enumerate(bones)}
+    pairs = set()
+    for i, (a, b) in enumerate(bones):
+        j = index.get(frozenset((int(perm[a]), int(perm[b]))))
+        if j is not None and j != i:
+            pairs.add((min(i, j), max(i, j)))
+    return tuple(sorted(pairs))
 
 
 def smil25_to_coco17(joints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -10,18 +10,15 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from hyper_sapiens_jax.data.keypoints import COCO17_BONES
+from hyper_sapiens_jax.data.keypoints import COCO17_BODY_BONES, mirrored_bone_pairs
 
 Array = jax.Array
 _F32 = jnp.float32
 
-# Bones whose length ratios are constrained: upper arms, forearms, thighs, shins, shoulder and hip
-# width, and the two sides of the torso. Lengths are taken relative to their mean (scale-free).
-RATIO_BONES: tuple[tuple[int, int], ...] = (
-    (5, 7), (6, 8), (7, 9), (8, 10), (11, 13), (12, 14), (13, 15), (14, 16), (5, 6), (11, 12), (5, 11), (6, 12))
+# Bones whose length ratios are constrained; lengths are taken relative to their mean (scale-free).
+RATIO_BONES = COCO17_BODY_BONES
 # Left/right pairs of RATIO_BONES indices that limb rigidity keeps equal in length.
-SYMMETRIC_PAIRS: tuple[tuple[int, int], ...] = ((0, 1), (2, 3), (4, 5), (6, 7), (10, 11))
-assert all(b in COCO17_BONES or b[::-1] in COCO17_BONES for b in RATIO_BONES)
+SYMMETRIC_PAIRS = mirrored_bone_pairs(RATIO_BONES)
 
 
 def soft_argmax(heatmaps: Array, beta: float = 20.0) -> tuple[Array, Array]:

@@ -12,10 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hyper_sapiens_jax.data.keypoints import COCO17_BONES, COCO17_NAMES
+from hyper_sapiens_jax.data.keypoints import COCO17_BODY_BONES as BODY_BONES
+from hyper_sapiens_jax.data.keypoints import COCO17_NAMES
 
-FACE = {COCO17_NAMES.index(n) for n in ("left_eye", "right_eye", "left_ear", "right_ear", "nose")}
-BODY_BONES: tuple[tuple[int, int], ...] = tuple(b for b in COCO17_BONES if not set(b) & FACE)
 BONE_NAMES: tuple[str, ...] = tuple(f"{COCO17_NAMES[a]}-{COCO17_NAMES[b]}" for a, b in BODY_BONES)
 
 

@@ -9,11 +9,13 @@ a parameter is ``base_lr * rate ** (L + 1 - id)``. Paths are Flax parameter path
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from hyper_sapiens_jax.models.weights import flatten, nest
 
 Path = tuple
 
@@ -37,12 +39,6 @@ def lr_scale(path: Path, num_layers: int, decay_rate: float) -> float:
 def applies_weight_decay(path: Path, value: Any) -> bool:
     """No decay for 1-D parameters (norm scales), biases and the position embedding."""
     return jnp.ndim(value) > 1 and path[-1] != "bias" and path[-1] != "pos_embed"
-
-
-def _tree_map_with_path(fn: Callable[[Path, Any], Any], tree: Any) -> Any:
-    def key(k):
-        return getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))
-    return jax.tree_util.tree_map_with_path(lambda p, v: fn(tuple(key(k) for k in p), v), tree)
 
 
 def warmup_schedule(base_lr: float, warmup_steps: int, total_steps: int, warmup_ratio: float = 1e-3,
@@ -70,12 +66,13 @@ def scale_by_tree(scales: Any) -> optax.GradientTransformation:
 def sapiens_adamw(params: Any, *, num_layers: int, learning_rate: float | optax.Schedule = 5e-4,
                   layer_decay: float = 0.85, weight_decay: float = 0.1, b1: float = 0.9,
                   b2: float = 0.999, clip_norm: float | None = 1.0) -> optax.GradientTransformation:
-    """AdamW for the given parameter tree (a pure pytree of arrays keyed like the model's params).
+    """AdamW for the given parameter tree (nested dicts of arrays keyed like the model's params).
 
     Only the parameters in ``params`` get optimizer state: pass the trainable subset.
     """
-    scales = _tree_map_with_path(lambda p, v: jnp.float32(lr_scale(p, num_layers, layer_decay)), params)
-    decay_mask = _tree_map_with_path(applies_weight_decay, params)
+    flat = flatten(params)
+    scales = nest({p: jnp.float32(lr_scale(p, num_layers, layer_decay)) for p in flat})
+    decay_mask = nest({p: applies_weight_decay(p, v) for p, v in flat.items()})
     lr = learning_rate if callable(learning_rate) else (lambda step: learning_rate)
     chain = [optax.clip_by_global_norm(clip_norm)] if clip_norm else []
     chain += [optax.scale_by_adam(b1=b1, b2=b2, eps=1e-8),
