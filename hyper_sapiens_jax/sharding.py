@@ -1,6 +1,13 @@
-"""Device mesh and batch shardings: mesh axes ('data', 'fsdp'), batch split over both."""
+"""Device mesh and shardings over its ('data', 'fsdp') axes.
+
+Batches are split over both axes. FSDP shards the largest dimension of each big parameter tensor
+that the 'fsdp' axis divides; small tensors (norm scales, biases) and tensors without a divisible
+dimension stay replicated.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import jax
 import numpy as np
@@ -43,3 +50,32 @@ def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Arra
     """
     sharding = batch_sharding(mesh)
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
+
+
+MIN_FSDP_SIZE = 2 ** 14  # elements; smaller tensors are not worth a gather
+
+
+def fsdp_spec(shape: tuple[int, ...], fsdp: int, min_size: int = MIN_FSDP_SIZE) -> P:
+    """The PartitionSpec of one parameter: its largest 'fsdp'-divisible dim sharded, else replicated."""
+    size = 1
+    for d in shape:
+        size *= d
+    if fsdp <= 1 or size < min_size:
+        return P()
+    dims = sorted(range(len(shape)), key=lambda i: -shape[i])
+    for i in dims:
+        if shape[i] % fsdp == 0:
+            spec = [None] * len(shape)
+            spec[i] = "fsdp"
+            return P(*spec)
+    return P()
+
+
+def param_shardings(tree: Any, mesh: Mesh) -> Any:
+    """NamedShardings (same structure as ``tree`` of arrays / ShapeDtypeStructs) for FSDP over ``mesh``."""
+    fsdp = mesh.shape["fsdp"]
+    return jax.tree.map(lambda x: NamedSharding(mesh, fsdp_spec(tuple(x.shape), fsdp)), tree)
+
+
+def replicated(tree: Any, mesh: Mesh) -> Any:
+    return jax.tree.map(lambda _: NamedSharding(mesh, P()), tree)
