@@ -1,11 +1,15 @@
-"""Stage 1: synthetic only (SyRIP synthetic + MINI-RGBD), full pose/depth/normal supervision.
+"""Stage 1: synthetic only (SyRIP synthetic + MINI-RGBD 1:1), full pose/depth/normal supervision.
 
-  python -m hyper_sapiens_jax.data.inspect --config configs/stage1.py:tiny --batches 2 --out /tmp/inspect
+  python -m hyper_sapiens_jax.main --config configs/stage1.py:tiny --workdir /tmp/s1
+  python -m hyper_sapiens_jax.main --config configs/stage1.py:sapiens_0.3b --workdir /runs/s1 \
+      --config.init_from=/ckpt/sapiens_0.3b_pose   # a convert_weights.torch_to_flax directory
+
+No prior and no geometry terms: the real-domain constraints come in stage 2.
 """
 
 import ml_collections
 
-from hyper_sapiens_jax.config import base_config
+from hyper_sapiens_jax.config import base_config, stage_blocks
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -14,4 +18,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.stage = 1
     config.batch_size = 16
     config.data.mix = ml_collections.ConfigDict({"syrip_syn": 1, "mini_rgbd": 1})
+    config.trainable_blocks = stage_blocks(config.arch, 1)
+    config.optim.lr = 5e-4
     return config

@@ -1,11 +1,15 @@
-"""Stage 2: mixed batches, synthetic:real = 1:1 (SyRIP synthetic + MINI-RGBD : SyRIP real).
+"""Stage 2: mixed batches, synthetic:real = 1:1 (SyRIP synthetic + MINI-RGBD : SyRIP real), with the
+frozen diffusion prior (SDS, alpha = 0.01) and the geometry losses (beta = 0.1) on real images.
 
-  python -m hyper_sapiens_jax.data.inspect --config configs/stage2.py:tiny --batches 2 --out /tmp/inspect
+  python -m hyper_sapiens_jax.main --config configs/stage2.py:tiny --workdir /tmp/s2 \
+      --config.init_from=/tmp/s1 --config.prior_ckpt=/tmp/prior
+
+Progressive unfreezing: the last quarter of the blocks train first, the last half from mid-stage.
 """
 
 import ml_collections
 
-from hyper_sapiens_jax.config import base_config
+from hyper_sapiens_jax.config import base_config, stage_blocks
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -14,4 +18,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.stage = 2
     config.batch_size = 16
     config.data.mix = ml_collections.ConfigDict({"syrip_syn": 1, "mini_rgbd": 1, "syrip_real": 2})
+    config.trainable_blocks = stage_blocks(config.arch, 2)
+    config.unfreeze = f"{config.num_steps // 2}:{stage_blocks(config.arch, 1) or 'all'}"
+    config.optim.lr = 2e-4
+    config.loss.sds = 0.01                 # alpha
+    config.loss.depth_normal = 0.1         # beta
+    config.loss.bone_ratio = 0.1           # beta
     return config

@@ -27,19 +27,72 @@ def parse_arch(arg: str | None) -> str:
     return arch
 
 
+def stage_blocks(arch: str, stage: int) -> int | None:
+    """Trainable ViT blocks per stage (None: all). The tiny test model trains from scratch, so it
+    trains everything in stage 1; Sapiens presets start from pretrained weights and tune the last
+    half (stage 1) or quarter (stages 2 and 3, stage 2 unfreezing to half mid-way)."""
+    layers = ARCHS[arch].num_layers
+    if arch == "tiny":
+        return None if stage == 1 else layers // 2
+    return layers // 2 if stage == 1 else layers // 4
+
+
 def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """Fields shared by every stage; the stage files set ``stage``, ``data.mix`` and the schedule."""
     arch = parse_arch(arg)
     tiny = arch == "tiny"
     c = ml_collections.ConfigDict()
+    c.job = "finetune"
     c.arch = arch
     c.stage = 0
     c.seed = 0
     c.batch_size = 16                      # global, across all processes
+    c.micro_batches = 1                    # gradient accumulation: batch_size / micro_batches per pass
     c.eval_batch_size = 16
+    c.num_steps = 200 if tiny else 10_000
+    c.log_every = 10 if tiny else 50
+    c.peak_tflops = 0.0                    # per device, for the MFU estimate (0: detect from the device)
+
+    # Initial weights: a converted Sapiens checkpoint (convert_weights.torch_to_flax) or a previous
+    # stage's workdir (its latest checkpoint; EMA weights unless init_from_ema=False). Empty: random.
+    c.init_from = ""
+    c.init_from_ema = True
+    c.prior_ckpt = ""                      # a prior workdir (configs/prior.py); needed when loss.sds > 0
+
+    # Trainable subset: the last `trainable_blocks` ViT blocks + pos_embed + final norm + heads
+    # (None: everything). `unfreeze` is a progressive schedule "STEP:BLOCKS,STEP:BLOCKS" (BLOCKS may be
+    # "all"), applied on top of trainable_blocks from STEP on; empty: none.
+    c.trainable_blocks = ml_collections.FieldReference(None, field_type=int)
+    c.unfreeze = ""
+
+    # The Sapiens AdamW (DESIGN §4): warm-up from lr * 1e-3, cosine to lr * final_lr_frac.
+    c.optim = ml_collections.ConfigDict(dict(
+        lr=5e-4, layer_decay=0.85, weight_decay=0.1, b1=0.9, b2=0.999, grad_clip=1.0,
+        warmup_steps=20 if tiny else 500, final_lr_frac=0.01))
+    c.ema_decay = 0.99 if tiny else 0.999
+
+    # Loss weights. beta (geometry) = depth_normal / bone_ratio; alpha (prior) = sds, linearly
+    # annealed to sds_final over the stage when sds_final >= 0 (stage 3).
+    c.loss = ml_collections.ConfigDict(dict(
+        pose=1.0, depth=1.0, normal=1.0, depth_normal=0.0, bone_ratio=0.0, limb_rigidity=0.0,
+        sds=0.0, sds_final=-1.0, geometry_on_real_only=True, near=0.7, extent=0.25, keypoint_conf=0.3,
+        sds_t_min=0.01, sds_t_max=0.05, sds_weighting="one_minus_alpha_bar"))
+
+    # Validation (flip test, DARK-UDP decode) on the "val" split: PCK@pck_threshold normalised by the
+    # box's longer side ("bbox") or the torso ("torso"), COCO OKS AP, G-Error.
+    c.eval = ml_collections.ConfigDict(dict(every=100 if tiny else 1000, flip_test=True, pck_threshold=0.05,
+                                            pck_norm="bbox"))
+    # Orbax: async saves every `every` steps (and at evaluations, on preemption/SIGTERM, at the end);
+    # the latest `keep` and the `keep_best` best by validation PCK are kept.
+    c.checkpoint = ml_collections.ConfigDict(dict(every=100 if tiny else 1000, keep=2, keep_best=1))
+    # Multi-host: jax.distributed.initialize(...) runs when coordinator_address is set (or when
+    # auto=True, for TPU pods / SLURM where JAX detects the cluster).
+    # cpu_collectives: "gloo" for multi-process CPU runs.
+    c.distributed = ml_collections.ConfigDict(dict(coordinator_address="", num_processes=1, process_id=0,
+                                                   auto=False, cpu_collectives=""))
 
     c.model = ml_collections.ConfigDict()
-    c.model.image_size = (256, 192) if tiny else (1024, 768)   # (H, W)
+    c.model.image_size = (128, 96) if tiny else (1024, 768)    # (H, W)
     c.model.heads = ("pose", "depth", "normal")
     c.model.patch_padding = 2
     c.model.num_keypoints = 17
@@ -68,6 +121,7 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     d.mix = ml_collections.ConfigDict({"syrip_syn": 1, "mini_rgbd": 1})
     d.worker_count = 0                     # Grain worker processes (0: decode in the main process)
     d.heatmap_sigma = 2.0 if tiny else 6.0  # at heatmap resolution (H/4, W/4)
+    d.focal_factor = 1.0                   # uncalibrated images: focal = focal_factor x max(H, W) pixels
     d.testbed_dir = DEFAULT_TESTBED_DIR
     d.testbed = ml_collections.ConfigDict(dict(
         num_syn=600, num_real=200, num_val=200, num_sequences=2, frames_per_sequence=100,

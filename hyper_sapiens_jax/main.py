@@ -1,9 +1,14 @@
 r"""The one entry point: ``python -m hyper_sapiens_jax.main --config CONFIG[:ARCH] --workdir W``.
 
 The config's ``job`` field picks what runs:
+  finetune  one stage of the curriculum (configs/stage1.py, stage2.py, stage3.py)
   prior     train the diffusion pose prior on skeletons (configs/prior.py)
+  demo      prior -> stage 1 -> stage 2 -> stage 3 -> evaluation table (configs/demo.py)
 Examples::
 
+  python -m hyper_sapiens_jax.main --config configs/demo.py --workdir /tmp/demo
+  python -m hyper_sapiens_jax.main --config configs/stage2.py:sapiens_0.3b --workdir /runs/s2 \
+      --config.init_from=/runs/s1 --config.prior_ckpt=/runs/prior --config.data.syrip_real_ann=...
   python -m hyper_sapiens_jax.main --config configs/prior.py --workdir /tmp/prior
   python -m hyper_sapiens_jax.main --config configs/prior.py --workdir /tmp/prior \
       --config.data.skeletons=/data/skeletons.npz --config.num_steps=2000
@@ -28,7 +33,24 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, logs and rep
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resuming if possible) or eval")
 
 # job name -> module with ``run(config, workdir, mode)``.
-JOBS = {"prior": "hyper_sapiens_jax.prior.train"}
+JOBS = {"prior": "hyper_sapiens_jax.prior.train", "finetune": "hyper_sapiens_jax.training.loop",
+        "demo": "hyper_sapiens_jax.curriculum"}
+
+
+def maybe_initialize_distributed(config) -> None:
+    """``jax.distributed.initialize`` when the config names a coordinator (or asks for auto-detection,
+    e.g. on TPU pods / SLURM); single-process runs skip it."""
+    import jax
+    d = config.get("distributed")
+    if d is None:
+        return
+    if d.coordinator_address:
+        if d.get("cpu_collectives"):      # multi-process CPU runs (tests, laptops): gloo over loopback
+            jax.config.update("jax_cpu_collectives_implementation", d.cpu_collectives)
+        jax.distributed.initialize(coordinator_address=d.coordinator_address, num_processes=d.num_processes,
+                                   process_id=d.process_id)
+    elif d.auto:
+        jax.distributed.initialize()
 
 
 def main(argv) -> None:
@@ -40,6 +62,7 @@ def main(argv) -> None:
         raise app.UsageError(f"config.job={job!r} is not one of {sorted(JOBS)}")
     if not _WORKDIR.value:
         raise app.UsageError("--workdir is required")
+    maybe_initialize_distributed(config)
     module = importlib.import_module(JOBS[job])
     sys.exit(module.run(config, _WORKDIR.value, _MODE.value) or 0)
 

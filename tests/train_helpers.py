@@ -46,7 +46,7 @@ def make_step_and_state(trainable_blocks=None, micro_batches=1, weights=LossWeig
     tx = optax.sgd(lr) if sgd else sapiens_adamw(trainable, num_layers=MODEL.spec.num_layers, learning_rate=lr)
     graphdef, template, state = create_state(model, tx, trainable_blocks)
 
-    def obj(outputs, batch, normalizers, key):
+    def obj(outputs, batch, normalizers, key, step):
         return objective(outputs, batch, weights, normalizers, key=key)
 
     step = make_train_step(graphdef, template, tx, obj, micro_batches=micro_batches, dropout=False)

@@ -76,7 +76,8 @@ def sample_config(config: ml_collections.ConfigDict) -> SampleConfig:
     geo = T.GeometryAugParams(**{k: _tuple(v) for k, v in aug.items() if k in geo_fields})
     tex = T.TextureAugParams(**{k: _tuple(v) for k, v in aug.items() if k in tex_fields})
     return SampleConfig(input_size=tuple(config.model.image_size), heatmap_sigma=config.data.heatmap_sigma,
-                        num_keypoints=config.model.num_keypoints, geometry=geo, texture=tex)
+                        num_keypoints=config.model.num_keypoints, geometry=geo, texture=tex,
+                        focal_factor=config.data.get("focal_factor", 1.0))
 
 
 def _tuple(v):

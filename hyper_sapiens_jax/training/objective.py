@@ -47,8 +47,12 @@ def batch_normalizers(batch: dict[str, Array]) -> dict[str, Array]:
 
 def objective(outputs: dict[str, Array], batch: dict[str, Array], weights: LossWeights,
               normalizers: dict[str, Array], bone_ref: tuple[Array, Array] | None = None,
-              prior_loss: PriorLoss | None = None, key: Array | None = None) -> tuple[Array, dict[str, Array]]:
-    """Total loss and its parts (all float32 scalars) for one (micro-)batch."""
+              prior_loss: PriorLoss | None = None, key: Array | None = None,
+              scales: dict[str, Array] | None = None) -> tuple[Array, dict[str, Array]]:
+    """Total loss and its parts (all float32 scalars) for one (micro-)batch.
+
+    ``scales`` multiplies named weights by traced values (e.g. {'sds': annealing factor}); a term
+    whose static weight is 0 is not computed at all."""
     valid = batch["valid"]
     parts: dict[str, Array] = {}
     if "pose" in outputs:
@@ -86,5 +90,6 @@ def objective(outputs: dict[str, Array], batch: dict[str, Array], weights: LossW
     for name in ("depth_normal", "bone_ratio", "limb_rigidity", "sds"):
         if name in parts:
             parts[name] = parts[name] / per_micro
-    total = sum(getattr(weights, name) * value for name, value in parts.items())
+    scales = scales or {}
+    total = sum(getattr(weights, name) * scales.get(name, 1.0) * value for name, value in parts.items())
     return jnp.asarray(total, jnp.float32), parts

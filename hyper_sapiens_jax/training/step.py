@@ -19,8 +19,9 @@ from hyper_sapiens_jax.training.objective import batch_normalizers
 from hyper_sapiens_jax.training.state import TrainState, merge_model
 
 Batch = dict[str, jax.Array]
-# objective(outputs, micro_batch, normalizers, key) -> (total, parts)
-Objective = Callable[[dict, Batch, dict, jax.Array], tuple[jax.Array, dict]]
+# objective(outputs, micro_batch, normalizers, key, step) -> (total, parts); ``step`` (int32 scalar,
+# the number of steps taken so far) drives loss-weight schedules such as the stage-3 prior annealing.
+Objective = Callable[[dict, Batch, dict, jax.Array, jax.Array], tuple[jax.Array, dict]]
 
 
 def make_train_step(graphdef: nnx.GraphDef, template: nnx.State, tx: optax.GradientTransformation,
@@ -28,35 +29,36 @@ def make_train_step(graphdef: nnx.GraphDef, template: nnx.State, tx: optax.Gradi
                     dropout: bool = True) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, dict]]:
     """Build ``step(state, batch, key) -> (state, metrics)``; jit it with donated state."""
 
-    def loss_fn(params: Any, frozen: Any, batch: Batch, normalizers: dict, key: jax.Array):
+    def loss_fn(params: Any, frozen: Any, batch: Batch, normalizers: dict, key: jax.Array, step: jax.Array):
         model = merge_model(graphdef, template, params, frozen)
         k_drop, k_obj = jax.random.split(key)
         outputs = model(batch["image"], dropout_key=k_drop if dropout else None)
-        return objective(outputs, batch, normalizers, k_obj)
+        return objective(outputs, batch, normalizers, k_obj, step)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     def step(state: TrainState, batch: Batch, key: jax.Array) -> tuple[TrainState, dict]:
         normalizers = {**batch_normalizers(batch), "micro_batches": jnp.float32(micro_batches)}
         if micro_batches == 1:
-            (loss, parts), grads = grad_fn(state.params, state.frozen, batch, normalizers, key)
+            (loss, parts), grads = grad_fn(state.params, state.frozen, batch, normalizers, key, state.step)
         else:
             split = jax.tree.map(lambda x: x.reshape((micro_batches, -1) + x.shape[1:]), batch)
             keys = jax.random.split(key, micro_batches)
 
             def accumulate(total, xs):
                 micro, k = xs
-                out = grad_fn(state.params, state.frozen, micro, normalizers, k)
+                out = grad_fn(state.params, state.frozen, micro, normalizers, k, state.step)
                 return jax.tree.map(jnp.add, total, out), None
 
             first = jax.tree.map(lambda x: x[0], split)
             zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(
-                grad_fn, state.params, state.frozen, first, normalizers, keys[0]))
+                grad_fn, state.params, state.frozen, first, normalizers, keys[0], state.step))
             ((loss, parts), grads), _ = jax.lax.scan(accumulate, zeros, (split, keys))
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema, params)
-        metrics = {"loss": loss, **parts, "grad_norm": optax.tree.norm(grads)}
+        metrics = {"loss": loss, **parts, "grad_norm": optax.tree.norm(grads),
+                   "nonfinite": jnp.logical_not(jnp.isfinite(loss)).astype(jnp.float32)}
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema=ema), metrics
 
     return step

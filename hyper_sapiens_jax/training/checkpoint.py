@@ -1,0 +1,185 @@
+"""Orbax checkpoints of a fine-tuning run, and loading trained weights back out of a workdir.
+
+A step's checkpoint is a composite of six items:
+
+  params     trainable parameters (float32)          frozen   the frozen parameters
+  opt_state  AdamW state of the trainable subset      ema      EMA of the trainable parameters
+  data       the Grain iterator of this process       meta     JSON: step, stage, trainable_blocks
+
+``params``/``frozen``/``ema`` are nested dicts keyed like the model's parameter paths, so the export
+and predict paths restore ``ema`` (or ``params`` with ``raw=True``) + ``frozen`` without building an
+optimizer. Restores go straight into the target shardings (an abstract tree carrying them).
+
+Preservation: the latest ``keep`` checkpoints plus the ``keep_best`` best by validation PCK (saved
+with evaluation metrics); saves every ``every`` steps and on preemption (``PreemptionCheckpointingPolicy``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import grain
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
+from orbax.checkpoint.checkpoint_managers import save_decision_policy as sdp
+
+from hyper_sapiens_jax.models.config import ModelConfig
+from hyper_sapiens_jax.models.weights import PARAMS_DIR, WeightsError, flatten, load_weights, nest, param_shapes
+from hyper_sapiens_jax.training.partition import split_flat
+from hyper_sapiens_jax.training.state import TrainState
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+MODEL_CONFIG_FILE = "model_config.json"
+BEST_METRIC = "pck"               # validation PCK (at config.eval.pck_threshold)
+TREE_ITEMS = ("params", "frozen", "opt_state", "ema")
+
+
+def manager(directory: str | Path, *, every: int = 1000, keep: int = 2, keep_best: int = 1,
+            read_only: bool = False, async_save: bool = True) -> ocp.CheckpointManager:
+    """A V0 CheckpointManager for ``directory`` (see the module docstring for the policies)."""
+    keep_policy = [pp.LatestN(keep)]
+    if keep_best:
+        keep_policy.append(pp.BestN(get_metric_fn=lambda m: m[BEST_METRIC], reverse=False, n=keep_best,
+                                    keep_checkpoints_without_metrics=False))
+    options = ocp.CheckpointManagerOptions(
+        save_decision_policy=sdp.AnySavePolicy([sdp.FixedIntervalPolicy(every),
+                                                sdp.PreemptionCheckpointingPolicy()]),
+        preservation_policy=pp.AnyPreservationPolicy(keep_policy),
+        enable_async_checkpointing=async_save, read_only=read_only, create=not read_only,
+        cleanup_tmp_directories=not read_only)
+    return ocp.CheckpointManager(Path(directory).absolute(), options=options)
+
+
+def _opt_leaves(opt_state: Any) -> dict[str, Any]:
+    """The optax state as {leaf index: leaf} (its NamedTuples do not round-trip through Orbax)."""
+    return {str(i): leaf for i, leaf in enumerate(jax.tree.leaves(opt_state))}
+
+
+def save(mngr: ocp.CheckpointManager, state: TrainState, data_iter: Any, meta: dict[str, Any], *,
+         metrics: dict[str, float] | None = None, force: bool = False) -> bool:
+    """Save ``state`` at ``int(state.step)`` when the policy (or ``force``) says so; async."""
+    step = int(jax.device_get(state.step))
+    args = {"params": state.params, "frozen": state.frozen, "opt_state": _opt_leaves(state.opt_state),
+            "ema": state.ema}
+    # A copy: the async writer must not read buffers that the next (donating) step overwrites.
+    # Empty trees (nothing frozen) are not saved: Orbax refuses empty items.
+    items = {k: ocp.args.StandardSave(jax.tree.map(lambda x: x.copy(), v)) for k, v in args.items()
+             if jax.tree.leaves(v)}
+    items["meta"] = ocp.args.JsonSave({**meta, "step": step})
+    if data_iter is not None:
+        items["data"] = grain.checkpoint.CheckpointSave(data_iter)
+    return mngr.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=force)
+
+
+def read_meta(mngr: ocp.CheckpointManager, step: int) -> dict[str, Any]:
+    return dict(mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+
+
+def _abstract(template: Any, shardings: Any) -> Any:
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), template, shardings)
+
+
+def restore(mngr: ocp.CheckpointManager, step: int, template: TrainState, shardings: TrainState,
+            data_iter: Any = None) -> TrainState:
+    """The train state at ``step``, laid out like ``template`` (same trainable split) in ``shardings``;
+    ``data_iter`` (if given) is set to the saved position in place."""
+    abstract = _abstract(template, shardings)
+    trees = {"params": abstract.params, "frozen": abstract.frozen, "ema": abstract.ema,
+             "opt_state": _opt_leaves(abstract.opt_state)}
+    items = {k: ocp.args.StandardRestore(v) for k, v in trees.items() if jax.tree.leaves(v)}
+    if data_iter is not None:
+        items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+    out = mngr.restore(step, args=ocp.args.Composite(**items))
+    out = {k: (out[k] if k in items else trees[k]) for k in trees}     # empty trees stay empty
+    leaves = [out["opt_state"][str(i)] for i in range(len(out["opt_state"]))]
+    opt_state = jax.tree.unflatten(jax.tree.structure(template.opt_state), leaves)
+    step_arr = jax.device_put(np.asarray(step, np.int32), shardings.step)
+    return TrainState(step=step_arr, params=out["params"], frozen=out["frozen"], opt_state=opt_state,
+                      ema=out["ema"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Trained weights out of a workdir (init_from, export, predict)
+# ---------------------------------------------------------------------------------------------
+def is_run_dir(path: str | Path) -> bool:
+    """True for a fine-tuning workdir (a model_config.json next to a checkpoints/ folder)."""
+    path = Path(path)
+    return (path / MODEL_CONFIG_FILE).is_file() and (path / CHECKPOINT_DIR).is_dir()
+
+
+def read_model_config(workdir: str | Path) -> ModelConfig:
+    path = Path(workdir) / MODEL_CONFIG_FILE
+    try:
+        return ModelConfig.load(path)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise WeightsError(f"{path}: unreadable model config ({e})") from e
+
+
+def final_stage_dir(path: str | Path) -> Path:
+    """``path`` itself, or for a multi-stage workdir (configs/demo.py: prior/, stage1/ ... stage3/)
+    its last stage that has a checkpoint."""
+    path = Path(path)
+    if is_run_dir(path):
+        return path
+    stages = sorted((p for p in path.glob("stage[0-9]*") if is_run_dir(p)), key=lambda p: int(p.name[5:]))
+    if not stages:
+        raise WeightsError(f"{path}: neither a training workdir nor a multi-stage workdir with stageN/ runs")
+    return stages[-1]
+
+
+def load_any(path: str | Path, *, raw: bool = False, step: int | str = "latest"
+             ) -> tuple[ModelConfig, dict[tuple, np.ndarray], dict[str, Any]]:
+    """(config, flat params, info) from a converted checkpoint directory, a training workdir or a
+    multi-stage workdir (its final stage); ``info`` says which and, for runs, the step and EMA/raw."""
+    path = Path(path)
+    if (path / PARAMS_DIR).is_dir():
+        config, params = load_weights(path)
+        return config, params, {"source": str(path), "kind": "converted"}
+    run_dir = final_stage_dir(path)
+    config, params, step = load_run_params(run_dir, raw=raw, step=step)
+    return config, params, {"source": str(run_dir), "kind": "run", "step": step, "weights": "raw" if raw else "ema"}
+
+
+def load_run_params(workdir: str | Path, *, raw: bool = False, step: int | str = "latest"
+                    ) -> tuple[ModelConfig, dict[tuple, np.ndarray], int]:
+    """(model config, flat float32 params, step) of a training workdir's checkpoint.
+
+    ``raw=False`` gives the EMA weights (the default for export/predict/init_from), ``raw=True`` the
+    optimised ones. ``step``: 'latest', 'best' (by validation PCK) or a step number.
+    """
+    workdir = Path(workdir)
+    if not is_run_dir(workdir):
+        raise WeightsError(f"{workdir}: not a training workdir (needs {MODEL_CONFIG_FILE} and {CHECKPOINT_DIR}/)")
+    config = read_model_config(workdir)
+    with manager(workdir / CHECKPOINT_DIR, read_only=True) as mngr:
+        steps = mngr.all_steps()
+        if not steps:
+            raise WeightsError(f"{workdir / CHECKPOINT_DIR}: no checkpoint saved yet")
+        if step == "latest":
+            step = max(steps)
+        elif step == "best":
+            step = _best_step(mngr, steps)
+        elif int(step) not in steps:
+            raise WeightsError(f"{workdir / CHECKPOINT_DIR}: no checkpoint at step {step}; have {sorted(steps)}")
+        step = int(step)
+        meta = read_meta(mngr, step)
+        shapes = param_shapes(config)
+        train, frozen = split_flat(shapes, config.spec.num_layers, meta.get("trainable_blocks"))
+        sds = lambda flat: nest({p: jax.ShapeDtypeStruct(s, np.float32) for p, s in flat.items()})  # noqa: E731
+        key = "params" if raw else "ema"
+        wanted = {key: sds(train), "frozen": sds(frozen)}
+        out = mngr.restore(step, args=ocp.args.Composite(**{
+            k: ocp.args.StandardRestore(v) for k, v in wanted.items() if jax.tree.leaves(v)}))
+    flat = {**flatten(out["frozen"] if frozen else {}), **flatten(out[key])}
+    return config, {p: np.asarray(v, np.float32) for p, v in flat.items()}, step
+
+
+def _best_step(mngr: ocp.CheckpointManager, steps) -> int:
+    scored = [(m[BEST_METRIC], s) for s in steps if (m := mngr.metrics(s)) and BEST_METRIC in m]
+    return max(scored)[1] if scored else max(steps)

@@ -1,0 +1,468 @@
+"""The fine-tuning job (``config.job = 'finetune'``): one stage of the curriculum, run by ``main.py``.
+
+  python -m hyper_sapiens_jax.main --config configs/stage2.py:tiny --workdir W [--mode eval]
+
+What it does:
+  * builds the ('data', 'fsdp') mesh, the model (``config.init_from``: a converted Sapiens checkpoint
+    or the previous stage's workdir; random otherwise) and the trainable split (last N blocks +
+    pos_embed + final norm + heads, progressive unfreezing by ``config.unfreeze``);
+  * streams the exact-ratio Grain mix, takes jitted FSDP train steps (donated state), logs step
+    time / images/s / MFU, evaluates the EMA weights (flip test, DARK-UDP, PCK / OKS AP / G-Error);
+  * checkpoints with Orbax (train state, EMA, data iterator; latest + best by PCK; preemption and
+    SIGTERM saves) and resumes from the workdir on restart, exactly;
+  * never saves a checkpoint after a non-finite loss: it stops with an error instead.
+
+Workdir: ``config.json``, ``model_config.json``, ``bone_ratios.json`` (the bone-ratio reference),
+``checkpoints/``, ``metrics.jsonl`` (one row per evaluation), ``train_log.jsonl`` (one row per log
+interval), ``tensorboard/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+from jax.experimental import multihost_utils
+
+from hyper_sapiens_jax.data import builders
+from hyper_sapiens_jax.data.pipeline import eval_batches, train_dataset, train_iterator
+from hyper_sapiens_jax.evaluation.evaluate import evaluate, flip_test
+from hyper_sapiens_jax.models import ModelConfig, Sapiens
+from hyper_sapiens_jax.models.pos_embed import resize_pos_embed
+from hyper_sapiens_jax.models.weights import WeightsError, abstract_model, flat_params, flatten, nest, param_shapes
+from hyper_sapiens_jax.sharding import batch_sharding, global_batch, make_mesh, param_shardings, replicated
+from hyper_sapiens_jax.training import checkpoint as ckpt
+from hyper_sapiens_jax.training import flops, reference
+from hyper_sapiens_jax.training.objective import LossWeights, objective
+from hyper_sapiens_jax.training.optim import sapiens_adamw, warmup_schedule
+from hyper_sapiens_jax.training.partition import split_flat, trainable_blocks_at
+from hyper_sapiens_jax.training.state import TrainState, merge_model
+from hyper_sapiens_jax.training.step import make_train_step
+
+log = logging.getLogger(__name__)
+METRICS_FILE = "metrics.jsonl"
+TRAIN_LOG_FILE = "train_log.jsonl"
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (non-finite loss, bad init checkpoint, ...); the message says why."""
+
+
+# =============================================================================================
+# Config -> pieces
+# =============================================================================================
+def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
+    m = config.model
+    known = {f.name for f in dataclasses.fields(ModelConfig)} - {"arch"}
+    return ModelConfig(arch=config.arch, **{k: (tuple(v) if isinstance(v, list) else v)
+                                            for k, v in m.items() if k in known})
+
+
+def unfreeze_schedule(config: ml_collections.ConfigDict) -> list[tuple[int, int | None]]:
+    """[(from_step, trainable_blocks)] from ``trainable_blocks`` and ``unfreeze`` ("STEP:BLOCKS,...")."""
+    schedule = [(0, config.trainable_blocks)]
+    for item in filter(None, (s.strip() for s in config.unfreeze.split(","))):
+        try:
+            step, blocks = item.split(":")
+            schedule.append((int(step), None if blocks.strip() == "all" else int(blocks)))
+        except ValueError:
+            raise ValueError(f"config.unfreeze item {item!r} is not STEP:BLOCKS (BLOCKS an int or 'all')") from None
+    return sorted(schedule, key=lambda s: s[0])
+
+
+def loss_weights(config: ml_collections.ConfigDict) -> LossWeights:
+    names = {f.name for f in dataclasses.fields(LossWeights)}
+    return LossWeights(**{k: v for k, v in config.loss.items() if k in names})
+
+
+def sds_scale(config: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
+    """The prior weight's annealing factor at ``step`` (stage 3: linear from sds to sds_final)."""
+    a, a_final = config.loss.sds, config.loss.sds_final
+    if a <= 0 or a_final < 0:
+        return jnp.float32(1.0)
+    frac = jnp.clip(step.astype(jnp.float32) / max(config.num_steps, 1), 0.0, 1.0)
+    return 1.0 + (a_final / a - 1.0) * frac
+
+
+def learning_rate(config: ml_collections.ConfigDict) -> optax.Schedule:
+    o = config.optim
+    return warmup_schedule(o.lr, o.warmup_steps, config.num_steps, final_ratio=o.final_lr_frac)
+
+
+def make_optimizer(config: ml_collections.ConfigDict, trainable: Any, num_layers: int):
+    o = config.optim
+    return sapiens_adamw(trainable, num_layers=num_layers, learning_rate=learning_rate(config),
+                         layer_decay=o.layer_decay, weight_decay=o.weight_decay, b1=o.b1, b2=o.b2,
+                         clip_norm=o.grad_clip or None)
+
+
+def initial_params(config: ml_collections.ConfigDict, mcfg: ModelConfig) -> dict[tuple, np.ndarray]:
+    """Flat float32 parameters to start from: ``config.init_from`` where it has them, random elsewhere."""
+    fresh = flat_params(Sapiens(mcfg, rngs=nnx.Rngs(config.seed)))
+    if not config.init_from:
+        log.info("init: random (seed %d); set config.init_from to start from Sapiens weights", config.seed)
+        return fresh
+    try:
+        src_cfg, src, info = ckpt.load_any(config.init_from, raw=not config.init_from_ema)
+    except WeightsError as e:
+        raise TrainingError(f"config.init_from: {e}") from None
+    if src_cfg.arch != mcfg.arch:
+        raise TrainingError(f"config.init_from={config.init_from} holds a {src_cfg.arch} model, "
+                            f"the config trains {mcfg.arch} (set the config argument, e.g. stage2.py:{src_cfg.arch})")
+    out, missing = dict(fresh), []
+    for path, value in src.items():
+        if path not in fresh:
+            continue                                      # a head this stage does not train
+        if path == ("backbone", "pos_embed") and value.shape != fresh[path].shape:
+            value = resize_pos_embed(value, mcfg.grid, src_cfg.grid)
+        if value.shape != fresh[path].shape:
+            raise TrainingError(f"config.init_from: {'/'.join(map(str, path))} has shape {value.shape}, "
+                                f"the model needs {fresh[path].shape}")
+        out[path] = value
+    missing = sorted({p[1] for p in fresh if p[0] == "heads" and p not in src})
+    log.info("init: %s (%s%s)%s", info["source"], info["kind"],
+             f", step {info['step']}, {info['weights']} weights" if info["kind"] == "run" else "",
+             f"; heads {missing} start random" if missing else "")
+    return out
+
+
+def put(tree: Any, shardings: Any) -> Any:
+    """Host arrays (identical on every process) -> global arrays with the given shardings."""
+    def one(x, s):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, s, lambda idx: x[idx])
+    return jax.tree.map(one, tree, shardings)
+
+
+# =============================================================================================
+# The state layout of one trainable split, and the jitted functions over it
+# =============================================================================================
+@dataclasses.dataclass
+class Layout:
+    """Everything that depends on which blocks train: optimizer, shardings, jitted step / eval."""
+
+    blocks: int | None
+    tx: optax.GradientTransformation
+    abstract: TrainState
+    shardings: TrainState
+    step: Any
+    heatmaps: Any
+
+
+def make_layout(config, mcfg: ModelConfig, mesh, graphdef, template, blocks: int | None, objective_fn) -> Layout:
+    shapes = {p: jax.ShapeDtypeStruct(s, jnp.float32) for p, s in param_shapes(mcfg).items()}
+    train, frozen = split_flat(shapes, mcfg.spec.num_layers, blocks)
+    train, frozen = nest(train), nest(frozen)
+    tx = make_optimizer(config, train, mcfg.spec.num_layers)
+    abstract = jax.eval_shape(lambda p, f: TrainState(step=jnp.zeros((), jnp.int32), params=p, frozen=f,
+                                                      opt_state=tx.init(p), ema=p), train, frozen)
+    shardings = param_shardings(abstract, mesh)
+    b_sh, rep = batch_sharding(mesh), replicated(None, mesh)
+    step_fn = make_train_step(graphdef, template, tx, objective_fn, micro_batches=config.micro_batches,
+                              ema_decay=config.ema_decay)
+    step = jax.jit(step_fn, in_shardings=(shardings, b_sh, rep), out_shardings=(shardings, rep), donate_argnums=0)
+
+    def heatmaps(ema, frozen, images):
+        forward = lambda x: merge_model(graphdef, template, ema, frozen)(x)["pose"]  # noqa: E731
+        return flip_test(forward, images) if config.eval.flip_test else forward(images)
+
+    hm = jax.jit(heatmaps, in_shardings=(shardings.ema, shardings.frozen, b_sh), out_shardings=b_sh)
+    return Layout(blocks, tx, abstract, shardings, step, hm)
+
+
+def fresh_state(layout: Layout, flat: dict[tuple, np.ndarray], num_layers: int) -> TrainState:
+    train, frozen = split_flat(flat, num_layers, layout.blocks)
+    params = put(nest(train), layout.shardings.params)
+    frozen = put(nest(frozen), layout.shardings.frozen)
+    init = jax.jit(lambda p, f: TrainState(step=jnp.zeros((), jnp.int32), params=p, frozen=f,
+                                           opt_state=layout.tx.init(p), ema=jax.tree.map(jnp.copy, p)),
+                   out_shardings=layout.shardings)
+    return init(params, frozen)
+
+
+def _transplant(new: Any, old: Any) -> Any:
+    """Leaves of ``new`` whose key path (and shape) exists in ``old`` take the old value."""
+    old_leaves = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_flatten_with_path(old)[0]}
+    paths, treedef = jax.tree_util.tree_flatten_with_path(new)
+    leaves = [old_leaves.get(jax.tree_util.keystr(p), v) for p, v in paths]
+    leaves = [o if o.shape == v.shape else v for o, (_, v) in zip(leaves, paths)]
+    return jax.tree.unflatten(treedef, leaves)
+
+
+def resplit(state: TrainState, old: Layout, new: Layout, num_layers: int) -> TrainState:
+    """Progressive unfreezing: move parameters between the frozen and trainable trees; newly trainable
+    ones start their EMA at their value and their Adam moments at 0, the others keep theirs."""
+    def fn(state: TrainState) -> TrainState:
+        every = {**flatten(state.frozen), **flatten(state.params)}
+        train, frozen = split_flat(every, num_layers, new.blocks)
+        ema_old = flatten(state.ema)
+        params = nest(train)
+        opt_state = _transplant(new.tx.init(params), state.opt_state)
+        return TrainState(step=state.step, params=params, frozen=nest(frozen), opt_state=opt_state,
+                          ema=nest({p: ema_old.get(p, v) for p, v in train.items()}))
+    return jax.jit(fn, in_shardings=(old.shardings,), out_shardings=new.shardings, donate_argnums=0)(state)
+
+
+# =============================================================================================
+# Objective (losses + prior), data, evaluation
+# =============================================================================================
+def load_prior(config: ml_collections.ConfigDict):
+    if config.loss.sds <= 0:
+        return None
+    if not config.prior_ckpt:
+        raise TrainingError("config.loss.sds > 0 needs config.prior_ckpt (a workdir of configs/prior.py)")
+    from hyper_sapiens_jax.prior import DiffusionPrior
+    try:
+        prior = DiffusionPrior.load(config.prior_ckpt)
+    except (FileNotFoundError, OSError, ValueError) as e:
+        raise TrainingError(f"config.prior_ckpt={config.prior_ckpt}: {e}") from None
+    log.info("prior: %s (%d keypoints)", config.prior_ckpt, prior.num_keypoints)
+    return prior
+
+
+def make_objective(config: ml_collections.ConfigDict, bone_ref: dict | None, prior):
+    weights = loss_weights(config)
+    ref = None if bone_ref is None else (jnp.asarray(bone_ref["mean"], jnp.float32),
+                                         jnp.asarray(bone_ref["std"], jnp.float32))
+    prior_loss = None
+    if prior is not None:
+        from hyper_sapiens_jax.prior import sds_loss
+        t_range = (config.loss.sds_t_min, config.loss.sds_t_max)
+
+        def prior_loss(xy, visible, weight, key):
+            value = sds_loss(prior, xy, visible * weight[:, None], key, t_range=t_range,
+                             weighting=config.loss.sds_weighting)
+            return value / jnp.maximum(jnp.sum(weight), 1.0)
+
+    def fn(outputs, batch, normalizers, key, step):
+        return objective(outputs, batch, weights, normalizers, bone_ref=ref, prior_loss=prior_loss, key=key,
+                         scales={"sds": sds_scale(config, step)})
+    return fn
+
+
+def needs_bone_reference(config: ml_collections.ConfigDict) -> bool:
+    return config.loss.bone_ratio > 0
+
+
+# =============================================================================================
+# Logging helpers
+# =============================================================================================
+class Writer:
+    """metrics.jsonl / train_log.jsonl / TensorBoard on process 0 (no-ops elsewhere)."""
+
+    def __init__(self, workdir: Path):
+        self.workdir, self.main = workdir, jax.process_index() == 0
+        self.tb = None
+        if self.main:
+            try:
+                from tensorboardX import SummaryWriter
+                self.tb = SummaryWriter(str(workdir / "tensorboard"))
+            except ImportError:  # pragma: no cover - tensorboardX is a dependency
+                log.warning("tensorboardX missing: no TensorBoard events")
+
+    def row(self, filename: str, row: dict[str, Any], prefix: str) -> None:
+        if not self.main:
+            return
+        with open(self.workdir / filename, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.tb is not None:
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and k != "step" and np.isfinite(v):
+                    self.tb.add_scalar(f"{prefix}/{k}", v, row["step"])
+            self.tb.flush()
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+class StopFlag:
+    """SIGTERM (preemption notice) -> finish the step, save, exit cleanly."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = signal.signal(signal.SIGTERM, self._handler)
+
+    def _handler(self, signum, frame):
+        log.warning("SIGTERM: saving a checkpoint after this step, then exiting")
+        self.requested = True
+
+    def agreed(self) -> bool:
+        """Whether any process was asked to stop (a collective: call it at the same steps everywhere)."""
+        if jax.process_count() == 1:
+            return self.requested
+        flags = multihost_utils.process_allgather(np.asarray(self.requested))
+        return bool(np.any(flags))
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+def _jsonable_config(config: ml_collections.ConfigDict) -> dict:
+    return json.loads(config.to_json_best_effort())
+
+
+# =============================================================================================
+# The job
+# =============================================================================================
+def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "train") -> int:
+    """Train (resuming from ``workdir`` when it holds checkpoints) or, with ``mode='eval'``, evaluate
+    its latest checkpoint. Returns 0; raises TrainingError when the run cannot go on."""
+    workdir = Path(workdir).absolute()
+    workdir.mkdir(parents=True, exist_ok=True)
+    mesh = make_mesh(config.mesh.data, config.mesh.fsdp)
+    mcfg = model_config(config)
+    n_dev = mesh.devices.size
+    if config.batch_size % (config.micro_batches * n_dev) and config.batch_size % n_dev:
+        raise ValueError(f"batch_size {config.batch_size} does not split over {n_dev} devices")
+    if jax.process_index() == 0:
+        mcfg.save(workdir / ckpt.MODEL_CONFIG_FILE)
+        (workdir / "config.json").write_text(json.dumps(_jsonable_config(config), indent=1))
+    log.info("stage %d: %s, image %dx%d, heads %s, %d devices (mesh data=%d fsdp=%d), %d process(es)",
+             config.stage, mcfg.arch, *mcfg.image_size, list(mcfg.heads), n_dev, mesh.shape["data"],
+             mesh.shape["fsdp"], jax.process_count())
+
+    graphdef, template = nnx.split(abstract_model(mcfg))
+    schedule = unfreeze_schedule(config)
+    mix, paths = builders.build_train_mix(config) if mode == "train" else (None, builders.resolved_paths(config.data))
+    bone_ref = None
+    if needs_bone_reference(config):
+        sources = {e.name: e.source for e in mix} if mix else {}
+        if not sources and not (workdir / reference.REFERENCE_FILE).is_file():
+            sources = {"mini_rgbd": builders.build_source("mini_rgbd", paths)}
+        bone_ref = reference.load_or_compute(workdir, sources, config.seed)
+    objective_fn = make_objective(config, bone_ref, load_prior(config))
+    layouts: dict[Any, Layout] = {}
+
+    def layout_for(blocks):
+        if blocks not in layouts:
+            layouts[blocks] = make_layout(config, mcfg, mesh, graphdef, template, blocks, objective_fn)
+        return layouts[blocks]
+
+    c = config.checkpoint
+    mngr = ckpt.manager(workdir / ckpt.CHECKPOINT_DIR, every=c.every, keep=c.keep, keep_best=c.keep_best)
+    writer = Writer(workdir)
+    val = builders.build_source("val", paths, config.data.skip_bad_records)
+    sample_cfg = builders.sample_config(config)
+
+    def run_eval(state: TrainState, layout: Layout) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        local = config.eval_batch_size // jax.process_count()
+        batches = eval_batches(val, sample_cfg, local, process_index=jax.process_index(),
+                               process_count=jax.process_count())
+        result = evaluate(lambda b: layout.heatmaps(state.ema, state.frozen, b["image"]), batches,
+                          lambda b: global_batch(b, mesh), input_wh=sample_cfg.input_wh,
+                          gt_file=paths.get("val_ann"), pck_threshold=config.eval.pck_threshold,
+                          pck_norm=config.eval.pck_norm)
+        step = int(jax.device_get(state.step))
+        row = {"step": step, "stage": config.stage, **result, "eval_s": round(time.perf_counter() - t0, 2)}
+        writer.row(METRICS_FILE, row, "val")
+        log.info("eval @ %d: PCK@%g %.4f  AP %.4f  AP50 %.4f  G-Error %.5f (GT %.5f)  %d samples  %.1fs", step,
+                 config.eval.pck_threshold, row[f"pck@{config.eval.pck_threshold:g}"], row.get("ap", float("nan")),
+                 row.get("ap50", float("nan")), row["g_error"], row["g_error_gt"], row["num_samples"], row["eval_s"])
+        return row
+
+    try:
+        start = mngr.latest_step() or 0
+        if mode == "eval":
+            if not start:
+                raise TrainingError(f"--mode eval: no checkpoint in {workdir / ckpt.CHECKPOINT_DIR}")
+            layout = layout_for(ckpt.read_meta(mngr, start)["trainable_blocks"])
+            state = ckpt.restore(mngr, start, layout.abstract, layout.shardings)
+            run_eval(state, layout)
+            return 0
+        dataset = train_dataset(mix, sample_cfg, seed=config.seed, num_batches=config.num_steps,
+                                process_index=jax.process_index(), process_count=jax.process_count())
+        data_iter = train_iterator(dataset, worker_count=config.data.worker_count)
+        if start:
+            layout = layout_for(ckpt.read_meta(mngr, start)["trainable_blocks"])
+            state = ckpt.restore(mngr, start, layout.abstract, layout.shardings, data_iter)
+            log.info("resumed from %s at step %d", workdir / ckpt.CHECKPOINT_DIR, start)
+        else:
+            layout = layout_for(trainable_blocks_at(0, schedule))
+            state = fresh_state(layout, initial_params(config, mcfg), mcfg.spec.num_layers)
+        if start >= config.num_steps:
+            log.info("already trained to step %d (num_steps %d)", start, config.num_steps)
+            return 0
+        _train(config, mcfg, mesh, state, layout, layout_for, schedule, data_iter, mngr, writer, run_eval, start)
+        return 0
+    finally:
+        mngr.wait_until_finished()
+        mngr.close()
+        writer.close()
+
+
+def _train(config, mcfg, mesh, state, layout, layout_for, schedule, data_iter, mngr, writer, run_eval,
+           start: int) -> None:
+    num_layers = mcfg.spec.num_layers
+    stop = StopFlag()
+    meta = lambda lay: {"stage": config.stage, "trainable_blocks": lay.blocks, "arch": mcfg.arch}  # noqa: E731
+    flops_per_step = flops.train_flops_per_image(mcfg) * config.batch_size
+    peak = flops.peak_flops_per_device(config.peak_tflops)
+    lr = learning_rate(config)
+    n_train = sum(x.size for x in jax.tree.leaves(layout.abstract.params))
+    log.info("training steps %d -> %d: batch %d (%d micro-batches), %.2fM trainable params (blocks: %s), "
+             "%.1f GFLOPs/image (train)", start, config.num_steps, config.batch_size, config.micro_batches,
+             n_train / 1e6, "all" if layout.blocks is None else layout.blocks, flops_per_step / config.batch_size / 1e9)
+    key = jax.random.key(config.seed)
+    pending: list[dict[str, jax.Array]] = []
+    t_last, last_step = time.perf_counter(), start
+    step = start
+    try:
+        while step < config.num_steps:
+            blocks = trainable_blocks_at(step, schedule)
+            if blocks != layout.blocks:
+                new = layout_for(blocks)
+                state = resplit(state, layout, new, num_layers)
+                log.info("step %d: unfreezing -> trainable blocks %s", step, "all" if blocks is None else blocks)
+                layout = new
+            local = next(data_iter)
+            batch = global_batch({k: v for k, v in local.items() if k != "source_id"}, mesh)
+            state, metrics = layout.step(state, batch, jax.random.fold_in(key, step))
+            pending.append(metrics)
+            step += 1
+            final = step == config.num_steps
+            log_now = step % config.log_every == 0 or final
+            eval_now = step % config.eval.every == 0 or final
+            stop_now = log_now and stop.agreed()
+            save_now = final or eval_now or stop_now or mngr.should_save(step)
+            if log_now or save_now:
+                means = {k: float(np.mean(v)) for k, v in jax.tree.map(
+                    lambda *xs: np.stack(xs), *jax.device_get(pending)).items()}
+                pending = []
+                if means.pop("nonfinite") > 0:
+                    raise TrainingError(f"non-finite loss between steps {last_step} and {step} "
+                                        f"({means}); no checkpoint written after step {mngr.latest_step()}")
+                now = time.perf_counter()
+                dt = (now - t_last) / max(step - last_step, 1)
+                t_last, last_step = now, step
+                util = flops.mfu(flops_per_step, dt, peak, mesh.devices.size)
+                row = {"step": step, "stage": config.stage, **means, "lr": float(lr(step)),
+                       "step_s": round(dt, 4), "images_per_s": round(config.batch_size / dt, 2),
+                       **({"mfu": round(util, 4)} if util is not None else {})}
+                writer.row(TRAIN_LOG_FILE, row, "train")
+                log.info("step %5d/%d  loss %.4f  (%s)  %.3fs/step  %.1f img/s  MFU %s", step, config.num_steps,
+                         means["loss"], " ".join(f"{k} {v:.4f}" for k, v in means.items()
+                                                  if k not in ("loss", "grad_norm")),
+                         dt, config.batch_size / dt, "n/a" if util is None else f"{100 * util:.1f}%")
+            metrics_row = run_eval(state, layout) if eval_now else None
+            if save_now:
+                best = None if metrics_row is None else {ckpt.BEST_METRIC: metrics_row[f"pck@{config.eval.pck_threshold:g}"]}
+                ckpt.save(mngr, state, data_iter, meta(layout), metrics=best, force=final or eval_now or stop_now)
+                t_last = time.perf_counter()            # evaluation / save time is not step time
+            if stop_now:
+                log.warning("stopped at step %d on request; restart with the same command to resume", step)
+                return
+    finally:
+        stop.restore()
