@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -20,6 +22,7 @@ from hyper_sapiens_jax.training.partition import split_flat
 from hyper_sapiens_jax.training.state import create_state
 from hyper_sapiens_jax.training.step import make_train_step
 
+REPO = Path(__file__).resolve().parents[1]
 MODEL = ModelConfig(arch="tiny", image_size=(64, 48), heads=("pose", "depth", "normal"))
 
 
@@ -51,3 +54,26 @@ def make_step_and_state(trainable_blocks=None, micro_batches=1, weights=LossWeig
 
     step = make_train_step(graphdef, template, tx, obj, micro_batches=micro_batches, dropout=False)
     return step, state
+
+
+def data_overrides(p) -> list[str]:
+    """``--config.data.*`` flags pointing a stage config at a testbed's ``Paths``."""
+    return [f"--config.data.syrip_syn_ann={p.train_syn_json}", f"--config.data.syrip_syn_images={p.train_syn_images}",
+            f"--config.data.syrip_real_ann={p.train_real_json}", f"--config.data.syrip_real_images={p.train_real_images}",
+            f"--config.data.val_ann={p.val_json}", f"--config.data.val_images={p.val_images}",
+            f"--config.data.mini_rgbd_root={p.mini_rgbd}", "--config.data.mini_rgbd_sequences=01-02",
+            f"--config.data.skeletons={p.skeletons}"]
+
+
+def stage_command(paths, workdir, stage: int = 1, **overrides) -> list[str]:
+    """``python -m hyper_sapiens_jax.main`` for configs/stageN.py:tiny on a testbed at 64x48, batch 8."""
+    settings = {"model.image_size": "(64,48)", "batch_size": 8, "eval_batch_size": 8, "log_every": 1,
+                "eval.every": 1000, "checkpoint.every": 1000, **overrides}
+    return ([sys.executable, "-m", "hyper_sapiens_jax.main", f"--config={REPO}/configs/stage{stage}.py:tiny",
+             f"--workdir={workdir}"] + data_overrides(paths)
+            + [f"--config.{k}={v}" for k, v in settings.items()])
+
+
+def subprocess_env(devices: int = 1) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu",
+            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}" if devices > 1 else ""}

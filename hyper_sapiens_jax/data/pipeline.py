@@ -1,9 +1,10 @@
 """Grain pipelines: exact-ratio mixed training batches across processes, and a pad+mask eval pass.
 
-Training: one ``MapDataset`` per source, sliced per JAX process *before* anything is mixed
-(``src[process_index::process_count]``), shuffled per epoch, repeated, mapped through the random
-top-down transform and batched at that source's own per-process count; the per-source batches are
-zipped and concatenated. Every global batch therefore holds exactly the configured number of
+Training: one ``MapDataset`` per source, shuffled, repeated and mapped through the random top-down
+transform as one global (lazy) sequence, then sliced per JAX process *before* anything is mixed
+(``ds[process_index::process_count]``: each process decodes only its rows) and batched at that
+source's own per-process count; the per-source batches are zipped and concatenated. The global
+batches do not depend on the number of processes. Every global batch therefore holds exactly the configured number of
 samples of each source (e.g. stage 2: 1:1 synthetic:real). The iterator's state is a small dict
 (``get_state`` / ``set_state``) that Orbax saves with ``grain.checkpoint.CheckpointSave``.
 
@@ -59,8 +60,12 @@ def train_dataset(mix: Sequence[MixEntry], sample_cfg: SampleConfig, *, seed: in
                   process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
     """A MapDataset of this process's training batches (dicts of numpy arrays), ``num_batches`` long.
 
-    Each process gets ``count / process_count`` samples of each source per batch; ``source_id``
-    records which ``mix`` entry a sample came from.
+    Each source is shuffled and augmented as one global sequence (same seed everywhere); global batch
+    ``b`` of a source holds its elements ``b * count ... (b + 1) * count - 1``, and process ``p`` takes
+    every ``process_count``-th of them starting at ``p``. So the global batches are the same for any
+    number of processes (up to the row order), each process decodes only its own rows, and each
+    process gets ``count / process_count`` samples of each source per batch. ``source_id`` records
+    which ``mix`` entry a sample came from.
     """
     parts = []
     for i, entry in enumerate(mix):
@@ -68,12 +73,12 @@ def train_dataset(mix: Sequence[MixEntry], sample_cfg: SampleConfig, *, seed: in
             raise ValueError(f"{entry.name}: {entry.count} samples per batch do not split over "
                              f"{process_count} processes")
         local = entry.count // process_count
-        ds = grain.MapDataset.source(entry.source)[process_index::process_count]
-        if len(ds) == 0:
-            raise ValueError(f"{entry.name}: no samples for process {process_index} of {process_count}")
-        epochs = math.ceil(num_batches * local / len(ds)) + 1
-        ds = (ds.seed(seed + 7919 * i).shuffle().repeat(epochs)
-              .random_map(TrainTransform(sample_cfg)).batch(local, drop_remainder=True))
+        if len(entry.source) == 0:
+            raise ValueError(f"{entry.name}: the source is empty")
+        epochs = math.ceil(num_batches * entry.count / len(entry.source)) + 1
+        ds = (grain.MapDataset.source(entry.source).seed(seed + 7919 * i).shuffle().repeat(epochs)
+              .random_map(TrainTransform(sample_cfg)))
+        ds = ds[process_index::process_count].batch(local, drop_remainder=True)
         parts.append(ds[:num_batches].map(_add_source_id(i)))
     return grain.experimental.ZipMapDataset(parts).map(_concat)
 

@@ -76,7 +76,8 @@ def evaluate(heatmap_fn: Callable[[dict[str, jax.Array]], jax.Array], batches: I
       gt_file: the COCO keypoint file of the split (OKS AP); None skips AP.
       pck_norm: 'bbox' (the box's longer side) or 'torso'.
     Returns:
-      {'pck@T', 'ap', 'ap50', ..., 'g_error', 'g_error_gt', 'num_samples', 'per_joint_pck' (list)}.
+      {'pck@T', 'pck@0.1', 'pck@0.2', 'ap', 'ap50', ..., 'g_error', 'g_error_gt', 'num_samples',
+      'per_joint_pck' (list, at T)}.
     """
     keep = ("image_id", "ann_id", "bbox", "center", "scale", "rotation", "keypoints", "keypoints_visible",
             "valid")
@@ -103,7 +104,9 @@ def evaluate(heatmap_fn: Callable[[dict[str, jax.Array]], jax.Array], batches: I
     else:
         raise ValueError(f"pck_norm must be 'bbox' or 'torso', got {pck_norm!r}")
     pck = M.pck(every["pred"], gt, visible, norm, pck_threshold)
-    result: dict[str, Any] = {f"pck@{pck_threshold:g}": float(pck["pck"]),
+    coarse = {f"pck@{t:g}": float(M.pck(every["pred"], gt, visible, norm, t)["pck"])
+              for t in (0.1, 0.2) if t != pck_threshold}
+    result: dict[str, Any] = {f"pck@{pck_threshold:g}": float(pck["pck"]), **coarse,
                               "per_joint_pck": [float(v) for v in pck["per_joint"]],
                               "g_error": float(M.g_error(every["pred"], visible)),
                               "g_error_gt": float(M.g_error(gt, visible)),

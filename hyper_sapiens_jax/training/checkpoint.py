@@ -51,6 +51,8 @@ def manager(directory: str | Path, *, every: int = 1000, keep: int = 2, keep_bes
         save_decision_policy=sdp.AnySavePolicy([sdp.FixedIntervalPolicy(every),
                                                 sdp.PreemptionCheckpointingPolicy()]),
         preservation_policy=pp.AnyPreservationPolicy(keep_policy),
+        # best_fn makes the manager store the metrics passed to save() (the policies rank by them).
+        best_fn=lambda m: m[BEST_METRIC], best_mode="max",
         enable_async_checkpointing=async_save, read_only=read_only, create=not read_only,
         cleanup_tmp_directories=not read_only)
     return ocp.CheckpointManager(Path(directory).absolute(), options=options)

@@ -368,8 +368,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
         step = int(jax.device_get(state.step))
         row = {"step": step, "stage": config.stage, **result, "eval_s": round(time.perf_counter() - t0, 2)}
         writer.row(METRICS_FILE, row, "val")
-        log.info("eval @ %d: PCK@%g %.4f  AP %.4f  AP50 %.4f  G-Error %.5f (GT %.5f)  %d samples  %.1fs", step,
-                 config.eval.pck_threshold, row[f"pck@{config.eval.pck_threshold:g}"], row.get("ap", float("nan")),
+        log.info("eval @ %d: PCK@%g %.4f (@0.2 %.3f)  AP %.4f  AP50 %.4f  G-Error %.5f (GT %.5f)  %d samples  %.1fs",
+                 step, config.eval.pck_threshold, row[f"pck@{config.eval.pck_threshold:g}"],
+                 row.get("pck@0.2", float("nan")), row.get("ap", float("nan")),
                  row.get("ap50", float("nan")), row["g_error"], row["g_error_gt"], row["num_samples"], row["eval_s"])
         return row
 
