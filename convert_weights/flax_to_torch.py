@@ -1,6 +1,10 @@
-"""Export a hyper-sapiens-jax weights directory to the Sapiens PyTorch layout.
+"""Export hyper-sapiens-jax weights to the Sapiens PyTorch layout.
 
-  python -m convert_weights.flax_to_torch --ckpt DIR --task pose|depth|normal|backbone --out FILE
+  python -m convert_weights.flax_to_torch --ckpt DIR --task pose|depth|normal|backbone --out FILE [--raw]
+
+DIR is a converted weights directory (``torch_to_flax``), a training workdir (its latest checkpoint;
+EMA weights unless ``--raw``; ``--step best`` for the best by validation PCK) or a multi-stage
+workdir (configs/demo.py: its final stage).
 
 FILE ends in .pth (``torch.save({'state_dict', 'meta'})``) or .safetensors (meta as JSON strings).
 Keys are exactly Sapiens': ``backbone.*`` plus ``head.*`` (pose) or ``decode_head.*`` (depth,
@@ -23,7 +27,8 @@ from convert_weights import layout
 from convert_weights.torch_io import CheckpointFileError, save_state_dict
 from hyper_sapiens_jax.logs import setup_logging
 from hyper_sapiens_jax.models.config import HEADS, ModelConfig
-from hyper_sapiens_jax.models.weights import WeightsError, load_weights
+from hyper_sapiens_jax.models.weights import WeightsError
+from hyper_sapiens_jax.training.checkpoint import load_any
 
 log = logging.getLogger("convert_weights.flax_to_torch")
 TASKS = (*HEADS, "backbone")
@@ -46,10 +51,14 @@ def export_state_dict(config: ModelConfig, params: dict[tuple, np.ndarray],
     return layout.flax_to_torch_state_dict(params, rules), meta
 
 
-def export(ckpt: str | Path, task: str, out: str | Path) -> dict[str, Any]:
-    """Read the weights directory ``ckpt`` and write ``task``'s Sapiens checkpoint to ``out``."""
-    config, params = load_weights(ckpt)
+def export(ckpt: str | Path, task: str, out: str | Path, *, raw: bool = False,
+           step: int | str = "latest") -> dict[str, Any]:
+    """Read ``ckpt`` (weights directory or training workdir) and write ``task``'s Sapiens checkpoint
+    to ``out``; returns the meta written."""
+    config, params, info = load_any(ckpt, raw=raw, step=step)
     state_dict, meta = export_state_dict(config, params, task)
+    if info["kind"] == "run":
+        log.info("%s: step %d, %s weights", info["source"], info["step"], info["weights"])
     save_state_dict(out, state_dict, meta)
     return meta
 
@@ -57,13 +66,17 @@ def export(ckpt: str | Path, task: str, out: str | Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m convert_weights.flax_to_torch",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ckpt", required=True, help="weights directory (from torch_to_flax)")
+    parser.add_argument("--ckpt", required=True,
+                        help="weights directory (from torch_to_flax), training workdir or demo workdir")
     parser.add_argument("--task", required=True, choices=TASKS, help="which model to write")
     parser.add_argument("--out", required=True, help="output file, .pth or .safetensors")
+    parser.add_argument("--raw", action="store_true", help="training workdirs: the raw weights, not the EMA")
+    parser.add_argument("--step", default="latest", help="training workdirs: 'latest' (default), 'best' or a step")
     args = parser.parse_args(argv)
     setup_logging()
     try:
-        meta = export(args.ckpt, args.task, args.out)
+        step = int(args.step) if args.step.isdigit() else args.step
+        meta = export(args.ckpt, args.task, args.out, raw=args.raw, step=step)
     except (WeightsError, CheckpointFileError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -1,6 +1,7 @@
 """Inference API: ``load_predictor(DIR).forward(images)`` -> dict of numpy arrays.
 
-``DIR`` is a weights directory written by ``convert_weights.torch_to_flax``. Images are float32
+``DIR`` is a weights directory written by ``convert_weights.torch_to_flax``, a training workdir
+(its latest EMA weights) or a multi-stage demo workdir (its final stage). Images are float32
 (B, H, W, 3), RGB, already Sapiens-normalised ((x - mean) / std), with (H, W) the model's image size.
 
 Also a CLI that runs one forward pass and prints what came out:
@@ -20,7 +21,7 @@ import numpy as np
 from flax import nnx
 
 from hyper_sapiens_jax.models.config import ModelConfig
-from hyper_sapiens_jax.models.weights import WeightsError, load_model
+from hyper_sapiens_jax.models.weights import WeightsError, build_model
 
 
 class Predictor:
@@ -52,15 +53,17 @@ class Predictor:
 
 def load_predictor(path: str | Path, *, dtype: str | None = None,
                    attention: str | None = None) -> Predictor:
-    """Load the weights directory ``path`` for inference.
+    """Load ``path`` for inference.
 
     Args:
-      path: a directory written by ``convert_weights.torch_to_flax``.
+      path: a directory written by ``convert_weights.torch_to_flax``, or a training workdir.
       dtype: compute dtype override ('float32' or 'bfloat16'); parameters stay float32.
       attention: 'xla' or 'cudnn' override.
     """
+    from hyper_sapiens_jax.training.checkpoint import load_any
     overrides = {k: v for k, v in (("dtype", dtype), ("attention", attention)) if v is not None}
-    return Predictor(load_model(path, **overrides))
+    config, params, _ = load_any(path)
+    return Predictor(build_model(config.replace(**overrides), params))
 
 
 def main(argv: list[str] | None = None) -> int:

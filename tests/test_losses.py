@@ -121,7 +121,15 @@ def test_bone_ratios_of_a_known_skeleton():
     assert bone_ratio_loss(jnp.asarray(sk[None]), conf, jnp.ones(1), ref_mean, ref_std) < 1e-8
     stretched = sk.copy()
     stretched[9] = [-1, 2.6, 0]                  # left forearm 1.6 instead of 0.8
-    assert bone_ratio_loss(jnp.asarray(stretched[None]), conf, jnp.ones(1), ref_mean, ref_std) > 1.0
+    # Robust: mean over the bones of log(1 + z^2), z = (ratio - mean) / max(std, 0.05).
+    z = (np.asarray(bone_ratios(jnp.asarray(stretched[None])))[0] - np.asarray(ref_mean)) / 0.1
+    expected = np.mean(np.log1p(z ** 2))
+    got = float(bone_ratio_loss(jnp.asarray(stretched[None]), conf, jnp.ones(1), ref_mean, ref_std))
+    assert got == pytest.approx(expected, rel=1e-5) and got > 0.3
+    tiny_std = jnp.full(len(RATIO_BONES), 1e-4)                # floored at 0.05: z halves vs std 0.1 -> 0.05
+    z_floor = z * 0.1 / 0.05
+    assert float(bone_ratio_loss(jnp.asarray(stretched[None]), conf, jnp.ones(1), ref_mean, tiny_std)) == \
+        pytest.approx(np.mean(np.log1p(z_floor ** 2)), rel=1e-5)
     assert limb_rigidity_loss(jnp.asarray(sk[None]), conf, jnp.ones(1)) < 1e-8
     # left forearm 1.6 vs right 0.8: |1.6 - 0.8| / 2.4 over one of the 5 pairs
     assert float(limb_rigidity_loss(jnp.asarray(stretched[None]), conf, jnp.ones(1))) == pytest.approx((0.8 / 2.4) / 5, rel=1e-4)
@@ -135,3 +143,17 @@ def test_backprojected_keypoints_follow_the_depth():
     assert np.allclose(np.asarray(pts[0]), [[0, 0, z], [5 / 100 * z, 0, z]], atol=1e-6)
     g = jax.grad(lambda d: backproject_keypoints(jnp.asarray([[[10.3, 8.6]]]), d, k).sum())(depth)
     assert np.count_nonzero(np.asarray(g)) == 4                          # bilinear: four taps
+
+
+def test_geometry_gradients_stay_finite_on_degenerate_inputs():
+    """Coincident keypoints (zero-length bones) and zero normal predictions: the stage-2 losses'
+    gradients must be finite (a NaN here poisons every parameter through the optimizer)."""
+    pts = jnp.zeros((2, 17, 3))
+    conf, w = jnp.ones((2, 17)), jnp.ones(2)
+    ref = jnp.ones(len(RATIO_BONES)), jnp.full(len(RATIO_BONES), 0.1)
+    g = jax.grad(lambda p: bone_ratio_loss(p, conf, w, *ref) + limb_rigidity_loss(p, conf, w))(pts)
+    assert np.isfinite(np.asarray(g)).all()
+    k = jnp.asarray([[[50.0, 0, 8], [0, 50.0, 8], [0, 0, 1]]] * 2)
+    depth, normal = jnp.full((2, 16, 16, 1), 0.5), jnp.zeros((2, 8, 8, 3))
+    g = jax.grad(lambda n: depth_normal_consistency(depth, n, k, w) + normal_loss(n, n, w))(normal)
+    assert np.isfinite(np.asarray(g)).all()

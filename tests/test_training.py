@@ -262,3 +262,37 @@ def test_the_tiny_pipeline_learns(learn_testbed, tmp_path):
     # Measured: PCK@0.05 0.036 vs 0.004, PCK@0.2 0.59 vs 0.17 (OKS AP is 0 for both at 64x48).
     assert final["pck@0.05"] > max(5 * base["pck@0.05"], 0.02), summary
     assert final["pck@0.2"] > base["pck@0.2"] + 0.3, summary
+
+
+def test_training_workdirs_export_to_pytorch_with_ema_by_default(tmp_path):
+    """flax_to_torch on a run: EMA weights by default (--raw: the optimised ones), Sapiens layout with
+    meta, loadable strict=True; the PyTorch model reproduces the Flax outputs to 1e-4."""
+    torch = pytest.importorskip("torch")
+    import torch_sapiens as ts
+    from convert_weights.flax_to_torch import main as export_main
+    from hyper_sapiens_jax.models.weights import build_model
+    layout = _layout(_config(), 2)
+    state = loop.fresh_state(layout, flat_params(Sapiens(TINY, rngs=nnx.Rngs(0))), 4)
+    noise = jax.tree.map(lambda x: 0.05 * jax.random.normal(jax.random.key(1), x.shape), state.ema)
+    state = state.replace(step=jnp.int32(5), ema=jax.tree.map(jnp.add, state.ema, noise))
+    run_dir = tmp_path / "run"
+    TINY.save((run_dir.mkdir(), run_dir / ckpt.MODEL_CONFIG_FILE)[1])
+    with ckpt.manager(run_dir / ckpt.CHECKPOINT_DIR, keep_best=0) as mngr:
+        ckpt.save(mngr, state, None, {"stage": 3, "trainable_blocks": 2, "arch": "tiny"}, force=True)
+    images = np.random.default_rng(0).standard_normal((2, *TINY.image_size, 3)).astype(np.float32)
+    for raw in (False, True):
+        out = tmp_path / f"pose_{raw}.pth"
+        assert export_main(["--ckpt", str(run_dir), "--task", "pose", "--out", str(out)] + (["--raw"] if raw else [])) == 0
+        obj = torch.load(out, weights_only=True)
+        meta = obj["meta"]
+        assert (meta["arch"], meta["task"], meta["image_size"], meta["num_layers"]) == ("tiny", "pose", [64, 48], 4)
+        model = ts.SapiensTorch("tiny", "pose", TINY.image_size, patch_padding=meta["patch_padding"])
+        model.load_state_dict(obj["state_dict"], strict=True)
+        _, torch_pose = ts.run(model.eval(), images)
+        _, params, _ = ckpt.load_run_params(run_dir, raw=raw)
+        flax_pose = np.asarray(build_model(TINY, params)(jnp.asarray(images))["pose"])
+        assert np.abs(flax_pose - torch_pose).max() <= 1e-4 * np.abs(torch_pose).max()
+        if not raw:
+            ema_pose = flax_pose
+    assert np.abs(ema_pose - flax_pose).max() > 1e-3           # EMA and raw really differ
+    assert export_main(["--ckpt", str(tmp_path / "nothing"), "--task", "pose", "--out", str(tmp_path / "x.pth")]) == 1

@@ -58,8 +58,10 @@ def make_step_and_state(trainable_blocks=None, micro_batches=1, weights=LossWeig
 
 def data_overrides(p) -> list[str]:
     """``--config.data.*`` flags pointing a stage config at a testbed's ``Paths``."""
-    return [f"--config.data.syrip_syn_ann={p.train_syn_json}", f"--config.data.syrip_syn_images={p.train_syn_images}",
-            f"--config.data.syrip_real_ann={p.train_real_json}", f"--config.data.syrip_real_images={p.train_real_images}",
+    return [f"--config.data.syrip_syn_ann={p.train_syn_json}",
+            f"--config.data.syrip_syn_images={p.train_syn_images}",
+            f"--config.data.syrip_real_ann={p.train_real_json}",
+            f"--config.data.syrip_real_images={p.train_real_images}",
             f"--config.data.val_ann={p.val_json}", f"--config.data.val_images={p.val_images}",
             f"--config.data.mini_rgbd_root={p.mini_rgbd}", "--config.data.mini_rgbd_sequences=01-02",
             f"--config.data.skeletons={p.skeletons}"]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from hyper_sapiens_jax.losses.geometry import safe_norm
+
 Array = jax.Array
 _F32 = jnp.float32
 
@@ -65,7 +67,7 @@ def normal_loss(pred: Array, target: Array, has_normal: Array, normalizer: Array
     valid = (jnp.sum(jnp.abs(target), axis=-1) > 0).astype(_F32)
     n = jnp.maximum(valid.sum(axis=(1, 2)), 1.0)
     l1 = jnp.mean(jnp.abs(pred - target), axis=-1)
-    cos = jnp.sum(pred * target, -1) / (jnp.linalg.norm(pred, axis=-1) * jnp.linalg.norm(target, axis=-1) + 1e-6)
+    cos = jnp.sum(pred * target, -1) / (safe_norm(pred) * safe_norm(target) + 1e-6)
     per_sample = ((l1 + 1.0 - cos) * valid).sum(axis=(1, 2)) / n
     has = has_normal.astype(_F32) * (valid.sum(axis=(1, 2)) > 0)
     return _masked_mean(per_sample, has, normalizer)

@@ -415,7 +415,8 @@ def _train(config, mcfg, mesh, state, layout, layout_for, schedule, data_iter, m
     n_train = sum(x.size for x in jax.tree.leaves(layout.abstract.params))
     log.info("training steps %d -> %d: batch %d (%d micro-batches), %.2fM trainable params (blocks: %s), "
              "%.1f GFLOPs/image (train)", start, config.num_steps, config.batch_size, config.micro_batches,
-             n_train / 1e6, "all" if layout.blocks is None else layout.blocks, flops_per_step / config.batch_size / 1e9)
+             n_train / 1e6, "all" if layout.blocks is None else layout.blocks,
+             flops_per_step / config.batch_size / 1e9)
     key = jax.random.key(config.seed)
     pending: list[dict[str, jax.Array]] = []
     t_last, last_step = time.perf_counter(), start
@@ -459,7 +460,8 @@ def _train(config, mcfg, mesh, state, layout, layout_for, schedule, data_iter, m
                          dt, config.batch_size / dt, "n/a" if util is None else f"{100 * util:.1f}%")
             metrics_row = run_eval(state, layout) if eval_now else None
             if save_now:
-                best = None if metrics_row is None else {ckpt.BEST_METRIC: metrics_row[f"pck@{config.eval.pck_threshold:g}"]}
+                pck_key = f"pck@{config.eval.pck_threshold:g}"
+                best = None if metrics_row is None else {ckpt.BEST_METRIC: metrics_row[pck_key]}
                 ckpt.save(mngr, state, data_iter, meta(layout), metrics=best, force=final or eval_now or stop_now)
                 t_last = time.perf_counter()            # evaluation / save time is not step time
             if stop_now:
