@@ -29,7 +29,7 @@ from hyper_sapiens_jax.prior import train as prior_train
 from hyper_sapiens_jax.training import loop
 
 log = logging.getLogger(__name__)
-COLUMNS = ("pck@0.05", "ap", "ap50", "g_error")
+COLUMNS = ("pck@0.05", "pck@0.2", "ap", "ap50", "g_error")
 
 
 def stage_list(config: ml_collections.ConfigDict) -> list[int]:
@@ -79,8 +79,8 @@ def last_eval(workdir: Path) -> dict[str, Any] | None:
 
 
 def results_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
-    """Markdown: one line per stage (PCK@0.05, AP, AP50, G-Error, step)."""
-    lines = ["| run | PCK@0.05 | AP | AP50 | G-Error | step |", "|---|---|---|---|---|---|"]
+    """Markdown: one line per stage (PCK@0.05, PCK@0.2, AP, AP50, G-Error, step)."""
+    lines = ["| run | PCK@0.05 | PCK@0.2 | AP | AP50 | G-Error | step |", "|---|---|---|---|---|---|---|"]
     for name, r in rows:
         cells = [f"{r.get(k, float('nan')):.3f}" if k != "g_error" else f"{r.get(k, float('nan')):.4f}"
                  for k in COLUMNS]
@@ -106,6 +106,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
     rows = [("mean pose (val)", {**mean_pose_baseline(stages[0][1]), "step": "-"})]
     rows += [(name, last_eval(workdir / name) or {}) for name, _ in stages]
     table = results_table(rows)
+    gt_g = rows[-1][1].get("g_error_gt")
+    if gt_g is not None:
+        table += f"\n\nG-Error of the ground truth itself: {gt_g:.4f} (a constant prediction scores 0)."
     (workdir / "results.md").write_text(table + "\n")
     (workdir / "results.json").write_text(json.dumps({"rows": dict(rows), "seconds": timings}, indent=1))
     print("\n" + table + "\n")

@@ -336,13 +336,12 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
     graphdef, template = nnx.split(abstract_model(mcfg))
     schedule = unfreeze_schedule(config)
     mix, paths = builders.build_train_mix(config) if mode == "train" else (None, builders.resolved_paths(config.data))
-    bone_ref = None
-    if needs_bone_reference(config):
-        sources = {e.name: e.source for e in mix} if mix else {}
-        if not sources and not (workdir / reference.REFERENCE_FILE).is_file():
-            sources = {"mini_rgbd": builders.build_source("mini_rgbd", paths)}
-        bone_ref = reference.load_or_compute(workdir, sources, config.seed)
-    objective_fn = make_objective(config, bone_ref, load_prior(config))
+    objective_fn = None                    # evaluation needs neither the prior nor the bone reference
+    if mode == "train":
+        bone_ref = None
+        if needs_bone_reference(config):
+            bone_ref = reference.load_or_compute(workdir, {e.name: e.source for e in mix}, config.seed)
+        objective_fn = make_objective(config, bone_ref, load_prior(config))
     layouts: dict[Any, Layout] = {}
 
     def layout_for(blocks):
