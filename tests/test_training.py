@@ -187,7 +187,14 @@ def _free_port() -> int:
 
 
 def test_two_jax_processes_match_one_process(testbed, tmp_path):
-    """Stage 2 (prior off, geometry on) for 3 steps: 2 processes x 1 CPU device (gloo) vs 1 process."""
+    """Stage 2 (prior off, geometry on) for 3 steps: 2 processes x 1 CPU device (gloo) vs 1 process.
+
+    The losses of every step agree to 1e-5 (same global batches, same sharded math). The parameters
+    are compared by their updates from the common initialisation: AdamW's first steps move each
+    element by about lr * sign(g), so elements whose gradient is float noise (and the SI-log depth
+    term's ~5e-4 reassociation error, see test_train_step) keep the per-tensor update difference
+    far from 1e-5: measured 1.5e-2 of the update at worst; bounded at 3e-2 (a sharding or data bug
+    gives O(1), and the per-step losses above already pin the math down)."""
     common = {"num_steps": 3, "loss.sds": 0.0, "model.head_dropout": 0.0}
     _run(stage_command(testbed, tmp_path / "one", stage=2, **common))
     port = _free_port()
@@ -199,14 +206,21 @@ def test_two_jax_processes_match_one_process(testbed, tmp_path):
     assert all(p.returncode == 0 for p in procs), "\n".join(logs)[-4000:]
     assert "2 process(es)" in logs[0]
     losses = lambda w: [json.loads(r)["loss"] for r in (w / loop.TRAIN_LOG_FILE).read_text().splitlines()]  # noqa: E731
+    assert len(losses(tmp_path / "one")) == 3
     np.testing.assert_allclose(losses(tmp_path / "two"), losses(tmp_path / "one"), rtol=1e-5)
-    _, one, _ = ckpt.load_run_params(tmp_path / "one", raw=True)
+    cfg, one, _ = ckpt.load_run_params(tmp_path / "one", raw=True)
     _, two, _ = ckpt.load_run_params(tmp_path / "two", raw=True)
+    init = flat_params(Sapiens(cfg, rngs=nnx.Rngs(0)))                  # the runs' common start (seed 0)
+    worst = 0.0
     for p in one:
         if "conv_layers" in p and p[-1] == "bias":
-            continue            # followed by InstanceNorm: zero true gradient, Adam amplifies float noise
-        err = np.linalg.norm(one[p] - two[p]) / (np.linalg.norm(one[p]) + 1e-12)
-        assert err <= 1e-5, (p, err)
+            continue            # followed by InstanceNorm: zero true gradient, pure float noise
+        d1, d2 = one[p] - init[p], two[p] - init[p]
+        if np.linalg.norm(d1) == 0:
+            assert np.linalg.norm(d2) == 0, p                             # frozen in both
+            continue
+        worst = max(worst, float(np.linalg.norm(d1 - d2) / np.linalg.norm(d1)))
+    assert worst <= 3e-2, worst
     ev = lambda w: json.loads((w / loop.METRICS_FILE).read_text().splitlines()[-1])  # noqa: E731
     assert ev(tmp_path / "two")["num_samples"] == ev(tmp_path / "one")["num_samples"] == 7
 

@@ -131,7 +131,8 @@ def final_stage_dir(path: str | Path) -> Path:
         return path
     stages = sorted((p for p in path.glob("stage[0-9]*") if is_run_dir(p)), key=lambda p: int(p.name[5:]))
     if not stages:
-        raise WeightsError(f"{path}: neither a training workdir nor a multi-stage workdir with stageN/ runs")
+        raise WeightsError(f"{path} holds no model weights (expected {MODEL_CONFIG_FILE} with {PARAMS_DIR}/ "
+                           f"(converted), with {CHECKPOINT_DIR}/ (a training workdir), or stageN/ runs)")
     return stages[-1]
 
 
@@ -140,6 +141,8 @@ def load_any(path: str | Path, *, raw: bool = False, step: int | str = "latest"
     """(config, flat params, info) from a converted checkpoint directory, a training workdir or a
     multi-stage workdir (its final stage); ``info`` says which and, for runs, the step and EMA/raw."""
     path = Path(path)
+    if not path.is_dir():
+        raise WeightsError(f"{path.absolute()} is not a directory")
     if (path / PARAMS_DIR).is_dir():
         config, params = load_weights(path)
         return config, params, {"source": str(path), "kind": "converted"}
@@ -173,7 +176,10 @@ def load_run_params(workdir: str | Path, *, raw: bool = False, step: int | str =
         meta = read_meta(mngr, step)
         shapes = param_shapes(config)
         train, frozen = split_flat(shapes, config.spec.num_layers, meta.get("trainable_blocks"))
-        sds = lambda flat: nest({p: jax.ShapeDtypeStruct(s, np.float32) for p, s in flat.items()})  # noqa: E731
+        # Onto this process's first device, whatever topology saved it (a pod run read on a laptop).
+        here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        sds = lambda flat: nest({p: jax.ShapeDtypeStruct(s, np.float32, sharding=here)  # noqa: E731
+                                 for p, s in flat.items()})
         key = "params" if raw else "ema"
         wanted = {key: sds(train), "frozen": sds(frozen)}
         out = mngr.restore(step, args=ocp.args.Composite(**{
