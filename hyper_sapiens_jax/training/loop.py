@@ -324,8 +324,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
     mesh = make_mesh(config.mesh.data, config.mesh.fsdp)
     mcfg = model_config(config)
     n_dev = mesh.devices.size
-    if config.batch_size % (config.micro_batches * n_dev) and config.batch_size % n_dev:
-        raise ValueError(f"batch_size {config.batch_size} does not split over {n_dev} devices")
+    if config.batch_size % (config.micro_batches * n_dev):
+        raise ValueError(f"batch_size {config.batch_size} must be a multiple of micro_batches x devices = "
+                         f"{config.micro_batches} x {n_dev}")
     if jax.process_index() == 0:
         mcfg.save(workdir / ckpt.MODEL_CONFIG_FILE)
         (workdir / "config.json").write_text(json.dumps(_jsonable_config(config), indent=1))
