@@ -296,7 +296,8 @@ def test_training_workdirs_export_to_pytorch_with_ema_by_default(tmp_path):
     images = np.random.default_rng(0).standard_normal((2, *TINY.image_size, 3)).astype(np.float32)
     for raw in (False, True):
         out = tmp_path / f"pose_{raw}.pth"
-        assert export_main(["--ckpt", str(run_dir), "--task", "pose", "--out", str(out)] + (["--raw"] if raw else [])) == 0
+        args = ["--ckpt", str(run_dir), "--task", "pose", "--out", str(out)] + (["--raw"] if raw else [])
+        assert export_main(args) == 0
         obj = torch.load(out, weights_only=True)
         meta = obj["meta"]
         assert (meta["arch"], meta["task"], meta["image_size"], meta["num_layers"]) == ("tiny", "pose", [64, 48], 4)
