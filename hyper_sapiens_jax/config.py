@@ -8,6 +8,7 @@ command line as ``--config configs/stage2.py:tiny``; any field can be overridden
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import ml_collections
@@ -25,6 +26,11 @@ def parse_arch(arg: str | None) -> str:
     if arch not in ARCHS:
         raise ValueError(f"config argument {arch!r} is not an arch; use one of {', '.join(ARCHS)}")
     return arch
+
+
+def config_to_dict(config: ml_collections.ConfigDict) -> dict:
+    """A config as plain JSON data (what runs write next to their checkpoints)."""
+    return json.loads(config.to_json_best_effort())
 
 
 def load_config_file(path: str | Path, arg: str | None = None) -> ml_collections.ConfigDict:

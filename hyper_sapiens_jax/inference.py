@@ -20,18 +20,30 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from hyper_sapiens_jax.evaluation.evaluate import flip_test as flip_averaged
 from hyper_sapiens_jax.models.config import ModelConfig
 from hyper_sapiens_jax.models.weights import WeightsError, build_model
 
 
 class Predictor:
-    """A jitted forward pass over a model's parameters (held on the default device)."""
+    """A jitted forward pass over a model's parameters (held on the default device).
 
-    def __init__(self, model: nnx.Module):
+    ``flip_test``: the pose heatmaps are averaged with those of the mirrored images (flipped back,
+    left/right swapped), as in evaluation."""
+
+    def __init__(self, model: nnx.Module, flip_test: bool = False):
         self.config: ModelConfig = model.config
         graphdef, self._state = nnx.split(model)
+
+        def forward(state, images):
+            model = nnx.merge(graphdef, state)
+            out = model(images)
+            if flip_test and "pose" in out:
+                out["pose"] = flip_averaged(lambda x: model(x)["pose"], images)
+            return out
+
         # One pure jitted function over (state, images): no NNX graph traversal per call.
-        self._forward = jax.jit(lambda state, images: nnx.merge(graphdef, state)(images))
+        self._forward = jax.jit(forward)
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -51,19 +63,20 @@ class Predictor:
         return {k: np.asarray(v) for k, v in out.items()}
 
 
-def load_predictor(path: str | Path, *, dtype: str | None = None,
-                   attention: str | None = None) -> Predictor:
+def load_predictor(path: str | Path, *, dtype: str | None = None, attention: str | None = None,
+                   flip_test: bool = False) -> Predictor:
     """Load ``path`` for inference.
 
     Args:
       path: a directory written by ``convert_weights.torch_to_flax``, or a training workdir.
       dtype: compute dtype override ('float32' or 'bfloat16'); parameters stay float32.
       attention: 'xla' or 'cudnn' override.
+      flip_test: average the pose heatmaps with those of the mirrored images.
     """
     from hyper_sapiens_jax.training.checkpoint import load_any
     overrides = {k: v for k, v in (("dtype", dtype), ("attention", attention)) if v is not None}
     config, params, _ = load_any(path)
-    return Predictor(build_model(config.replace(**overrides), params))
+    return Predictor(build_model(config.replace(**overrides), params), flip_test=flip_test)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,18 +21,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 from PIL import Image
 
 from hyper_sapiens_jax.data import transforms as T
 from hyper_sapiens_jax.data.sources import DataError, read_image
 from hyper_sapiens_jax.data.visualize import colorize_depth, colorize_normals, draw_skeleton
-from hyper_sapiens_jax.evaluation.evaluate import flip_test, predict_keypoints
+from hyper_sapiens_jax.evaluation.evaluate import predict_keypoints
 from hyper_sapiens_jax.evaluation.metrics import keypoint_results
-from hyper_sapiens_jax.models.weights import WeightsError, build_model
+from hyper_sapiens_jax.inference import Predictor, load_predictor
+from hyper_sapiens_jax.models.weights import WeightsError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 RESULTS_FILE = "keypoints_results.json"
@@ -96,43 +94,16 @@ def boxes_for(images: list[Path], boxes_file: str | None) -> dict[Path, list[dic
     return out
 
 
-class PosePredictor:
-    """A jitted, flip-tested forward over crops: heatmaps and (if present) depth / normal maps."""
-
-    def __init__(self, ckpt: str | Path, flip: bool = True):
-        from hyper_sapiens_jax.training.checkpoint import load_any
-        config, params, self.info = load_any(ckpt)
-        if "pose" not in config.heads:
-            raise WeightsError(f"{ckpt}: the model has no pose head (heads {list(config.heads)})")
-        self.config = config
-        graphdef, state = nnx.split(build_model(config, params))
-
-        def forward(state, images):
-            model = nnx.merge(graphdef, state)
-            out = model(images)
-            pose = flip_test(lambda x: model(x)["pose"], images) if flip else out["pose"]
-            return {**{k: v for k, v in out.items() if k in ("depth", "normal")}, "pose": pose}
-
-        self._state, self._forward = state, jax.jit(forward)
-
-    @property
-    def input_wh(self) -> tuple[int, int]:
-        return self.config.image_size[1], self.config.image_size[0]
-
-    def __call__(self, crops: np.ndarray) -> dict[str, np.ndarray]:
-        return {k: np.asarray(v) for k, v in self._forward(self._state, jnp.asarray(crops)).items()}
-
-
-def predict_image(predictor: PosePredictor, image: np.ndarray, boxes: list[dict], batch: int = 8):
+def predict_image(predictor: Predictor, image: np.ndarray, boxes: list[dict], batch: int = 8):
     """Keypoints (N, K, 2), scores (N, K) in image pixels and the first box's dense maps."""
-    crops = [T.topdown_crop(np.asarray(b["bbox"], np.float32), input_wh=predictor.input_wh, image=image)
-             for b in boxes]
+    input_wh = predictor.image_size[::-1]
+    crops = [T.topdown_crop(np.asarray(b["bbox"], np.float32), input_wh=input_wh, image=image) for b in boxes]
     kps, scores, dense = [], [], {}
     for i in range(0, len(crops), batch):
         part = crops[i:i + batch]
-        out = predictor(np.stack([T.normalize_image(c["image"]) for c in part]))
+        out = predictor.forward(np.stack([T.normalize_image(c["image"]) for c in part]))
         k, s = predict_keypoints(out["pose"], np.stack([c["center"] for c in part]),
-                                 np.stack([c["scale"] for c in part]), np.zeros(len(part)), predictor.input_wh)
+                                 np.stack([c["scale"] for c in part]), np.zeros(len(part)), input_wh)
         kps.append(k)
         scores.append(s)
         if i == 0:
@@ -172,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         images = list_images(args.images)
         boxes = boxes_for(images, args.boxes)
-        predictor = PosePredictor(args.ckpt, flip=not args.no_flip)
+        predictor = load_predictor(args.ckpt, flip_test=not args.no_flip)
+        if "pose" not in predictor.config.heads:
+            raise WeightsError(f"{args.ckpt}: the model has no pose head (heads {list(predictor.config.heads)})")
     except (DataError, WeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

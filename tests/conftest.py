@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # for ``import torch_sapiens``
+REPO = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -46,19 +48,33 @@ def testbed(tmp_path_factory):
                          num_sequences=2, frames_per_sequence=6, num_skeletons=50, seed=0)
 
 
-def tiny_data_config(testbed_paths, stage: int = 2):
-    """configs/stageN.py:tiny pointed at the test's testbed."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(f"stage{stage}", Path(__file__).parents[1] / f"configs/stage{stage}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config("tiny")
-    p = testbed_paths
+def point_at_testbed(config, p):
+    """Set ``config.data``'s dataset paths to a testbed's ``Paths`` (both MINI-RGBD sequences)."""
     d = config.data
     d.syrip_syn_ann, d.syrip_syn_images = str(p.train_syn_json), str(p.train_syn_images)
     d.syrip_real_ann, d.syrip_real_images = str(p.train_real_json), str(p.train_real_images)
     d.val_ann, d.val_images = str(p.val_json), str(p.val_images)
     d.mini_rgbd_root, d.mini_rgbd_sequences = str(p.mini_rgbd), "01-02"
     d.skeletons = str(p.skeletons)
+    return config
+
+
+def tiny_data_config(testbed_paths, stage: int = 2):
+    """configs/stageN.py:tiny pointed at the test's testbed."""
+    from hyper_sapiens_jax.config import load_config_file
+    config = point_at_testbed(load_config_file(REPO / f"configs/stage{stage}.py", "tiny"), testbed_paths)
     config.model.image_size = (64, 48)
     return config
+
+
+def free_port() -> int:
+    """An unused localhost port (for a jax.distributed coordinator)."""
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def subprocess_env(devices: int = 1) -> dict[str, str]:
+    """Environment for a CPU JAX subprocess with ``devices`` (fake) devices and the repo importable."""
+    return {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu",
+            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}" if devices > 1 else ""}

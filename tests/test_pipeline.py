@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import tiny_data_config
+from conftest import REPO, free_port, subprocess_env, tiny_data_config
 from hyper_sapiens_jax.data import builders
 from hyper_sapiens_jax.data.pipeline import eval_batches, mix_counts, train_dataset, train_iterator
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -72,16 +69,10 @@ def test_two_processes_split_the_one_process_batches(stage2):
         assert rows(both) == rows(single[b])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
 def test_two_jax_processes_build_exact_global_batches(testbed, tmp_path):
     """Two local processes (jax.distributed, gloo): global arrays hold exactly the stage-2 counts."""
-    port, out = _free_port(), tmp_path / "result.json"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    port, out = free_port(), tmp_path / "result.json"
+    env = subprocess_env()
     procs = [subprocess.Popen([sys.executable, str(REPO / "tests/scripts/multiprocess_batches.py"), str(i), "2",
                                str(port), str(testbed.root), str(out)], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
@@ -142,8 +133,7 @@ assert rows == list(range(0, 16, 2)), rows
 assert all(s.data.shape == (2, 3) for s in b.addressable_shards)
 print("ok")
 """
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",
-           "PYTHONPATH": str(REPO)}
+    env = subprocess_env(8)
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
 

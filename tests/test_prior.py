@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
 import os
@@ -16,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from hyper_sapiens_jax.config import load_config_file
 from hyper_sapiens_jax.data.keypoints import KEYPOINT_SUBSETS, flip_permutation
 from hyper_sapiens_jax.data.synthetic import sample_skeleton_keypoints
 from hyper_sapiens_jax.prior import DiffusionPrior, PriorSpec, ddpm, sds_grad, sds_loss
@@ -41,17 +41,9 @@ def poses(skeletons):
 
 def _config(skeleton_file: Path, **overrides):
     """configs/prior.py pointed at ``skeleton_file``, with dotted-key overrides."""
-    spec = importlib.util.spec_from_file_location("prior_config", ROOT / "configs/prior.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config()
+    c = load_config_file(ROOT / "configs/prior.py")
     c.data.skeletons = str(skeleton_file)
-    for key, value in overrides.items():
-        node = c
-        *path, leaf = key.split(".")
-        for p in path:
-            node = node[p]
-        node[leaf] = value
+    c.update_from_flattened_dict(overrides)
     return c
 
 

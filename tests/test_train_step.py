@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
 from hyper_sapiens_jax.models.weights import flatten
+from conftest import REPO, subprocess_env
 from train_helpers import first_batch, make_step_and_state
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -90,10 +88,8 @@ def test_sharded_step_on_8_devices_equals_one_device(testbed):
     1e-7): the loss takes logs of near-zero min-max depth targets, so a few pixels dominate and
     amplify float32 rounding. Bounded here at 1e-3 (a sharding bug shows up as O(1)); the 1e-5
     target is not met with the depth term and is reported open."""
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",
-           "PYTHONPATH": str(REPO)}
     r = subprocess.run([sys.executable, str(REPO / "tests/scripts/train_step_parity.py"), str(testbed.root)],
-                       env=env, capture_output=True, text=True, timeout=600)
+                       env=subprocess_env(8), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = {}
     for line in r.stdout.splitlines():

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -22,7 +21,8 @@ from hyper_sapiens_jax.models.weights import abstract_model, flat_params, flatte
 from hyper_sapiens_jax.sharding import make_mesh
 from hyper_sapiens_jax.training import checkpoint as ckpt
 from hyper_sapiens_jax.training import flops, loop
-from train_helpers import MODEL, first_batch, stage_command, subprocess_env
+from conftest import free_port, point_at_testbed, subprocess_env
+from train_helpers import MODEL, first_batch, stage_command
 
 TINY = MODEL  # tiny arch, 64x48, three heads
 
@@ -30,12 +30,7 @@ TINY = MODEL  # tiny arch, 64x48, three heads
 def _config(**changes):
     c = base_config("tiny")
     c.model.image_size = TINY.image_size
-    for k, v in changes.items():
-        node = c
-        *parents, leaf = k.split(".")
-        for name in parents:
-            node = node[name]
-        node[leaf] = v
+    c.update_from_flattened_dict(changes)
     return c
 
 
@@ -117,11 +112,7 @@ def test_non_finite_loss_stops_the_run_without_saving(testbed, tmp_path):
     config = _config(num_steps=6, batch_size=8, eval_batch_size=8, log_every=1, **{
         "checkpoint.every": 1, "eval.every": 1000, "optim.lr": 1e30, "optim.warmup_steps": 0,
         "optim.grad_clip": 0.0})
-    d, p = config.data, testbed
-    d.syrip_syn_ann, d.syrip_syn_images = str(p.train_syn_json), str(p.train_syn_images)
-    d.syrip_real_ann, d.syrip_real_images = str(p.train_real_json), str(p.train_real_images)
-    d.val_ann, d.val_images = str(p.val_json), str(p.val_images)
-    d.mini_rgbd_root, d.mini_rgbd_sequences = str(p.mini_rgbd), "01-02"
+    point_at_testbed(config, testbed)
     with pytest.raises(loop.TrainingError, match="non-finite loss"):
         loop.run(config, tmp_path)
     with ckpt.manager(tmp_path / ckpt.CHECKPOINT_DIR, read_only=True) as mngr:
@@ -180,12 +171,6 @@ def test_sigterm_then_resume_ends_bit_identical_to_an_uninterrupted_run(testbed,
     assert rows(tmp_path / "straight")[-1]["pck@0.05"] == rows(tmp_path / "stopped")[-1]["pck@0.05"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
 def test_two_jax_processes_match_one_process(testbed, tmp_path):
     """Stage 2 (prior off, geometry on) for 3 steps: 2 processes x 1 CPU device (gloo) vs 1 process.
 
@@ -197,7 +182,7 @@ def test_two_jax_processes_match_one_process(testbed, tmp_path):
     gives O(1), and the per-step losses above already pin the math down)."""
     common = {"num_steps": 3, "loss.sds": 0.0, "model.head_dropout": 0.0}
     _run(stage_command(testbed, tmp_path / "one", stage=2, **common))
-    port = _free_port()
+    port = free_port()
     procs = [subprocess.Popen(stage_command(testbed, tmp_path / "two", stage=2, **common, **{
         "distributed.coordinator_address": f"localhost:{port}", "distributed.num_processes": 2,
         "distributed.process_id": i, "distributed.cpu_collectives": "gloo"}),

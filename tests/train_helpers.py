@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from conftest import tiny_data_config
+from conftest import REPO, tiny_data_config
 from hyper_sapiens_jax.data import builders
 from hyper_sapiens_jax.data.pipeline import train_dataset, train_iterator
 from hyper_sapiens_jax.data.synthetic import Paths
@@ -22,7 +21,6 @@ from hyper_sapiens_jax.training.partition import split_flat
 from hyper_sapiens_jax.training.state import create_state
 from hyper_sapiens_jax.training.step import make_train_step
 
-REPO = Path(__file__).resolve().parents[1]
 MODEL = ModelConfig(arch="tiny", image_size=(64, 48), heads=("pose", "depth", "normal"))
 
 
@@ -75,7 +73,3 @@ def stage_command(paths, workdir, stage: int = 1, **overrides) -> list[str]:
              f"--workdir={workdir}"] + data_overrides(paths)
             + [f"--config.{k}={v}" for k, v in settings.items()])
 
-
-def subprocess_env(devices: int = 1) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu",
-            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}" if devices > 1 else ""}

@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from hyper_sapiens_jax.config import config_to_dict
 from hyper_sapiens_jax.data.builders import resolved_paths
 from hyper_sapiens_jax.data.keypoints import KEYPOINT_SUBSETS
 from hyper_sapiens_jax.data.sources import load_skeletons
@@ -163,10 +164,6 @@ def make_eval(graphdef, spec: PriorSpec):
 # =============================================================================================
 # The job
 # =============================================================================================
-def _config_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    return json.loads(config.to_json_best_effort())
-
-
 def _append_metrics(workdir: Path, row: dict[str, Any]) -> None:
     with open(workdir / METRICS_FILE, "a") as f:
         f.write(json.dumps(row) + "\n")
@@ -178,7 +175,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = "train") ->
     data = load_split(config)
     spec = prior_spec(config, data)
     write_spec(workdir, spec, {"skeletons": data["path"], "num_train": len(data["train_xy"]),
-                               "num_heldout": len(data["heldout_xy"]), "config": _config_json(config)})
+                               "num_heldout": len(data["heldout_xy"]), "config": config_to_dict(config)})
 
     graphdef, params = init_params(spec, config.seed)
     tx = optimizer(config)

@@ -169,7 +169,7 @@ def load_run_params(workdir: str | Path, *, raw: bool = False, step: int | str =
         if step == "latest":
             step = max(steps)
         elif step == "best":
-            step = _best_step(mngr, steps)
+            step = mngr.best_step() or max(steps)     # best_fn ranks by validation PCK
         elif int(step) not in steps:
             raise WeightsError(f"{workdir / CHECKPOINT_DIR}: no checkpoint at step {step}; have {sorted(steps)}")
         step = int(step)
@@ -187,7 +187,3 @@ def load_run_params(workdir: str | Path, *, raw: bool = False, step: int | str =
     flat = {**flatten(out["frozen"] if frozen else {}), **flatten(out[key])}
     return config, {p: np.asarray(v, np.float32) for p, v in flat.items()}, step
 
-
-def _best_step(mngr: ocp.CheckpointManager, steps) -> int:
-    scored = [(m[BEST_METRIC], s) for s in steps if (m := mngr.metrics(s)) and BEST_METRIC in m]
-    return max(scored)[1] if scored else max(steps)

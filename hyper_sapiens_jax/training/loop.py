@@ -35,6 +35,7 @@ import optax
 from flax import nnx
 from jax.experimental import multihost_utils
 
+from hyper_sapiens_jax.config import config_to_dict
 from hyper_sapiens_jax.data import builders
 from hyper_sapiens_jax.data.pipeline import eval_batches, train_dataset, train_iterator
 from hyper_sapiens_jax.evaluation.evaluate import evaluate, flip_test
@@ -109,10 +110,9 @@ def make_optimizer(config: ml_collections.ConfigDict, trainable: Any, num_layers
 
 def initial_params(config: ml_collections.ConfigDict, mcfg: ModelConfig) -> dict[tuple, np.ndarray]:
     """Flat float32 parameters to start from: ``config.init_from`` where it has them, random elsewhere."""
-    fresh = flat_params(Sapiens(mcfg, rngs=nnx.Rngs(config.seed)))
     if not config.init_from:
         log.info("init: random (seed %d); set config.init_from to start from Sapiens weights", config.seed)
-        return fresh
+        return flat_params(Sapiens(mcfg, rngs=nnx.Rngs(config.seed)))
     try:
         src_cfg, src, info = ckpt.load_any(config.init_from, raw=not config.init_from_ema)
     except WeightsError as e:
@@ -120,20 +120,23 @@ def initial_params(config: ml_collections.ConfigDict, mcfg: ModelConfig) -> dict
     if src_cfg.arch != mcfg.arch:
         raise TrainingError(f"config.init_from={config.init_from} holds a {src_cfg.arch} model, "
                             f"the config trains {mcfg.arch} (set the config argument, e.g. stage2.py:{src_cfg.arch})")
-    out, missing = dict(fresh), []
-    for path, value in src.items():
-        if path not in fresh:
-            continue                                      # a head this stage does not train
-        if path == ("backbone", "pos_embed") and value.shape != fresh[path].shape:
+    shapes = param_shapes(mcfg)
+    missing = sorted({"/".join(map(str, p[:2])) for p in shapes if p not in src})   # e.g. heads/depth
+    # A random model only when something is missing (a 2B init is not free).
+    out = flat_params(Sapiens(mcfg, rngs=nnx.Rngs(config.seed))) if missing else {}
+    for path, shape in shapes.items():
+        if path not in src:
+            continue
+        value = src[path]
+        if path == ("backbone", "pos_embed") and value.shape != shape:
             value = resize_pos_embed(value, mcfg.grid, src_cfg.grid)
-        if value.shape != fresh[path].shape:
+        if value.shape != shape:
             raise TrainingError(f"config.init_from: {'/'.join(map(str, path))} has shape {value.shape}, "
-                                f"the model needs {fresh[path].shape}")
+                                f"the model needs {shape}")
         out[path] = value
-    missing = sorted({p[1] for p in fresh if p[0] == "heads" and p not in src})
     log.info("init: %s (%s%s)%s", info["source"], info["kind"],
              f", step {info['step']}, {info['weights']} weights" if info["kind"] == "run" else "",
-             f"; heads {missing} start random" if missing else "")
+             f"; {', '.join(missing)} start random" if missing else "")
     return out
 
 
@@ -309,10 +312,6 @@ class StopFlag:
         signal.signal(signal.SIGTERM, self._previous)
 
 
-def _jsonable_config(config: ml_collections.ConfigDict) -> dict:
-    return json.loads(config.to_json_best_effort())
-
-
 # =============================================================================================
 # The job
 # =============================================================================================
@@ -329,7 +328,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
                          f"{config.micro_batches} x {n_dev}")
     if jax.process_index() == 0:
         mcfg.save(workdir / ckpt.MODEL_CONFIG_FILE)
-        (workdir / "config.json").write_text(json.dumps(_jsonable_config(config), indent=1))
+        (workdir / "config.json").write_text(json.dumps(config_to_dict(config), indent=1))
     log.info("stage %d: %s, image %dx%d, heads %s, %d devices (mesh data=%d fsdp=%d), %d process(es)",
              config.stage, mcfg.arch, *mcfg.image_size, list(mcfg.heads), n_dev, mesh.shape["data"],
              mesh.shape["fsdp"], jax.process_count())

@@ -18,7 +18,7 @@ import numpy as np
 from hyper_sapiens_jax.data import geometry
 from hyper_sapiens_jax.data.keypoints import smil25_to_coco17
 from hyper_sapiens_jax.data.sources import CocoKeypointSource, MiniRgbdSource, read_joints_2ddep
-from hyper_sapiens_jax.losses.geometry import bone_ratio_stats
+from hyper_sapiens_jax.losses.geometry import RATIO_BONES, bone_ratio_stats
 
 log = logging.getLogger(__name__)
 REFERENCE_FILE = "bone_ratios.json"
@@ -40,7 +40,6 @@ def _complete(points: np.ndarray, visible: np.ndarray, bones) -> np.ndarray:
 
 def compute_reference(sources: dict[str, Any], max_samples: int = 5000, seed: int = 0) -> dict[str, Any]:
     """Reference ratio mean/std from the synthetic sources ('mini_rgbd' preferred, else 'syrip_syn')."""
-    from hyper_sapiens_jax.losses.geometry import RATIO_BONES
     rng = np.random.default_rng(seed)
     mini = sources.get("mini_rgbd")
     if isinstance(mini, MiniRgbdSource):
