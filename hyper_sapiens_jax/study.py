@@ -1,0 +1,259 @@
+r"""The sim-to-real ablation study: what each part of the method buys, over several seeds.
+
+  python -m hyper_sapiens_jax.study --config configs/demo.py --out /tmp/study
+  python -m hyper_sapiens_jax.study --config configs/demo.py --out /tmp/study --seeds 0,1,2,3,4 --rows a,c,e,f \
+      --config.stage1.num_steps=1000
+
+Rows (every one evaluated on the held-out "real" split, ``config.stage1.data``'s val split):
+  a  stage 1 only: synthetic data (SyRIP synthetic + MINI-RGBD), no prior, no geometry
+  b  a, then fine-tune on real only (SyRIP real)
+  c  a, then plain mixed fine-tune (stage 2's 1:1 synthetic/real mix) without prior or geometry
+  d  c + the geometry losses (depth-normal consistency, bone ratios)
+  e  d + the diffusion prior (SDS): stage 2's full objective
+  f  the full three-stage method: a, then stage 2, then stage 3 (80/20 real/synthetic, prior annealed)
+
+Every row of a seed starts from the same stage-1 model (the stage-1 config with ``seed=SEED``), which
+is row a's result. Rows b-e then train for as many steps as f spends in stages 2 and 3 together, with
+stage 2's schedule (learning rate, trainable blocks, progressive unfreezing at the same fraction), so
+rows differ only in data and loss. The diffusion prior is trained once (``config.prior``, its own seed)
+and shared by all rows and seeds: it is frozen, not one of the things compared.
+
+``--out`` gets ``prior/``, ``seedS/stage1``, ``seedS/{b,c,d,e}``, ``seedS/f/stage{2,3}`` (ordinary
+training workdirs: ``predict``/``flax_to_torch`` take them), ``study.md`` (table: mean ± sample std
+over seeds), ``study.json`` (per-seed values) and ``study.png`` (bars with error bars and per-seed
+dots). Re-running the command resumes: finished runs are skipped, an interrupted one resumes from its
+checkpoint, and the table is rebuilt from whatever has finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from hyper_sapiens_jax import curriculum
+from hyper_sapiens_jax.logs import setup_logging
+from hyper_sapiens_jax.prior import train as prior_train
+from hyper_sapiens_jax.training import loop
+
+log = logging.getLogger("hyper_sapiens_jax.study")     # not __main__ under python -m
+
+# (key in the runs' metrics.jsonl rows, column title, format)
+METRICS = (("pck@0.05", "PCK@0.05", ".3f"), ("ap", "AP", ".3f"), ("pck@0.2", "PCK@0.2", ".3f"),
+           ("g_error", "G-Error", ".4f"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One line of the study: a chain of training runs; the last run's final evaluation is the result.
+    ``runs``: (workdir relative to the seed's directory, config) in order; each run starts from the
+    previous one's EMA weights."""
+    key: str
+    label: str
+    runs: tuple[tuple[str, ml_collections.ConfigDict], ...]
+
+
+def _copy(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(config.to_dict())
+
+
+def _scaled_unfreeze(unfreeze: str, old_steps: int, new_steps: int) -> str:
+    """'STEP:BLOCKS,...' with every STEP moved to the same fraction of a ``new_steps``-long run."""
+    parts = [p.split(":") for p in unfreeze.split(",") if p.strip()]
+    return ",".join(f"{int(step) * new_steps // old_steps}:{blocks}" for step, blocks in parts)
+
+
+def finetune_config(config: ml_collections.ConfigDict, mix: dict[str, int], geometry: bool,
+                    prior: bool) -> ml_collections.ConfigDict:
+    """Stage 2's config stretched over stages 2 + 3's steps, with ``mix`` as the data and the geometry
+    terms / SDS prior switched on or off (on: stage 2's weights)."""
+    s2, s3 = config.stage2, config.stage3
+    c = _copy(s2)
+    steps = s2.num_steps + s3.num_steps
+    c.num_steps = steps
+    if s2.eval.every >= s2.num_steps:
+        c.eval.every = steps
+    if s2.checkpoint.every >= s2.num_steps:
+        c.checkpoint.every = steps
+    if c.unfreeze:
+        c.unfreeze = _scaled_unfreeze(c.unfreeze, s2.num_steps, steps)
+    c.data.mix = ml_collections.ConfigDict(mix)
+    c.loss.depth_normal = s2.loss.depth_normal if geometry else 0.0
+    c.loss.bone_ratio = s2.loss.bone_ratio if geometry else 0.0
+    c.loss.sds = s2.loss.sds if prior else 0.0
+    c.loss.sds_final = -1.0              # constant: no annealing (that is stage 3's)
+    return c
+
+
+def study_rows(config: ml_collections.ConfigDict) -> dict[str, Row]:
+    """The six rows a-f (see the module docstring) built from the demo config's stage configs."""
+    s1 = config.stage1
+    real = {name: w for name, w in config.stage2.data.mix.items() if name.endswith("_real")}
+    if not real:
+        raise ValueError(f"config.stage2.data.mix {dict(config.stage2.data.mix)} has no real source (*_real)")
+    mixed = dict(config.stage2.data.mix)
+    first = (("stage1", s1),)
+
+    def tuned(key: str, label: str, mix: dict[str, int], geometry: bool, prior: bool) -> Row:
+        return Row(key, label, first + ((key, finetune_config(config, mix, geometry, prior)),))
+
+    return {r.key: r for r in (
+        Row("a", "stage 1 only (synthetic)", first),
+        tuned("b", "fine-tune on real only", real, geometry=False, prior=False),
+        tuned("c", "mixed fine-tune, no prior / geometry", mixed, geometry=False, prior=False),
+        tuned("d", "mixed + geometry", mixed, geometry=True, prior=False),
+        tuned("e", "mixed + geometry + prior (SDS)", mixed, geometry=True, prior=True),
+        Row("f", "full three-stage method", first + (("f/stage2", _copy(config.stage2)),
+                                                     ("f/stage3", _copy(config.stage3)))),
+    )}
+
+
+def finished(workdir: Path, num_steps: int) -> dict[str, Any] | None:
+    """The final evaluation row of a run that reached ``num_steps``, else None."""
+    last = curriculum.last_eval(workdir)
+    return last if last is not None and last.get("step") == num_steps else None
+
+
+def run_row(row: Row, seed: int, seed_dir: Path, prior_dir: Path) -> dict[str, Any]:
+    """Trains whatever of the row's chain has not finished; returns the final evaluation row."""
+    previous = ""
+    for rel, base in row.runs:
+        workdir = seed_dir / rel
+        c = _copy(base)
+        c.seed = seed
+        c.init_from = c.init_from if rel == "stage1" else previous
+        c.prior_ckpt = c.prior_ckpt or (str(prior_dir) if c.loss.sds > 0 else "")
+        if finished(workdir, c.num_steps) is None:
+            log.info("=== row %s, seed %d: %s (init_from %s)", row.key, seed, workdir, c.init_from or "random")
+            loop.run(c, workdir, "train")
+            if finished(workdir, c.num_steps) is None:
+                raise InterruptedError(f"{workdir} stopped before step {c.num_steps}; re-run the study to resume")
+        previous = str(workdir)
+    return finished(seed_dir / row.runs[-1][0], row.runs[-1][1].num_steps)
+
+
+def summarize(results: dict[str, dict[int, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per row and metric: mean, sample std (ddof=1; 0 for one seed) and the per-seed values."""
+    out = {}
+    for key, per_seed in results.items():
+        seeds = sorted(per_seed)
+        out[key] = {"seeds": seeds}
+        for metric, _, _ in METRICS:
+            values = np.array([per_seed[s].get(metric, np.nan) for s in seeds], np.float64)
+            std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+            out[key][metric] = {"mean": float(values.mean()), "std": std, "values": values.tolist()}
+    return out
+
+
+def study_table(rows: dict[str, Row], summary: dict[str, dict[str, Any]], baseline: dict[str, Any] | None) -> str:
+    """Markdown: one line per row, each metric as mean ± std over the seeds."""
+    head = "| row | run | " + " | ".join(title for _, title, _ in METRICS) + " | seeds |"
+    lines = [head, "|" + "---|" * (len(METRICS) + 3)]
+    if baseline is not None:
+        lines.append("| - | mean pose (val) | " + " | ".join(
+            f"{baseline.get(m, float('nan')):{fmt}}" for m, _, fmt in METRICS) + " | - |")
+    for key, s in summary.items():
+        cells = [f"{s[m]['mean']:{fmt}} ± {s[m]['std']:{fmt}}" for m, _, fmt in METRICS]
+        lines.append(f"| {key} | {rows[key].label} | " + " | ".join(cells) + f" | {len(s['seeds'])} |")
+    return "\n".join(lines)
+
+
+def study_plot(rows: dict[str, Row], summary: dict[str, dict[str, Any]], path: Path,
+               baseline: dict[str, Any] | None = None) -> None:
+    """Bar chart per metric (PCK@0.05, AP, PCK@0.2): mean with ± std error bars, one dot per seed,
+    and the mean-pose baseline as a dashed line."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = list(summary)
+    shown = METRICS[:3]
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 3.8), constrained_layout=True)
+    x = np.arange(len(keys))
+    for ax, (metric, title, _) in zip(axes, shown):
+        means = [summary[k][metric]["mean"] for k in keys]
+        stds = [summary[k][metric]["std"] for k in keys]
+        ax.bar(x, means, yerr=stds, capsize=4, color="#4c72b0", alpha=0.8)
+        for i, k in enumerate(keys):
+            values = summary[k][metric]["values"]
+            ax.scatter(np.full(len(values), x[i]) + np.linspace(-0.15, 0.15, len(values)), values, s=12,
+                       color="black", zorder=3)
+        if baseline is not None and metric in baseline:
+            ax.axhline(baseline[metric], color="grey", linestyle="--", linewidth=1, label="mean pose")
+            ax.legend(loc="best", fontsize=8)
+        ax.set_xticks(x, keys)
+        ax.set_title(title)
+        ax.set_xlabel("row")
+    fig.suptitle("Ablation on the held-out real split (mean ± std over seeds; dots: seeds)\n" + "; ".join(
+        f"{k}: {rows[k].label}" for k in keys), fontsize=7)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(config: ml_collections.ConfigDict, out: str | Path, seeds: list[int], keys: list[str]) -> int:
+    """Runs the rows ``keys`` for every seed (resuming), then writes study.md / .json / .png."""
+    out = Path(out).absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    rows = study_rows(config)
+    unknown = [k for k in keys if k not in rows]
+    if unknown:
+        raise ValueError(f"unknown study rows {unknown}; choose from {sorted(rows)}")
+    rows = {k: rows[k] for k in keys}
+    prior_dir = out / "prior"
+    t0 = time.perf_counter()
+    if any(c.loss.sds > 0 and not c.prior_ckpt for r in rows.values() for _, c in r.runs):
+        prior_train.run(config.prior, prior_dir, "train")
+    results: dict[str, dict[int, dict[str, Any]]] = {k: {} for k in rows}
+    for seed in seeds:
+        for key, row in rows.items():
+            results[key][seed] = run_row(row, seed, out / f"seed{seed}", prior_dir)
+            log.info("row %s seed %d: %s", key, seed, {m: results[key][seed].get(m) for m, _, _ in METRICS})
+    summary = summarize(results)
+    baseline = curriculum.mean_pose_baseline(config.stage1)
+    table = study_table(rows, summary, baseline)
+    (out / "study.md").write_text(table + "\n")
+    (out / "study.json").write_text(json.dumps({
+        "rows": {k: {"label": rows[k].label, "runs": [rel for rel, _ in rows[k].runs], **summary[k]} for k in rows},
+        "mean_pose": {m: baseline.get(m) for m, _, _ in METRICS}, "seconds": round(time.perf_counter() - t0, 1),
+    }, indent=1))
+    study_plot(rows, summary, out / "study.png", baseline)
+    print("\n" + table + "\n")
+    print(f"wrote {out / 'study.md'}, {out / 'study.json'}, {out / 'study.png'}")
+    return 0
+
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "the demo config, e.g. configs/demo.py[:arch]",
+                                          lock_config=True)
+_OUT = flags.DEFINE_string("out", None, "directory for the runs, study.md, study.json and study.png")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds; every row runs once per seed")
+_ROWS = flags.DEFINE_list("rows", ["a", "b", "c", "d", "e", "f"], "which rows to run (a-f, see above)")
+
+
+def main(argv) -> None:
+    del argv
+    setup_logging()
+    if not _OUT.value:
+        raise app.UsageError("--out is required")
+    try:
+        seeds = [int(s) for s in _SEEDS.value]
+    except ValueError as e:
+        raise app.UsageError(f"--seeds must be integers, got {_SEEDS.value}") from e
+    try:
+        sys.exit(run(_CONFIG.value, _OUT.value, seeds, [k.strip() for k in _ROWS.value]))
+    except (ValueError, InterruptedError, loop.TrainingError) as e:
+        log.error("%s", e)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config"])
+    app.run(main)
