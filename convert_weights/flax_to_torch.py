@@ -34,21 +34,31 @@ log = logging.getLogger("convert_weights.flax_to_torch")
 TASKS = (*HEADS, "backbone")
 
 
-def export_state_dict(config: ModelConfig, params: dict[tuple, np.ndarray],
-                      task: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Flat Flax params -> (Sapiens-layout state dict, meta) for ``task``."""
+def export_meta(config: ModelConfig, task: str) -> dict[str, Any]:
+    """What a PyTorch user needs to rebuild the Sapiens model of ``task`` for the exported weights."""
     if task not in TASKS:
         raise WeightsError(f"task {task!r} must be one of {TASKS}")
     if task != "backbone" and task not in config.heads:
         raise WeightsError(f"the checkpoint has no {task} head (heads: {list(config.heads)})")
-    rules = layout.model_rules(config, [] if task == "backbone" else [task])
     spec = config.spec
     meta = {"arch": config.arch, "embed_dims": spec.embed_dims, "num_layers": spec.num_layers,
             "num_heads": spec.num_heads, "image_size": list(config.image_size),
             "patch_padding": config.patch_padding, "task": task, "exported_by": "hyper_sapiens_jax"}
     if task == "pose":
         meta["num_keypoints"] = config.num_keypoints
-    return layout.flax_to_torch_state_dict(params, rules), meta
+    return meta
+
+
+def export_rules(config: ModelConfig, task: str) -> list[layout.Rule]:
+    """The Flax path <-> Sapiens key rules of the tensors exported for ``task``."""
+    return layout.model_rules(config, [] if task == "backbone" else [task])
+
+
+def export_state_dict(config: ModelConfig, params: dict[tuple, np.ndarray],
+                      task: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Flat Flax params -> (Sapiens-layout state dict, meta) for ``task``."""
+    meta = export_meta(config, task)
+    return layout.flax_to_torch_state_dict(params, export_rules(config, task)), meta
 
 
 def export(ckpt: str | Path, task: str, out: str | Path, *, raw: bool = False,

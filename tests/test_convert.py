@@ -13,12 +13,13 @@ import torch
 
 import torch_sapiens as ts
 from conftest import numpy_state_dict, rel_err
-from convert_weights.flax_to_torch import export
-from convert_weights.layout import LayoutError
+from convert_weights.flax_to_torch import export, export_meta, export_rules
+from convert_weights.layout import LayoutError, to_torch
 from convert_weights.torch_io import CheckpointFileError, load_state_dict, save_state_dict
 from convert_weights.torch_to_flax import convert
+from hyper_sapiens_jax.models.config import ARCHS, ModelConfig
 from hyper_sapiens_jax.models.pos_embed import resize_pos_embed
-from hyper_sapiens_jax.models.weights import build_model, load_weights, save_weights
+from hyper_sapiens_jax.models.weights import build_model, load_weights, param_shapes, save_weights
 
 IMAGE_SIZE = (64, 48)
 REPO = Path(__file__).resolve().parents[1]
@@ -73,6 +74,26 @@ def test_export_loads_strict_into_the_torch_model(refs, tmp_path):
     export(tmp_path / "ckpt", "backbone", tmp_path / "bb.pth")
     ts.SapiensTorch("tiny", "backbone", IMAGE_SIZE).load_state_dict(
         torch.load(tmp_path / "bb.pth", weights_only=True)["state_dict"], strict=True)
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_export_layout_rebuilds_the_torch_model_of_every_preset(arch):
+    """For every preset and task: the model PyTorch builds from the exported ``meta`` has exactly the
+    exported keys with the exported shapes (so ``strict=True`` loads), without materialising weights
+    (the 2B model is 8 GB): shapes from the abstract Flax model, torch's on the meta device."""
+    config = ModelConfig(arch=arch, image_size=(256, 192), heads=("pose", "depth", "normal"), num_keypoints=17)
+    flax_shapes = param_shapes(config)
+    for task in ("pose", "depth", "normal", "backbone"):
+        meta = export_meta(config, task)
+        assert (meta["embed_dims"], meta["num_layers"], meta["num_heads"]) == (
+            ARCHS[arch].embed_dims, ARCHS[arch].num_layers, ARCHS[arch].num_heads)
+        with torch.device("meta"):
+            model = ts.SapiensTorch(meta["arch"], task, tuple(meta["image_size"]),
+                                    patch_padding=meta["patch_padding"], num_keypoints=meta.get("num_keypoints", 17))
+        want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        got = {r.key: to_torch(r.kind, np.broadcast_to(np.int8(0), flax_shapes[r.path])).shape
+               for r in export_rules(config, task)}
+        assert got == want, f"{arch} {task}: {set(got) ^ set(want)}"
 
 
 def test_pretrain_format_resizes_pos_embed_like_torch(tmp_path, images):
