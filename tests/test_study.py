@@ -105,6 +105,8 @@ def test_two_seeds_run_resume_and_report(testbed, tmp_path):
     table = (out / "study.md").read_text()
     assert "| a | stage 1 only (synthetic) |" in table and "| b | fine-tune on real only |" in table
     assert "mean pose (val)" in table
+    assert report["g_error_gt"] == last["g_error_gt"] > 0
+    assert f"G-Error of the ground truth itself: {last['g_error_gt']:.4f}" in table
     png = (out / "study.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert not (out / "prior").exists()                              # no SDS row asked: no prior trained
