@@ -178,9 +178,11 @@ def study_plot(rows: dict[str, Row], summary: dict[str, dict[str, Any]], path: P
 
     keys = list(summary)
     shown = METRICS
-    fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 3.8), constrained_layout=True)
+    cols = 2
+    nrows = -(-len(shown) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.4 * nrows + 0.6), constrained_layout=True)
     x = np.arange(len(keys))
-    for ax, (metric, title, _) in zip(axes, shown):
+    for ax, (metric, title, _) in zip(np.ravel(axes), shown):
         means = [summary[k][metric]["mean"] for k in keys]
         stds = [summary[k][metric]["std"] for k in keys]
         ax.bar(x, means, yerr=stds, capsize=4, color="#4c72b0", alpha=0.8)
