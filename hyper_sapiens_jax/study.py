@@ -21,8 +21,8 @@ and shared by all rows and seeds: it is frozen, not one of the things compared.
 ``--out`` gets ``prior/``, ``seedS/stage1``, ``seedS/{b,c,d,e}``, ``seedS/f/stage{2,3}`` (ordinary
 training workdirs: ``predict``/``flax_to_torch`` take them), ``study.md`` (table: mean ± sample std
 over seeds), ``study.json`` (per-seed values) and ``study.png`` (bars with error bars and per-seed
-dots). Re-running the command resumes: finished runs are skipped, an interrupted one resumes from its
-checkpoint, and the table is rebuilt from whatever has finished.
+dots). Re-running the command resumes: finished runs are skipped (their final evaluation is read
+back), an interrupted one resumes from its checkpoint, and the report is written again at the end.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from hyper_sapiens_jax import curriculum
+from hyper_sapiens_jax.config import config_to_dict
 from hyper_sapiens_jax.logs import setup_logging
 from hyper_sapiens_jax.prior import train as prior_train
 from hyper_sapiens_jax.training import loop
@@ -123,6 +124,29 @@ def finished(workdir: Path, num_steps: int) -> dict[str, Any] | None:
     return last if last is not None and last.get("step") == num_steps else None
 
 
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def check_same_config(workdir: Path, config: ml_collections.ConfigDict) -> None:
+    """Refuse to reuse (skip or resume) a run in ``workdir`` that was started with another config:
+    a re-run with different overrides into the same ``--out`` would otherwise mix old results in."""
+    path = workdir / "config.json"
+    if not path.is_file():
+        return
+    saved, wanted = _flatten(json.loads(path.read_text())), _flatten(config_to_dict(config))
+    differ = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
+    if differ:
+        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {wanted.get(k)!r}" for k in differ[:5])
+        raise ValueError(f"{workdir} was trained with a different config ({shown}"
+                         f"{', ...' if len(differ) > 5 else ''}); use another --out or delete that run")
+
+
 def run_row(row: Row, seed: int, seed_dir: Path, prior_dir: Path) -> dict[str, Any]:
     """Trains whatever of the row's chain has not finished; returns the final evaluation row."""
     previous = ""
@@ -132,6 +156,7 @@ def run_row(row: Row, seed: int, seed_dir: Path, prior_dir: Path) -> dict[str, A
         c.seed = seed
         c.init_from = c.init_from if rel == "stage1" else previous
         c.prior_ckpt = c.prior_ckpt or (str(prior_dir) if c.loss.sds > 0 else "")
+        check_same_config(workdir, c)
         if finished(workdir, c.num_steps) is None:
             log.info("=== row %s, seed %d: %s (init_from %s)", row.key, seed, workdir, c.init_from or "random")
             loop.run(c, workdir, "train")

@@ -117,3 +117,8 @@ def test_two_seeds_run_resume_and_report(testbed, tmp_path):
     assert study.run(config, out, [0, 1], ["a", "b"]) == 0
     assert {p: p.stat().st_size for p in out.rglob("metrics.jsonl")} == sizes
     assert (out / "study.md").read_text() == table
+
+    # ... but not into runs made with another config: that would mix old results into the table
+    config.stage2.optim.lr = 0.5
+    with pytest.raises(ValueError, match=r"seed0/b was trained with a different config \(optim.lr: 0.001 -> 0.5\)"):
+        study.run(config, out, [0, 1], ["a", "b"])
