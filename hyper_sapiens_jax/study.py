@@ -1,7 +1,7 @@
 r"""The sim-to-real ablation study: what each part of the method buys, over several seeds.
 
   python -m hyper_sapiens_jax.study --config configs/demo.py --out /tmp/study
-  python -m hyper_sapiens_jax.study --config configs/demo.py --out /tmp/study --seeds 0,1,2,3,4 --rows a,c,e,f \
+  python -m hyper_sapiens_jax.study --config configs/demo.py --out /tmp/study_long --seeds 0,1,2,3,4 --rows a,c,e,f \
       --config.stage1.num_steps=1000
 
 Rows (every one evaluated on the held-out "real" split, ``config.stage1.data``'s val split):
