@@ -15,6 +15,10 @@ Examples::
 
 Any config field can be overridden with ``--config.FIELD=VALUE``. ``--mode eval`` evaluates the
 latest checkpoint in the workdir instead of training.
+
+Other command-line tools: ``python -m hyper_sapiens_jax.predict`` (keypoints + overlays for image
+files), ``python -m hyper_sapiens_jax.study`` (the ablation study over seeds),
+``python -m convert_weights.torch_to_flax`` / ``flax_to_torch`` (checkpoints from / to PyTorch).
 """
 
 from __future__ import annotations

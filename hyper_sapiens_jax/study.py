@@ -22,7 +22,9 @@ and shared by all rows and seeds: it is frozen, not one of the things compared.
 training workdirs: ``predict``/``flax_to_torch`` take them), ``study.md`` (table: mean ± sample std
 over seeds), ``study.json`` (per-seed values) and ``study.png`` (bars with error bars and per-seed
 dots). Re-running the command resumes: finished runs are skipped (their final evaluation is read
-back), an interrupted one resumes from its checkpoint, and the report is written again at the end.
+back), an interrupted one resumes from its checkpoint, and the report is written again at the end;
+a run whose saved config differs from the one asked for (other overrides) is refused, naming the
+fields: use a new ``--out`` for a variant.
 """
 
 from __future__ import annotations
