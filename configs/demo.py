@@ -13,7 +13,7 @@ from pathlib import Path
 
 import ml_collections
 
-from hyper_sapiens_jax.config import load_config_file
+from hyper_sapiens_jax.config import load_config_file, rescale_unfreeze
 
 HERE = Path(__file__).parent
 
@@ -35,9 +35,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     for stage, steps in ((1, 600), (2, 250), (3, 250)):
         s = load_config_file(HERE / f"stage{stage}.py", arch)
         if arch == "tiny":
+            s.unfreeze = rescale_unfreeze(s.unfreeze, s.num_steps, steps)
             s.num_steps = steps
             s.eval.every = s.checkpoint.every = steps
-            if s.unfreeze:
-                s.unfreeze = f"{steps // 2}:{s.unfreeze.split(':')[1]}"
         c[f"stage{stage}"] = s
     return c

@@ -45,6 +45,25 @@ def load_config_file(path: str | Path, arg: str | None = None) -> ml_collections
     return module.get_config(arg)
 
 
+def parse_unfreeze(text: str) -> list[tuple[int, int | None]]:
+    """A progressive unfreezing schedule "STEP:BLOCKS,..." (BLOCKS an int or 'all') -> [(STEP, BLOCKS
+    or None)], in the order given."""
+    out = []
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        try:
+            step, blocks = item.split(":")
+            out.append((int(step), None if blocks.strip() == "all" else int(blocks)))
+        except ValueError:
+            raise ValueError(f"config.unfreeze item {item!r} is not STEP:BLOCKS (BLOCKS an int or 'all')") from None
+    return out
+
+
+def rescale_unfreeze(text: str, old_steps: int, new_steps: int) -> str:
+    """The same unfreezing schedule with every STEP at the same fraction of a ``new_steps``-long run."""
+    return ",".join(f"{step * new_steps // old_steps}:{'all' if blocks is None else blocks}"
+                    for step, blocks in parse_unfreeze(text))
+
+
 def stage_blocks(arch: str, stage: int) -> int | None:
     """Trainable ViT blocks per stage (None: all). The tiny test model trains from scratch, so it
     trains everything in stage 1; Sapiens presets start from pretrained weights and tune the last

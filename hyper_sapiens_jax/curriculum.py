@@ -78,6 +78,11 @@ def last_eval(workdir: Path) -> dict[str, Any] | None:
     return rows[-1] if rows else None
 
 
+def ground_truth_note(g_error_gt: float) -> str:
+    """The line under a results table that puts G-Error in scale."""
+    return f"\n\nG-Error of the ground truth itself: {g_error_gt:.4f} (a constant prediction scores 0)."
+
+
 def results_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
     """Markdown: one line per stage (PCK@0.05, PCK@0.2, AP, AP50, G-Error, step)."""
     lines = ["| run | PCK@0.05 | PCK@0.2 | AP | AP50 | G-Error | step |", "|---|---|---|---|---|---|---|"]
@@ -108,7 +113,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
     table = results_table(rows)
     gt_g = rows[-1][1].get("g_error_gt")
     if gt_g is not None:
-        table += f"\n\nG-Error of the ground truth itself: {gt_g:.4f} (a constant prediction scores 0)."
+        table += ground_truth_note(gt_g)
     (workdir / "results.md").write_text(table + "\n")
     (workdir / "results.json").write_text(json.dumps({"rows": dict(rows), "seconds": timings}, indent=1))
     print("\n" + table + "\n")

@@ -40,10 +40,11 @@ from typing import Any
 import ml_collections
 import numpy as np
 from absl import app, flags
+from flax import traverse_util
 from ml_collections import config_flags
 
 from hyper_sapiens_jax import curriculum
-from hyper_sapiens_jax.config import config_to_dict
+from hyper_sapiens_jax.config import config_to_dict, rescale_unfreeze
 from hyper_sapiens_jax.logs import setup_logging
 from hyper_sapiens_jax.prior import train as prior_train
 from hyper_sapiens_jax.training import loop
@@ -69,12 +70,6 @@ def _copy(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(config.to_dict())
 
 
-def _scaled_unfreeze(unfreeze: str, old_steps: int, new_steps: int) -> str:
-    """'STEP:BLOCKS,...' with every STEP moved to the same fraction of a ``new_steps``-long run."""
-    parts = [p.split(":") for p in unfreeze.split(",") if p.strip()]
-    return ",".join(f"{int(step) * new_steps // old_steps}:{blocks}" for step, blocks in parts)
-
-
 def finetune_config(config: ml_collections.ConfigDict, mix: dict[str, int], geometry: bool,
                     prior: bool) -> ml_collections.ConfigDict:
     """Stage 2's config stretched over stages 2 + 3's steps, with ``mix`` as the data and the geometry
@@ -87,8 +82,7 @@ def finetune_config(config: ml_collections.ConfigDict, mix: dict[str, int], geom
         c.eval.every = steps
     if s2.checkpoint.every >= s2.num_steps:
         c.checkpoint.every = steps
-    if c.unfreeze:
-        c.unfreeze = _scaled_unfreeze(c.unfreeze, s2.num_steps, steps)
+    c.unfreeze = rescale_unfreeze(c.unfreeze, s2.num_steps, steps)
     c.data.mix = ml_collections.ConfigDict(mix)
     c.loss.depth_normal = s2.loss.depth_normal if geometry else 0.0
     c.loss.bone_ratio = s2.loss.bone_ratio if geometry else 0.0
@@ -126,22 +120,14 @@ def finished(workdir: Path, num_steps: int) -> dict[str, Any] | None:
     return last if last is not None and last.get("step") == num_steps else None
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
-
-
 def check_same_config(workdir: Path, config: ml_collections.ConfigDict) -> None:
     """Refuse to reuse (skip or resume) a run in ``workdir`` that was started with another config:
     a re-run with different overrides into the same ``--out`` would otherwise mix old results in."""
     path = workdir / "config.json"
     if not path.is_file():
         return
-    saved, wanted = _flatten(json.loads(path.read_text())), _flatten(config_to_dict(config))
+    saved = traverse_util.flatten_dict(json.loads(path.read_text()), sep=".")
+    wanted = traverse_util.flatten_dict(config_to_dict(config), sep=".")
     differ = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
     if differ:
         shown = ", ".join(f"{k}: {saved.get(k)!r} -> {wanted.get(k)!r}" for k in differ[:5])
@@ -159,13 +145,15 @@ def run_row(row: Row, seed: int, seed_dir: Path, prior_dir: Path) -> dict[str, A
         c.init_from = c.init_from if rel == "stage1" else previous
         c.prior_ckpt = c.prior_ckpt or (str(prior_dir) if c.loss.sds > 0 else "")
         check_same_config(workdir, c)
-        if finished(workdir, c.num_steps) is None:
+        result = finished(workdir, c.num_steps)
+        if result is None:
             log.info("=== row %s, seed %d: %s (init_from %s)", row.key, seed, workdir, c.init_from or "random")
             loop.run(c, workdir, "train")
-            if finished(workdir, c.num_steps) is None:
+            result = finished(workdir, c.num_steps)
+            if result is None:
                 raise InterruptedError(f"{workdir} stopped before step {c.num_steps}; re-run the study to resume")
         previous = str(workdir)
-    return finished(seed_dir / row.runs[-1][0], row.runs[-1][1].num_steps)
+    return result
 
 
 def summarize(results: dict[str, dict[int, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
@@ -255,7 +243,7 @@ def write_report(config: ml_collections.ConfigDict, rows: dict[str, Row],
     gt_g = next((r["g_error_gt"] for per in results.values() for r in per.values() if "g_error_gt" in r), None)
     if gt_g is not None:
         references["g_error"] = (gt_g, "ground truth")
-        table += f"\n\nG-Error of the ground truth itself: {gt_g:.4f} (a constant prediction scores 0)."
+        table += curriculum.ground_truth_note(gt_g)
     (out / "study.md").write_text(table + "\n")
     (out / "study.json").write_text(json.dumps({
         "rows": {k: {"label": rows[k].label, "runs": [rel for rel, _ in rows[k].runs], **summary[k]} for k in rows},

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import REPO, point_at_testbed
 from hyper_sapiens_jax import study
-from hyper_sapiens_jax.config import load_config_file
+from hyper_sapiens_jax.config import load_config_file, rescale_unfreeze
 
 
 def demo_config(arch="tiny"):
@@ -41,8 +41,8 @@ def test_rows_differ_only_in_data_and_loss():
 
 
 def test_scaled_unfreeze():
-    assert study._scaled_unfreeze("125:all", 250, 500) == "250:all"
-    assert study._scaled_unfreeze("100:4, 300:all", 400, 1000) == "250:4,750:all"
+    assert rescale_unfreeze("125:all", 250, 500) == "250:all"
+    assert rescale_unfreeze("100:4, 300:all", 400, 1000) == "250:4,750:all"
 
 
 def test_summary_and_table():

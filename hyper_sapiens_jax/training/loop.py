@@ -35,7 +35,7 @@ import optax
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from hyper_sapiens_jax.config import config_to_dict
+from hyper_sapiens_jax.config import config_to_dict, parse_unfreeze
 from hyper_sapiens_jax.data import builders
 from hyper_sapiens_jax.data.pipeline import eval_batches, train_dataset, train_iterator
 from hyper_sapiens_jax.evaluation.evaluate import evaluate, flip_test
@@ -72,14 +72,7 @@ def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
 
 def unfreeze_schedule(config: ml_collections.ConfigDict) -> list[tuple[int, int | None]]:
     """[(from_step, trainable_blocks)] from ``trainable_blocks`` and ``unfreeze`` ("STEP:BLOCKS,...")."""
-    schedule = [(0, config.trainable_blocks)]
-    for item in filter(None, (s.strip() for s in config.unfreeze.split(","))):
-        try:
-            step, blocks = item.split(":")
-            schedule.append((int(step), None if blocks.strip() == "all" else int(blocks)))
-        except ValueError:
-            raise ValueError(f"config.unfreeze item {item!r} is not STEP:BLOCKS (BLOCKS an int or 'all')") from None
-    return sorted(schedule, key=lambda s: s[0])
+    return sorted([(0, config.trainable_blocks)] + parse_unfreeze(config.unfreeze), key=lambda s: s[0])
 
 
 def loss_weights(config: ml_collections.ConfigDict) -> LossWeights:
