@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from hyper_sapiens_jax.data.sources import CocoKeypointSource, MiniRgbdSource, read_gray, read_image
-from hyper_sapiens_jax.data.synthetic import write_testbed
+from hyper_sapiens_jax.testbed.writer import write_testbed
 from hyper_sapiens_jax.data.topdown import SampleConfig, train_sample
 
 DEFAULT_TESTBED = Path.home() / ".cache" / "hyper_sapiens_jax" / "testbed"

@@ -2,9 +2,9 @@
 
   python -m hyper_sapiens_jax.main --config configs/prior.py --workdir /tmp/prior
   python -m hyper_sapiens_jax.main --config configs/prior.py --workdir /tmp/prior \
-      --config.data.skeletons=/data/skeletons.npz --config.num_steps=2000
+      --config.data.source=files --config.data.skeletons=/data/skeletons.npz --config.num_steps=2000
 
-With no ``data.skeletons`` the testbed's skeleton set (10k poses) is used. The defaults train a
+By default (``data.source='testbed'``) the testbed's skeleton set (10k poses) is used. The defaults train a
 useful prior on ~10k skeletons in well under 10 minutes on 2 CPU cores. ``arg`` is unused (kept
 for the ``get_config(arg)`` convention).
 """
@@ -20,8 +20,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.job = "prior"
     c.seed = 0
 
-    # Skeletons: an .npz [N, 17, 2|3], a COCO keypoint JSON or a MINI-RGBD root; empty: the testbed's.
+    # Skeletons (with data.source='files'): an .npz [N, 17, 2|3], a COCO keypoint JSON or a MINI-RGBD root.
     c.data = base_config().data
+    c.data.source = "testbed"
     c.data.heldout_fraction = 0.1
     c.data.min_visible = 6                   # poses with fewer labelled joints are not used
 

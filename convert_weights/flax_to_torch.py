@@ -62,14 +62,14 @@ def export_state_dict(config: ModelConfig, params: dict[tuple, np.ndarray],
 
 
 def export(ckpt: str | Path, task: str, out: str | Path, *, raw: bool = False,
-           step: int | str = "latest") -> dict[str, Any]:
+           step: int | str = "latest", dtype=np.float32) -> dict[str, Any]:
     """Read ``ckpt`` (weights directory or training workdir) and write ``task``'s Sapiens checkpoint
-    to ``out``; returns the meta written."""
+    to ``out`` (tensors stored as ``dtype``); returns the meta written."""
     config, params, info = load_any(ckpt, raw=raw, step=step)
     state_dict, meta = export_state_dict(config, params, task)
     if info["kind"] == "run":
         log.info("%s: step %d, %s weights", info["source"], info["step"], info["weights"])
-    save_state_dict(out, state_dict, meta)
+    save_state_dict(out, state_dict, meta, dtype=dtype)
     return meta
 
 

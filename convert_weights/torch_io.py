@@ -6,7 +6,8 @@ Formats read (see DESIGN.md section 2):
                             containers and numpy arrays (as mmengine ``meta`` holds) are refused.
   *_torchscript.pt2         ``torch.jit.load(...).state_dict()``
   *.pt2 (torch.export)      ``torch.export.load(...).state_dict`` (the released bf16 models)
-  *.safetensors             tensors, plus ``meta`` stored as JSON strings in the file's metadata
+  *.safetensors             tensors, plus ``meta`` stored as JSON strings in the file's metadata;
+                            read and written without torch (the training install has none)
 All tensors come back as float32 numpy arrays (bf16 widened exactly).
 """
 
@@ -103,44 +104,73 @@ def load_state_dict(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
     path = Path(path)
     if not path.is_file():
         raise CheckpointFileError(f"{path}: no such file")
+    if path.suffix == ".safetensors":
+        return load_safetensors(path)
     torch = _torch()
     meta: dict[str, Any] = {}
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError, safe_open
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                sd = {k: f.get_tensor(k) for k in f.keys()}
-                meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
-        except (SafetensorError, OSError, json.JSONDecodeError) as e:
-            raise CheckpointFileError(f"{path}: not a readable safetensors file: {e}") from e
-    else:
-        kind = _zip_kind(path)
-        try:
-            if kind == "torchscript":
-                sd = torch.jit.load(str(path), map_location="cpu").state_dict()
-            elif kind == "export":
-                sd = dict(torch.export.load(str(path)).state_dict)
-            else:
-                sd, meta = _split_state_dict(_load_pickle(path), path)
-        except CheckpointFileError:
-            raise
-        except Exception as e:  # noqa: BLE001 - torch raises many types for corrupt archives
-            raise CheckpointFileError(f"{path}: cannot read this {kind or 'torch'} archive: {e}") from e
-        log.info("%s: read as %s", path, kind or "torch.save pickle")
+    kind = _zip_kind(path)
+    try:
+        if kind == "torchscript":
+            sd = torch.jit.load(str(path), map_location="cpu").state_dict()
+        elif kind == "export":
+            sd = dict(torch.export.load(str(path)).state_dict)
+        else:
+            sd, meta = _split_state_dict(_load_pickle(path), path)
+    except CheckpointFileError:
+        raise
+    except Exception as e:  # noqa: BLE001 - torch raises many types for corrupt archives
+        raise CheckpointFileError(f"{path}: cannot read this {kind or 'torch'} archive: {e}") from e
+    log.info("%s: read as %s", path, kind or "torch.save pickle")
     return {k: _to_numpy(v) for k, v in sd.items()}, meta
 
 
-def save_state_dict(path: str | Path, state_dict: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-    """Write ``{'state_dict', 'meta'}`` as .pth (torch.save) or .safetensors (meta as JSON strings)."""
-    torch = _torch()
+def load_safetensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """A .safetensors file -> (key -> float32 array, meta), without torch (bf16 widened exactly)."""
+    from safetensors import SafetensorError, safe_open
+    try:
+        with safe_open(str(path), framework="np") as f:
+            meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+            keys = list(f.keys())
+            bf16 = [k for k in keys if f.get_slice(k).get_dtype() == "BF16"]
+            sd = {k: np.asarray(f.get_tensor(k), np.float32) for k in keys if k not in bf16}
+        if bf16:
+            sd.update(_read_bf16(Path(path), bf16))
+    except (SafetensorError, OSError, json.JSONDecodeError, ValueError, KeyError) as e:
+        raise CheckpointFileError(f"{path}: not a readable safetensors file: {e}") from e
+    return sd, meta
+
+
+def _read_bf16(path: Path, keys: list[str]) -> dict[str, np.ndarray]:
+    """bfloat16 tensors (numpy has no bf16) read from the file's raw bytes, widened to float32."""
+    with open(path, "rb") as fh:
+        size = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(size))
+        base = 8 + size
+        out = {}
+        for k in keys:
+            start, stop = header[k]["data_offsets"]
+            fh.seek(base + start)
+            raw = np.frombuffer(fh.read(stop - start), "<u2").astype(np.uint32) << 16
+            out[k] = raw.view(np.float32).reshape(header[k]["shape"])
+    return out
+
+
+def save_state_dict(path: str | Path, state_dict: dict[str, np.ndarray], meta: dict[str, Any],
+                    dtype=np.float32) -> None:
+    """Write ``{'state_dict', 'meta'}`` as .pth (torch.save) or .safetensors (meta as JSON strings;
+    no torch needed). ``dtype``: the stored float type (float32, or float16 for small files)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: torch.from_numpy(np.array(v, order="C")) for k, v in state_dict.items()}
     tmp = path.with_name(path.name + ".tmp")
     if path.suffix == ".safetensors":
-        from safetensors.torch import save_file
-        save_file(tensors, str(tmp), metadata={k: json.dumps(v) for k, v in meta.items()})
-    elif path.suffix in (".pth", ".pt"):
+        from safetensors.numpy import save_file
+        save_file({k: np.ascontiguousarray(v, dtype) for k, v in state_dict.items()}, str(tmp),
+                  metadata={k: json.dumps(v) for k, v in meta.items()})
+        tmp.replace(path)
+        return
+    torch = _torch()
+    tensors = {k: torch.from_numpy(np.array(v, order="C", dtype=dtype)) for k, v in state_dict.items()}
+    if path.suffix in (".pth", ".pt"):
         torch.save({"state_dict": tensors, "meta": meta}, tmp)
     else:
         raise CheckpointFileError(f"{path}: output must end in .pth, .pt or .safetensors")

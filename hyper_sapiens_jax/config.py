@@ -16,8 +16,12 @@ import ml_collections
 from hyper_sapiens_jax.models.config import ARCHS
 
 DEFAULT_ARCH = "sapiens_0.3b"
+# Presets sized for CPUs: they read the synthetic testbed by default (config.data.source='testbed'),
+# compute in float32 at a small input size. The Sapiens presets read files (source='files').
+CPU_ARCHS = {"tiny": (64, 48), "cpu": (128, 96)}
 # Where the synthetic testbed is generated when no dataset path is set (cached by its parameters).
 DEFAULT_TESTBED_DIR = str(Path("~/.cache/hyper_sapiens_jax/testbed").expanduser())
+DEFAULT_HUMANS_DIR = str(Path("~/.cache/hyper_sapiens_jax/humans").expanduser())
 
 
 def parse_arch(arg: str | None) -> str:
@@ -66,8 +70,9 @@ def rescale_unfreeze(text: str, old_steps: int, new_steps: int) -> str:
 
 def stage_blocks(arch: str, stage: int) -> int | None:
     """Trainable ViT blocks per stage (None: all). The tiny test model trains from scratch, so it
-    trains everything in stage 1; Sapiens presets start from pretrained weights and tune the last
-    half (stage 1) or quarter (stages 2 and 3, stage 2 unfreezing to half mid-way)."""
+    trains everything in stage 1; the other presets start from pretrained weights (Sapiens, or the
+    testbed foundation for ``cpu``) and tune the last half (stage 1) or quarter (stages 2 and 3,
+    stage 2 unfreezing to half mid-way)."""
     layers = ARCHS[arch].num_layers
     if arch == "tiny":
         return None if stage == 1 else layers // 2
@@ -78,6 +83,7 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """Fields shared by every stage; the stage files set ``stage``, ``data.mix`` and the schedule."""
     arch = parse_arch(arg)
     tiny = arch == "tiny"
+    cpu_sized = arch in CPU_ARCHS
     c = ml_collections.ConfigDict()
     c.job = "finetune"
     c.arch = arch
@@ -86,7 +92,7 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.batch_size = 16                      # global, across all processes
     c.micro_batches = 1                    # gradient accumulation: batch_size / micro_batches per pass
     c.eval_batch_size = 16
-    c.num_steps = 600 if tiny else 10_000
+    c.num_steps = 600 if cpu_sized else 10_000
     c.log_every = 50
     c.peak_tflops = 0.0                    # per device, for the MFU estimate (0: detect from the device)
 
@@ -105,23 +111,24 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # The Sapiens AdamW (DESIGN §4): warm-up from lr * 1e-3, cosine to lr * final_lr_frac.
     c.optim = ml_collections.ConfigDict(dict(
         lr=5e-4, layer_decay=0.85, weight_decay=0.1, b1=0.9, b2=0.999, grad_clip=1.0,
-        warmup_steps=50 if tiny else 500, final_lr_frac=0.01))
-    c.ema_decay = 0.99 if tiny else 0.999
+        warmup_steps=50 if cpu_sized else 500, final_lr_frac=0.01))
+    c.ema_decay = 0.99 if cpu_sized else 0.999
 
     # Loss weights. beta (geometry) = depth_normal / bone_ratio; alpha (prior) = sds, linearly
     # annealed to sds_final over the stage when sds_final >= 0 (stage 3).
     c.loss = ml_collections.ConfigDict(dict(
         pose=1.0, depth=1.0, normal=1.0, depth_normal=0.0, bone_ratio=0.0, limb_rigidity=0.0,
         sds=0.0, sds_final=-1.0, geometry_on_real_only=True, near=0.7, extent=0.25, keypoint_conf=0.3,
-        sds_t_min=0.01, sds_t_max=0.05, sds_weighting="one_minus_alpha_bar"))
+        sds_t_min=0.01, sds_t_max=0.05, sds_weighting="one_minus_alpha_bar", geometry_keypoints="soft",
+        bone_ratio_grad="both"))
 
     # Validation (flip test, DARK-UDP decode) on the "val" split: PCK@pck_threshold normalised by the
     # box's longer side ("bbox") or the torso ("torso"), COCO OKS AP, G-Error.
-    c.eval = ml_collections.ConfigDict(dict(every=200 if tiny else 1000, flip_test=True, pck_threshold=0.05,
+    c.eval = ml_collections.ConfigDict(dict(every=200 if cpu_sized else 1000, flip_test=True, pck_threshold=0.05,
                                             pck_norm="bbox"))
     # Orbax: async saves every `every` steps (and at evaluations, on preemption/SIGTERM, at the end);
     # the latest `keep` and the `keep_best` best by validation PCK are kept.
-    c.checkpoint = ml_collections.ConfigDict(dict(every=200 if tiny else 1000, keep=2, keep_best=1))
+    c.checkpoint = ml_collections.ConfigDict(dict(every=200 if cpu_sized else 1000, keep=2, keep_best=1))
     # Multi-host: jax.distributed.initialize(...) runs when coordinator_address is set (or when
     # auto=True, for TPU pods / SLURM where JAX detects the cluster).
     # cpu_collectives: "gloo" for multi-process CPU runs.
@@ -129,14 +136,14 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                                    auto=False, cpu_collectives=""))
 
     c.model = ml_collections.ConfigDict()
-    # The tiny test model trains from scratch on 2 CPU cores: a small input keeps its steps short.
-    c.model.image_size = (64, 48) if tiny else (1024, 768)     # (H, W)
+    # CPU-sized presets train on 2 CPU cores: a small input keeps their steps short.
+    c.model.image_size = CPU_ARCHS.get(arch, (1024, 768))     # (H, W)
     c.model.heads = ("pose", "depth", "normal")
     c.model.patch_padding = 2
     c.model.num_keypoints = 17
-    c.model.dtype = "float32" if tiny else "bfloat16"
+    c.model.dtype = "float32" if cpu_sized else "bfloat16"
     c.model.attention = "xla"
-    c.model.remat = not tiny
+    c.model.remat = not cpu_sized
     c.model.scan_blocks = arch in ("sapiens_1b", "sapiens_2b")
     c.model.head_dropout = 0.1             # Dropout2d before the depth/normal output convs
 
@@ -145,7 +152,10 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.mesh.fsdp = 1
 
     d = c.data = ml_collections.ConfigDict()
-    # Real data (COCO keypoint files + image folders, MINI-RGBD root). Empty: the testbed is used.
+    # Where the data comes from: 'testbed' (the synthetic infant testbed under testbed_dir) or 'files'
+    # (the paths below, every one a run needs must be set). CPU-sized presets default to the testbed.
+    d.source = "testbed" if cpu_sized else "files"
+    # Real data (COCO keypoint files + image folders, MINI-RGBD root), read when source='files'.
     d.syrip_syn_ann = ""
     d.syrip_syn_images = ""
     d.syrip_real_ann = ""
@@ -159,9 +169,13 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Integer ratio weights per source; each global batch holds exactly batch_size * w / sum(w).
     d.mix = ml_collections.ConfigDict({"syrip_syn": 1, "mini_rgbd": 1})
     d.worker_count = 0                     # Grain worker processes (0: decode in the main process)
-    d.heatmap_sigma = 2.0 if tiny else 6.0  # at heatmap resolution (H/4, W/4)
+    d.heatmap_sigma = 2.0 if cpu_sized else 6.0  # at heatmap resolution (H/4, W/4): 6 at 256x192 (Sapiens)
     d.focal_factor = 1.0                   # uncalibrated images: focal = focal_factor x max(H, W) pixels
     d.testbed_dir = DEFAULT_TESTBED_DIR
+    # The human corpus (adults and children, testbed/humans.py): the 'humans' source of the mix and
+    # the testbed foundation's pretraining data; generated once, cached by its parameters.
+    d.humans_dir = DEFAULT_HUMANS_DIR
+    d.humans = ml_collections.ConfigDict(dict(num_train=20000, num_val=300, image_size=(160, 128), seed=0))
     d.testbed = ml_collections.ConfigDict(dict(
         num_syn=600, num_real=200, num_val=200, num_sequences=2, frames_per_sequence=100,
         num_skeletons=10000, seed=0))

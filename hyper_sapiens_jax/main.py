@@ -3,7 +3,10 @@ r"""The one entry point: ``python -m hyper_sapiens_jax.main --config CONFIG[:ARC
 The config's ``job`` field picks what runs:
   finetune  one stage of the curriculum (configs/stage1.py, stage2.py, stage3.py)
   prior     train the diffusion pose prior on skeletons (configs/prior.py)
-  demo      prior -> stage 1 -> stage 2 -> stage 3 -> evaluation table (configs/demo.py)
+  demo      foundation -> prior -> stage 1 -> stage 2 -> stage 3 -> evaluation table (configs/demo.py)
+  pretrain  Sapiens-style MAE pretraining of the backbone on unlabelled images (configs/pretrain.py)
+  foundation  the testbed foundation: human corpus -> MAE -> pose/depth/normal heads -> Sapiens-layout
+            files (configs/foundation.py)
 Examples::
 
   python -m hyper_sapiens_jax.main --config configs/demo.py --workdir /tmp/demo
@@ -11,7 +14,7 @@ Examples::
       --config.init_from=/runs/s1 --config.prior_ckpt=/runs/prior --config.data.syrip_real_ann=...
   python -m hyper_sapiens_jax.main --config configs/prior.py --workdir /tmp/prior
   python -m hyper_sapiens_jax.main --config configs/prior.py --workdir /tmp/prior \
-      --config.data.skeletons=/data/skeletons.npz --config.num_steps=2000
+      --config.data.source=files --config.data.skeletons=/data/skeletons.npz --config.num_steps=2000
 
 Any config field can be overridden with ``--config.FIELD=VALUE``. ``--mode eval`` evaluates the
 latest checkpoint in the workdir instead of training.
@@ -38,7 +41,8 @@ _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resuming i
 
 # job name -> module with ``run(config, workdir, mode)``.
 JOBS = {"prior": "hyper_sapiens_jax.prior.train", "finetune": "hyper_sapiens_jax.training.loop",
-        "demo": "hyper_sapiens_jax.curriculum"}
+        "demo": "hyper_sapiens_jax.curriculum", "pretrain": "hyper_sapiens_jax.training.pretrain",
+        "foundation": "hyper_sapiens_jax.testbed.foundation"}
 
 
 def maybe_initialize_distributed(config) -> None:

@@ -43,14 +43,15 @@ def rng():
 @pytest.fixture(scope="session")
 def testbed(tmp_path_factory):
     """A small synthetic testbed (SyRIP layout + MINI-RGBD layout + skeletons), made once per run."""
-    from hyper_sapiens_jax.data.synthetic import write_testbed
+    from hyper_sapiens_jax.testbed.writer import write_testbed
     return write_testbed(tmp_path_factory.mktemp("testbed") / "tb", num_syn=12, num_real=10, num_val=7,
                          num_sequences=2, frames_per_sequence=6, num_skeletons=50, seed=0)
 
 
 def point_at_testbed(config, p):
-    """Set ``config.data``'s dataset paths to a testbed's ``Paths`` (both MINI-RGBD sequences)."""
+    """Set ``config.data``'s dataset paths to a testbed's ``Paths`` (both MINI-RGBD sequences, source 'files')."""
     d = config.data
+    d.source = "files"
     d.syrip_syn_ann, d.syrip_syn_images = str(p.train_syn_json), str(p.train_syn_images)
     d.syrip_real_ann, d.syrip_real_images = str(p.train_real_json), str(p.train_real_images)
     d.val_ann, d.val_images = str(p.val_json), str(p.val_images)

@@ -11,7 +11,7 @@ from hyper_sapiens_jax.data import geometry as np_geometry
 from hyper_sapiens_jax.losses import (bone_lengths, bone_ratio_loss, bone_ratio_stats, bone_ratios,
                                       depth_normal_consistency, depth_silog_loss, limb_rigidity_loss,
                                       normal_loss, normals_from_depth, pose_heatmap_loss, soft_argmax)
-from hyper_sapiens_jax.losses.geometry import RATIO_BONES, backproject_keypoints
+from hyper_sapiens_jax.losses.geometry import RATIO_BONES, backproject_keypoints, peak_soft_argmax
 
 
 def test_pose_heatmap_loss_hand_case_and_masking():
@@ -61,6 +61,26 @@ def _tilted_plane(h, w, k, n_true, offset=-0.8):
     u, v = np.meshgrid(np.arange(w), np.arange(h))
     rays = np.einsum("ij,hwj->hwi", np.linalg.inv(k), np.stack([u, v, np.ones_like(u)], -1).astype(float))
     return offset / (rays @ n_true)
+
+
+def _gaussian_map(h, w, cx, cy, peak, sigma=2.0):
+    yy, xx = np.mgrid[:h, :w]
+    return peak * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma ** 2))
+
+
+def test_peak_soft_argmax_is_unbiased_where_the_whole_map_one_is_not():
+    """A low peak (0.3, as an undertrained head gives) far from the centre: the whole-map soft-argmax
+    is pulled toward the map's centre by the background's mass, the peak-window one is not; and the
+    peak version's coordinates get no gradient from pixels outside the window."""
+    hm = _gaussian_map(24, 32, cx=5.3, cy=18.6, peak=0.3)[None, :, :, None].astype(np.float32)
+    soft, _ = soft_argmax(jnp.asarray(hm))
+    peak, conf = peak_soft_argmax(jnp.asarray(hm))
+    assert np.abs(np.asarray(peak)[0, 0] - (5.3, 18.6)).max() < 0.25
+    assert np.abs(np.asarray(soft)[0, 0] - (5.3, 18.6)).max() > 1.0        # biased toward (15.5, 11.5)
+    assert float(conf[0, 0]) == pytest.approx(hm.max())
+    grad = jax.grad(lambda m: peak_soft_argmax(m)[0].sum())(jnp.asarray(hm))
+    g = np.abs(np.asarray(grad)[0, :, :, 0])
+    assert g[17:22, 3:8].sum() > 0 and g.sum() == pytest.approx(g[17:22, 3:8].sum())   # the 5x5 window at (5, 19)
 
 
 def test_depth_to_normals_on_a_tilted_plane_gives_its_normal():

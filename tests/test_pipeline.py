@@ -151,7 +151,7 @@ def test_inspect_cli_summary_and_bad_records(testbed, tmp_path):
     ann["annotations"][0]["keypoints"][0] = float("nan")
     bad_ann = tmp_path / "real.json"
     bad_ann.write_text(json.dumps(ann))
-    args = [f"--config.data.syrip_syn_ann={testbed.train_syn_json}", f"--config.data.syrip_syn_images={testbed.train_syn_images}",
+    args = ["--config.data.source=files", f"--config.data.syrip_syn_ann={testbed.train_syn_json}", f"--config.data.syrip_syn_images={testbed.train_syn_images}",
             f"--config.data.syrip_real_ann={bad_ann}", f"--config.data.syrip_real_images={testbed.train_real_images}",
             f"--config.data.mini_rgbd_root={testbed.mini_rgbd}", "--config.data.mini_rgbd_sequences=01-02",
             "--config.model.image_size=(64, 48)"]

@@ -17,7 +17,7 @@ import pytest
 
 from hyper_sapiens_jax.config import load_config_file
 from hyper_sapiens_jax.data.keypoints import KEYPOINT_SUBSETS, flip_permutation
-from hyper_sapiens_jax.data.synthetic import sample_skeleton_keypoints
+from hyper_sapiens_jax.testbed.writer import sample_skeleton_keypoints
 from hyper_sapiens_jax.prior import DiffusionPrior, PriorSpec, ddpm, sds_grad, sds_loss
 from hyper_sapiens_jax.prior import normalize as norm
 from hyper_sapiens_jax.prior.augment import AugmentSpec, drop_joints
@@ -42,7 +42,7 @@ def poses(skeletons):
 def _config(skeleton_file: Path, **overrides):
     """configs/prior.py pointed at ``skeleton_file``, with dotted-key overrides."""
     c = load_config_file(ROOT / "configs/prior.py")
-    c.data.skeletons = str(skeleton_file)
+    c.data.source, c.data.skeletons = "files", str(skeleton_file)
     c.update_from_flattened_dict(overrides)
     return c
 
@@ -61,7 +61,7 @@ def trained(tmp_path_factory, skeletons):
     np.savez_compressed(tmp / "skeletons.npz", keypoints=skeletons)
     workdir = tmp / "run"
     cmd = [sys.executable, "-m", "hyper_sapiens_jax.main", "--config", str(ROOT / "configs/prior.py"),
-           "--workdir", str(workdir), f"--config.data.skeletons={tmp / 'skeletons.npz'}"]
+           "--workdir", str(workdir), "--config.data.source=files", f"--config.data.skeletons={tmp / 'skeletons.npz'}"]
     cmd += [f"--config.{k}={v}" for k, v in SMALL.items()]
     done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"), cwd=ROOT,
                           check=False)

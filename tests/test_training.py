@@ -232,7 +232,7 @@ def test_forward_flops_scale_with_the_image_and_mfu():
 
 @pytest.fixture(scope="module")
 def learn_testbed(tmp_path_factory):
-    from hyper_sapiens_jax.data.synthetic import write_testbed
+    from hyper_sapiens_jax.testbed.writer import write_testbed
     return write_testbed(tmp_path_factory.mktemp("testbed_learn") / "tb", num_syn=96, num_real=2, num_val=2,
                          num_sequences=1, frames_per_sequence=2, num_skeletons=20, seed=1)
 
@@ -251,7 +251,7 @@ def test_the_tiny_pipeline_learns(learn_testbed, tmp_path):
     a.flip_prob = a.shift_prob = a.rotate_prob = 0.0
     a.scale_range = (1.0, 1.0)
     d = config.data
-    d.mix = {"syrip_syn": 1}
+    d.source, d.mix = "files", {"syrip_syn": 1}
     d.syrip_syn_ann, d.syrip_syn_images = str(p.train_syn_json), str(p.train_syn_images)
     d.val_ann, d.val_images = str(p.train_syn_json), str(p.train_syn_images)
     loop.run(config, tmp_path)

@@ -13,6 +13,7 @@ from torch import nn
 
 ARCHS = {  # name: (embed_dims, num_layers, num_heads, pose_ch, depth_ch, normal_ch)
     "tiny": (64, 4, 4, 32, 16, 32),
+    "cpu": (160, 6, 4, 64, 16, 32),
     "sapiens_0.3b": (1024, 24, 16, 768, 384, 768),
     "sapiens_0.6b": (1280, 32, 16, 768, 384, 768),
     "sapiens_1b": (1536, 40, 24, 768, 384, 768),

@@ -12,7 +12,7 @@ from flax import nnx
 from conftest import REPO, tiny_data_config
 from hyper_sapiens_jax.data import builders
 from hyper_sapiens_jax.data.pipeline import train_dataset, train_iterator
-from hyper_sapiens_jax.data.synthetic import Paths
+from hyper_sapiens_jax.testbed.writer import Paths
 from hyper_sapiens_jax.models import ModelConfig, Sapiens
 from hyper_sapiens_jax.models.weights import nest
 from hyper_sapiens_jax.training.objective import LossWeights, objective
@@ -56,7 +56,7 @@ def make_step_and_state(trainable_blocks=None, micro_batches=1, weights=LossWeig
 
 def data_overrides(p) -> list[str]:
     """``--config.data.*`` flags pointing a stage config at a testbed's ``Paths``."""
-    return [f"--config.data.syrip_syn_ann={p.train_syn_json}",
+    return ["--config.data.source=files", f"--config.data.syrip_syn_ann={p.train_syn_json}",
             f"--config.data.syrip_syn_images={p.train_syn_images}",
             f"--config.data.syrip_real_ann={p.train_real_json}",
             f"--config.data.syrip_real_images={p.train_real_images}",

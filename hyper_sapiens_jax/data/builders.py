@@ -1,7 +1,12 @@
 """``config.data`` -> data sources, the per-step mix and the sample transform settings.
 
-With no dataset path set, the synthetic infant testbed is generated (once, cached by its
-parameters) under ``config.data.testbed_dir`` and read through the same readers as real data.
+Where the data comes from is explicit: ``config.data.source`` is
+
+  'testbed'  the synthetic infant testbed, generated once (cached by its parameters) under
+             ``config.data.testbed_dir`` and read through the same readers as real data;
+  'files'    the dataset paths in ``config.data`` (SyRIP / any COCO keypoint set, MINI-RGBD,
+             skeletons). Every path a run needs must be set: a missing one stops the run with an
+             error that names the fields, instead of quietly training on synthetic infants.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import ml_collections
 
@@ -20,37 +25,85 @@ from hyper_sapiens_jax.data.topdown import SampleConfig
 
 log = logging.getLogger(__name__)
 
-# Source name -> (domain, how to build it). Domains decide the synthetic:real batch counts.
-SOURCE_DOMAINS = {"syrip_syn": "synthetic", "mini_rgbd": "synthetic", "syrip_real": "real"}
-_PATH_FIELDS = ("syrip_syn_ann", "syrip_syn_images", "syrip_real_ann", "syrip_real_images",
-                "mini_rgbd_root", "val_ann", "val_images", "skeletons")
+DATA_SOURCES = ("testbed", "files")
+# Source name -> domain. Domains decide the synthetic:real batch counts.
+# 'humans' is the testbed's human corpus (adults and children; testbed/humans.py), on which the
+# testbed foundation is fine-tuned; it is generated whatever config.data.source says.
+SOURCE_DOMAINS = {"syrip_syn": "synthetic", "mini_rgbd": "synthetic", "syrip_real": "real", "humans": "real"}
+# Source name -> the config.data fields it reads ('val' is the evaluation split, 'skeletons' the prior's).
+SOURCE_FIELDS = {"syrip_syn": ("syrip_syn_ann", "syrip_syn_images"),
+                 "syrip_real": ("syrip_real_ann", "syrip_real_images"),
+                 "mini_rgbd": ("mini_rgbd_root",),
+                 "val": ("val_ann", "val_images"),
+                 "skeletons": ("skeletons",),
+                 "humans": ()}
+_PATH_FIELDS = tuple(f for fields in SOURCE_FIELDS.values() for f in fields)
 
 
-def uses_testbed(data: ml_collections.ConfigDict) -> bool:
-    """True when no dataset path is configured: everything then comes from the testbed."""
-    return not any(data.get(f) for f in _PATH_FIELDS)
+class ConfigError(ValueError):
+    """``config.data`` cannot describe the data a run needs; the message names the fields."""
+
+
+def data_source(data: ml_collections.ConfigDict) -> str:
+    """``config.data.source``, checked."""
+    source = data.get("source", "testbed")
+    if source not in DATA_SOURCES:
+        raise ConfigError(f"config.data.source={source!r} is not one of {DATA_SOURCES}")
+    return source
+
+
+def check_paths(data: ml_collections.ConfigDict, needs: Iterable[str]) -> None:
+    """With ``source='files'``, every field the named sources read must be set; with 'testbed',
+    none may be (a path given there would be silently ignored)."""
+    needs = list(needs)
+    unknown = [n for n in needs if n not in SOURCE_FIELDS]
+    if unknown:
+        raise ConfigError(f"unknown data sources {unknown}; known: {sorted(SOURCE_FIELDS)}")
+    if data_source(data) == "testbed":
+        given = [f"config.data.{f}" for f in _PATH_FIELDS if data.get(f)]
+        if given:
+            raise ConfigError(f"{', '.join(given)} set but config.data.source='testbed' (which ignores them): "
+                              f"set config.data.source=files to read your files")
+        return
+    missing = [f"config.data.{f}" for n in needs for f in SOURCE_FIELDS[n] if not data.get(f)]
+    if missing:
+        users = ", ".join(f"'{n}'" for n in needs if any(f"config.data.{f}" in missing for f in SOURCE_FIELDS[n]))
+        raise ConfigError(f"config.data.source='files' but {', '.join(missing)} "
+                          f"{'is' if len(missing) == 1 else 'are'} not set (needed by the {users} "
+                          f"source{'s' if ',' in users else ''}); set them, or use config.data.source=testbed "
+                          f"for the synthetic testbed")
 
 
 def testbed_paths(data: ml_collections.ConfigDict):
     """Generate (or reuse) the testbed the config describes and return its ``Paths``."""
-    from hyper_sapiens_jax.data.synthetic import write_testbed
-    log.info("no dataset paths set: using the synthetic testbed in %s", data.testbed_dir)
+    from hyper_sapiens_jax.testbed.writer import write_testbed
+    log.info("config.data.source='testbed': the synthetic infant testbed in %s", data.testbed_dir)
     return write_testbed(data.testbed_dir, **data.testbed.to_dict())
 
 
-def resolved_paths(data: ml_collections.ConfigDict) -> dict[str, Any]:
-    """The dataset paths to read: the configured ones, or the testbed's when none is set."""
-    if not uses_testbed(data):
-        return {f: data.get(f) for f in _PATH_FIELDS} | {"mini_rgbd_sequences": data.mini_rgbd_sequences}
+def resolved_paths(data: ml_collections.ConfigDict, needs: Iterable[str] = ("val",)) -> dict[str, Any]:
+    """The dataset paths to read for the sources ``needs``: the configured files (checked), or the
+    testbed's."""
+    needs = list(needs)
+    check_paths(data, needs)
+    extra = {}
+    if "humans" in needs:
+        from hyper_sapiens_jax.testbed.humans import corpus_paths
+        extra["humans"] = corpus_paths(data).train
+    if data_source(data) == "files":
+        return {f: data.get(f) for f in _PATH_FIELDS} | {"mini_rgbd_sequences": data.mini_rgbd_sequences} | extra
     p = testbed_paths(data)
-    return {"syrip_syn_ann": p.train_syn_json, "syrip_syn_images": p.train_syn_images,
+    return extra | {"syrip_syn_ann": p.train_syn_json, "syrip_syn_images": p.train_syn_images,
             "syrip_real_ann": p.train_real_json, "syrip_real_images": p.train_real_images,
             "mini_rgbd_root": p.mini_rgbd, "mini_rgbd_sequences": [s.name for s in p.sequences],
             "val_ann": p.val_json, "val_images": p.val_images, "skeletons": p.skeletons}
 
 
 def build_source(name: str, paths: dict[str, Any], skip_bad_records: bool = False):
-    """One named source ('syrip_syn', 'syrip_real', 'mini_rgbd', 'val') from resolved paths."""
+    """One named source ('syrip_syn', 'syrip_real', 'mini_rgbd', 'humans', 'val') from resolved paths."""
+    if name == "humans":
+        from hyper_sapiens_jax.testbed.humans import HumansSource
+        return HumansSource(paths["humans"])
     if name == "mini_rgbd":
         if not paths.get("mini_rgbd_root"):
             raise DataError("config.data.mini_rgbd_root is not set but the mix uses 'mini_rgbd'")
@@ -84,13 +137,15 @@ def _tuple(v):
     return tuple(v) if isinstance(v, list) else v
 
 
-def build_train_mix(config: ml_collections.ConfigDict) -> tuple[list[MixEntry], dict[str, Any]]:
-    """The training mix (source + exact global count per step) of ``config`` and the resolved paths."""
-    paths = resolved_paths(config.data)
+def build_train_mix(config: ml_collections.ConfigDict, also_needs: Iterable[str] = ()
+                    ) -> tuple[list[MixEntry], dict[str, Any]]:
+    """The training mix (source + exact global count per step) of ``config`` and the resolved paths
+    (checked for the mix's sources and ``also_needs``, e.g. 'val')."""
     counts = mix_counts(dict(config.data.mix), config.batch_size)
     unknown = set(counts) - set(SOURCE_DOMAINS)
     if unknown:
         raise ValueError(f"unknown sources {sorted(unknown)} in config.data.mix; known: {sorted(SOURCE_DOMAINS)}")
+    paths = resolved_paths(config.data, [*counts, *also_needs])
     mix = [MixEntry(name, build_source(name, paths, config.data.skip_bad_records), n)
            for name, n in counts.items()]
     for e in mix:

@@ -42,6 +42,30 @@ def soft_argmax(heatmaps: Array, beta: float = 20.0) -> tuple[Array, Array]:
     return jnp.stack([x, y], -1), heatmaps.astype(_F32).max(axis=(1, 2))
 
 
+def peak_soft_argmax(heatmaps: Array, radius: int = 2, beta: float = 20.0) -> tuple[Array, Array]:
+    """Keypoints refined around each heatmap's peak: (B, h, w, K) -> (coords (B, K, 2) (x, y) in
+    heatmap pixels, confidence (B, K) = the maximum).
+
+    The integer argmax (no gradient) plus the soft-argmax offset inside a (2r+1)^2 window around it.
+    Unlike ``soft_argmax`` over the whole map, a gradient on the coordinates can only move the peak
+    locally: it cannot be met by reshaping the background of the map, whose mass otherwise pulls
+    the soft-argmax toward the map's centre whenever the peak is low.
+    """
+    b, h, w, k = heatmaps.shape
+    hm = heatmaps.astype(_F32).transpose(0, 3, 1, 2).reshape(b * k, h, w)
+    flat = jnp.argmax(hm.reshape(b * k, h * w), axis=1)
+    py, px = flat // w, flat % w
+    pad = jnp.pad(hm, ((0, 0), (radius, radius), (radius, radius)), constant_values=-jnp.inf)
+    size = 2 * radius + 1
+    window = jax.vmap(lambda m, y, x: jax.lax.dynamic_slice(m, (y, x), (size, size)))(pad, py, px)
+    prob = jax.nn.softmax(beta * window.reshape(b * k, -1), axis=1).reshape(b * k, size, size)
+    offsets = jnp.arange(size, dtype=_F32) - radius
+    dx = jnp.einsum("nij,j->n", prob, offsets)
+    dy = jnp.einsum("nij,i->n", prob, offsets)
+    coords = jnp.stack([px.astype(_F32) + dx, py.astype(_F32) + dy], -1).reshape(b, k, 2)
+    return coords, hm.max(axis=(1, 2)).reshape(b, k)
+
+
 def pixel_rays(intrinsics: Array, height: int, width: int) -> Array:
     """Per-pixel camera rays (B, H, W, 3) with z = 1 for crop intrinsics (B, 3, 3)."""
     u, v = jnp.meshgrid(jnp.arange(width, dtype=_F32), jnp.arange(height, dtype=_F32))

@@ -42,6 +42,8 @@ class ArchSpec:
 
 ARCHS: dict[str, ArchSpec] = {
     "tiny": ArchSpec(64, 4, 4, pose_channels=32, depth_channels=16, normal_channels=32),
+    # The testbed foundation: Sapiens' structure at a width and depth that train on 2 CPU cores.
+    "cpu": ArchSpec(160, 6, 4, pose_channels=64, depth_channels=16, normal_channels=32),
     "sapiens_0.3b": ArchSpec(1024, 24, 16),
     "sapiens_0.6b": ArchSpec(1280, 32, 16),
     "sapiens_1b": ArchSpec(1536, 40, 24),

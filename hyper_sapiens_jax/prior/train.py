@@ -54,7 +54,7 @@ def load_split(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
     Returns ``train_xy`` (N, K, 2), ``train_vis`` (N, K), ``heldout_xy``, ``heldout_vis`` (float32).
     A pose needs ``min_visible`` joints; the held-out part is a seeded random fraction.
     """
-    path = resolved_paths(config.data)["skeletons"]
+    path = resolved_paths(config.data, ["skeletons"])["skeletons"]
     skel = load_skeletons(path)
     keep = (skel[..., 2] > 0).sum(-1) >= config.data.min_visible
     skel = skel[keep]

@@ -328,7 +328,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
 
     graphdef, template = nnx.split(abstract_model(mcfg))
     schedule = unfreeze_schedule(config)
-    mix, paths = builders.build_train_mix(config) if mode == "train" else (None, builders.resolved_paths(config.data))
+    mix, paths = builders.build_train_mix(config, ["val"]) if mode == "train" else (None, builders.resolved_paths(config.data))
     objective_fn = None                    # evaluation needs neither the prior nor the bone reference
     if mode == "train":
         bone_ref = None

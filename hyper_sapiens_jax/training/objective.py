@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from hyper_sapiens_jax.losses import (bone_ratio_loss, depth_normal_consistency, depth_silog_loss,
                                       limb_rigidity_loss, normal_loss, pose_heatmap_loss, soft_argmax)
-from hyper_sapiens_jax.losses.geometry import backproject_keypoints
+from hyper_sapiens_jax.losses.geometry import backproject_keypoints, peak_soft_argmax
 
 Array = jax.Array
 # sds(xy (B, K, 2) input pixels, visible (B, K), weight (B,), key) -> scalar
@@ -37,6 +37,12 @@ class LossWeights:
     near: float = 0.7             # nominal camera distance (m) that makes relative depth metric
     extent: float = 0.25          # nominal depth extent (m) of an infant
     keypoint_conf: float = 0.3    # soft-argmax confidence above which a joint counts as visible
+    # Keypoints of the geometry and prior terms: 'soft' (soft-argmax over the whole heatmap) or 'peak'
+    # (soft-argmax in a 5x5 window around the argmax: gradients move peaks only locally).
+    geometry_keypoints: str = "soft"
+    # Which predictions the bone-ratio / rigidity terms may move: 'both', 'keypoints' (depth under
+    # stop-gradient) or 'depth' (keypoints under stop-gradient).
+    bone_ratio_grad: str = "both"
 
 
 def batch_normalizers(batch: dict[str, Array]) -> dict[str, Array]:
@@ -71,14 +77,21 @@ def objective(outputs: dict[str, Array], batch: dict[str, Array], weights: LossW
     needs_keypoints = weights.bone_ratio or weights.limb_rigidity or weights.sds
     if needs_keypoints and "pose" in outputs:
         hm = outputs["pose"]
-        coords, conf = soft_argmax(hm)
+        if weights.geometry_keypoints not in ("soft", "peak"):
+            raise ValueError(f"loss.geometry_keypoints must be 'soft' or 'peak', got {weights.geometry_keypoints!r}")
+        coords, conf = (peak_soft_argmax if weights.geometry_keypoints == "peak" else soft_argmax)(hm)
         h, w = batch["image"].shape[1:3]
         scale = jnp.array([(w - 1) / (hm.shape[2] - 1), (h - 1) / (hm.shape[1] - 1)], jnp.float32)
         xy = coords * scale                                      # input pixels (UDP)
         conf = jnp.clip(jax.lax.stop_gradient(conf), 0.0, 1.0)
         if (weights.bone_ratio or weights.limb_rigidity) and "depth" in outputs:
-            pts = backproject_keypoints(xy, outputs["depth"], batch["intrinsics"], near=weights.near,
-                                        extent=weights.extent)
+            grad = weights.bone_ratio_grad
+            if grad not in ("both", "keypoints", "depth"):
+                raise ValueError(f"loss.bone_ratio_grad must be 'both', 'keypoints' or 'depth', got {grad!r}")
+            sg = jax.lax.stop_gradient
+            pts = backproject_keypoints(sg(xy) if grad == "depth" else xy,
+                                        sg(outputs["depth"]) if grad == "keypoints" else outputs["depth"],
+                                        batch["intrinsics"], near=weights.near, extent=weights.extent)
             if weights.bone_ratio and bone_ref is not None:
                 parts["bone_ratio"] = bone_ratio_loss(pts, conf, geo_w, *bone_ref)
             if weights.limb_rigidity:

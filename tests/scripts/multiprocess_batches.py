@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 from conftest import tiny_data_config  # noqa: E402
 from hyper_sapiens_jax.data import builders  # noqa: E402
 from hyper_sapiens_jax.data.pipeline import train_dataset, train_iterator  # noqa: E402
-from hyper_sapiens_jax.data.synthetic import Paths  # noqa: E402
+from hyper_sapiens_jax.testbed.writer import Paths  # noqa: E402
 from hyper_sapiens_jax.sharding import global_batch, make_mesh  # noqa: E402
 
 config = tiny_data_config(Paths.under(root, 2), stage=2)

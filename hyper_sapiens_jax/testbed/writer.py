@@ -1,7 +1,7 @@
 """The synthetic infant testbed: a deterministic stand-in for SyRIP, MINI-RGBD and pose-prior data.
 
-No real infant data ships with the project, so this module renders its own (skeleton3d.py makes
-infants, render.py draws them) in the exact on-disk formats of the real sets (DESIGN.md section 5):
+No real infant data ships with the project, so this module renders its own (bodies.py makes
+infants, renderer.py draws them) in the exact on-disk formats of the real sets (DESIGN.md section 5):
 
     OUT/
       testbed.json                        manifest: parameters, counts, intrinsics (written last)
@@ -21,7 +21,7 @@ same whatever the number of worker processes. A finished set is recognised by it
 same parameters again return at once; other parameters rebuild it in a temporary folder that
 replaces the old one only when complete.
 
-CLI: ``python -m hyper_sapiens_jax.data.synthetic --out DIR`` (``--help`` for the options).
+CLI: ``python -m hyper_sapiens_jax.testbed.writer --out DIR`` (``--help`` for the options).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from hyper_sapiens_jax.data import render, skeleton3d
+from hyper_sapiens_jax.testbed import bodies, renderer
 from hyper_sapiens_jax.data.keypoints import COCO17_BONES, COCO17_NAMES
 
 FORMAT_VERSION = 1   # bump when the output changes, so cached sets get rebuilt
@@ -113,7 +113,7 @@ def _polygons(mask: np.ndarray) -> list[list[float]]:
     return [[float(v) for v in p.ravel()] for p in polys if len(p) >= 3]
 
 
-def coco_annotation(frame: render.Frame) -> dict:
+def coco_annotation(frame: renderer.Frame) -> dict:
     """The COCO keypoint annotation of a rendered frame (no ids yet).
 
     keypoints: 17 x (x, y, v), v 2 visible / 1 hidden / 0 outside the image (then x = y = 0).
@@ -140,14 +140,14 @@ def coco_annotation(frame: render.Frame) -> dict:
 
 
 def render_coco_sample(seed: int, split: str, index: int, image_size: tuple[int, int]):
-    """Render sample ``index`` of a COCO split: (render.Frame, JPEG quality for saving it)."""
+    """Render sample ``index`` of a COCO split: (renderer.Frame, JPEG quality for saving it)."""
     _, _, look, stream = SPLITS[split]
     rng = np.random.default_rng([seed, stream, index])
-    skel = skeleton3d.sample_skeletons(rng, 1)
-    ells = skeleton3d.body_ellipsoids(skel)
-    camera = render.sample_cameras(rng, ells, image_size, max_tilt_deg=COCO_MAX_TILT_DEG)[0]
-    scene = render.sample_scene(rng, look, ells.take(0))
-    frame = render.render(skel, camera, scene)
+    skel = bodies.sample_skeletons(rng, 1)
+    ells = bodies.body_ellipsoids(skel)
+    camera = renderer.sample_cameras(rng, ells, image_size, max_tilt_deg=COCO_MAX_TILT_DEG)[0]
+    scene = renderer.sample_scene(rng, look, ells.take(0))
+    frame = renderer.render(skel, camera, scene)
     quality = int(rng.integers(70, 96))
     return frame, quality
 
@@ -187,15 +187,15 @@ def _coco_json(split: str, results: list[tuple[str, dict]], image_size: tuple[in
 def render_sequence(seed: int, index: int, num_frames: int, image_size: tuple[int, int]):
     """Yield the frames of sequence ``index``: one supine infant moving smoothly, a fixed camera."""
     rng = np.random.default_rng([seed, _SEQUENCE_STREAM, index])
-    skel = skeleton3d.sample_motion(rng, num_frames, skeleton3d.Posture.SUPINE)
-    ells = skeleton3d.body_ellipsoids(skel)
+    skel = bodies.sample_motion(rng, num_frames, bodies.Posture.SUPINE)
+    ells = bodies.body_ellipsoids(skel)
     # One camera that keeps the infant in view in every frame: fit it to all frames at once.
     flat = [x.reshape((1, -1) + x.shape[2:]) for x in (ells.centres, ells.axes, ells.radii)]   # (1, F*P, ...)
-    all_frames = skeleton3d.Ellipsoids(*flat, np.tile(ells.part, num_frames), np.tile(ells.person, num_frames))
-    camera = render.sample_cameras(rng, all_frames, image_size, max_tilt_deg=MINI_RGBD_MAX_TILT_DEG)[0]
-    scene = render.sample_scene(rng, "synthetic")
+    all_frames = bodies.Ellipsoids(*flat, np.tile(ells.part, num_frames), np.tile(ells.person, num_frames))
+    camera = renderer.sample_cameras(rng, all_frames, image_size, max_tilt_deg=MINI_RGBD_MAX_TILT_DEG)[0]
+    scene = renderer.sample_scene(rng, "synthetic")
     for f in range(num_frames):
-        yield render.render(skel.take([f]), camera, scene)
+        yield renderer.render(skel.take([f]), camera, scene)
 
 
 def _write_lines(path: Path, rows: np.ndarray) -> None:
@@ -237,13 +237,13 @@ def sample_skeleton_keypoints(seed: int, num: int, image_size: tuple[int, int],
     out = np.zeros((num, 17, 3), np.float32)
     for start in range(0, num, chunk):   # chunks bound the memory of the ray tests
         n = min(chunk, num - start)
-        skel = skeleton3d.sample_skeletons(rng, n)
-        ells = skeleton3d.body_ellipsoids(skel)
-        cameras = render.sample_cameras(rng, ells, image_size, max_tilt_deg=COCO_MAX_TILT_DEG)
-        points, burial = skeleton3d.coco17_points(skel)
+        skel = bodies.sample_skeletons(rng, n)
+        ells = bodies.body_ellipsoids(skel)
+        cameras = renderer.sample_cameras(rng, ells, image_size, max_tilt_deg=COCO_MAX_TILT_DEG)
+        points, burial = bodies.coco17_points(skel)
         points_cam = cameras.to_camera(points)
-        ells_cam, cones_cam = render.to_camera_frame(ells, skeleton3d.body_cones(skel), cameras)
-        vis = render.ray_visibility(points_cam, burial, ells_cam, cones_cam, cameras)
+        ells_cam, cones_cam = renderer.to_camera_frame(ells, bodies.body_cones(skel), cameras)
+        vis = renderer.ray_visibility(points_cam, burial, ells_cam, cones_cam, cameras)
         uv = np.where(vis[..., None] > 0, cameras.project(points_cam), 0.0)
         out[start:start + n] = np.concatenate([uv, vis[..., None]], axis=-1)
     return out
@@ -342,7 +342,7 @@ def write_testbed(out_dir: str | os.PathLike, num_syn: int = 600, num_real: int 
     try:
         start = time.perf_counter()
         counts = _generate(tmp, params, workers)
-        fx, fy, cx, cy = render.intrinsics_for(tuple(image_size))
+        fx, fy, cx, cy = renderer.intrinsics_for(tuple(image_size))
         manifest = {
             "params": params, "counts": counts,
             "intrinsics": {"fx": fx, "fy": fy, "cx": cx, "cy": cy,
@@ -368,7 +368,7 @@ def write_testbed(out_dir: str | os.PathLike, num_syn: int = 600, num_real: int 
 # ---------------------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m hyper_sapiens_jax.data.synthetic",
+        prog="python -m hyper_sapiens_jax.testbed.writer",
         description=("Render the synthetic infant testbed: SyRIP-style COCO keypoint sets "
                      "(train_syn in a flat 'synthetic' look, train_real and validate in a textured "
                      "'real' look), MINI-RGBD-style RGB-D sequences, and skeleton-only 2D poses for "

@@ -1,6 +1,6 @@
 """A small z-buffer renderer for the synthetic infant testbed, seen through a pinhole camera.
 
-The body is made of ellipsoids and round cones (``skeleton3d.Ellipsoids`` / ``Cones``), both
+The body is made of ellipsoids and round cones (``bodies.Ellipsoids`` / ``Cones``), both
 quadric surfaces. Each primitive is splatted into its own bounding box: per pixel the ray
 ``z * (x', y', 1)`` is intersected with the quadric analytically, which gives the front-surface
 depth exactly and the normal from the quadric's gradient. Rasterising a 640x480 frame (~40
@@ -26,10 +26,10 @@ import dataclasses
 import cv2
 import numpy as np
 
-from hyper_sapiens_jax.data import skeleton3d
+from hyper_sapiens_jax.testbed import bodies
 # The camera model lives in geometry.py (the readers use it too); re-exported here for the renderer's users.
 from hyper_sapiens_jax.data.geometry import MINI_RGBD_INTRINSICS, MINI_RGBD_SIZE, intrinsics_for  # noqa: F401
-from hyper_sapiens_jax.data.skeleton3d import Cones, Ellipsoids, Part, Skeletons
+from hyper_sapiens_jax.testbed.bodies import Cones, Ellipsoids, Part, Skeletons
 
 LOOKS = ("synthetic", "real")
 OCCLUSION_MARGIN = 0.01  # metres a surface must be in front of a joint's own surface to hide it
@@ -103,6 +103,16 @@ def sample_cameras(rng: np.random.Generator, ells: Ellipsoids, image_size: tuple
     forward = np.stack([np.sin(tilt) * np.cos(azimuth), np.sin(tilt) * np.sin(azimuth), -np.cos(tilt)], -1)
     rotation = _look_at_down(forward, rng.uniform(0, 2 * np.pi, n))
     dist = rng.uniform(*distance, n)
+    return fit_camera(rotation, forward, target, dist, ells, image_size, margin)
+
+
+def fit_camera(rotation: np.ndarray, forward: np.ndarray, target: np.ndarray, dist: np.ndarray,
+               ells: Ellipsoids, image_size: tuple[int, int], margin: float = 0.04) -> Camera:
+    """N cameras with orientations ``rotation`` (N, 3, 3) (world -> camera; ``forward`` (N, 3) its
+    viewing direction) looking at ``target`` (N, 3) from ``dist`` (N,) metres, each backed off until
+    all of its body's ellipsoids (batch N) fit inside the image minus ``margin`` of each side."""
+    fx, fy, cx, cy = intrinsics_for(image_size)
+    height, width = image_size
     reach = ells.radii.max(axis=-1)  # (N, P) bounding-sphere radius of each primitive
     for _ in range(60):
         translation = -np.einsum("nij,nj->ni", rotation, target - dist[:, None] * forward)
@@ -479,7 +489,7 @@ def _place_toys(rng, body: Ellipsoids, count: int) -> tuple[Ellipsoids, np.ndarr
         if gap.min() > 0.01:
             centres.append(np.array([xy[0], xy[1], r[2]]))
             radii.append(r)
-            axes.append(skeleton3d.axis_rotation("z", rng.uniform(0, np.pi)))
+            axes.append(bodies.axis_rotation("z", rng.uniform(0, np.pi)))
     t = len(centres)
     toys = Ellipsoids(np.array(centres).reshape(t, 3), np.array(axes).reshape(t, 3, 3),
                       np.array(radii).reshape(t, 3), np.full(t, -1, np.int32), np.zeros(t, bool))
@@ -583,7 +593,8 @@ def _ground_albedo(scene: Scene, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _body_albedo(scene: Scene, parts: np.ndarray, world: np.ndarray, head: tuple) -> np.ndarray:
-    """Albedo (K, 3) of K body pixels with part ids (K,) at world points (K, 3)."""
+    """Albedo (K, 3) of K body pixels of one person with part ids (K,) at world points (K, 3);
+    ``head`` = (centre, axes, radii) of that person's head ellipsoid (for the hair)."""
     albedo = scene.part_colour[parts].astype(np.float32)
     clothed = scene.clothed[parts]
     if scene.look == "real" and clothed.any():
@@ -684,11 +695,13 @@ def _ground_image(scene: Scene, camera: Camera) -> np.ndarray:
     return cv2.resize(albedo, (camera.width, camera.height), interpolation=cv2.INTER_LINEAR)
 
 
-def _shade(scene: Scene, camera: Camera, ells: Ellipsoids, part: np.ndarray, person: np.ndarray,
-           depth, index, normals, ground_depth, ground_normal) -> np.ndarray:
+def _shade(scene: Scene, camera: Camera, ells: Ellipsoids, part: np.ndarray, owner: np.ndarray,
+           depth, index, normals, ground_depth, ground_normal, outfits=None) -> np.ndarray:
     """Float32 RGB (H, W, 3) in [0, 1] before post-processing.
 
-    ells: the world ellipsoids (body, then toys); part/person (E + C,) per rasterised primitive.
+    ells: the world ellipsoids (every person's, then props); part/owner (E + C,) per rasterised
+    primitive, owner = the person (0, 1, ...) or -1 for a prop. ``outfits``: one Scene per person
+    whose part colours, clothes and hair dress that person (None: ``scene`` dresses everyone).
     """
     hit = index >= 0
     light_cam = camera.rotation @ scene.light_dir
@@ -703,12 +716,16 @@ def _shade(scene: Scene, camera: Camera, ells: Ellipsoids, part: np.ndarray, per
     xs, ys = camera.rays()
     view = np.stack([xs[cols], ys[rows], np.ones(rows.size)], -1)      # rays with z = 1
     world = (view * depth[rows, cols, None] - camera.translation) @ camera.rotation
-    is_person = person[prim]
+    pixel_owner = owner[prim]
+    is_person = pixel_owner >= 0
     albedo = np.zeros((rows.size, 3), np.float32)
-    head = int(np.argmax(ells.part == Part.HEAD))
-    albedo[is_person] = _body_albedo(scene, part[prim[is_person]], world[is_person],
-                                     (ells.centres[head], ells.axes[head], ells.radii[head]))
-    if (~is_person).any():   # toys sit right after the body's ellipsoids
+    ell_owner = owner[:len(ells.part)]
+    for k in range(int(owner.max()) + 1):
+        sel = pixel_owner == k
+        head = int(np.argmax((ells.part == Part.HEAD) & (ell_owner == k)))
+        albedo[sel] = _body_albedo(scene if outfits is None else outfits[k], part[prim[sel]], world[sel],
+                                   (ells.centres[head], ells.axes[head], ells.radii[head]))
+    if (~is_person).any():   # props sit right after the people's ellipsoids
         albedo[~is_person] = scene.toy_colour[prim[~is_person] - int(ells.person.sum())]
 
     if scene.look == "synthetic":
@@ -723,40 +740,88 @@ def _shade(scene: Scene, camera: Camera, ells: Ellipsoids, part: np.ndarray, per
     return image * scene.light_colour.astype(np.float32)
 
 
+@dataclasses.dataclass(frozen=True)
+class GroupFrame:
+    """One rendered image of P people and its ground truth.
+
+    rgb (H, W, 3) uint8; zbuffer (H, W) float64 camera z of whatever is nearest (inf: nothing but
+    the ground); depth (H, W) float32 metres on people, 0 elsewhere; normals (H, W, 3) float32 unit
+    camera-frame normals on people, 0 elsewhere; owner (H, W) int32: the person seen at each pixel
+    (0 .. P-1) or -1; ground_depth (H, W) of the ground plane (inf where it is not seen).
+    Per person: joints_cam (P, 25, 3), coco_uv (P, 17, 2), coco_depth (P, 17), coco_visibility
+    (P, 17) 0/1/2 against everything in the image (other people hide joints too).
+    """
+    rgb: np.ndarray
+    zbuffer: np.ndarray
+    depth: np.ndarray
+    normals: np.ndarray
+    owner: np.ndarray
+    ground_depth: np.ndarray
+    joints_cam: np.ndarray
+    coco_uv: np.ndarray
+    coco_depth: np.ndarray
+    coco_visibility: np.ndarray
+
+
+def render_group(skel: Skeletons, camera: Camera, scene: Scene, outfits=None, image_filter=None) -> GroupFrame:
+    """Render P posed bodies (``skel`` of length P) through one ``camera`` with ``scene``'s look.
+
+    ``scene.toys`` are drawn as props (not people). ``outfits``: one Scene per person for their
+    clothes, skin and hair (None: everyone wears ``scene``'s). ``image_filter(image, frame_info)``
+    may edit the float image before post-processing (the human corpus paints its backdrop there).
+    """
+    people = bodies.body_ellipsoids(skel)
+    num = len(skel)
+    flat = lambda x: x.reshape((-1,) + x.shape[2:])  # noqa: E731 - (P, E, ...) -> (P * E, ...)
+    ells = Ellipsoids(flat(people.centres), flat(people.axes), flat(people.radii),
+                      np.tile(people.part, num), np.ones(num * len(people.part), bool))
+    ell_owner = np.repeat(np.arange(num), len(people.part))
+    if scene.toys is not None and len(scene.toys.part):   # props go after the people's ellipsoids
+        ells = Ellipsoids(*(np.concatenate([getattr(ells, f), getattr(scene.toys, f)])
+                            for f in ("centres", "axes", "radii", "part", "person")))
+        ell_owner = np.concatenate([ell_owner, np.full(len(scene.toys.part), -1)])
+    body_cones = bodies.body_cones(skel)
+    cones = Cones(flat(body_cones.start), flat(body_cones.end), flat(body_cones.start_radius),
+                  flat(body_cones.end_radius), np.tile(body_cones.part, num))
+    ells_cam, cones_cam = to_camera_frame(ells, cones, camera)
+    zbuffer, index = rasterize(ells_cam, cones_cam, camera)
+    normals = surface_normals(zbuffer, index, ells_cam, cones_cam, camera)
+    ground_depth, ground_normal = mat_depth(camera)
+    part = np.concatenate([ells.part, cones.part])
+    owner = np.concatenate([ell_owner, np.repeat(np.arange(num), len(body_cones.part))])
+    pixel_owner = np.where(index >= 0, owner[np.maximum(index, 0)], -1).astype(np.int32)
+    mask = pixel_owner >= 0
+
+    image = _shade(scene, camera, ells, part, owner, zbuffer, index, normals, ground_depth, ground_normal, outfits)
+    if image_filter is not None:
+        image = image_filter(image, {"owner": pixel_owner, "zbuffer": zbuffer, "ground_depth": ground_depth})
+    rgb = _post_process(image, scene)
+
+    coco, coco_burial = bodies.coco17_points(skel)
+    joints_cam = np.stack([camera.to_camera(skel.joints[k]) for k in range(num)])
+    coco_cam = np.stack([camera.to_camera(coco[k]) for k in range(num)])
+    return GroupFrame(
+        rgb=rgb, zbuffer=zbuffer,
+        depth=np.where(mask, zbuffer, 0).astype(np.float32),
+        normals=np.where(mask[..., None], normals, 0).astype(np.float32),
+        owner=pixel_owner, ground_depth=ground_depth, joints_cam=joints_cam,
+        coco_uv=camera.project(coco_cam), coco_depth=coco_cam[..., 2],
+        coco_visibility=np.stack([zbuffer_visibility(coco_cam[k], coco_burial[k], zbuffer, camera)
+                                  for k in range(num)]))
+
+
 def render(skel: Skeletons, camera: Camera, scene: Scene) -> Frame:
     """Render one posed infant (``skel`` of length 1) through ``camera`` with ``scene``'s look."""
     if len(skel) != 1:
         raise ValueError(f"render draws one infant; got {len(skel)} skeletons")
-    body = skeleton3d.body_ellipsoids(skel).take(0)
-    ells = body
-    if scene.toys is not None and len(scene.toys.part):   # toys go after the body's ellipsoids
-        ells = Ellipsoids(*(np.concatenate([getattr(body, f), getattr(scene.toys, f)])
-                            for f in ("centres", "axes", "radii", "part", "person")))
-    cones = skeleton3d.body_cones(skel).take(0)
-    ells_cam, cones_cam = to_camera_frame(ells, cones, camera)
-    depth, index = rasterize(ells_cam, cones_cam, camera)
-    normals = surface_normals(depth, index, ells_cam, cones_cam, camera)
-    ground_depth, ground_normal = mat_depth(camera)
-    part = np.concatenate([ells.part, cones.part])
-    person = np.concatenate([ells.person, np.ones(len(cones.part), bool)])
-    mask = (index >= 0) & person[np.maximum(index, 0)]
-
-    image = _shade(scene, camera, ells, part, person, depth, index, normals, ground_depth, ground_normal)
-    rgb = _post_process(image, scene)
-
-    joints_cam = camera.to_camera(skel.joints[0])
-    coco, coco_burial = skeleton3d.coco17_points(skel)
-    coco_cam = camera.to_camera(coco[0])
+    g = render_group(skel, camera, scene)
+    mask = g.owner == 0
     return Frame(
-        rgb=rgb,
-        depth=np.where(mask, depth, 0).astype(np.float32),
-        scene_depth=np.where(index >= 0, depth, np.nan_to_num(ground_depth, posinf=0.0)).astype(np.float32),
-        normals=np.where(mask[..., None], normals, 0).astype(np.float32),
-        mask=mask,
-        joints_cam=joints_cam,
-        joints_uv=camera.project(joints_cam),
-        joints_visibility=zbuffer_visibility(joints_cam, skel.shape.joint_depths[0], depth, camera),
-        coco_uv=camera.project(coco_cam),
-        coco_depth=coco_cam[:, 2],
-        coco_visibility=zbuffer_visibility(coco_cam, coco_burial[0], depth, camera),
+        rgb=g.rgb, depth=g.depth,
+        scene_depth=np.where(np.isfinite(g.zbuffer), g.zbuffer,
+                             np.nan_to_num(g.ground_depth, posinf=0.0)).astype(np.float32),
+        normals=g.normals, mask=mask, joints_cam=g.joints_cam[0],
+        joints_uv=camera.project(g.joints_cam[0]),
+        joints_visibility=zbuffer_visibility(g.joints_cam[0], skel.shape.joint_depths[0], g.zbuffer, camera),
+        coco_uv=g.coco_uv[0], coco_depth=g.coco_depth[0], coco_visibility=g.coco_visibility[0],
     )

@@ -87,10 +87,17 @@ class Posture(enum.IntEnum):
     PRONE = 1
     SIDE_LEFT = 2   # lying on the left side
     SIDE_RIGHT = 3
-    SITTING = 4
+    SITTING = 4     # on the floor
+    # Upright postures of the human corpus (adults and children, testbed/humans.py); infants never use them.
+    STANDING = 5
+    WALKING = 6
+    ACTIVE = 7      # arms and legs anywhere in their anatomical range: sport, dance, gestures
+    CHAIR = 8       # sitting on a seat, feet on the floor
 
 
+# Infants' postures (the first five): their frequencies in the infant testbed.
 POSTURE_WEIGHTS = np.array([0.4, 0.2, 0.1, 0.1, 0.2])
+UPRIGHT = (Posture.STANDING, Posture.WALKING, Posture.ACTIVE, Posture.CHAIR)
 
 
 class Part(enum.IntEnum):
@@ -143,6 +150,19 @@ _POSTURE_LIMITS = {
     Posture.SITTING: {1: ((-110, 0, 10), (-65, 50, 50)), 4: ((0, 0, 0), (100, 0, 0)),
                       3: ((0, -10, -8), (25, 10, 8)), 6: ((-5, -10, -8), (20, 10, 8)),
                       16: ((-70, -100, -80), (70, 20, 60))},
+    # Upright: arms mostly hanging (c near -85 lowers the T-pose arm), small trunk bends.
+    Posture.STANDING: {1: ((-25, -15, -5), (12, 25, 15)), 4: ((0, 0, 0), (25, 0, 0)),
+                       7: ((-10, -10, -10), (15, 10, 10)), 16: ((-40, -70, -88), (40, 30, -20)),
+                       18: ((0, -100, 0), (0, 0, 0)), 3: ((-8, -8, -8), (12, 8, 8)),
+                       6: ((-8, -8, -8), (12, 8, 8)), 9: ((-8, -8, -8), (12, 8, 8))},
+    Posture.WALKING: {1: ((-40, -10, -5), (25, 20, 10)), 4: ((0, 0, 0), (60, 0, 0)),
+                      7: ((-20, -10, -10), (25, 10, 10)), 16: ((-30, -45, -88), (30, 35, -60)),
+                      18: ((0, -60, 0), (0, 0, 0)), 3: ((-5, -10, -5), (10, 10, 5)),
+                      6: ((-5, -10, -5), (10, 10, 5)), 9: ((-5, -10, -5), (10, 10, 5))},
+    Posture.ACTIVE: {1: ((-70, -30, -5), (20, 40, 45)), 4: ((0, 0, 0), (100, 0, 0))},
+    Posture.CHAIR: {1: ((-100, -10, 0), (-75, 20, 20)), 4: ((70, 0, 0), (110, 0, 0)),
+                    16: ((-40, -70, -88), (40, 20, -30)), 18: ((0, -110, 0), (0, 0, 0)),
+                    3: ((-5, -8, -8), (20, 8, 8)), 6: ((-5, -8, -8), (15, 8, 8))},
 }
 
 
@@ -174,6 +194,7 @@ class InfantShape:
     joint_radii: (N, 25) radius of the limb/trunk around each joint.
     joint_depths: (N, 25) depth of each joint under the body surface (for occlusion tests).
     girth:       (N,) chubbiness factor applied to all radii.
+    trunk_scale: (N,) metres per template unit of the trunk ellipsoids.
     """
     body_length: np.ndarray
     head_height: np.ndarray
@@ -181,6 +202,7 @@ class InfantShape:
     joint_radii: np.ndarray
     joint_depths: np.ndarray
     girth: np.ndarray
+    trunk_scale: np.ndarray
 
     def take(self, index) -> "InfantShape":
         """Select/repeat infants: ``index`` is anything numpy accepts on axis 0."""
@@ -188,8 +210,35 @@ class InfantShape:
                              for f in dataclasses.fields(self)))
 
 
-def sample_shapes(rng: np.random.Generator, n: int) -> InfantShape:
-    """N random infants: 0.48-0.80 m long (newborn to ~1 year), head 23.5-26.5% of L."""
+# Body proportions per kind of person, as ranges: body length L (m), head (crown to chin) over L,
+# and the leg / arm lengths and limb radii relative to the infant template. An adult's head is about
+# 1/8 of the height and the legs about half; a child's sit in between.
+BODY_KINDS = {
+    "adult": dict(length=(1.50, 1.95), head_fraction=(0.125, 0.14), leg=(1.17, 1.25), arm=(1.22, 1.32),
+                  radius=(0.72, 0.92), girth=(0.85, 1.25)),
+    "child": dict(length=(0.95, 1.45), head_fraction=(0.15, 0.20), leg=(1.05, 1.18), arm=(1.10, 1.22),
+                  radius=(0.78, 0.92), girth=(0.85, 1.15)),
+}
+_LEG_JOINTS = (4, 5, 7, 8, 10, 11)
+_ARM_JOINTS = (18, 19, 20, 21, 22, 23)
+_TEMPLATE_LEG = 0.40      # hip joint to sole, units of L
+_TEMPLATE_TRUNK = 0.35    # hip joint to chin
+
+
+def _template_offsets(n: int, body_scale: np.ndarray) -> np.ndarray:
+    offsets = np.zeros((n, NUM_JOINTS, 3))
+    for joint, offset in _TEMPLATE_OFFSETS.items():
+        offsets[:, joint] = np.asarray(offset) * body_scale[:, None]
+        if joint in _RIGHT_OF:
+            offsets[:, _RIGHT_OF[joint]] = offsets[:, joint] * (-1, 1, 1)
+    return offsets
+
+
+def sample_shapes(rng: np.random.Generator, n: int, kind: str = "infant") -> InfantShape:
+    """N random bodies of one ``kind``: 'infant' (0.48-0.80 m long, newborn to ~1 year, head
+    23.5-26.5% of L) or one of ``BODY_KINDS`` ('adult', 'child')."""
+    if kind != "infant":
+        return _sample_grown_shapes(rng, n, BODY_KINDS[kind])
     length = rng.uniform(0.48, 0.80, n)
     head_fraction = rng.uniform(0.235, 0.265, n)
     girth = rng.uniform(0.88, 1.15, n)
@@ -199,11 +248,7 @@ def sample_shapes(rng: np.random.Generator, n: int) -> InfantShape:
     body_scale = length * (1 - head_fraction) / (1 - HEAD_FRACTION)
     head_height = length * head_fraction
 
-    offsets = np.zeros((n, NUM_JOINTS, 3))
-    for joint, offset in _TEMPLATE_OFFSETS.items():
-        offsets[:, joint] = np.asarray(offset) * body_scale[:, None]
-        if joint in _RIGHT_OF:
-            offsets[:, _RIGHT_OF[joint]] = offsets[:, joint] * (-1, 1, 1)
+    offsets = _template_offsets(n, body_scale)
     offsets[:, 24] = np.asarray(_NOSE_TIP) * head_height[:, None]
     for joint in (4, 5, 7, 8):
         offsets[:, joint] *= leg_scale[:, None]
@@ -212,7 +257,24 @@ def sample_shapes(rng: np.random.Generator, n: int) -> InfantShape:
     radii = _JOINT_RADII[None] * (body_scale * girth)[:, None]
     depths = _JOINT_DEPTHS[None] * (body_scale * girth)[:, None]
     depths[:, 24] = 0.004  # the nose tip is a surface point
-    return InfantShape(length, head_height, offsets, radii, depths, girth)
+    return InfantShape(length, head_height, offsets, radii, depths, girth, body_scale)
+
+
+def _sample_grown_shapes(rng: np.random.Generator, n: int, ranges: dict) -> InfantShape:
+    """Adults or children: the infant template with a smaller head, longer legs and arms, thinner limbs;
+    the trunk is scaled so that crown-to-sole is L."""
+    u = {k: rng.uniform(lo, hi, n) for k, (lo, hi) in ranges.items()}
+    length, head_height = u["length"], u["length"] * u["head_fraction"]
+    trunk_scale = (length - head_height) / (_TEMPLATE_TRUNK + _TEMPLATE_LEG * u["leg"])
+    offsets = _template_offsets(n, trunk_scale)
+    offsets[:, 24] = np.asarray(_NOSE_TIP) * head_height[:, None]
+    offsets[:, _LEG_JOINTS] *= u["leg"][:, None, None]
+    offsets[:, _ARM_JOINTS] *= u["arm"][:, None, None]
+    thickness = trunk_scale * u["radius"] * u["girth"]
+    radii = _JOINT_RADII[None] * thickness[:, None]
+    depths = _JOINT_DEPTHS[None] * thickness[:, None]
+    depths[:, 24] = 0.004
+    return InfantShape(length, head_height, offsets, radii, depths, u["girth"], trunk_scale * u["radius"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,9 +465,8 @@ def body_ellipsoids(skel: Skeletons) -> Ellipsoids:
     the joint spheres, so bounds and contact with the mat can use the ellipsoids alone.
     """
     shape = skel.shape
-    body_scale = (shape.body_length - shape.head_height) / (1 - HEAD_FRACTION)   # as in sample_shapes
     trunk = _attached_primitives(skel.joints, skel.frames, [(c, r, p) for _, c, r, p in _TRUNK],
-                                 [j for j, *_ in _TRUNK], body_scale)
+                                 [j for j, *_ in _TRUNK], shape.trunk_scale)
     # Trunk girth: widen/deepen (not lengthen) with the chubbiness factor.
     trunk[2][..., [0, 2]] *= shape.girth[:, None, None]
     head = _attached_primitives(skel.joints, skel.frames, _HEAD, [15] * len(_HEAD), shape.head_height)
@@ -469,6 +530,8 @@ POSTURE_BASE = {
     Posture.SIDE_RIGHT: axis_rotation("y", -np.pi / 2),
     Posture.SITTING: np.array([[0.0, 0, 1], [1, 0, 0], [0, 1, 0]]),  # x->Y, y->Z (up), z->X
 }
+for _upright in UPRIGHT:
+    POSTURE_BASE[_upright] = POSTURE_BASE[Posture.SITTING]
 
 
 def sample_root_rotations(rng: np.random.Generator, postures: np.ndarray) -> np.ndarray:
@@ -480,7 +543,7 @@ def sample_root_rotations(rng: np.random.Generator, postures: np.ndarray) -> np.
     roll = np.where(np.isin(postures, (Posture.SIDE_LEFT, Posture.SIDE_RIGHT)),
                     rng.uniform(-25, 25, n), rng.uniform(-10, 10, n))
     lean = rng.uniform(-10, 20, n)
-    tilt = np.where((postures == Posture.SITTING)[:, None, None],
+    tilt = np.where(np.isin(postures, (Posture.SITTING,) + UPRIGHT)[:, None, None],
                     axis_rotation("x", np.deg2rad(lean)), axis_rotation("y", np.deg2rad(roll)))
     return yaw @ base @ tilt
 
@@ -521,7 +584,7 @@ def sample_skeletons(rng: np.random.Generator, n: int, postures=None, shape: Inf
     the rest pose lifts the trunk ~3% of L: an infant's big head holds the shoulders up.)
     """
     if postures is None:
-        postures = rng.choice(len(Posture), size=n, p=POSTURE_WEIGHTS)
+        postures = rng.choice(len(POSTURE_WEIGHTS), size=n, p=POSTURE_WEIGHTS)
     postures = np.broadcast_to(np.asarray(postures, dtype=np.int64), (n,)).copy()
     shape = sample_shapes(rng, n) if shape is None else shape
     angles = np.zeros((n, NUM_JOINTS, 3))
@@ -531,7 +594,8 @@ def sample_skeletons(rng: np.random.Generator, n: int, postures=None, shape: Inf
         angles[todo] = sample_angles(rng, postures[todo])
         roots[todo] = sample_root_rotations(rng, postures[todo])
         _, gap = place_on_mat(shape.take(todo), angles[todo], roots[todo], postures[todo])
-        todo = todo[gap > max_gap * shape.body_length[todo]]
+        # Upright bodies stand on their feet: only lying / floor-sitting ones can be propped up.
+        todo = todo[(gap > max_gap * shape.body_length[todo]) & (postures[todo] < Posture.STANDING)]
         if todo.size == 0:
             break
     skel, _ = place_on_mat(shape, angles, roots, postures)  # the last round's leftovers stay as is

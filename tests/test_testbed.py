@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from hyper_sapiens_jax.data import render, skeleton3d, synthetic
+from hyper_sapiens_jax.testbed import bodies, renderer, writer
 from hyper_sapiens_jax.data.keypoints import COCO17_NAMES
-from hyper_sapiens_jax.data.skeleton3d import Part, Posture
+from hyper_sapiens_jax.testbed.bodies import Part, Posture
 
 TINY = dict(num_syn=4, num_real=3, num_val=2, num_sequences=1, frames_per_sequence=4, num_skeletons=64)
 MICRO = dict(num_syn=2, num_real=1, num_val=1, num_sequences=1, frames_per_sequence=2, num_skeletons=16,
@@ -20,8 +20,8 @@ MICRO = dict(num_syn=2, num_real=1, num_val=1, num_sequences=1, frames_per_seque
 
 
 @pytest.fixture(scope="module")
-def testbed(tmp_path_factory) -> synthetic.Paths:
-    return synthetic.write_testbed(tmp_path_factory.mktemp("tb") / "set", **TINY, workers=1)
+def testbed(tmp_path_factory) -> writer.Paths:
+    return writer.write_testbed(tmp_path_factory.mktemp("tb") / "set", **TINY, workers=1)
 
 
 def _read(path: Path) -> np.ndarray:
@@ -38,23 +38,23 @@ def _render_one(posture=None, look="synthetic", seed=0, angles_zero=False, tilt=
     """A single rendered frame (and its skeleton and camera)."""
     rng = np.random.default_rng(seed)
     if angles_zero:   # the rest pose (T-pose), lying straight on the mat
-        shape = skeleton3d.sample_shapes(rng, 1)
-        root = skeleton3d.POSTURE_BASE[posture][None]
-        skel, _ = skeleton3d.place_on_mat(shape, np.zeros((1, 25, 3)), root, np.array([int(posture)]))
+        shape = bodies.sample_shapes(rng, 1)
+        root = bodies.POSTURE_BASE[posture][None]
+        skel, _ = bodies.place_on_mat(shape, np.zeros((1, 25, 3)), root, np.array([int(posture)]))
     else:
-        skel = skeleton3d.sample_skeletons(rng, 1, posture)
-    ells = skeleton3d.body_ellipsoids(skel)
-    camera = render.sample_cameras(rng, ells, (480, 640), max_tilt_deg=tilt)[0]
-    return render.render(skel, camera, render.sample_scene(rng, look, ells.take(0))), skel, camera
+        skel = bodies.sample_skeletons(rng, 1, posture)
+    ells = bodies.body_ellipsoids(skel)
+    camera = renderer.sample_cameras(rng, ells, (480, 640), max_tilt_deg=tilt)[0]
+    return renderer.render(skel, camera, renderer.sample_scene(rng, look, ells.take(0))), skel, camera
 
 
 # ---------------------------------------------------------------------------------------------
 # Skeletons
 # ---------------------------------------------------------------------------------------------
 def test_infant_proportions():
-    shape = skeleton3d.sample_shapes(np.random.default_rng(0), 300)
-    rest = skeleton3d.rest_skeletons(shape)
-    ells = skeleton3d.body_ellipsoids(rest)
+    shape = bodies.sample_shapes(np.random.default_rng(0), 300)
+    rest = bodies.rest_skeletons(shape)
+    ells = bodies.body_ellipsoids(rest)
     up = np.array([0.0, 1.0, 0.0])
     top = ells.centres[..., 1] + ells.half_extent(up)
     bottom = ells.centres[..., 1] - ells.half_extent(up)
@@ -76,10 +76,10 @@ def test_infant_proportions():
 
 def test_posed_skeletons_are_rigid_within_limits_and_on_the_mat():
     rng = np.random.default_rng(1)
-    skel = skeleton3d.sample_skeletons(rng, 400)
+    skel = bodies.sample_skeletons(rng, 400)
     assert set(np.unique(skel.posture)) == set(int(p) for p in Posture)
     # Forward kinematics keeps every bone length.
-    parents = skeleton3d.PARENTS[1:]
+    parents = bodies.PARENTS[1:]
     bones = np.linalg.norm(skel.joints[:, 1:] - skel.joints[:, parents], axis=-1)
     assert np.allclose(bones, np.linalg.norm(skel.shape.offsets[:, 1:], axis=-1))
     # Knees are hinges that only bend backwards, at most 150 degrees.
@@ -100,16 +100,16 @@ def test_posed_skeletons_are_rigid_within_limits_and_on_the_mat():
         assert np.abs(fore[:, 1]).max() < 1e-9 and fore[:, 2].min() > -1e-9
         assert np.degrees(np.arccos(fore[:, 0] * upper)).max() <= 145 + 1e-6
     # Every angle respects its posture's limits.
-    limits = np.stack([skeleton3d.JOINT_LIMITS[Posture(p)] for p in skel.posture])
+    limits = np.stack([bodies.JOINT_LIMITS[Posture(p)] for p in skel.posture])
     assert np.all(skel.angles >= limits[..., 0] - 1e-12) and np.all(skel.angles <= limits[..., 1] + 1e-12)
     # Lying or sitting on the mat: touching it, never through it.
-    ells = skeleton3d.body_ellipsoids(skel)
+    ells = bodies.body_ellipsoids(skel)
     lowest = (ells.centres[..., 2] - ells.half_extent(np.array([0.0, 0.0, 1.0]))).min(1)
     assert np.abs(lowest).max() < 1e-9
 
 
 def test_motion_is_smooth():
-    skel = skeleton3d.sample_motion(np.random.default_rng(2), 60)
+    skel = bodies.sample_motion(np.random.default_rng(2), 60)
     step = np.linalg.norm(np.diff(skel.joints, axis=0), axis=-1)     # (59, 25) metres per frame
     assert step.max() < 0.03 and step.mean() > 1e-4                 # moving, without jumps
     assert np.allclose(skel.shape.body_length, skel.shape.body_length[0])
@@ -118,7 +118,7 @@ def test_motion_is_smooth():
 # ---------------------------------------------------------------------------------------------
 # Renderer
 # ---------------------------------------------------------------------------------------------
-def _normals_from_depth(depth: np.ndarray, camera: render.Camera) -> np.ndarray:
+def _normals_from_depth(depth: np.ndarray, camera: renderer.Camera) -> np.ndarray:
     """Central-difference normals (H, W, 3) of a depth map, camera frame, facing the camera."""
     xs, ys = camera.rays()
     points = np.stack(np.broadcast_arrays(xs[None] * depth, ys[:, None] * depth, depth), -1)
@@ -148,7 +148,7 @@ def test_rendered_depth_and_normals_agree(seed):
     # Unit normals on the infant, zero elsewhere; depth only on the infant, the mat behind it.
     assert np.allclose(np.linalg.norm(frame.normals[frame.mask], axis=-1), 1, atol=1e-5)
     assert not frame.normals[~frame.mask].any() and not frame.depth[~frame.mask].any()
-    ground, _ = render.mat_depth(camera)                  # the infant is above the mat everywhere
+    ground, _ = renderer.mat_depth(camera)                  # the infant is above the mat everywhere
     assert (frame.depth[frame.mask] < ground[frame.mask]).all()
     assert np.allclose(frame.scene_depth[~frame.mask], ground[~frame.mask], rtol=1e-6)
 
@@ -167,10 +167,10 @@ def test_visibility_follows_occlusion():
         mask = cv2.dilate(frame.mask.astype(np.uint8), np.ones((5, 5), np.uint8))
         uv = np.round(frame.coco_uv[frame.coco_visibility == 2]).astype(int)
         assert mask[uv[:, 1], uv[:, 0]].all()
-        points, burial = skeleton3d.coco17_points(skel)
-        ells_cam, cones_cam = render.to_camera_frame(skeleton3d.body_ellipsoids(skel).take(0),
-                                                     skeleton3d.body_cones(skel).take(0), camera)
-        analytic = render.ray_visibility(camera.to_camera(points[0])[None], burial, ells_cam.take(None),
+        points, burial = bodies.coco17_points(skel)
+        ells_cam, cones_cam = renderer.to_camera_frame(bodies.body_ellipsoids(skel).take(0),
+                                                     bodies.body_cones(skel).take(0), camera)
+        analytic = renderer.ray_visibility(camera.to_camera(points[0])[None], burial, ells_cam.take(None),
                                          cones_cam.take(None), camera)
         agree.append(analytic[0] == frame.coco_visibility)
     assert np.mean(agree) > 0.9
@@ -193,8 +193,8 @@ def test_looks_differ():
 # Writer
 # ---------------------------------------------------------------------------------------------
 def test_intrinsics_scale_with_image_size():
-    assert render.intrinsics_for((480, 640)) == render.MINI_RGBD_INTRINSICS
-    assert np.allclose(render.intrinsics_for((240, 320)), np.array(render.MINI_RGBD_INTRINSICS) / 2)
+    assert renderer.intrinsics_for((480, 640)) == renderer.MINI_RGBD_INTRINSICS
+    assert np.allclose(renderer.intrinsics_for((240, 320)), np.array(renderer.MINI_RGBD_INTRINSICS) / 2)
 
 
 def test_layout(testbed):
@@ -287,9 +287,9 @@ def test_skeleton_samples(testbed):
 
 
 def test_same_seed_same_bytes_any_workers(tmp_path):
-    a = synthetic.write_testbed(tmp_path / "a", **MICRO, seed=0, workers=1)
-    b = synthetic.write_testbed(tmp_path / "b", **MICRO, seed=0, workers=2)
-    c = synthetic.write_testbed(tmp_path / "c", **MICRO, seed=1, workers=1)
+    a = writer.write_testbed(tmp_path / "a", **MICRO, seed=0, workers=1)
+    b = writer.write_testbed(tmp_path / "b", **MICRO, seed=0, workers=2)
+    c = writer.write_testbed(tmp_path / "c", **MICRO, seed=1, workers=1)
     for split in a.coco_sets():
         ja, jb, jc = (p.coco_sets()[split][0].read_bytes() for p in (a, b, c))
         assert ja == jb and ja != jc
@@ -305,13 +305,13 @@ def test_same_seed_same_bytes_any_workers(tmp_path):
 
 def test_caching_and_clean_regeneration(tmp_path):
     out = tmp_path / "set"
-    paths = synthetic.write_testbed(out, **MICRO)
+    paths = writer.write_testbed(out, **MICRO)
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     start = time.perf_counter()
-    again = synthetic.write_testbed(out, **MICRO)
+    again = writer.write_testbed(out, **MICRO)
     assert time.perf_counter() - start < 0.5 and again == paths
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == stamps   # untouched
-    changed = synthetic.write_testbed(out, **{**MICRO, "num_syn": 3})
+    changed = writer.write_testbed(out, **{**MICRO, "num_syn": 3})
     assert len(list(changed.train_syn_images.iterdir())) == 3
     assert json.loads(changed.manifest.read_text())["params"]["num_syn"] == 3
     assert len(json.loads(changed.train_syn_json.read_text())["images"]) == 3
@@ -321,19 +321,19 @@ def test_caching_and_clean_regeneration(tmp_path):
     other.mkdir()
     (other / "keep.txt").write_text("precious")
     with pytest.raises(FileExistsError):
-        synthetic.write_testbed(other, **MICRO)
+        writer.write_testbed(other, **MICRO)
     assert (other / "keep.txt").read_text() == "precious"
 
 
 def test_cli(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        synthetic.main(["--help"])
+        writer.main(["--help"])
     assert exit_info.value.code == 0
     help_text = capsys.readouterr().out
     for flag in ("--out", "--num-syn", "--num-real", "--num-val", "--num-sequences",
                  "--frames-per-sequence", "--num-skeletons", "--seed"):
         assert flag in help_text
-    assert synthetic.main(["--out", str(tmp_path / "cli"), "--num-syn", "1", "--num-real", "1", "--num-val", "1",
+    assert writer.main(["--out", str(tmp_path / "cli"), "--num-syn", "1", "--num-real", "1", "--num-val", "1",
                            "--num-sequences", "1", "--frames-per-sequence", "1", "--num-skeletons", "4",
                            "--image-size", "96", "128"]) == 0
     printed = capsys.readouterr().out
