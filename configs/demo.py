@@ -1,29 +1,42 @@
-"""The whole method on the synthetic testbed: prior -> stage 1 -> stage 2 -> stage 3 -> evaluation.
+"""The whole method on the synthetic testbed: foundation -> prior -> stage 1 -> 2 -> 3 -> table.
 
   python -m hyper_sapiens_jax.main --config configs/demo.py --workdir /tmp/demo
+  python -m hyper_sapiens_jax.main --config configs/demo.py --workdir /tmp/demo \\
+      --config.data.source=files --config.data.syrip_syn_ann=... --config.data.skeletons=...
 
-``arg`` is the arch (default ``tiny``: the whole run takes a few minutes on 2 CPU cores). Each part
-is the matching config file (configs/prior.py, stage1.py, stage2.py, stage3.py) with shorter
-schedules, reachable as ``--config.stage2.num_steps=...``, ``--config.prior.num_steps=...``. Each
-stage starts from the previous one's final EMA weights; stages 2 and 3 use the prior trained first.
-The workdir gets prior/, stage1/, stage2/, stage3/ and results.md / results.json (the table).
+``arg`` is the arch (default ``cpu``, the testbed foundation's preset). Like a user with the released
+Sapiens checkpoints, the demo starts from a pretrained foundation: ``config.foundation`` names
+Sapiens-layout safetensors files (by default those shipped in ``hyper_sapiens_jax/testbed/foundation``,
+made by ``configs/foundation.py``), converted by ``convert_weights.torch_to_flax``; set
+``--config.foundation.dir=`` to start from random weights instead. Each part is the matching config
+file (configs/prior.py, stage1.py, stage2.py, stage3.py) with a shorter schedule, reachable as
+``--config.stage2.num_steps=...``, ``--config.prior.num_steps=...``. ``config.data`` applies to every
+stage and the prior (each stage keeps its own ``mix``). The workdir gets foundation/, prior/,
+stage1/, stage2/, stage3/ and results.md / results.json (the table, with the zero-shot row).
 """
 
 from pathlib import Path
 
 import ml_collections
 
-from hyper_sapiens_jax.config import load_config_file, rescale_unfreeze
+from hyper_sapiens_jax.config import base_config, load_config_file, rescale_unfreeze
+from hyper_sapiens_jax.testbed.foundation import FOUNDATION_DIR, FOUNDATION_FILES
 
 HERE = Path(__file__).parent
+# Demo schedules (steps) per stage, and the CPU-sized presets they apply to.
+DEMO_STEPS = {"tiny": (600, 250, 250), "cpu": (300, 200, 200)}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    arch = arg or "tiny"
+    arch = arg or "cpu"
     c = ml_collections.ConfigDict()
     c.job = "demo"
     c.arch = arch
     c.stages = "1,2,3"                      # which stages run, in order
+    c.foundation = ml_collections.ConfigDict(
+        {"dir": str(FOUNDATION_DIR) if arch == "cpu" else "", **FOUNDATION_FILES})
+    c.data = base_config(arch).data          # shared by every stage and the prior (each stage keeps its mix)
+    del c.data["mix"]
 
     c.prior = load_config_file(HERE / "prior.py")
     c.prior.num_steps = 2000
@@ -32,9 +45,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         num_samples=500, ddim_steps=50, num_ancestral=64, num_train_reference=2000, effect_poses=128,
         effect_steps=100))
 
-    for stage, steps in ((1, 600), (2, 250), (3, 250)):
+    for stage, steps in zip((1, 2, 3), DEMO_STEPS.get(arch, (None,) * 3)):
         s = load_config_file(HERE / f"stage{stage}.py", arch)
-        if arch == "tiny":
+        if steps is not None:
             s.unfreeze = rescale_unfreeze(s.unfreeze, s.num_steps, steps)
             s.num_steps = steps
             s.eval.every = s.checkpoint.every = steps

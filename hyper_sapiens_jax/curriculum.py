@@ -2,11 +2,17 @@
 
   python -m hyper_sapiens_jax.main --config configs/demo.py --workdir /tmp/demo
 
-Each part runs in ``WORKDIR/<part>`` with its own config (``config.prior``, ``config.stage1`` ...);
-a stage whose ``init_from`` is empty starts from the previous stage's workdir, and ``prior_ckpt``
-defaults to ``WORKDIR/prior``. Restarting the command resumes whatever part was interrupted
-(finished parts are skipped by their own resume logic). At the end the last evaluation of every
-stage, plus a mean-pose baseline, goes to ``results.md`` / ``results.json`` and the console.
+Each part runs in ``WORKDIR/<part>`` with its own config (``config.prior``, ``config.stage1`` ...).
+``config.data`` is shared: every field of it (except each stage's own ``mix``) is copied into every
+stage and the prior, so ``--config.data.source=files --config.data.syrip_real_ann=...`` runs the
+whole curriculum on your files. ``config.foundation`` names Sapiens-layout checkpoint files (the
+testbed foundation that ships with the package, by default): they are converted with
+``convert_weights.torch_to_flax`` into ``WORKDIR/foundation``, scored as the zero-shot row, and
+stage 1 starts from them. A stage whose ``init_from`` is empty starts from the previous part, and
+``prior_ckpt`` defaults to ``WORKDIR/prior``. Restarting the command resumes whatever part was
+interrupted (finished parts are skipped by their own resume logic). At the end the zero-shot row,
+a mean-pose baseline and the last evaluation of every stage go to ``results.md`` /
+``results.json`` and the console.
 """
 
 from __future__ import annotations
@@ -36,14 +42,28 @@ def stage_list(config: ml_collections.ConfigDict) -> list[int]:
     return [int(s) for s in str(config.stages).split(",") if s.strip()]
 
 
-def stage_configs(config: ml_collections.ConfigDict, workdir: Path) -> list[tuple[str, ml_collections.ConfigDict]]:
-    """(name, config) per stage with init_from / prior_ckpt chained through the workdir."""
-    out, previous = [], ""
+def shared_data(part: ml_collections.ConfigDict, data: ml_collections.ConfigDict | None) -> ml_collections.ConfigDict:
+    """A copy of ``part`` whose ``data`` fields take the demo-level ``data`` values (``mix`` stays
+    the part's own, fields the part does not have are not added)."""
+    out = ml_collections.ConfigDict(part.to_dict())
+    if data is None:
+        return out
+    for key, value in data.items():
+        if key != "mix" and key in out.data:
+            out.data[key] = value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
+    return out
+
+
+def stage_configs(config: ml_collections.ConfigDict, workdir: Path, first_init: str = ""
+                  ) -> list[tuple[str, ml_collections.ConfigDict]]:
+    """(name, config) per stage with ``config.data`` shared and init_from / prior_ckpt chained through
+    the workdir; the first stage starts from ``first_init`` (the foundation) unless it sets its own."""
+    out, previous = [], first_init
     for stage in stage_list(config):
         name = f"stage{stage}"
         if name not in config:
             raise ValueError(f"config.stages names stage {stage} but config.{name} does not exist")
-        sc = ml_collections.ConfigDict(config[name].to_dict())
+        sc = shared_data(config[name], config.get("data"))
         sc.init_from = sc.init_from or previous
         sc.prior_ckpt = sc.prior_ckpt or (str(workdir / "prior") if sc.loss.sds > 0 else "")
         out.append((name, sc))
@@ -68,6 +88,45 @@ def mean_pose_baseline(stage_config: ml_collections.ConfigDict) -> dict[str, Any
                     lambda b: {"image": jnp.asarray(b["image"])}, input_wh=cfg.input_wh,
                     gt_file=paths.get("val_ann"), pck_threshold=stage_config.eval.pck_threshold,
                     pck_norm=stage_config.eval.pck_norm)
+
+
+FOUNDATION_ROLES = ("pose", "depth", "normal")
+
+
+def prepare_foundation(config: ml_collections.ConfigDict, workdir: Path, image_size) -> str:
+    """Convert ``config.foundation``'s Sapiens-layout files (as a user converts real Sapiens files)
+    into ``WORKDIR/foundation`` at ``image_size``; returns that directory ('' when none is set)."""
+    f = config.get("foundation")
+    if f is None or not f.get("dir"):
+        return ""
+    out = workdir / "foundation"
+    files = {role: Path(f.dir) / f[role] for role in FOUNDATION_ROLES if f.get(role)}
+    try:     # converted before from the same files at the same size: reuse
+        done = json.loads((out / "conversion.json").read_text())
+        same = done.get("files") == {r: str(p) for r, p in files.items()} and done.get("image_size") == list(image_size)
+        if same and (out / "model_config.json").is_file():
+            return str(out)
+    except (OSError, json.JSONDecodeError):
+        pass
+    from convert_weights.torch_to_flax import convert
+    from hyper_sapiens_jax.models.weights import save_weights
+    mcfg, params, info = convert(files, tuple(image_size), order=list(files))
+    save_weights(out, mcfg, params, {**info, "image_size": list(image_size)}, overwrite=True)
+    log.info("foundation: %s -> %s", ", ".join(str(p) for p in files.values()), out)
+    return str(out)
+
+
+def evaluate_weights(weights_dir: str | Path, stage_config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """Score a weights directory (or workdir) on ``stage_config``'s validation split, as a stage's
+    evaluation does (flip test, DARK-UDP, PCK / OKS AP / G-Error)."""
+    from hyper_sapiens_jax.inference import load_predictor
+    predictor = load_predictor(weights_dir, flip_test=stage_config.eval.flip_test)
+    paths = builders.resolved_paths(stage_config.data)
+    cfg = builders.sample_config(stage_config)
+    batches = eval_batches(builders.build_source("val", paths), cfg, stage_config.eval_batch_size)
+    return evaluate(lambda b: jnp.asarray(predictor.forward(np.asarray(b["image"]))["pose"]), batches,
+                    lambda b: {"image": b["image"]}, input_wh=cfg.input_wh, gt_file=paths.get("val_ann"),
+                    pck_threshold=stage_config.eval.pck_threshold, pck_norm=stage_config.eval.pck_norm)
 
 
 def last_eval(workdir: Path) -> dict[str, Any] | None:
@@ -96,19 +155,26 @@ def results_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
 def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "train") -> int:
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
-    stages = stage_configs(config, workdir)
+    first = config[f"stage{stage_list(config)[0]}"]
     timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    foundation = prepare_foundation(config, workdir, first.model.image_size)
+    stages = stage_configs(config, workdir, foundation)
+    rows = [("mean pose (val)", {**mean_pose_baseline(stages[0][1]), "step": "-"})]
+    if foundation:
+        rows.append(("zero-shot (foundation)", {**evaluate_weights(foundation, stages[0][1]), "step": 0}))
+        timings["foundation"] = time.perf_counter() - t0
+        log.info("zero-shot: %s", {k: rows[-1][1][k] for k in COLUMNS})
     if mode == "train" and any(sc.loss.sds > 0 and sc.prior_ckpt == str(workdir / "prior") for _, sc in stages):
         t0 = time.perf_counter()
         log.info("=== prior -> %s", workdir / "prior")
-        prior_train.run(config.prior, workdir / "prior", mode)
+        prior_train.run(shared_data(config.prior, config.get("data")), workdir / "prior", mode)
         timings["prior"] = time.perf_counter() - t0
     for name, sc in stages:
         t0 = time.perf_counter()
         log.info("=== %s -> %s (init_from %s)", name, workdir / name, sc.init_from or "random")
         loop.run(sc, workdir / name, mode)
         timings[name] = time.perf_counter() - t0
-    rows = [("mean pose (val)", {**mean_pose_baseline(stages[0][1]), "step": "-"})]
     rows += [(name, last_eval(workdir / name) or {}) for name, _ in stages]
     table = results_table(rows)
     gt_g = rows[-1][1].get("g_error_gt")

@@ -1,18 +1,20 @@
 r"""The sim-to-real ablation study: what each part of the method buys, over several seeds.
 
   python -m hyper_sapiens_jax.study --config configs/demo.py --out /tmp/study
-  python -m hyper_sapiens_jax.study --config configs/demo.py --out /tmp/study_long --seeds 0,1,2,3,4 --rows a,c,e,f \
+  python -m hyper_sapiens_jax.study --config configs/demo.py --out /tmp/study_long --seeds 0,1,2 --rows a,c,e,f \
       --config.stage1.num_steps=1000
 
 Rows (every one evaluated on the held-out "real" split, ``config.stage1.data``'s val split):
+  z  zero-shot: the foundation (``config.foundation``) before any infant data (no training, one value)
   a  stage 1 only: synthetic data (SyRIP synthetic + MINI-RGBD), no prior, no geometry
   b  a, then fine-tune on real only (SyRIP real)
   c  a, then plain mixed fine-tune (stage 2's 1:1 synthetic/real mix) without prior or geometry
   d  c + the geometry losses (depth-normal consistency, bone ratios)
   e  d + the diffusion prior (SDS): stage 2's full objective
   f  the full three-stage method: a, then stage 2, then stage 3 (80/20 real/synthetic, prior annealed)
+  s  f from scratch: the same preset and three stages from random weights instead of the foundation
 
-Every row of a seed starts from the same stage-1 model (the stage-1 config with ``seed=SEED``), which
+Rows a-f start from the foundation; every row of a seed starts from the same stage-1 model (the stage-1 config with ``seed=SEED``), which
 is row a's result. Rows b-e then train for as many steps as f spends in stages 2 and 3 together, with
 stage 2's schedule (learning rate, trainable blocks, progressive unfreezing at the same fraction), so
 rows differ only in data and loss. The diffusion prior is trained once (``config.prior``, its own seed)
@@ -21,7 +23,8 @@ and shared by all rows and seeds: it is frozen, not one of the things compared.
 ``--out`` gets ``prior/``, ``seedS/stage1``, ``seedS/{b,c,d,e}``, ``seedS/f/stage{2,3}`` (ordinary
 training workdirs: ``predict``/``flax_to_torch`` take them), ``study.md`` (table: mean ± sample std
 over seeds), ``study.json`` (per-seed values) and ``study.png`` (bars with error bars and per-seed
-dots). Re-running the command resumes: finished runs are skipped (their final evaluation is read
+dots). Tables give the mean ± the half-width of a 95% confidence interval (Student's t over the
+seeds), and the per-seed values are in study.json. Re-running the command resumes: finished runs are skipped (their final evaluation is read
 back), an interrupted one resumes from its checkpoint, and the report is written again at the end;
 a run whose saved config differs from the one asked for (other overrides) is refused, naming the
 fields: use a new ``--out`` for a variant.
@@ -60,10 +63,12 @@ METRICS = (("pck@0.05", "PCK@0.05", ".3f"), ("ap", "AP", ".3f"), ("pck@0.2", "PC
 class Row:
     """One line of the study: a chain of training runs; the last run's final evaluation is the result.
     ``runs``: (workdir relative to the seed's directory, config) in order; each run starts from the
-    previous one's EMA weights."""
+    previous one's EMA weights, the first from the foundation (``from_scratch``: random weights).
+    A row with no runs is the foundation itself, scored zero-shot."""
     key: str
     label: str
     runs: tuple[tuple[str, ml_collections.ConfigDict], ...]
+    from_scratch: bool = False
 
 
 def _copy(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -92,7 +97,11 @@ def finetune_config(config: ml_collections.ConfigDict, mix: dict[str, int], geom
 
 
 def study_rows(config: ml_collections.ConfigDict) -> dict[str, Row]:
-    """The six rows a-f (see the module docstring) built from the demo config's stage configs."""
+    """The rows z, a-f and s (see the module docstring) built from the demo config's stage configs
+    (with ``config.data`` shared by every stage, as the demo does)."""
+    config = _copy(config)
+    for name in ("stage1", "stage2", "stage3"):
+        config[name] = curriculum.shared_data(config[name], config.get("data"))
     s1 = config.stage1
     real = {name: w for name, w in config.stage2.data.mix.items() if name.endswith("_real")}
     if not real:
@@ -103,14 +112,17 @@ def study_rows(config: ml_collections.ConfigDict) -> dict[str, Row]:
     def tuned(key: str, label: str, mix: dict[str, int], geometry: bool, prior: bool) -> Row:
         return Row(key, label, first + ((key, finetune_config(config, mix, geometry, prior)),))
 
+    full = first + (("f/stage2", _copy(config.stage2)), ("f/stage3", _copy(config.stage3)))
     return {r.key: r for r in (
+        Row("z", "zero-shot foundation", ()),
         Row("a", "stage 1 only (synthetic)", first),
         tuned("b", "fine-tune on real only", real, geometry=False, prior=False),
         tuned("c", "mixed fine-tune, no prior / geometry", mixed, geometry=False, prior=False),
         tuned("d", "mixed + geometry", mixed, geometry=True, prior=False),
         tuned("e", "mixed + geometry + prior (SDS)", mixed, geometry=True, prior=True),
-        Row("f", "full three-stage method", first + (("f/stage2", _copy(config.stage2)),
-                                                     ("f/stage3", _copy(config.stage3)))),
+        Row("f", "full three-stage method", full),
+        Row("s", "same preset from scratch (f without the foundation)",
+            tuple((f"scratch/{rel.split('/')[-1]}", c) for rel, c in full), from_scratch=True),
     )}
 
 
@@ -135,14 +147,14 @@ def check_same_config(workdir: Path, config: ml_collections.ConfigDict) -> None:
                          f"{', ...' if len(differ) > 5 else ''}); use another --out or delete that run")
 
 
-def run_row(row: Row, seed: int, seed_dir: Path, prior_dir: Path) -> dict[str, Any]:
+def run_row(row: Row, seed: int, seed_dir: Path, prior_dir: Path, foundation: str) -> dict[str, Any]:
     """Trains whatever of the row's chain has not finished; returns the final evaluation row."""
-    previous = ""
+    previous = "" if row.from_scratch else foundation
     for rel, base in row.runs:
         workdir = seed_dir / rel
         c = _copy(base)
         c.seed = seed
-        c.init_from = c.init_from if rel == "stage1" else previous
+        c.init_from = previous if (rel != "stage1" or not c.init_from) else c.init_from
         c.prior_ckpt = c.prior_ckpt or (str(prior_dir) if c.loss.sds > 0 else "")
         check_same_config(workdir, c)
         result = finished(workdir, c.num_steps)
@@ -156,8 +168,18 @@ def run_row(row: Row, seed: int, seed_dir: Path, prior_dir: Path) -> dict[str, A
     return result
 
 
+def ci95(values: np.ndarray) -> float:
+    """Half-width of the 95% confidence interval of the mean of ``values`` (Student's t; 0 for one)."""
+    from scipy import stats
+    n = len(values)
+    if n < 2:
+        return 0.0
+    return float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / np.sqrt(n))
+
+
 def summarize(results: dict[str, dict[int, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """Per row and metric: mean, sample std (ddof=1; 0 for one seed) and the per-seed values."""
+    """Per row and metric: mean, sample std (ddof=1; 0 for one seed), the 95% CI half-width and the
+    per-seed values."""
     out = {}
     for key, per_seed in results.items():
         seeds = sorted(per_seed)
@@ -165,26 +187,28 @@ def summarize(results: dict[str, dict[int, dict[str, Any]]]) -> dict[str, dict[s
         for metric, _, _ in METRICS:
             values = np.array([per_seed[s].get(metric, np.nan) for s in seeds], np.float64)
             std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-            out[key][metric] = {"mean": float(values.mean()), "std": std, "values": values.tolist()}
+            out[key][metric] = {"mean": float(values.mean()), "std": std, "ci95": ci95(values),
+                                "values": values.tolist()}
     return out
 
 
 def study_table(rows: dict[str, Row], summary: dict[str, dict[str, Any]], baseline: dict[str, Any] | None) -> str:
-    """Markdown: one line per row, each metric as mean ± std over the seeds."""
+    """Markdown: one line per row, each metric as mean ± 95% CI half-width over the seeds."""
     head = "| row | run | " + " | ".join(title for _, title, _ in METRICS) + " | seeds |"
     lines = [head, "|" + "---|" * (len(METRICS) + 3)]
     if baseline is not None:
         lines.append("| - | mean pose (val) | " + " | ".join(
             f"{baseline.get(m, float('nan')):{fmt}}" for m, _, fmt in METRICS) + " | - |")
     for key, s in summary.items():
-        cells = [f"{s[m]['mean']:{fmt}} ± {s[m]['std']:{fmt}}" for m, _, fmt in METRICS]
+        cells = [f"{s[m]['mean']:{fmt}}" + (f" ± {s[m]['ci95']:{fmt}}" if len(s["seeds"]) > 1 else "")
+                 for m, _, fmt in METRICS]
         lines.append(f"| {key} | {rows[key].label} | " + " | ".join(cells) + f" | {len(s['seeds'])} |")
     return "\n".join(lines)
 
 
 def study_plot(rows: dict[str, Row], summary: dict[str, dict[str, Any]], path: Path,
                references: dict[str, tuple[float, str]] | None = None) -> None:
-    """One bar chart per metric: mean with ± std error bars, one dot per seed, and a dashed
+    """One bar chart per metric: mean with 95% CI error bars, one dot per seed, and a dashed
     reference line per metric where ``references`` has one ((value, label): the mean pose for
     PCK / AP, the ground truth's own G-Error)."""
     import matplotlib
@@ -199,8 +223,8 @@ def study_plot(rows: dict[str, Row], summary: dict[str, dict[str, Any]], path: P
     x = np.arange(len(keys))
     for ax, (metric, title, _) in zip(np.ravel(axes), shown):
         means = [summary[k][metric]["mean"] for k in keys]
-        stds = [summary[k][metric]["std"] for k in keys]
-        ax.bar(x, means, yerr=stds, capsize=4, color="#4c72b0", alpha=0.8)
+        cis = [summary[k][metric]["ci95"] for k in keys]
+        ax.bar(x, means, yerr=cis, capsize=4, color="#4c72b0", alpha=0.8)
         for i, k in enumerate(keys):
             values = summary[k][metric]["values"]
             ax.scatter(np.full(len(values), x[i]) + np.linspace(-0.15, 0.15, len(values)), values, s=12,
@@ -212,7 +236,7 @@ def study_plot(rows: dict[str, Row], summary: dict[str, dict[str, Any]], path: P
         ax.set_xticks(x, keys)
         ax.set_title(title)
         ax.set_xlabel("row")
-    fig.suptitle("Ablation on the held-out real split (mean ± std over seeds; dots: seeds)\n" + "; ".join(
+    fig.suptitle("Ablation on the held-out real split (mean ± 95% CI over seeds; dots: seeds)\n" + "; ".join(
         f"{k}: {rows[k].label}" for k in keys), fontsize=7)
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -223,11 +247,19 @@ def train_rows(config: ml_collections.ConfigDict, rows: dict[str, Row], seeds: l
     """Trains (or finds finished) every row for every seed; returns row -> seed -> final eval row."""
     prior_dir = out / "prior"
     if any(c.loss.sds > 0 and not c.prior_ckpt for r in rows.values() for _, c in r.runs):
-        prior_train.run(config.prior, prior_dir, "train")
+        prior_train.run(curriculum.shared_data(config.prior, config.get("data")), prior_dir, "train")
+    stage1 = curriculum.shared_data(config.stage1, config.get("data"))
+    foundation = curriculum.prepare_foundation(config, out, stage1.model.image_size)
+    if "z" in rows and not foundation:
+        raise ValueError("row z (zero-shot) needs config.foundation.dir")
     results: dict[str, dict[int, dict[str, Any]]] = {k: {} for k in rows}
+    if "z" in rows:
+        results["z"][0] = curriculum.evaluate_weights(foundation, stage1)
     for seed in seeds:
         for key, row in rows.items():
-            results[key][seed] = run_row(row, seed, out / f"seed{seed}", prior_dir)
+            if key == "z":
+                continue
+            results[key][seed] = run_row(row, seed, out / f"seed{seed}", prior_dir, foundation)
             log.info("row %s seed %d: %s", key, seed, {m: results[key][seed].get(m) for m, _, _ in METRICS})
     return results
 
@@ -237,7 +269,7 @@ def write_report(config: ml_collections.ConfigDict, rows: dict[str, Row],
     """study.md (returned), study.json and study.png from the per-seed results, with the mean-pose
     baseline of the validation split and the ground truth's own G-Error as references."""
     summary = summarize(results)
-    baseline = curriculum.mean_pose_baseline(config.stage1)
+    baseline = curriculum.mean_pose_baseline(curriculum.shared_data(config.stage1, config.get("data")))
     table = study_table(rows, summary, baseline)
     references = {m: (baseline[m], "mean pose") for m, _, _ in METRICS if m != "g_error" and m in baseline}
     gt_g = next((r["g_error_gt"] for per in results.values() for r in per.values() if "g_error_gt" in r), None)
@@ -272,8 +304,8 @@ def run(config: ml_collections.ConfigDict, out: str | Path, seeds: list[int], ke
 _CONFIG = config_flags.DEFINE_config_file("config", None, "the demo config, e.g. configs/demo.py[:arch]",
                                           lock_config=True)
 _OUT = flags.DEFINE_string("out", None, "directory for the runs, study.md, study.json and study.png")
-_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds; every row runs once per seed")
-_ROWS = flags.DEFINE_list("rows", ["a", "b", "c", "d", "e", "f"], "which rows to run (a-f, see above)")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "seeds; every row runs once per seed")
+_ROWS = flags.DEFINE_list("rows", ["z", "a", "b", "c", "d", "e", "f", "s"], "which rows to run (z, a-f, s; see above)")
 
 
 def main(argv) -> None:

@@ -18,9 +18,12 @@ def test_rows_differ_only_in_data_and_loss():
     config = demo_config()
     s2, s3 = config.stage2, config.stage3
     rows = study.study_rows(config)
-    assert list(rows) == ["a", "b", "c", "d", "e", "f"]
+    assert list(rows) == ["z", "a", "b", "c", "d", "e", "f", "s"]
+    assert rows["z"].runs == () and not rows["f"].from_scratch and rows["s"].from_scratch
     assert [rel for rel, _ in rows["a"].runs] == ["stage1"]
     assert [rel for rel, _ in rows["f"].runs] == ["stage1", "f/stage2", "f/stage3"]
+    assert [rel for rel, _ in rows["s"].runs] == ["scratch/stage1", "scratch/stage2", "scratch/stage3"]
+    assert [c.to_dict() for _, c in rows["s"].runs] == [c.to_dict() for _, c in rows["f"].runs]
     assert rows["f"].runs[1][1].to_dict() == s2.to_dict() and rows["f"].runs[2][1].to_dict() == s3.to_dict()
     for key in "bcde":
         assert rows[key].runs[0] == rows["a"].runs[0]               # every row starts from the same stage 1
@@ -53,6 +56,9 @@ def test_summary_and_table():
     assert summary["a"]["seeds"] == [0, 1]
     assert summary["a"]["pck@0.05"]["mean"] == pytest.approx(0.2)
     assert summary["a"]["pck@0.05"]["std"] == pytest.approx(np.sqrt(0.02))     # sample std (ddof=1)
+    # 95% CI half-width: t(0.975, 1 dof) = 12.706 times std / sqrt(2)
+    assert summary["a"]["pck@0.05"]["ci95"] == pytest.approx(12.7062 * np.sqrt(0.02) / np.sqrt(2), rel=1e-4)
+    assert summary["c"]["pck@0.05"]["ci95"] == 0.0
     assert summary["a"]["ap"]["values"] == [0.2, 0.4]
     assert summary["c"]["pck@0.05"]["std"] == 0.0                                # one seed
     rows = study.study_rows(demo_config())
@@ -60,9 +66,9 @@ def test_summary_and_table():
     lines = table.splitlines()
     assert lines[0].startswith("| row | run | PCK@0.05 | AP | PCK@0.2 | G-Error | seeds |")
     assert lines[2].startswith("| - | mean pose (val) | 0.010 | 0.000 | 0.190 |")
-    assert lines[3] == ("| a | stage 1 only (synthetic) | 0.200 ± 0.141 | 0.300 ± 0.141 | 0.600 ± 0.141 | "
-                        "0.2000 ± 0.1414 | 2 |")
-    assert lines[4].startswith("| c | mixed fine-tune, no prior / geometry | 0.250 ± 0.000 |")
+    assert lines[3] == ("| a | stage 1 only (synthetic) | 0.200 ± 1.271 | 0.300 ± 1.271 | 0.600 ± 1.271 | "
+                        "0.2000 ± 1.2706 | 2 |")
+    assert lines[4].startswith("| c | mixed fine-tune, no prior / geometry | 0.250 | 0.000 |")   # one seed: no CI
 
 
 def test_unknown_row_is_refused(tmp_path):
@@ -78,9 +84,9 @@ def test_real_only_needs_a_real_source():
 
 
 def test_two_seeds_run_resume_and_report(testbed, tmp_path):
-    config = demo_config()
+    config = point_at_testbed(demo_config(), testbed)        # config.data: shared by every stage
     for name in ("stage1", "stage2", "stage3"):
-        s = point_at_testbed(config[name], testbed)
+        s = config[name]
         s.num_steps, s.batch_size, s.eval_batch_size, s.log_every = 2, 8, 8, 1
         s.eval.every = s.checkpoint.every = 2
         s.unfreeze = ""

@@ -139,11 +139,9 @@ def sample_camera(rng: np.random.Generator, people: Ellipsoids, image_size: tupl
 # ---------------------------------------------------------------------------------------------
 # Appearance
 # ---------------------------------------------------------------------------------------------
-_CLOTHED_SETS = (
-    (Part.CHEST, Part.BELLY, Part.PELVIS),
-    (Part.UPPER_ARM,), (Part.UPPER_ARM, Part.FOREARM),
-    (Part.THIGH,), (Part.THIGH, Part.SHIN), (Part.THIGH, Part.SHIN, Part.FOOT),
-)
+_TOP = (Part.CHEST, Part.BELLY, Part.PELVIS)
+_SLEEVES = ((), (Part.UPPER_ARM,), (Part.UPPER_ARM, Part.FOREARM))
+_LEGS = ((Part.THIGH,), (Part.THIGH, Part.SHIN), (Part.THIGH, Part.SHIN, Part.FOOT))   # shorts .. trousers
 
 
 def _colour(rng, sat=(0.2, 0.85), val=(0.15, 0.95)) -> np.ndarray:
@@ -162,8 +160,10 @@ def sample_outfit(rng: np.random.Generator, scene: Scene) -> Scene:
     colours = np.tile(skin, (renderer.NUM_PARTS, 1))
     colours[Part.EYE] = (0.1, 0.08, 0.07)
     clothed = np.zeros(renderer.NUM_PARTS, bool)
-    for part in _CLOTHED_SETS[0] + _CLOTHED_SETS[1 + rng.integers(0, 3) - 1] * (rng.uniform() < 0.8) \
-            + _CLOTHED_SETS[3 + rng.integers(3)]:
+    sleeves = _SLEEVES[rng.integers(0, 3)]
+    if rng.uniform() >= 0.8:
+        sleeves = ()
+    for part in _TOP + sleeves + _LEGS[rng.integers(3)]:
         clothed[part] = True
     clothes = _pattern(rng)
     colours[clothed] = clothes.colour

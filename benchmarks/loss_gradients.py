@@ -1,0 +1,107 @@
+r"""How hard each loss term pulls on the shared backbone: value, weight and gradient norm per term.
+
+  python benchmarks/loss_gradients.py --config configs/demo.py --stage stage2 --init runs/demo/stage1 \
+      --batches 8 --out /tmp/loss_gradients.json [--config.stage2.loss.bone_ratio=0.1 ...]
+
+For ``--batches`` training batches of the stage (its own mix, augmentation and objective, starting
+from ``--init``: a workdir or weights directory, the weights the stage would start from), every
+term of the objective is differentiated on its own with respect to the backbone parameters (patch
+embedding, blocks, final norm: the part every head shares). The table gives per term the median
+over batches of: the unweighted value, the weight in the config, the weighted value, the norm of
+the weighted term's backbone gradient, and both relative to the supervised pose term. A term with
+a gradient norm many times the pose term's decides where the backbone goes, whatever its value.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+from flax import nnx
+from ml_collections import config_flags
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hyper_sapiens_jax import curriculum  # noqa: E402
+from hyper_sapiens_jax.data import builders  # noqa: E402
+from hyper_sapiens_jax.data.pipeline import train_dataset, train_iterator  # noqa: E402
+from hyper_sapiens_jax.models import Sapiens  # noqa: E402
+from hyper_sapiens_jax.models.weights import nest  # noqa: E402
+from hyper_sapiens_jax.training import loop, reference  # noqa: E402
+from hyper_sapiens_jax.training.objective import batch_normalizers  # noqa: E402
+from hyper_sapiens_jax.training.state import merge_model  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "the demo config (configs/demo.py[:arch])")
+_STAGE = flags.DEFINE_string("stage", "stage2", "which stage of the demo config")
+_INIT = flags.DEFINE_string("init", None, "weights to start from (a workdir or weights directory)")
+_BATCHES = flags.DEFINE_integer("batches", 8, "training batches to average over")
+_OUT = flags.DEFINE_string("out", None, "optional JSON output")
+
+
+def term_gradients(config, init: str, num_batches: int) -> dict[str, dict[str, float]]:
+    """Median over batches of each term's value, weight, weighted value and backbone gradient norm."""
+    sc = curriculum.shared_data(config[_STAGE.value], config.get("data"))
+    sc.init_from = init
+    mcfg = loop.model_config(sc)
+    model = Sapiens(mcfg, rngs=nnx.Rngs(0))
+    graphdef, state = nnx.split(model)
+    flat = loop.initial_params(sc, mcfg)
+    nnx.replace_by_pure_dict(state, nest({p: jnp.asarray(v) for p, v in flat.items()}))
+    params = {p: v.get_value() for p, v in nnx.to_flat_state(state)}
+    backbone = {p: v for p, v in params.items() if p[0] == "backbone"}
+    rest = {p: v for p, v in params.items() if p[0] != "backbone"}
+    mix, _ = builders.build_train_mix(sc)
+    bone_ref = reference.compute_reference({e.name: e.source for e in mix}, seed=sc.seed) \
+        if loop.needs_bone_reference(sc) else None
+    objective = loop.make_objective(sc, bone_ref, loop.load_prior(sc))
+    weights = loop.loss_weights(sc)
+
+    def parts_fn(bb, batch, key):
+        outputs = merge_model(graphdef, state, nest(bb), nest(rest))(batch["image"])
+        normalizers = {**batch_normalizers(batch), "micro_batches": jnp.float32(1)}
+        _, parts = objective(outputs, batch, normalizers, key, jnp.int32(0))
+        return parts
+
+    @jax.jit
+    def one(bb, batch, key):
+        parts = parts_fn(bb, batch, key)
+        out = {}
+        for name in parts:
+            w = getattr(weights, name) * (loop.sds_scale(sc, jnp.int32(0)) if name == "sds" else 1.0)
+            grad = jax.grad(lambda b: w * parts_fn(b, batch, key)[name])(bb)
+            out[name] = (parts[name], jnp.float32(w), jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in grad.values())))
+        return out
+
+    it = train_iterator(train_dataset(mix, builders.sample_config(sc), seed=sc.seed, num_batches=num_batches))
+    rows: dict[str, list] = {}
+    for i in range(num_batches):
+        batch = {k: jnp.asarray(v) for k, v in next(it).items() if k != "source_id"}
+        for name, (value, w, g) in one(backbone, batch, jax.random.key(i)).items():
+            rows.setdefault(name, []).append((float(value), float(w), float(g)))
+    med = {name: np.median(np.array(v), axis=0) for name, v in rows.items()}
+    pose_value, _, pose_grad = med["pose"]
+    return {name: {"value": v, "weight": w, "weighted": v * w, "grad_norm": g,
+                   "weighted_vs_pose": v * w / pose_value, "grad_vs_pose": g / pose_grad}
+            for name, (v, w, g) in med.items()}
+
+
+def main(argv) -> None:
+    del argv
+    result = term_gradients(_CONFIG.value, _INIT.value, _BATCHES.value)
+    print("| term | value | weight | weighted | weighted / pose | backbone grad norm | grad / pose |")
+    print("|---|---|---|---|---|---|---|")
+    for name, r in result.items():
+        print(f"| {name} | {r['value']:.4g} | {r['weight']:g} | {r['weighted']:.4g} | {r['weighted_vs_pose']:.3g} | "
+              f"{r['grad_norm']:.4g} | {r['grad_vs_pose']:.3g} |")
+    if _OUT.value:
+        Path(_OUT.value).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config", "init"])
+    app.run(main)

@@ -1,0 +1,179 @@
+"""The testbed foundation (``config.job = 'foundation'``): the testbed's stand-in for Sapiens' released
+checkpoints, made the way Sapiens is made, at a size that trains on 2 CPU cores.
+
+  python -m hyper_sapiens_jax.main --config configs/foundation.py --workdir W
+
+  1. the human corpus (``testbed/humans.py``: adults and children, no infants) is rendered;
+  2. MAE pretraining of the ``cpu`` ViT on its images (``config.pretrain``, the ``pretrain`` job):
+     the backbone in the Sapiens pretrain layout (``*_clean.pth``: flat keys, cls + square grid);
+  3. task fine-tuning of that backbone with pose, depth and normal heads on the corpus's labels
+     (``config.tasks``, a ``finetune`` run), scored on the corpus's validation set;
+  4. export in the Sapiens layout as safetensors (float16 to keep them small): the pretrain
+     backbone and the pose / depth / normal checkpoints (``backbone.*`` + ``head.*`` /
+     ``decode_head.*``), each loadable by the Sapiens PyTorch models;
+  5. the exported files are converted back with ``convert_weights.torch_to_flax`` (as the demo
+     does) and scored zero-shot on the infant validation split;
+  6. ``W/foundation/manifest.json``: the command, the config, the code revision, each file's
+     sha256 and size, the timings and both scores.
+
+``W/foundation/`` then holds exactly what ships in ``hyper_sapiens_jax/testbed/foundation/``.
+Restarting the command resumes the part that was interrupted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from hyper_sapiens_jax.config import config_to_dict
+
+log = logging.getLogger(__name__)
+
+# The shipped foundation, read by configs/demo.py.
+FOUNDATION_DIR = Path(__file__).parent / "foundation"
+MANIFEST_FILE = "manifest.json"
+FOUNDATION_FILES = {"pose": "sapiens_cpu_humans_pose.safetensors",
+                    "depth": "sapiens_cpu_humans_depth.safetensors",
+                    "normal": "sapiens_cpu_humans_normal.safetensors"}
+PRETRAIN_FILE = "sapiens_cpu_humans_pretrain_clean.safetensors"
+
+
+def sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def code_revision() -> str:
+    """The git commit of this checkout (with '+dirty' when it has uncommitted changes), or 'unknown'."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return rev + ("+dirty" if dirty else "")
+
+
+def command_line() -> str:
+    """This process's command line, as it was typed (``python -m hyper_sapiens_jax.main ...``)."""
+    argv = list(sys.argv)
+    if argv and argv[0].endswith(str(Path("hyper_sapiens_jax", "main.py"))):
+        argv[0] = "-m hyper_sapiens_jax.main"
+    return " ".join(["python", *argv])
+
+
+def check_manifest(directory: str | Path = FOUNDATION_DIR) -> dict[str, Any]:
+    """The manifest of a foundation directory, after checking every listed file's size and sha256.
+    Raises ValueError naming the first file that is missing or does not match."""
+    directory = Path(directory)
+    try:
+        manifest = json.loads((directory / MANIFEST_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{directory / MANIFEST_FILE}: unreadable foundation manifest: {e}") from None
+    for name, entry in manifest["files"].items():
+        path = directory / name
+        if not path.is_file():
+            raise ValueError(f"{path}: listed in {MANIFEST_FILE} but missing")
+        if path.stat().st_size != entry["bytes"] or sha256(path) != entry["sha256"]:
+            raise ValueError(f"{path}: does not match its sha256 / size in {MANIFEST_FILE}")
+    return manifest
+
+
+def _timed(timings: dict, name: str, fn, *args):
+    t0 = time.perf_counter()
+    log.info("=== foundation: %s", name)
+    out = fn(*args)
+    timings[name] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def task_config(config: ml_collections.ConfigDict, init_from: str, corpus) -> ml_collections.ConfigDict:
+    """``config.tasks`` starting from the pretrain backbone, validated on the corpus's COCO val set."""
+    sc = ml_collections.ConfigDict(config.tasks.to_dict())
+    sc.init_from = init_from
+    d = sc.data
+    d.source, d.val_ann, d.val_images = "files", str(corpus.val_json), str(corpus.val_images)
+    for key in ("humans_dir", "humans"):
+        d[key] = config.data[key].to_dict() if key == "humans" else config.data[key]
+    return sc
+
+
+def export(tasks_dir: Path, pretrain_file: Path, out: Path) -> dict[str, dict[str, Any]]:
+    """Write the Sapiens-layout files (float16 safetensors) into ``out``; returns name -> sha256/bytes."""
+    from convert_weights.flax_to_torch import export as export_task
+    from convert_weights.torch_io import load_state_dict, save_state_dict
+    out.mkdir(parents=True, exist_ok=True)
+    for task, name in FOUNDATION_FILES.items():
+        export_task(tasks_dir, task, out / name, dtype=np.float16)
+    sd, meta = load_state_dict(pretrain_file)
+    save_state_dict(out / PRETRAIN_FILE, sd, meta, dtype=np.float16)
+    names = [*FOUNDATION_FILES.values(), PRETRAIN_FILE]
+    return {n: {"sha256": sha256(out / n), "bytes": (out / n).stat().st_size} for n in names}
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "train") -> int:
+    from convert_weights.torch_to_flax import convert
+    from hyper_sapiens_jax import curriculum
+    from hyper_sapiens_jax.models.weights import save_weights
+    from hyper_sapiens_jax.testbed.humans import corpus_paths
+    from hyper_sapiens_jax.training import loop, pretrain
+
+    if mode != "train":
+        raise ValueError("the foundation job only trains (score its output with the demo)")
+    workdir = Path(workdir).absolute()
+    workdir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    corpus = _timed(timings, "corpus", corpus_paths, config.data)
+    pre_cfg = ml_collections.ConfigDict(config.pretrain.to_dict())
+    for key in ("humans_dir", "humans", "source"):
+        pre_cfg.data[key] = config.data[key].to_dict() if key == "humans" else config.data[key]
+    _timed(timings, "pretrain", pretrain.run, pre_cfg, workdir / "pretrain")
+    pretrain_file = workdir / "pretrain" / "backbone_pretrain.safetensors"
+
+    weights = workdir / "pretrain_weights"
+    if not (weights / "model_config.json").is_file():
+        mcfg, params, info = convert({"pretrain": pretrain_file}, tuple(config.tasks.model.image_size))
+        save_weights(weights, mcfg, params, info, overwrite=True)
+    tasks = task_config(config, str(weights), corpus)
+    _timed(timings, "tasks", loop.run, tasks, workdir / "tasks")
+    humans_val = curriculum.last_eval(workdir / "tasks")
+
+    out = workdir / "foundation"
+    files = _timed(timings, "export", export, workdir / "tasks", pretrain_file, out)
+    # Score the files the way the demo reads them: converted from the Sapiens layout.
+    zs_dir = workdir / "zero_shot"
+    shutil.rmtree(zs_dir, ignore_errors=True)
+    zs_cfg = ml_collections.ConfigDict({"foundation": {"dir": str(out), **FOUNDATION_FILES}})
+    converted = curriculum.prepare_foundation(zs_cfg, zs_dir, config.zero_shot.model.image_size)
+    zero_shot = _timed(timings, "zero_shot", curriculum.evaluate_weights, converted, config.zero_shot)
+
+    keep = ("pck@0.05", "pck@0.1", "pck@0.2", "ap", "ap50", "g_error", "num_samples")
+    manifest = {
+        "command": command_line(),
+        "code_revision": code_revision(),
+        "files": files,
+        "total_bytes": sum(f["bytes"] for f in files.values()),
+        "seconds": timings,
+        "humans_val": {k: humans_val.get(k) for k in keep} if humans_val else None,
+        "zero_shot_infant_val": {k: zero_shot.get(k) for k in keep},
+        "config": config_to_dict(config),
+    }
+    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
+    log.info("foundation written to %s (%.1f MB): humans val %s, infant zero-shot %s", out,
+             manifest["total_bytes"] / 1e6, manifest["humans_val"], manifest["zero_shot_infant_val"])
+    return 0
