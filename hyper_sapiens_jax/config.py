@@ -19,7 +19,7 @@ DEFAULT_ARCH = "sapiens_0.3b"
 # Presets sized for CPUs: they read the synthetic testbed by default (config.data.source='testbed'),
 # compute in float32 at a small input size. The Sapiens presets read files (source='files').
 CPU_ARCHS = {"tiny": (64, 48), "cpu": (128, 96)}
-# Where the synthetic testbed is generated when no dataset path is set (cached by its parameters).
+# Where the synthetic testbed is generated when config.data.source is "testbed" (cached by its parameters).
 DEFAULT_TESTBED_DIR = str(Path("~/.cache/hyper_sapiens_jax/testbed").expanduser())
 DEFAULT_HUMANS_DIR = str(Path("~/.cache/hyper_sapiens_jax/humans").expanduser())
 

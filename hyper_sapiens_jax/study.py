@@ -14,19 +14,20 @@ Rows (every one evaluated on the held-out "real" split, ``config.stage1.data``'s
   f  the full three-stage method: a, then stage 2, then stage 3 (80/20 real/synthetic, prior annealed)
   s  f from scratch: the same preset and three stages from random weights instead of the foundation
 
-Rows a-f start from the foundation; every row of a seed starts from the same stage-1 model (the stage-1 config with ``seed=SEED``), which
-is row a's result. Rows b-e then train for as many steps as f spends in stages 2 and 3 together, with
-stage 2's schedule (learning rate, trainable blocks, progressive unfreezing at the same fraction), so
-rows differ only in data and loss. The diffusion prior is trained once (``config.prior``, its own seed)
-and shared by all rows and seeds: it is frozen, not one of the things compared.
+Rows a-f start from the foundation; every row of a seed starts from the same stage-1 model (the
+stage-1 config with ``seed=SEED``), which is row a's result. Rows b-e then train for as many steps
+as f spends in stages 2 and 3 together, with stage 2's schedule (learning rate, trainable blocks,
+progressive unfreezing at the same fraction), so rows differ only in data and loss. The diffusion
+prior is trained once (``config.prior``, its own seed) and shared by all rows and seeds: it is
+frozen, not one of the things compared.
 
-``--out`` gets ``prior/``, ``seedS/stage1``, ``seedS/{b,c,d,e}``, ``seedS/f/stage{2,3}`` (ordinary
-training workdirs: ``predict``/``flax_to_torch`` take them), ``study.md`` (table: mean ± sample std
-over seeds), ``study.json`` (per-seed values) and ``study.png`` (bars with error bars and per-seed
-dots). Tables give the mean ± the half-width of a 95% confidence interval (Student's t over the
-seeds), and the per-seed values are in study.json. Re-running the command resumes: finished runs are skipped (their final evaluation is read
-back), an interrupted one resumes from its checkpoint, and the report is written again at the end;
-a run whose saved config differs from the one asked for (other overrides) is refused, naming the
+``--out`` gets ``prior/``, ``foundation/``, ``seedS/stage1``, ``seedS/{b,c,d,e}``, ``seedS/f/stage{2,3}``,
+``seedS/scratch/stage{1,2,3}`` (ordinary training workdirs: ``predict``/``flax_to_torch`` take them),
+``study.md`` (table: mean ± the half-width of a 95% confidence interval, Student's t over the
+seeds), ``study.json`` (per-seed values, std and CI) and ``study.png`` (bars with CI error bars and
+per-seed dots). Re-running the command resumes: finished runs are skipped (their final evaluation
+is read back), an interrupted one resumes from its checkpoint, and the report is written again at
+the end; a run whose saved config differs from the one asked for (other overrides) is refused, naming the
 fields: use a new ``--out`` for a variant.
 """
 
