@@ -59,7 +59,9 @@ def test_gradient_accumulation_equals_the_big_batch(batch):
     assert float(m4["loss"]) == pytest.approx(float(m1["loss"]), rel=1e-5)
     for name in ("pose", "depth", "normal"):
         assert float(m4[name]) == pytest.approx(float(m1[name]), rel=1e-5)
-    assert float(m4["grad_norm"]) == pytest.approx(float(m1["grad_norm"]), rel=1e-5)
+    # The norm of ~0.4M summed float32 gradients: the four-phase deconvolutions sum in another order
+    # than lax.conv_transpose did, which moves it by ~7e-5 (measured); a wrong accumulation is >1e-2.
+    assert float(m4["grad_norm"]) == pytest.approx(float(m1["grad_norm"]), rel=2e-4)
     for (p, a), b in zip(flatten(new1.params).items(), flatten(new4.params).values()):
         if "conv_layers" in p and p[-1] == "bias":
             continue  # followed by InstanceNorm: true gradient 0, both sides are float noise
