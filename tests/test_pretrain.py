@@ -170,7 +170,7 @@ def _log(workdir):
     return [json.loads(line) for line in (workdir / pretrain.TRAIN_LOG_FILE).read_text().splitlines()]
 
 
-class _StopAtStep60(pretrain._StopFlag):
+class _StopAtStep60(pretrain.StopFlag):
     """A SIGTERM that arrives just before step 60 (``agreed`` is asked at every log step: 10, 20, ...)."""
 
     calls = 0
@@ -188,7 +188,7 @@ def tiny_run(tmp_path_factory):
     workdir = root / "run"
     with _compilation_cache(root / "jax_cache"):       # the restart compiles the very same step
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(pretrain, "_StopFlag", _StopAtStep60)
+            mp.setattr(pretrain, "StopFlag", _StopAtStep60)
             assert pretrain.run(_config(images), workdir) == 0
         interrupted = {"log": _log(workdir), "exported": (workdir / pretrain.EXPORT_FILE).exists()}
         assert pretrain.run(_config(images), workdir) == 0              # (d) the restart

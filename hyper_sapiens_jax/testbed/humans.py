@@ -30,9 +30,7 @@ import colorsys
 import dataclasses
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -43,6 +41,7 @@ from hyper_sapiens_jax.data import geometry
 from hyper_sapiens_jax.testbed import bodies, renderer
 from hyper_sapiens_jax.testbed.bodies import Part, Posture, Skeletons
 from hyper_sapiens_jax.testbed.renderer import Camera, Ellipsoids, Pattern, Scene
+from hyper_sapiens_jax.testbed.writer import COCO_CATEGORY, _run, write_cached
 
 FORMAT_VERSION = 1
 MANIFEST = "humans.json"
@@ -348,11 +347,6 @@ class HumansPaths:
         return self.root / "val" / "images"
 
 
-def _map(tasks: list, worker, workers: int) -> list:
-    from hyper_sapiens_jax.testbed.writer import _run
-    return _run(tasks, worker, workers)
-
-
 def write_humans(out_dir: str | os.PathLike, num_train: int = 20000, num_val: int = 300,
                  image_size: tuple[int, int] = (160, 128), seed: int = 0, workers: int | None = None,
                  force: bool = False) -> HumansPaths:
@@ -364,24 +358,13 @@ def write_humans(out_dir: str | os.PathLike, num_train: int = 20000, num_val: in
     """
     params = {"format_version": FORMAT_VERSION, "num_train": int(num_train), "num_val": int(num_val),
               "image_size": [int(image_size[0]), int(image_size[1])], "seed": int(seed)}
-    out = Path(out_dir)
-    try:
-        manifest = json.loads((out / MANIFEST).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        manifest = None
-    if manifest is not None and manifest.get("params") == params and not force:
-        return HumansPaths(out)
-    if out.exists() and manifest is None and any(out.iterdir()):
-        raise FileExistsError(f"{out} is not empty and holds no {MANIFEST}: refusing to overwrite it")
     if workers is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         workers = 1 if num_train + num_val < 64 else max(1, min(cores, 8))
     h, w = params["image_size"]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        start = time.perf_counter()
-        paths = HumansPaths(tmp)
+
+    def build(folder: Path) -> dict:
+        paths = HumansPaths(folder)
         paths.train.mkdir()
         paths.val_images.mkdir(parents=True)
         for name, (shape, dtype) in _ARRAYS.items():
@@ -392,7 +375,7 @@ def write_humans(out_dir: str | os.PathLike, num_train: int = 20000, num_val: in
                  for s in range(0, num_train, chunk)]
         tasks += [("val", (str(paths.val_json.parent), seed, s, min(s + chunk, num_val), (h, w)))
                   for s in range(0, num_val, chunk)]
-        results = _map(tasks, _dispatch, workers)
+        results = _run(tasks, _dispatch, workers)
         entries = [e for (kind, _), r in zip(tasks, results) if kind == "val" for e in r]
         coco = {"info": {"description": "hyper-sapiens-jax human corpus, val", "version": str(FORMAT_VERSION)},
                 "images": [{"id": i + 1, "file_name": e["file_name"], "width": w, "height": h}
@@ -400,28 +383,14 @@ def write_humans(out_dir: str | os.PathLike, num_train: int = 20000, num_val: in
                 "annotations": [{"id": i + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0,
                                  **{k: e[k] for k in ("keypoints", "num_keypoints", "bbox", "area")}}
                                 for i, e in enumerate(entries)],
-                "categories": [_coco_category()]}
+                "categories": [COCO_CATEGORY]}
         paths.val_json.write_text(json.dumps(coco, separators=(",", ":")))
         fx, fy, cx, cy = renderer.intrinsics_for((h, w))
-        (tmp / MANIFEST).write_text(json.dumps({
-            "params": params, "intrinsics": {"fx": fx, "fy": fy, "cx": cx, "cy": cy},
-            "generation_seconds": round(time.perf_counter() - start, 2)}, indent=2))
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-        tmp.rename(out)
-        if old is not None:
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        return {"intrinsics": {"fx": fx, "fy": fy, "cx": cx, "cy": cy}}
+
+    out = Path(out_dir)
+    write_cached(out, MANIFEST, params, build, force)
     return HumansPaths(out)
-
-
-def _coco_category() -> dict:
-    from hyper_sapiens_jax.testbed.writer import COCO_CATEGORY
-    return COCO_CATEGORY
 
 
 def _dispatch(task: tuple):

@@ -303,12 +303,44 @@ def _dispatch(task: tuple):
     return writers.get(kind, _write_coco_image)(args)
 
 
-def read_manifest(out_dir: str | os.PathLike) -> dict | None:
-    """The manifest of a finished testbed in ``out_dir``, or None."""
+def read_manifest(out_dir: str | os.PathLike, name: str = MANIFEST) -> dict | None:
+    """The manifest ``name`` of a finished set in ``out_dir``, or None."""
     try:
-        return json.loads((Path(out_dir) / MANIFEST).read_text())
+        return json.loads((Path(out_dir) / name).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
+
+
+def write_cached(out: Path, manifest_name: str, params: dict, build, force: bool = False) -> None:
+    """Make the generated set ``out`` described by ``params``, unless it is already there.
+
+    A set is recognised by its manifest ``manifest_name`` (written last, so it marks a complete set):
+    the same ``params`` again return at once; other ``params`` (or ``force``) rebuild it with
+    ``build(folder) -> dict`` (the manifest's other entries) in a temporary sibling folder that
+    replaces ``out`` only once complete. A non-empty ``out`` that holds no manifest is left alone.
+    """
+    manifest = read_manifest(out, manifest_name)
+    if manifest is not None and manifest.get("params") == params and not force:
+        return
+    if out.exists() and manifest is None and any(out.iterdir()):
+        raise FileExistsError(f"{out} is not empty and holds no {manifest_name}: refusing to overwrite it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        start = time.perf_counter()
+        entries = build(tmp)
+        (tmp / manifest_name).write_text(json.dumps(
+            {"params": params, **entries, "generation_seconds": round(time.perf_counter() - start, 2)}, indent=2))
+        old = None
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(old)
+        tmp.rename(out)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def write_testbed(out_dir: str | os.PathLike, num_syn: int = 600, num_real: int = 200, num_val: int = 200,
@@ -327,39 +359,18 @@ def write_testbed(out_dir: str | os.PathLike, num_syn: int = 600, num_real: int 
               "num_val": int(num_val), "num_sequences": int(num_sequences),
               "frames_per_sequence": int(frames_per_sequence), "num_skeletons": int(num_skeletons),
               "image_size": [int(image_size[0]), int(image_size[1])], "seed": int(seed)}
-    out = Path(out_dir)
-    paths = Paths.under(out, num_sequences)
-    manifest = read_manifest(out)
-    if manifest is not None and manifest.get("params") == params and not force:
-        return paths
-    if out.exists() and manifest is None and any(out.iterdir()):
-        raise FileExistsError(f"{out} is not empty and holds no {MANIFEST}: refusing to overwrite it")
+    paths = Paths.under(out_dir, num_sequences)
     if workers is None:
         workers = _default_workers(num_syn + num_real + num_val + num_sequences * frames_per_sequence)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        start = time.perf_counter()
-        counts = _generate(tmp, params, workers)
+    def build(folder: Path) -> dict:
+        counts = _generate(folder, params, workers)
         fx, fy, cx, cy = renderer.intrinsics_for(tuple(image_size))
-        manifest = {
-            "params": params, "counts": counts,
-            "intrinsics": {"fx": fx, "fy": fy, "cx": cx, "cy": cy,
-                           "height": params["image_size"][0], "width": params["image_size"][1]},
-            "generation_seconds": round(time.perf_counter() - start, 2),
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))   # last: marks the set complete
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-        tmp.rename(out)
-        if old is not None:
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        return {"counts": counts, "intrinsics": {"fx": fx, "fy": fy, "cx": cx, "cy": cy,
+                                                 "height": params["image_size"][0],
+                                                 "width": params["image_size"][1]}}
+
+    write_cached(Path(out_dir), MANIFEST, params, build, force)
     return paths
 
 

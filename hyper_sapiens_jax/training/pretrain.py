@@ -43,7 +43,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -69,6 +68,7 @@ from hyper_sapiens_jax.models.pos_embed import infer_grid, resize_pos_embed
 from hyper_sapiens_jax.models.weights import CONFIG_FILE, PARAMS_DIR, WeightsError, flatten, nest
 from hyper_sapiens_jax.sharding import batch_sharding, global_batch, make_mesh, param_shardings, replicated
 from hyper_sapiens_jax.training import checkpoint as ckpt
+from hyper_sapiens_jax.training.loop import StopFlag, put
 from hyper_sapiens_jax.training.optim import warmup_schedule
 from hyper_sapiens_jax.training.state import TrainState, merge_model
 
@@ -244,14 +244,6 @@ def initial_params(config: ml_collections.ConfigDict, mcfg: ModelConfig) -> dict
     return flat
 
 
-def put(tree: Any, shardings: Any) -> Any:
-    """Host arrays (identical on every process) -> global arrays with the given shardings."""
-    def one(x, s):
-        x = np.asarray(x)
-        return jax.make_array_from_callback(x.shape, s, lambda idx: x[idx])
-    return jax.tree.map(one, tree, shardings)
-
-
 # =============================================================================================
 # The train step
 # =============================================================================================
@@ -352,26 +344,6 @@ def checkpoint_manager(directory: str | Path, *, every: int, keep: int, read_onl
     return ocp.CheckpointManager(Path(directory).absolute(), options=options)
 
 
-class _StopFlag:
-    """SIGTERM (preemption notice) -> finish the step, save, exit cleanly."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = signal.signal(signal.SIGTERM, self._handler)
-
-    def _handler(self, signum, frame):
-        log.warning("SIGTERM: saving a checkpoint after this step, then exiting")
-        self.requested = True
-
-    def agreed(self) -> bool:
-        if jax.process_count() == 1:
-            return self.requested
-        return bool(np.any(multihost_utils.process_allgather(np.asarray(self.requested))))
-
-    def restore(self) -> None:
-        signal.signal(signal.SIGTERM, self._previous)
-
-
 def _append(workdir: Path, filename: str, row: dict[str, Any]) -> None:
     if jax.process_index() == 0:
         with open(workdir / filename, "a") as f:
@@ -451,7 +423,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
 def _train(config, workdir: Path, mesh, state: TrainState, step_fn, data_iter, mngr, start: int
            ) -> tuple[TrainState, bool]:
     """Steps ``start`` -> ``num_steps``; returns (state, finished) (False after a SIGTERM stop)."""
-    stop = _StopFlag()
+    stop = StopFlag()
     lr = learning_rate(config)
     meta = {"job": "pretrain", "arch": config.arch, "trainable_blocks": None}
     key = jax.random.key(config.seed)
