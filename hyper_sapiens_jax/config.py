@@ -22,6 +22,7 @@ CPU_ARCHS = {"tiny": (64, 48), "cpu": (128, 96)}
 # Where the synthetic testbed is generated when config.data.source is "testbed" (cached by its parameters).
 DEFAULT_TESTBED_DIR = str(Path("~/.cache/hyper_sapiens_jax/testbed").expanduser())
 DEFAULT_HUMANS_DIR = str(Path("~/.cache/hyper_sapiens_jax/humans").expanduser())
+DEFAULT_TUNING_DIR = str(Path("~/.cache/hyper_sapiens_jax/tuning").expanduser())
 
 
 def parse_arch(arg: str | None) -> str:
@@ -106,6 +107,9 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # (None: everything). `unfreeze` is a progressive schedule "STEP:BLOCKS,STEP:BLOCKS" (BLOCKS may be
     # "all"), applied on top of trainable_blocks from STEP on; empty: none.
     c.trainable_blocks = ml_collections.FieldReference(None, field_type=int)
+    # False: pos_embed freezes with the prefix, so the backward stops at the first trainable block
+    # (trainable_blocks=0: only the final norm and the heads train; the backbone runs forward only).
+    c.train_pos_embed = True
     c.unfreeze = ""
 
     # The Sapiens AdamW (DESIGN §4): warm-up from lr * 1e-3, cosine to lr * final_lr_frac.
@@ -176,6 +180,11 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # the testbed foundation's pretraining data; generated once, cached by its parameters.
     d.humans_dir = DEFAULT_HUMANS_DIR
     d.humans = ml_collections.ConfigDict(dict(num_train=20000, num_val=300, image_size=(160, 128), seed=0))
+    # Hyperparameter tuning without the validation split: > 0 holds this many real training images
+    # out (seeded by tuning_seed) and evaluates on them instead of "val" (data/tuning.py).
+    d.tuning_images = 0
+    d.tuning_seed = 0
+    d.tuning_dir = DEFAULT_TUNING_DIR
     d.testbed = ml_collections.ConfigDict(dict(
         num_syn=600, num_real=200, num_val=200, num_sequences=2, frames_per_sequence=100,
         num_skeletons=10000, seed=0))

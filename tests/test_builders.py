@@ -44,3 +44,34 @@ def test_unknown_source_is_refused():
     config.data.source = "internet"
     with pytest.raises(ConfigError, match=r"config.data.source='internet' is not one of \('testbed', 'files'\)"):
         builders.resolved_paths(config.data)
+
+
+def test_tuning_split_holds_real_training_images_out_and_evaluates_on_them(testbed, tmp_path):
+    """tuning_images=N: N real training images leave the training set, whole (every person of an
+    image), and become the validation split; the split is deterministic and never touches val."""
+    import json
+
+    config = point_at_testbed(load_config_file(REPO / "configs/stage2.py", "tiny"), testbed)
+    base = builders.resolved_paths(config.data, ["syrip_real", "val"])
+    config.data.tuning_images, config.data.tuning_dir = 3, str(tmp_path / "tuning")
+    mix, paths = builders.build_train_mix(config, ["val"])
+    full, train, tune = (json.loads(open(p).read()) for p in
+                         (base["syrip_real_ann"], paths["syrip_real_ann"], paths["val_ann"]))
+    tune_ids = {im["id"] for im in tune["images"]}
+    assert len(tune_ids) == 3 and not tune_ids & {im["id"] for im in train["images"]}
+    assert len(train["images"]) + 3 == len(full["images"])
+    assert sorted(a["id"] for a in train["annotations"] + tune["annotations"]) == \
+        sorted(a["id"] for a in full["annotations"])
+    assert all(a["image_id"] in tune_ids for a in tune["annotations"])
+    assert paths["val_images"] == base["syrip_real_images"] and paths["val_ann"] != base["val_ann"]
+    real = next(e.source for e in mix if e.name == "syrip_real")
+    assert {r["image_id"] for r in real.records}.isdisjoint(tune_ids)
+    assert len(builders.build_source("val", paths)) == len(tune["annotations"])
+    again = builders.resolved_paths(config.data, ["syrip_real", "val"])
+    assert again["val_ann"] == paths["val_ann"]                       # reused, same draw
+    config.data.tuning_seed = 1
+    other = json.loads(open(builders.resolved_paths(config.data)["val_ann"]).read())
+    assert {im["id"] for im in other["images"]} != tune_ids
+    config.data.tuning_images = 10_000
+    with pytest.raises(ValueError, match=r"tuning_images=10000 but the file has \d+ annotated images"):
+        builders.resolved_paths(config.data)

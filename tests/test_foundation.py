@@ -85,18 +85,19 @@ def test_demo_data_overrides_reach_every_stage_and_the_prior():
 
 
 def test_foundation_job_end_to_end_at_tiny_size(tmp_path):
-    """Corpus -> MAE -> tasks -> Sapiens-layout export -> conversion -> zero-shot, at the tiny size:
-    the manifest lists every file with its hash, the files convert, the exported pose model's
-    weights are the fine-tuned run's (float16-rounded)."""
+    """Corpus -> MAE -> pose -> geometry heads -> Sapiens-layout export -> conversion -> zero-shot, at
+    the tiny size: the manifest lists every file with its hash, the files convert, the exported pose
+    model's weights are the fine-tuned run's (float16-rounded), and the geometry run kept the pose
+    run's backbone frozen (only its final norm moves)."""
     config = load_config_file(REPO / "configs/foundation.py", "tiny")
     config.data.humans_dir = str(tmp_path / "humans")
     config.data.humans = ml_collections.ConfigDict(dict(num_train=24, num_val=6, image_size=(96, 64), seed=0))
     p = config.pretrain
     p.model.image_size, p.batch_size, p.num_steps, p.log_every = (64, 64), 4, 4, 2
     p.checkpoint.every = 4
-    t = config.tasks
-    t.model.image_size, t.batch_size, t.eval_batch_size, t.num_steps, t.log_every = (64, 48), 4, 4, 4, 2
-    t.eval.every = t.checkpoint.every = 4
+    for t in (config.pose, config.geometry):
+        t.model.image_size, t.batch_size, t.eval_batch_size, t.num_steps, t.log_every = (64, 48), 4, 4, 4, 2
+        t.eval.every = t.checkpoint.every = 4
     z = config.zero_shot
     z.model.image_size, z.eval_batch_size = (64, 48), 4
     z.data.testbed_dir = str(tmp_path / "tb")
@@ -110,8 +111,13 @@ def test_foundation_job_end_to_end_at_tiny_size(tmp_path):
     from convert_weights.torch_io import load_state_dict
     from hyper_sapiens_jax.training.checkpoint import load_any
     sd, meta = load_state_dict(out / foundation.FOUNDATION_FILES["pose"])
-    _, run_params, _ = load_any(tmp_path / "w" / "tasks")
+    _, run_params, _ = load_any(tmp_path / "w" / "geometry")
     kernel = run_params[("heads", "pose", "final_layer", "kernel")]        # (1, 1, C, K) HWIO
     np.testing.assert_array_equal(sd["head.final_layer.weight"],
                                   kernel.transpose(3, 2, 0, 1).astype(np.float16).astype(np.float32))
     assert not any(k.startswith("decode_head.") for k in sd)
+    _, pose_params, _ = load_any(tmp_path / "w" / "pose")
+    assert ("heads", "depth", "conv_seg", "kernel") not in pose_params        # pose alone
+    backbone = [p for p in pose_params if p[0] == "backbone"]
+    moved = [p for p in backbone if not np.array_equal(pose_params[p], run_params[p])]
+    assert moved and all(p[1] == "norm" for p in moved), moved                # only the final norm trained

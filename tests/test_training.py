@@ -52,6 +52,26 @@ def _layout(config, blocks):
     return loop.make_layout(config, TINY, mesh, graphdef, template, blocks, obj)
 
 
+def test_frozen_pos_embed_with_no_blocks_trains_only_the_final_norm_and_heads(testbed):
+    """train_pos_embed=False, trainable_blocks=0: the backbone (patch embedding, pos_embed, blocks)
+    is frozen and a step leaves it bit-identical; with pos_embed trainable it moves."""
+    flat = flat_params(Sapiens(TINY, rngs=nnx.Rngs(0)))
+    batch = first_batch(testbed.root, stage=1)
+    for train_pos_embed in (False, True):
+        config = _config(train_pos_embed=train_pos_embed)
+        layout = _layout(config, 0)
+        trainable = flatten(layout.abstract.params)
+        backbone = {p[1] for p in trainable if p[0] == "backbone"}
+        assert backbone == ({"norm", "pos_embed"} if train_pos_embed else {"norm"})
+        assert any(p[0] == "heads" for p in trainable)
+        state = loop.fresh_state(layout, flat, 4)
+        state, _ = layout.step(state, batch, jax.random.key(0))
+        pos = flatten(state.params if train_pos_embed else state.frozen)[("backbone", "pos_embed")]
+        assert np.array_equal(np.asarray(pos), flat[("backbone", "pos_embed")]) != train_pos_embed
+        frozen = flatten(state.frozen)
+        assert all(np.array_equal(np.asarray(v), flat[p]) for p, v in frozen.items())
+
+
 def test_progressive_unfreezing_moves_parameters_and_keeps_moments(testbed):
     config = _config()
     flat = flat_params(Sapiens(TINY, rngs=nnx.Rngs(0)))

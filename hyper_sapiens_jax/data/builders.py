@@ -83,20 +83,30 @@ def testbed_paths(data: ml_collections.ConfigDict):
 
 def resolved_paths(data: ml_collections.ConfigDict, needs: Iterable[str] = ("val",)) -> dict[str, Any]:
     """The dataset paths to read for the sources ``needs``: the configured files (checked), or the
-    testbed's."""
-    needs = list(needs)
+    testbed's. With ``data.tuning_images`` > 0, 'syrip_real' reads the real training images less a
+    held-out tuning split, and 'val' is that split (``data/tuning.py``)."""
+    tuning = int(data.get("tuning_images", 0) or 0)
+    needs = list(dict.fromkeys("syrip_real" if n == "val" and tuning else n for n in needs))
     check_paths(data, needs)
     extra = {}
     if "humans" in needs:
         from hyper_sapiens_jax.testbed.humans import corpus_paths
         extra["humans"] = corpus_paths(data).train
     if data_source(data) == "files":
-        return {f: data.get(f) for f in _PATH_FIELDS} | {"mini_rgbd_sequences": data.mini_rgbd_sequences} | extra
-    p = testbed_paths(data)
-    return extra | {"syrip_syn_ann": p.train_syn_json, "syrip_syn_images": p.train_syn_images,
-            "syrip_real_ann": p.train_real_json, "syrip_real_images": p.train_real_images,
-            "mini_rgbd_root": p.mini_rgbd, "mini_rgbd_sequences": [s.name for s in p.sequences],
-            "val_ann": p.val_json, "val_images": p.val_images, "skeletons": p.skeletons}
+        paths = {f: data.get(f) for f in _PATH_FIELDS} | {"mini_rgbd_sequences": data.mini_rgbd_sequences} | extra
+    else:
+        p = testbed_paths(data)
+        paths = extra | {"syrip_syn_ann": p.train_syn_json, "syrip_syn_images": p.train_syn_images,
+                         "syrip_real_ann": p.train_real_json, "syrip_real_images": p.train_real_images,
+                         "mini_rgbd_root": p.mini_rgbd, "mini_rgbd_sequences": [s.name for s in p.sequences],
+                         "val_ann": p.val_json, "val_images": p.val_images, "skeletons": p.skeletons}
+    if tuning:
+        from hyper_sapiens_jax.data.tuning import carve
+        train, tune = carve(paths["syrip_real_ann"], tuning, int(data.get("tuning_seed", 0)), data.tuning_dir)
+        log.info("tuning split: %d of the real training images (%s) held out as the validation split",
+                 tuning, paths["syrip_real_ann"])
+        paths |= {"syrip_real_ann": train, "val_ann": tune, "val_images": paths["syrip_real_images"]}
+    return paths
 
 
 def build_source(name: str, paths: dict[str, Any], skip_bad_records: bool = False):

@@ -6,8 +6,10 @@ checkpoints, made the way Sapiens is made, at a size that trains on 2 CPU cores.
   1. the human corpus (``testbed/humans.py``: adults and children, no infants) is rendered;
   2. MAE pretraining of the ``cpu`` ViT on its images (``config.pretrain``, the ``pretrain`` job):
      the backbone in the Sapiens pretrain layout (``*_clean.pth``: flat keys, cls + square grid);
-  3. task fine-tuning of that backbone with pose, depth and normal heads on the corpus's labels
-     (``config.tasks``, a ``finetune`` run), scored on the corpus's validation set;
+  3. task fine-tuning on the corpus's labels, in two runs: pose end to end from the MAE backbone
+     (``config.pose``), then the depth and normal heads on that backbone, frozen (``config.geometry``:
+     the backbone runs forward only), so the three task files share one backbone; scored on the
+     corpus's validation set;
   4. export in the Sapiens layout as safetensors (float16 to keep them small): the pretrain
      backbone and the pose / depth / normal checkpoints (``backbone.*`` + ``head.*`` /
      ``decode_head.*``), each loadable by the Sapiens PyTorch models;
@@ -102,9 +104,10 @@ def _timed(timings: dict, name: str, fn, *args):
     return out
 
 
-def task_config(config: ml_collections.ConfigDict, init_from: str, corpus) -> ml_collections.ConfigDict:
-    """``config.tasks`` starting from the pretrain backbone, validated on the corpus's COCO val set."""
-    sc = ml_collections.ConfigDict(config.tasks.to_dict())
+def task_config(config: ml_collections.ConfigDict, part: str, init_from: str, corpus) -> ml_collections.ConfigDict:
+    """``config[part]`` ('pose' or 'geometry') starting from ``init_from``, validated on the corpus's
+    COCO val set."""
+    sc = ml_collections.ConfigDict(config[part].to_dict())
     sc.init_from = init_from
     d = sc.data
     d.source, d.val_ann, d.val_images = "files", str(corpus.val_json), str(corpus.val_images)
@@ -147,14 +150,15 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
 
     weights = workdir / "pretrain_weights"
     if not (weights / "model_config.json").is_file():
-        mcfg, params, info = convert({"pretrain": pretrain_file}, tuple(config.tasks.model.image_size))
+        mcfg, params, info = convert({"pretrain": pretrain_file}, tuple(config.pose.model.image_size))
         save_weights(weights, mcfg, params, info, overwrite=True)
-    tasks = task_config(config, str(weights), corpus)
-    _timed(timings, "tasks", loop.run, tasks, workdir / "tasks")
-    humans_val = curriculum.last_eval(workdir / "tasks")
+    _timed(timings, "pose", loop.run, task_config(config, "pose", str(weights), corpus), workdir / "pose")
+    _timed(timings, "geometry", loop.run, task_config(config, "geometry", str(workdir / "pose"), corpus),
+           workdir / "geometry")
+    humans_val = curriculum.last_eval(workdir / "geometry")
 
     out = workdir / "foundation"
-    files = _timed(timings, "export", export, workdir / "tasks", pretrain_file, out)
+    files = _timed(timings, "export", export, workdir / "geometry", pretrain_file, out)
     # Score the files the way the demo reads them: converted from the Sapiens layout.
     zs_dir = workdir / "zero_shot"
     shutil.rmtree(zs_dir, ignore_errors=True)

@@ -175,7 +175,8 @@ def load_run_params(workdir: str | Path, *, raw: bool = False, step: int | str =
         step = int(step)
         meta = read_meta(mngr, step)
         shapes = param_shapes(config)
-        train, frozen = split_flat(shapes, config.spec.num_layers, meta.get("trainable_blocks"))
+        train, frozen = split_flat(shapes, config.spec.num_layers, meta.get("trainable_blocks"),
+                                   meta.get("train_pos_embed", True))
         # Onto this process's first device, whatever topology saved it (a pod run read on a laptop).
         here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         sds = lambda flat: nest({p: jax.ShapeDtypeStruct(s, np.float32, sharding=here)  # noqa: E731

@@ -149,6 +149,7 @@ class Layout:
     """Everything that depends on which blocks train: optimizer, shardings, jitted step / eval."""
 
     blocks: int | None
+    pos_embed: bool
     tx: optax.GradientTransformation
     abstract: TrainState
     shardings: TrainState
@@ -158,7 +159,8 @@ class Layout:
 
 def make_layout(config, mcfg: ModelConfig, mesh, graphdef, template, blocks: int | None, objective_fn) -> Layout:
     shapes = {p: jax.ShapeDtypeStruct(s, jnp.float32) for p, s in param_shapes(mcfg).items()}
-    train, frozen = split_flat(shapes, mcfg.spec.num_layers, blocks)
+    pos_embed = config.get("train_pos_embed", True)
+    train, frozen = split_flat(shapes, mcfg.spec.num_layers, blocks, pos_embed)
     train, frozen = nest(train), nest(frozen)
     tx = make_optimizer(config, train, mcfg.spec.num_layers)
     abstract = jax.eval_shape(lambda p, f: TrainState(step=jnp.zeros((), jnp.int32), params=p, frozen=f,
@@ -174,11 +176,11 @@ def make_layout(config, mcfg: ModelConfig, mesh, graphdef, template, blocks: int
         return flip_test(forward, images) if config.eval.flip_test else forward(images)
 
     hm = jax.jit(heatmaps, in_shardings=(shardings.ema, shardings.frozen, b_sh), out_shardings=b_sh)
-    return Layout(blocks, tx, abstract, shardings, step, hm)
+    return Layout(blocks, pos_embed, tx, abstract, shardings, step, hm)
 
 
 def fresh_state(layout: Layout, flat: dict[tuple, np.ndarray], num_layers: int) -> TrainState:
-    train, frozen = split_flat(flat, num_layers, layout.blocks)
+    train, frozen = split_flat(flat, num_layers, layout.blocks, layout.pos_embed)
     params = put(nest(train), layout.shardings.params)
     frozen = put(nest(frozen), layout.shardings.frozen)
     init = jax.jit(lambda p, f: TrainState(step=jnp.zeros((), jnp.int32), params=p, frozen=f,
@@ -201,7 +203,7 @@ def resplit(state: TrainState, old: Layout, new: Layout, num_layers: int) -> Tra
     ones start their EMA at their value and their Adam moments at 0, the others keep theirs."""
     def fn(state: TrainState) -> TrainState:
         every = {**flatten(state.frozen), **flatten(state.params)}
-        train, frozen = split_flat(every, num_layers, new.blocks)
+        train, frozen = split_flat(every, num_layers, new.blocks, new.pos_embed)
         ema_old = flatten(state.ema)
         params = nest(train)
         opt_state = _transplant(new.tx.init(params), state.opt_state)
@@ -400,7 +402,8 @@ def _train(config, mcfg, mesh, state, layout, layout_for, schedule, data_iter, m
            start: int) -> None:
     num_layers = mcfg.spec.num_layers
     stop = StopFlag()
-    meta = lambda lay: {"stage": config.stage, "trainable_blocks": lay.blocks, "arch": mcfg.arch}  # noqa: E731
+    meta = lambda lay: {"stage": config.stage, "trainable_blocks": lay.blocks,  # noqa: E731
+                        "train_pos_embed": lay.pos_embed, "arch": mcfg.arch}
     flops_per_step = flops.train_flops_per_image(mcfg) * config.batch_size
     peak = flops.peak_flops_per_device(config.peak_tflops)
     lr = learning_rate(config)

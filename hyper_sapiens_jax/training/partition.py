@@ -3,8 +3,10 @@
 A stage trains the last N transformer blocks, the position embedding, the final norm and the heads;
 everything before (the patch embedding and the first L - N blocks) is frozen. Gradients are taken
 only with respect to the trainable tree, so the frozen weights get no weight-gradient computation
-and no optimizer state (activation gradients still flow back through the frozen blocks to the
-position embedding, which sits before them).
+and no optimizer state. A trainable position embedding sits before every block, so activation
+gradients still flow back through the frozen ones; ``pos_embed=False`` freezes it with the prefix,
+and the backward then stops at the first trainable block (N = 0: only the final norm and the heads
+train, the backbone runs forward only).
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from typing import Any
 Path = tuple
 
 
-def is_trainable(path: Path, num_layers: int, trainable_blocks: int | None) -> bool:
-    """``trainable_blocks`` None (or >= L) trains everything; else the last N blocks + pos_embed + final
-    norm + heads."""
+def is_trainable(path: Path, num_layers: int, trainable_blocks: int | None, pos_embed: bool = True) -> bool:
+    """``trainable_blocks`` None (or >= L) trains everything; else the last N blocks + final norm +
+    heads, and pos_embed unless ``pos_embed`` is False."""
     if trainable_blocks is None or trainable_blocks >= num_layers:
         return True
     if path[0] != "backbone":
@@ -25,13 +27,15 @@ def is_trainable(path: Path, num_layers: int, trainable_blocks: int | None) -> b
         return False
     if path[1] == "layers":
         return int(path[2]) >= num_layers - trainable_blocks
-    return True                                       # pos_embed, final norm
+    if path[1] == "pos_embed":
+        return pos_embed
+    return True                                       # final norm
 
 
-def split_flat(flat: dict[Path, Any], num_layers: int, trainable_blocks: int | None
+def split_flat(flat: dict[Path, Any], num_layers: int, trainable_blocks: int | None, pos_embed: bool = True
                ) -> tuple[dict[Path, Any], dict[Path, Any]]:
-    """Flat params -> (trainable, frozen) flat dicts."""
-    train = {p: v for p, v in flat.items() if is_trainable(p, num_layers, trainable_blocks)}
+    """Flat params -> (trainable, frozen) flat dicts (see ``is_trainable``)."""
+    train = {p: v for p, v in flat.items() if is_trainable(p, num_layers, trainable_blocks, pos_embed)}
     return train, {p: v for p, v in flat.items() if p not in train}
 
 
