@@ -10,6 +10,11 @@ embedding, blocks, final norm: the part every head shares). The table gives per 
 over batches of: the unweighted value, the weight in the config, the weighted value, the norm of
 the weighted term's backbone gradient, and both relative to the supervised pose term. A term with
 a gradient norm many times the pose term's decides where the backbone goes, whatever its value.
+
+With a bone-ratio term, a second table asks whether the term can tell a right skeleton from a
+wrong one: its value (median over batches) with the predicted or the ground-truth keypoints, and
+the predicted or the ground-truth depth (the latter on samples that have depth: the synthetic ones).
+A term whose value at the truth is no lower than at the prediction pulls the pose away from it.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from hyper_sapiens_jax.data.pipeline import train_dataset, train_iterator  # noq
 from hyper_sapiens_jax.models import Sapiens  # noqa: E402
 from hyper_sapiens_jax.models.weights import nest  # noqa: E402
 from hyper_sapiens_jax.training import loop, reference  # noqa: E402
-from hyper_sapiens_jax.training.objective import batch_normalizers  # noqa: E402
+from hyper_sapiens_jax.losses.geometry import backproject_keypoints, bone_ratio_loss  # noqa: E402
+from hyper_sapiens_jax.training.objective import batch_normalizers, heatmap_keypoints  # noqa: E402
 from hyper_sapiens_jax.training.state import merge_model  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "the demo config (configs/demo.py[:arch])")
@@ -77,17 +83,40 @@ def term_gradients(config, init: str, num_batches: int) -> dict[str, dict[str, f
             out[name] = (parts[name], jnp.float32(w), jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in grad.values())))
         return out
 
+    @jax.jit
+    def at_truth(bb, batch):
+        outputs = merge_model(graphdef, state, nest(bb), nest(rest))(batch["image"])
+        xy, conf = heatmap_keypoints(outputs["pose"], batch["image"].shape[1:3], weights.geometry_keypoints)
+        true_xy, seen = batch["keypoints"], (batch["keypoints_visible"] > 0).astype(jnp.float32)
+        real = batch["valid"] * batch["is_real"]
+        with_depth = batch["valid"] * batch["has_depth"]
+        ref = (jnp.asarray(bone_ref["mean"], jnp.float32), jnp.asarray(bone_ref["std"], jnp.float32))
+
+        def value(kp, depth, c, w):
+            pts = backproject_keypoints(kp, depth, batch["intrinsics"], near=weights.near, extent=weights.extent)
+            return bone_ratio_loss(pts, c, w, *ref)
+        return {"predicted keypoints, predicted depth (real)": value(xy, outputs["depth"], conf, real),
+                "true keypoints, predicted depth (real)": value(true_xy, outputs["depth"], seen, real),
+                "predicted keypoints, predicted depth (synthetic)": value(xy, outputs["depth"], conf, with_depth),
+                "true keypoints, predicted depth (synthetic)": value(true_xy, outputs["depth"], seen, with_depth),
+                "true keypoints, true depth (synthetic)": value(true_xy, batch["depth"], seen, with_depth)}
+
     it = train_iterator(train_dataset(mix, builders.sample_config(sc), seed=sc.seed, num_batches=num_batches))
     rows: dict[str, list] = {}
+    truth: dict[str, list] = {}
     for i in range(num_batches):
         batch = {k: jnp.asarray(v) for k, v in next(it).items() if k != "source_id"}
         for name, (value, w, g) in one(backbone, batch, jax.random.key(i)).items():
             rows.setdefault(name, []).append((float(value), float(w), float(g)))
+        if bone_ref is not None and "depth" in mcfg.heads:
+            for name, value in at_truth(backbone, batch).items():
+                truth.setdefault(name, []).append(float(value))
     med = {name: np.median(np.array(v), axis=0) for name, v in rows.items()}
     pose_value, _, pose_grad = med["pose"]
-    return {name: {"value": v, "weight": w, "weighted": v * w, "grad_norm": g,
-                   "weighted_vs_pose": v * w / pose_value, "grad_vs_pose": g / pose_grad}
-            for name, (v, w, g) in med.items()}
+    terms = {name: {"value": v, "weight": w, "weighted": v * w, "grad_norm": g,
+                    "weighted_vs_pose": v * w / pose_value, "grad_vs_pose": g / pose_grad}
+             for name, (v, w, g) in med.items()}
+    return {"terms": terms, "bone_ratio_at_truth": {n: float(np.median(v)) for n, v in truth.items()}}
 
 
 def main(argv) -> None:
@@ -95,9 +124,13 @@ def main(argv) -> None:
     result = term_gradients(_CONFIG.value, _INIT.value, _BATCHES.value)
     print("| term | value | weight | weighted | weighted / pose | backbone grad norm | grad / pose |")
     print("|---|---|---|---|---|---|---|")
-    for name, r in result.items():
+    for name, r in result["terms"].items():
         print(f"| {name} | {r['value']:.4g} | {r['weight']:g} | {r['weighted']:.4g} | {r['weighted_vs_pose']:.3g} | "
               f"{r['grad_norm']:.4g} | {r['grad_vs_pose']:.3g} |")
+    if result["bone_ratio_at_truth"]:
+        print("\n| bone-ratio term (unweighted) with | value |\n|---|---|")
+        for name, v in result["bone_ratio_at_truth"].items():
+            print(f"| {name} | {v:.4g} |")
     if _OUT.value:
         Path(_OUT.value).write_text(json.dumps(result, indent=1))
 

@@ -302,29 +302,31 @@ def run(config: ml_collections.ConfigDict, out: str | Path, seeds: list[int], ke
     return 0
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "the demo config, e.g. configs/demo.py[:arch]",
-                                          lock_config=True)
-_OUT = flags.DEFINE_string("out", None, "directory for the runs, study.md, study.json and study.png")
-_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "seeds; every row runs once per seed")
-_ROWS = flags.DEFINE_list("rows", ["z", "a", "b", "c", "d", "e", "f", "s"], "which rows to run (z, a-f, s; see above)")
+def define_flags() -> None:
+    """The command line (defined when run as a program, so other tools can import this module)."""
+    config_flags.DEFINE_config_file("config", None, "the demo config, e.g. configs/demo.py[:arch]",
+                                    lock_config=True)
+    flags.DEFINE_string("out", None, "directory for the runs, study.md, study.json and study.png")
+    flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "seeds; every row runs once per seed")
+    flags.DEFINE_list("rows", ["z", "a", "b", "c", "d", "e", "f", "s"], "which rows to run (z, a-f, s; see above)")
+    flags.mark_flags_as_required(["config", "out"])
 
 
 def main(argv) -> None:
     del argv
     setup_logging()
-    if not _OUT.value:
-        raise app.UsageError("--out is required")
+    f = flags.FLAGS
     try:
-        seeds = [int(s) for s in _SEEDS.value]
+        seeds = [int(s) for s in f.seeds]
     except ValueError as e:
-        raise app.UsageError(f"--seeds must be integers, got {_SEEDS.value}") from e
+        raise app.UsageError(f"--seeds must be integers, got {f.seeds}") from e
     try:
-        sys.exit(run(_CONFIG.value, _OUT.value, seeds, [k.strip() for k in _ROWS.value]))
+        sys.exit(run(f.config, f.out, seeds, [k.strip() for k in f.rows]))
     except (ValueError, InterruptedError, loop.TrainingError) as e:
         log.error("%s", e)
         sys.exit(1)
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config"])
+    define_flags()
     app.run(main)

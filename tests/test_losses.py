@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hyper_sapiens_jax.data import geometry as np_geometry
-from hyper_sapiens_jax.losses import (bone_lengths, bone_ratio_loss, bone_ratio_stats, bone_ratios,
+from hyper_sapiens_jax.losses import (keypoint_coordinate_loss, bone_lengths, bone_ratio_loss, bone_ratio_stats, bone_ratios,
                                       depth_normal_consistency, depth_silog_loss, limb_rigidity_loss,
                                       normal_loss, normals_from_depth, pose_heatmap_loss, soft_argmax)
 from hyper_sapiens_jax.losses.geometry import RATIO_BONES, backproject_keypoints, peak_soft_argmax
@@ -23,6 +23,19 @@ def test_pose_heatmap_loss_hand_case_and_masking():
     # both samples count (sample 1 has zero error): 3 / 16
     assert float(pose_heatmap_loss(pred, target, weight, jnp.array([1.0, 1.0]))) == pytest.approx(3 / 16)
     assert pose_heatmap_loss(pred, target, weight, jnp.zeros(2)) == 0
+
+
+def test_keypoint_coordinate_loss_is_l1_in_units_over_visible_keypoints():
+    target = jnp.zeros((2, 3, 2))
+    pred = target.at[0, 0].set(jnp.array([4.0, -8.0])).at[0, 2].set(100.0).at[1].set(50.0)
+    weight = jnp.array([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])             # sample 0's third joint unseen
+    has = jnp.array([1.0, 0.0])                                         # sample 1 has no pose label
+    # sample 0: (|4| + |-8|) / 4 px per unit = 3 for joint 0, 0 for joint 1 -> mean 1.5
+    assert float(keypoint_coordinate_loss(pred, target, weight, has, unit=4.0)) == pytest.approx(1.5)
+    assert float(keypoint_coordinate_loss(target, target, weight, jnp.ones(2))) == 0.0
+    g = jax.grad(lambda p: keypoint_coordinate_loss(p, target, weight, has, unit=4.0))(pred)
+    assert np.all(np.asarray(g[1]) == 0) and np.all(np.asarray(g[0, 2]) == 0)
+    np.testing.assert_allclose(np.asarray(g[0, 0]), [0.125, -0.125])   # sign / (4 * 2 visible)
 
 
 def test_depth_silog_hand_case():

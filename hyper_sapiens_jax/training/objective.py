@@ -13,7 +13,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from hyper_sapiens_jax.losses import (bone_ratio_loss, depth_normal_consistency, depth_silog_loss,
+from hyper_sapiens_jax.losses import (bone_ratio_loss, depth_normal_consistency, depth_silog_loss, keypoint_coordinate_loss,
                                       limb_rigidity_loss, normal_loss, pose_heatmap_loss, soft_argmax)
 from hyper_sapiens_jax.losses.geometry import backproject_keypoints, peak_soft_argmax
 
@@ -27,6 +27,7 @@ class LossWeights:
     """Weights of each term. Stage 2 uses geometry (beta = 0.1) and the prior (alpha = 0.01)."""
 
     pose: float = 1.0
+    coord: float = 0.0            # keypoint coordinate L1 (heatmap pixels) of the decoded heatmaps
     depth: float = 1.0
     normal: float = 1.0
     depth_normal: float = 0.0     # beta: depth-normal consistency
@@ -51,6 +52,19 @@ def batch_normalizers(batch: dict[str, Array]) -> dict[str, Array]:
     return {k: jnp.sum(batch[f"has_{k}"] * valid) for k in ("pose", "depth", "normal")}
 
 
+def heatmap_keypoints(heatmaps: jax.Array, image_hw: tuple[int, int], mode: str = "soft"
+                      ) -> tuple[jax.Array, jax.Array]:
+    """Differentiable keypoints for the geometry and prior terms: heatmaps (B, h, w, K) ->
+    (xy (B, K, 2) in input pixels (UDP scale), confidence (B, K) in [0, 1], stop-gradient).
+    ``mode`` 'soft': soft-argmax over the whole map; 'peak': within a window at the peak."""
+    if mode not in ("soft", "peak"):
+        raise ValueError(f"loss.geometry_keypoints must be 'soft' or 'peak', got {mode!r}")
+    coords, conf = (peak_soft_argmax if mode == "peak" else soft_argmax)(heatmaps)
+    h, w = image_hw
+    scale = jnp.array([(w - 1) / (heatmaps.shape[2] - 1), (h - 1) / (heatmaps.shape[1] - 1)], jnp.float32)
+    return coords * scale, jnp.clip(jax.lax.stop_gradient(conf), 0.0, 1.0)
+
+
 def objective(outputs: dict[str, Array], batch: dict[str, Array], weights: LossWeights,
               normalizers: dict[str, Array], bone_ref: tuple[Array, Array] | None = None,
               prior_loss: PriorLoss | None = None, key: Array | None = None,
@@ -64,6 +78,12 @@ def objective(outputs: dict[str, Array], batch: dict[str, Array], weights: LossW
     if "pose" in outputs:
         parts["pose"] = pose_heatmap_loss(outputs["pose"], batch["heatmaps"], batch["target_weight"],
                                           batch["has_pose"] * valid, normalizers["pose"])
+    if weights.coord and "pose" in outputs:
+        hm = outputs["pose"]
+        xy, _ = heatmap_keypoints(hm, batch["image"].shape[1:3], weights.geometry_keypoints)
+        stride = (batch["image"].shape[2] - 1) / (hm.shape[2] - 1)
+        parts["coord"] = keypoint_coordinate_loss(xy, batch["keypoints"], batch["target_weight"],
+                                                  batch["has_pose"] * valid, stride, normalizers["pose"])
     if "depth" in outputs:
         parts["depth"] = depth_silog_loss(outputs["depth"], batch["depth"], batch["has_depth"] * valid,
                                           normalizer=normalizers["depth"])
@@ -76,14 +96,7 @@ def objective(outputs: dict[str, Array], batch: dict[str, Array], weights: LossW
                                                          geo_w, near=weights.near, extent=weights.extent)
     needs_keypoints = weights.bone_ratio or weights.limb_rigidity or weights.sds
     if needs_keypoints and "pose" in outputs:
-        hm = outputs["pose"]
-        if weights.geometry_keypoints not in ("soft", "peak"):
-            raise ValueError(f"loss.geometry_keypoints must be 'soft' or 'peak', got {weights.geometry_keypoints!r}")
-        coords, conf = (peak_soft_argmax if weights.geometry_keypoints == "peak" else soft_argmax)(hm)
-        h, w = batch["image"].shape[1:3]
-        scale = jnp.array([(w - 1) / (hm.shape[2] - 1), (h - 1) / (hm.shape[1] - 1)], jnp.float32)
-        xy = coords * scale                                      # input pixels (UDP)
-        conf = jnp.clip(jax.lax.stop_gradient(conf), 0.0, 1.0)
+        xy, conf = heatmap_keypoints(outputs["pose"], batch["image"].shape[1:3], weights.geometry_keypoints)
         if (weights.bone_ratio or weights.limb_rigidity) and "depth" in outputs:
             grad = weights.bone_ratio_grad
             if grad not in ("both", "keypoints", "depth"):
