@@ -1,7 +1,7 @@
 """The Sapiens state-dict layout and its one-to-one mapping onto the Flax parameter tree.
 
 One table of ``Rule``s serves both directions, so torch -> flax -> torch is bit-exact by
-construction (every transform is a pure axis permutation). Keys follow DESIGN.md sections 2-3:
+construction (every transform is a pure axis permutation). Keys follow docs/design.md §2-3:
 
   backbone.*        the ViT (``backbone.ln1`` is the final norm, Flax ``backbone/norm``)
   head.*            the pose heatmap head (mmpose)

@@ -1,6 +1,6 @@
 """Reading and writing PyTorch checkpoint files safely. The only module here that imports torch.
 
-Formats read (see DESIGN.md section 2):
+Formats read (see docs/design.md §2):
   *.pth / *.pt / *.bin      ``torch.load(weights_only=True)``: fine-tuned ``{'state_dict', 'meta'}``
                             or flat pretrain dicts. Pickles that reference anything but tensors,
                             containers and numpy arrays (as mmengine ``meta`` holds) are refused.

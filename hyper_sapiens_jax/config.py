@@ -112,7 +112,7 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train_pos_embed = True
     c.unfreeze = ""
 
-    # The Sapiens AdamW (DESIGN §4): warm-up from lr * 1e-3, cosine to lr * final_lr_frac.
+    # The Sapiens AdamW (docs/design.md §4): warm-up from lr * 1e-3, cosine to lr * final_lr_frac.
     c.optim = ml_collections.ConfigDict(dict(
         lr=5e-4, layer_decay=0.85, weight_decay=0.1, b1=0.9, b2=0.999, grad_clip=1.0,
         warmup_steps=50 if cpu_sized else 500, final_lr_frac=0.01))
@@ -189,7 +189,7 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
         num_syn=600, num_real=200, num_val=200, num_sequences=2, frames_per_sequence=100,
         num_skeletons=10000, seed=0))
 
-    # The Sapiens recipe (DESIGN §4). The tiny model, trained from scratch in minutes, gets a milder
+    # The Sapiens recipe (docs/design.md §4). The tiny model, trained from scratch in minutes, gets a milder
     # geometry (no rotation, half-body or dropout): it needs ~400 steps to leave the mean-heatmap
     # plateau even without them.
     d.aug = ml_collections.ConfigDict(dict(

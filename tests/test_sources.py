@@ -109,6 +109,10 @@ def coco_copy(testbed, tmp_path):
     return tmp_path / "ann.json", images, data
 
 
+def _image_of(ann, data):
+    return next(im for im in data["images"] if im["id"] == ann["image_id"])
+
+
 def _write(path, data):
     path.write_text(json.dumps(data))
     return path
@@ -120,6 +124,10 @@ def _write(path, data):
     (lambda a, d: a.__setitem__("bbox", [10, 10, 0, 20]), "annotation {id}: zero-area box"),
     (lambda a, d: a.__setitem__("keypoints", [1, 2, 2]), "annotation {id}: 'keypoints' must hold 51 numbers"),
     (lambda a, d: a.__setitem__("image_id", 987654), "annotation {id}: image_id 987654 is not in 'images'"),
+    (lambda a, d: _image_of(a, d).__setitem__("file_name", "../ann.json"),
+     "annotation {id}: file_name '../ann.json' leads outside the image root"),
+    (lambda a, d: _image_of(a, d).__setitem__("file_name", "/etc/hostname"),
+     "annotation {id}: file_name '/etc/hostname' leads outside the image root"),
 ])
 def test_bad_annotations_named_or_skipped(coco_copy, edit, message):
     ann_path, images, data = coco_copy

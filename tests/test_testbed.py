@@ -315,7 +315,7 @@ def test_caching_and_clean_regeneration(tmp_path):
     assert len(list(changed.train_syn_images.iterdir())) == 3
     assert json.loads(changed.manifest.read_text())["params"]["num_syn"] == 3
     assert len(json.loads(changed.train_syn_json.read_text())["images"]) == 3
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]        # no temp/old folders left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".set.lock", "set"]   # no temp/old folders left
     # A folder that is not a testbed is never overwritten.
     other = tmp_path / "mine"
     other.mkdir()
@@ -323,6 +323,40 @@ def test_caching_and_clean_regeneration(tmp_path):
     with pytest.raises(FileExistsError):
         writer.write_testbed(other, **MICRO)
     assert (other / "keep.txt").read_text() == "precious"
+
+
+_RACER = """
+import sys, time
+from pathlib import Path
+from hyper_sapiens_jax.testbed import writer
+
+def build(folder):
+    with open(sys.argv[2], "a") as log:
+        log.write("build\\n")
+    time.sleep(1.0)
+    (folder / "data.txt").write_text("x")
+    return {}
+
+writer.write_cached(Path(sys.argv[1]), "manifest.json", {"n": 1}, build)
+print((Path(sys.argv[1]) / "data.txt").read_text())
+"""
+
+
+def test_two_processes_asking_for_one_set_build_it_once(tmp_path):
+    """Ranks of a job on one machine that generate the same testbed at once take turns on a lock:
+    one builds, the other waits and reads the finished set (it never sees a half-swapped folder)."""
+    import subprocess
+    import sys
+    script = tmp_path / "racer.py"
+    script.write_text(_RACER)
+    out, log = tmp_path / "set", tmp_path / "builds.log"
+    procs = [subprocess.Popen([sys.executable, str(script), str(out), str(log)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [r[1][-2000:] for r in results]
+    assert [r[0].strip() for r in results] == ["x", "x"]
+    assert log.read_text() == "build\n"                                  # built exactly once
+    assert json.loads((out / "manifest.json").read_text())["params"] == {"n": 1}
 
 
 def test_cli(tmp_path, capsys):

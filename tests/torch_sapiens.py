@@ -1,7 +1,7 @@
 """An independent PyTorch reference of the Sapiens models, built from plain ``torch.nn`` layers.
 
 Module names reproduce the Sapiens / mmpretrain / mmpose / mmseg state-dict keys exactly
-(DESIGN.md sections 2-3), so ``model.load_state_dict(sd, strict=True)`` is the real compatibility
+(docs/design.md §2-3), so ``model.load_state_dict(sd, strict=True)`` is the real compatibility
 check for exported checkpoints. Inputs are NCHW; outputs NCHW. Nothing here imports the Flax code.
 """
 

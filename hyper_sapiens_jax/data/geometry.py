@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# MINI-RGBD intrinsics at 640x480 (DESIGN.md section 5).
+# MINI-RGBD intrinsics at 640x480 (docs/design.md §5).
 MINI_RGBD_SIZE = (480, 640)  # (H, W)
 MINI_RGBD_INTRINSICS = (588.67905803875317, 590.25690113005601, 322.22048191353628, 237.46785983766890)
 

@@ -1,6 +1,6 @@
 """Keypoint definitions: COCO-17, SMIL-25 (MINI-RGBD) and the SMIL-25 -> COCO-17 mapping.
 
-"Left" is always the person's left. Indices are 0-based. See DESIGN.md section 5.
+"Left" is always the person's left. Indices are 0-based. See docs/design.md §5.
 """
 
 from __future__ import annotations

@@ -189,7 +189,12 @@ class CocoKeypointSource(_RecordSource):
         if img is None:
             self._skipper.bad(where, f"image_id {ann['image_id']} is not in 'images'")
             return None
-        path = self.image_root / img["file_name"]
+        name = Path(str(img["file_name"]))
+        if name.is_absolute() or ".." in name.parts:    # image_root / name would leave the root
+            self._skipper.bad(where, f"file_name {str(img['file_name'])!r} leads outside the image root "
+                                     f"{self.image_root}; give it relative to that folder")
+            return None
+        path = self.image_root / name
         if not path.is_file():
             self._skipper.bad(path, f"missing image file (annotation {ann['id']})")
             return None

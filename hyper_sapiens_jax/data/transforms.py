@@ -12,7 +12,7 @@ Pure numpy/OpenCV functions over one person crop, meant to run inside a Grain ma
   ``R(rot) = [[cos, -sin], [sin, cos]]`` in image coordinates (y pointing down).
 - Randomness comes only from an explicit ``np.random.Generator``.
 
-Geometry follows the Sapiens pose recipe (DESIGN.md section 4) and its mmpose code:
+Geometry follows the Sapiens pose recipe (docs/design.md §4) and its mmpose code:
 GetBBoxCenterScale, RandomFlip, RandomHalfBody, RandomBBoxTransform, TopdownAffine(use_udp=True);
 texture follows PhotometricDistortion plus the albumentations Blur / MedianBlur / CoarseDropout
 of its config.
@@ -28,7 +28,7 @@ import numpy as np
 
 from hyper_sapiens_jax.data.keypoints import flip_permutation
 
-# Sapiens input normalisation, RGB order (DESIGN.md section 2).
+# Sapiens input normalisation, RGB order (docs/design.md §2).
 SAPIENS_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
 SAPIENS_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
 
@@ -47,7 +47,7 @@ Array = np.ndarray
 
 @dataclasses.dataclass(frozen=True)
 class GeometryAugParams:
-    """Geometric augmentation parameters (defaults: the Sapiens COCO recipe, DESIGN.md s.4)."""
+    """Geometric augmentation parameters (defaults: the Sapiens COCO recipe, docs/design.md §4)."""
 
     bbox_padding: float = 1.25
     flip_prob: float = 0.5

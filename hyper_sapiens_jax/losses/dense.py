@@ -1,4 +1,4 @@
-"""Supervised dense losses (DESIGN.md section 4), float32, masked per sample.
+"""Supervised dense losses (docs/design.md §4), float32, masked per sample.
 
 Shapes: B batch, (h, w) heatmap size, (H, W) input size, K keypoints. ``has_*`` are (B,) 0/1 flags:
 a sample without that target adds nothing to the loss or its gradient, and the loss is averaged

@@ -1,6 +1,6 @@
 """Architecture presets and the model configuration (a plain, JSON-serialisable dataclass).
 
-The Sapiens presets follow DESIGN.md section 2 exactly; ``tiny`` is a small model of the same
+The Sapiens presets follow docs/design.md §2 exactly; ``tiny`` is a small model of the same
 structure for tests and CPU demos. Head widths are part of the preset because ``tiny`` shrinks them
 too; for the real presets they are Sapiens' (pose 768, depth 384, normal 768).
 """

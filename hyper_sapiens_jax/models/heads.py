@@ -1,4 +1,4 @@
-"""Sapiens dense heads in Flax NNX: pose heatmaps, relative depth, surface normals (DESIGN.md section 3).
+"""Sapiens dense heads in Flax NNX: pose heatmaps, relative depth, surface normals (docs/design.md §3).
 
 Every head is a stack of stride-2 deconvolutions (k=4, p=1, no bias) and 1x1 convolutions (with bias),
 each followed by InstanceNorm (affine-free, eps 1e-5, statistics in float32) and SiLU, then a linear

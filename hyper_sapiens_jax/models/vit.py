@@ -2,7 +2,7 @@
 
 Pre-norm blocks, LayerNorm eps 1e-6, exact GELU, fused qkv with bias, no cls token, a learnable
 (1, H/16 * W/16, D) position embedding added after the patch embedding, a final LayerNorm, and the
-tokens returned as a (B, H/16, W/16, D) feature map. See DESIGN.md section 2.
+tokens returned as a (B, H/16, W/16, D) feature map. See docs/design.md §2.
 
 Dtype policy: parameters are float32; activations run in ``dtype`` (bfloat16 on accelerators);
 LayerNorm statistics and the attention softmax are computed in float32 by Flax/JAX.

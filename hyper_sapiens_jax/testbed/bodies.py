@@ -1,4 +1,4 @@
-"""Infant-proportioned 3D skeletons with the 25 SMIL joints (DESIGN.md section 5), posed on a mat.
+"""Infant-proportioned 3D skeletons with the 25 SMIL joints (docs/design.md §5), posed on a mat.
 
 The body model is a kinematic tree over the SMIL-25 joints plus a surface: round cones (tapered
 capsules) along the limb bones, spheres at the limb joints, flattened ellipsoids for the trunk,

@@ -1,7 +1,7 @@
 """The synthetic infant testbed: a deterministic stand-in for SyRIP, MINI-RGBD and pose-prior data.
 
 No real infant data ships with the project, so this module renders its own (bodies.py makes
-infants, renderer.py draws them) in the exact on-disk formats of the real sets (DESIGN.md section 5):
+infants, renderer.py draws them) in the exact on-disk formats of the real sets (docs/design.md §5):
 
     OUT/
       testbed.json                        manifest: parameters, counts, intrinsics (written last)
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import json
 import multiprocessing
 import os
@@ -318,13 +319,27 @@ def write_cached(out: Path, manifest_name: str, params: dict, build, force: bool
     the same ``params`` again return at once; other ``params`` (or ``force``) rebuild it with
     ``build(folder) -> dict`` (the manifest's other entries) in a temporary sibling folder that
     replaces ``out`` only once complete. A non-empty ``out`` that holds no manifest is left alone.
+    Processes that ask for the same set at once (the ranks of a multi-process job on one machine)
+    take turns on a lock file beside it: one builds, the others then find its manifest.
     """
     manifest = read_manifest(out, manifest_name)
     if manifest is not None and manifest.get("params") == params and not force:
         return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_name(f".{out.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)            # released when the file closes, or the process dies
+        try:
+            manifest = read_manifest(out, manifest_name)
+            if manifest is not None and manifest.get("params") == params and not force:
+                return                              # another process built it while we waited
+            _build_and_swap(out, manifest_name, params, build, manifest)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _build_and_swap(out: Path, manifest_name: str, params: dict, build, manifest: dict | None) -> None:
     if out.exists() and manifest is None and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty and holds no {manifest_name}: refusing to overwrite it")
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""The Sapiens optimizer (DESIGN.md section 4): AdamW with layer-wise LR decay, no weight decay on
+"""The Sapiens optimizer (docs/design.md §4): AdamW with layer-wise LR decay, no weight decay on
 1-D parameters, biases and pos_embed, global-norm clipping, linear warm-up from x1e-3.
 
 Layer ids follow mmpretrain's ``LearningRateDecayOptimizerConstructor`` for ViTs with L blocks:
