@@ -62,8 +62,7 @@ def term_gradients(config, init: str, num_batches: int) -> dict[str, dict[str, f
     backbone = {p: v for p, v in params.items() if p[0] == "backbone"}
     rest = {p: v for p, v in params.items() if p[0] != "backbone"}
     mix, _ = builders.build_train_mix(sc)
-    bone_ref = reference.compute_reference({e.name: e.source for e in mix}, seed=sc.seed) \
-        if loop.needs_bone_reference(sc) else None
+    bone_ref = reference.compute(sc, mix, builders.sample_config(sc)) if loop.needs_bone_reference(sc) else None
     objective = loop.make_objective(sc, bone_ref, loop.load_prior(sc))
     weights = loop.loss_weights(sc)
 

@@ -124,7 +124,7 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
         pose=1.0, coord=0.0, depth=1.0, normal=1.0, depth_normal=0.0, bone_ratio=0.0, limb_rigidity=0.0,
         sds=0.0, sds_final=-1.0, geometry_on_real_only=True, near=0.7, extent=0.25, keypoint_conf=0.3,
         sds_t_min=0.01, sds_t_max=0.05, sds_weighting="one_minus_alpha_bar", geometry_keypoints="soft",
-        bone_ratio_grad="both"))
+        bone_ratio_grad="both", bone_reference="crops"))
 
     # Validation (flip test, DARK-UDP decode) on the "val" split: PCK@pck_threshold normalised by the
     # box's longer side ("bbox") or the torso ("torso"), COCO OKS AP, G-Error.

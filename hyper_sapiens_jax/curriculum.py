@@ -160,7 +160,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
     t0 = time.perf_counter()
     foundation = prepare_foundation(config, workdir, first.model.image_size)
     stages = stage_configs(config, workdir, foundation)
-    rows = [("mean pose (val)", {**mean_pose_baseline(stages[0][1]), "step": "-"})]
+    split = builders.eval_split_name(stages[0][1].data)
+    rows = [(f"mean pose ({split})", {**mean_pose_baseline(stages[0][1]), "step": "-"})]
     if foundation:
         rows.append(("zero-shot (foundation)", {**evaluate_weights(foundation, stages[0][1]), "step": 0}))
         timings["foundation"] = time.perf_counter() - t0

@@ -48,6 +48,7 @@ from flax import traverse_util
 from ml_collections import config_flags
 
 from hyper_sapiens_jax import curriculum
+from hyper_sapiens_jax.data import builders
 from hyper_sapiens_jax.config import config_to_dict, rescale_unfreeze
 from hyper_sapiens_jax.logs import setup_logging
 from hyper_sapiens_jax.prior import train as prior_train
@@ -193,12 +194,14 @@ def summarize(results: dict[str, dict[int, dict[str, Any]]]) -> dict[str, dict[s
     return out
 
 
-def study_table(rows: dict[str, Row], summary: dict[str, dict[str, Any]], baseline: dict[str, Any] | None) -> str:
-    """Markdown: one line per row, each metric as mean ± 95% CI half-width over the seeds."""
+def study_table(rows: dict[str, Row], summary: dict[str, dict[str, Any]], baseline: dict[str, Any] | None,
+                split: str = "val") -> str:
+    """Markdown: one line per row, each metric as mean ± 95% CI half-width over the seeds (scored on
+    ``split``: 'val', or 'tuning' for a held-out tuning split)."""
     head = "| row | run | " + " | ".join(title for _, title, _ in METRICS) + " | seeds |"
     lines = [head, "|" + "---|" * (len(METRICS) + 3)]
     if baseline is not None:
-        lines.append("| - | mean pose (val) | " + " | ".join(
+        lines.append(f"| - | mean pose ({split}) | " + " | ".join(
             f"{baseline.get(m, float('nan')):{fmt}}" for m, _, fmt in METRICS) + " | - |")
     for key, s in summary.items():
         cells = [f"{s[m]['mean']:{fmt}}" + (f" ± {s[m]['ci95']:{fmt}}" if len(s["seeds"]) > 1 else "")
@@ -270,8 +273,9 @@ def write_report(config: ml_collections.ConfigDict, rows: dict[str, Row],
     """study.md (returned), study.json and study.png from the per-seed results, with the mean-pose
     baseline of the validation split and the ground truth's own G-Error as references."""
     summary = summarize(results)
-    baseline = curriculum.mean_pose_baseline(curriculum.shared_data(config.stage1, config.get("data")))
-    table = study_table(rows, summary, baseline)
+    stage1 = curriculum.shared_data(config.stage1, config.get("data"))
+    baseline = curriculum.mean_pose_baseline(stage1)
+    table = study_table(rows, summary, baseline, builders.eval_split_name(stage1.data))
     references = {m: (baseline[m], "mean pose") for m, _, _ in METRICS if m != "g_error" and m in baseline}
     gt_g = next((r["g_error_gt"] for per in results.values() for r in per.values() if "g_error_gt" in r), None)
     if gt_g is not None:

@@ -109,6 +109,11 @@ def resolved_paths(data: ml_collections.ConfigDict, needs: Iterable[str] = ("val
     return paths
 
 
+def eval_split_name(data: ml_collections.ConfigDict) -> str:
+    """What the 'val' source scores: 'val', or 'tuning' when a tuning split is held out."""
+    return "tuning" if int(data.get("tuning_images", 0) or 0) > 0 else "val"
+
+
 def build_source(name: str, paths: dict[str, Any], skip_bad_records: bool = False):
     """One named source ('syrip_syn', 'syrip_real', 'mini_rgbd', 'humans', 'val') from resolved paths."""
     if name == "humans":

@@ -335,7 +335,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
     if mode == "train":
         bone_ref = None
         if needs_bone_reference(config):
-            bone_ref = reference.load_or_compute(workdir, {e.name: e.source for e in mix}, config.seed)
+            bone_ref = reference.load_or_compute(workdir, config, mix, builders.sample_config(config))
         objective_fn = make_objective(config, bone_ref, load_prior(config))
     layouts: dict[Any, Layout] = {}
 
