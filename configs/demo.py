@@ -10,7 +10,9 @@ Sapiens-layout safetensors files (by default those shipped in ``hyper_sapiens_ja
 made by ``configs/foundation.py``), converted by ``convert_weights.torch_to_flax``; set
 ``--config.foundation.dir=`` to start from random weights instead. Each part is the matching config
 file (configs/prior.py, stage1.py, stage2.py, stage3.py) with a shorter schedule, reachable as
-``--config.stage2.num_steps=...``, ``--config.prior.num_steps=...``. ``config.data`` applies to every
+``--config.stage2.num_steps=...``, ``--config.prior.num_steps=...``; for ``cpu`` the stages also
+weight the pose term 100x, freeze ``pos_embed`` with the frozen prefix, use a milder augmentation
+and alpha = 1 (measured on the tuning split: README "The demo"). ``config.data`` applies to every
 stage and the prior (each stage keeps its own ``mix``). The workdir gets foundation/, prior/,
 stage1/, stage2/, stage3/ and results.md / results.json (the table, with the zero-shot row).
 """
