@@ -306,14 +306,29 @@ def run(config: ml_collections.ConfigDict, out: str | Path, seeds: list[int], ke
     return 0
 
 
-def define_flags() -> None:
-    """The command line (defined when run as a program, so other tools can import this module)."""
+def define_common_flags(outputs: str, seeds: list[str]) -> None:
+    """--config, --out and --seeds, shared by the study and the sweep (defined only when one runs as
+    a program, so both modules import side by side)."""
     config_flags.DEFINE_config_file("config", None, "the demo config, e.g. configs/demo.py[:arch]",
                                     lock_config=True)
-    flags.DEFINE_string("out", None, "directory for the runs, study.md, study.json and study.png")
-    flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "seeds; every row runs once per seed")
-    flags.DEFINE_list("rows", ["z", "a", "b", "c", "d", "e", "f", "s"], "which rows to run (z, a-f, s; see above)")
+    flags.DEFINE_string("out", None, f"directory for the runs, {outputs}")
+    flags.DEFINE_list("seeds", seeds, "seeds; every run of the grid runs once per seed")
     flags.mark_flags_as_required(["config", "out"])
+
+
+def exit_with(fn, *args) -> None:
+    """Run ``fn(*args)`` as the program: its return code, or 1 with the error logged (no traceback)
+    for bad configs, interrupted runs and training errors."""
+    try:
+        sys.exit(fn(*args))
+    except (ValueError, InterruptedError, loop.TrainingError) as e:
+        log.error("%s", e)
+        sys.exit(1)
+
+
+def define_flags() -> None:
+    define_common_flags("study.md, study.json and study.png", ["0", "1", "2", "3", "4"])
+    flags.DEFINE_list("rows", ["z", "a", "b", "c", "d", "e", "f", "s"], "which rows to run (z, a-f, s; see above)")
 
 
 def main(argv) -> None:
@@ -324,11 +339,7 @@ def main(argv) -> None:
         seeds = [int(s) for s in f.seeds]
     except ValueError as e:
         raise app.UsageError(f"--seeds must be integers, got {f.seeds}") from e
-    try:
-        sys.exit(run(f.config, f.out, seeds, [k.strip() for k in f.rows]))
-    except (ValueError, InterruptedError, loop.TrainingError) as e:
-        log.error("%s", e)
-        sys.exit(1)
+    exit_with(run, f.config, f.out, seeds, [k.strip() for k in f.rows])
 
 
 if __name__ == "__main__":

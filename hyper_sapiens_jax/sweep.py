@@ -19,21 +19,15 @@ chosen point is the best by mean tuning PCK@0.05 (ties: AP); measure it on valid
 from __future__ import annotations
 
 import json
-import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import ml_collections
 from absl import app, flags
-from ml_collections import config_flags
 
-from hyper_sapiens_jax import curriculum, study
+from hyper_sapiens_jax import study
 from hyper_sapiens_jax.logs import setup_logging
-from hyper_sapiens_jax.training import loop
-
-log = logging.getLogger("hyper_sapiens_jax.sweep")
 
 
 def point_row(config: ml_collections.ConfigDict, alpha: float, beta: float) -> study.Row:
@@ -76,19 +70,9 @@ def run(config: ml_collections.ConfigDict, out: str | Path, alphas: list[float],
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     rows = {(a, b): point_row(config, a, b) for a in alphas for b in betas}
-    prior_dir = out / "prior"
-    if any(a > 0 for a in alphas):
-        from hyper_sapiens_jax.prior import train as prior_train
-        prior_train.run(curriculum.shared_data(config.prior, config.get("data")), prior_dir, "train")
-    stage1 = curriculum.shared_data(config.stage1, config.get("data"))
-    foundation = curriculum.prepare_foundation(config, out, stage1.model.image_size)
-    results = {p: {} for p in rows}
-    for seed in seeds:
-        for p, row in rows.items():
-            results[p][seed] = study.run_row(row, seed, out / f"seed{seed}", prior_dir, foundation)
-            log.info("alpha %g beta %g seed %d: %s", *p, seed, {m: results[p][seed].get(m) for m, _, _ in study.METRICS})
-    summary = study.summarize({f"{a:g},{b:g}": r for (a, b), r in results.items()})
-    points = {p: summary[f"{p[0]:g},{p[1]:g}"] for p in rows}
+    results = study.train_rows(config, {row.key: row for row in rows.values()}, seeds, out)
+    summary = study.summarize(results)
+    points = {p: summary[row.key] for p, row in rows.items()}
     alpha, beta = best_point(points)
     table = sweep_table(points) + (f"\n\nOn {config.data.tuning_images} held-out real training images "
                                    f"(tuning split). Chosen: alpha {alpha:g}, beta {beta:g}.")
@@ -102,14 +86,9 @@ def run(config: ml_collections.ConfigDict, out: str | Path, alphas: list[float],
 
 
 def define_flags() -> None:
-    """The command line (defined when run as a program)."""
-    config_flags.DEFINE_config_file("config", None, "the demo config, e.g. configs/demo.py[:arch]",
-                                    lock_config=True)
-    flags.DEFINE_string("out", None, "directory for the runs, sweep.md and sweep.json")
+    study.define_common_flags("sweep.md and sweep.json", ["0"])
     flags.DEFINE_list("alphas", ["0", "0.01", "0.03"], "SDS weights (stages 2 and 3)")
     flags.DEFINE_list("betas", ["0", "0.1", "0.3"], "geometry weights (depth-normal and bone ratio)")
-    flags.DEFINE_list("seeds", ["0"], "seeds; every point runs once per seed")
-    flags.mark_flags_as_required(["config", "out"])
 
 
 def main(argv) -> None:
@@ -121,11 +100,7 @@ def main(argv) -> None:
         seeds = [int(s) for s in f.seeds]
     except ValueError as e:
         raise app.UsageError(f"--alphas / --betas must be numbers and --seeds integers ({e})") from e
-    try:
-        sys.exit(run(f.config, f.out, alphas, betas, seeds))
-    except (ValueError, InterruptedError, loop.TrainingError) as e:
-        log.error("%s", e)
-        sys.exit(1)
+    study.exit_with(run, f.config, f.out, alphas, betas, seeds)
 
 
 if __name__ == "__main__":
