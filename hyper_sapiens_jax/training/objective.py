@@ -78,10 +78,11 @@ def objective(outputs: dict[str, Array], batch: dict[str, Array], weights: LossW
     if "pose" in outputs:
         parts["pose"] = pose_heatmap_loss(outputs["pose"], batch["heatmaps"], batch["target_weight"],
                                           batch["has_pose"] * valid, normalizers["pose"])
+    needs_keypoints = weights.bone_ratio or weights.limb_rigidity or weights.sds
+    if (weights.coord or needs_keypoints) and "pose" in outputs:      # decoded once for every user
+        xy, conf = heatmap_keypoints(outputs["pose"], batch["image"].shape[1:3], weights.geometry_keypoints)
     if weights.coord and "pose" in outputs:
-        hm = outputs["pose"]
-        xy, _ = heatmap_keypoints(hm, batch["image"].shape[1:3], weights.geometry_keypoints)
-        stride = (batch["image"].shape[2] - 1) / (hm.shape[2] - 1)
+        stride = (batch["image"].shape[2] - 1) / (outputs["pose"].shape[2] - 1)
         parts["coord"] = keypoint_coordinate_loss(xy, batch["keypoints"], batch["target_weight"],
                                                   batch["has_pose"] * valid, stride, normalizers["pose"])
     if "depth" in outputs:
@@ -94,9 +95,7 @@ def objective(outputs: dict[str, Array], batch: dict[str, Array], weights: LossW
     if weights.depth_normal and "depth" in outputs and "normal" in outputs:
         parts["depth_normal"] = depth_normal_consistency(outputs["depth"], outputs["normal"], batch["intrinsics"],
                                                          geo_w, near=weights.near, extent=weights.extent)
-    needs_keypoints = weights.bone_ratio or weights.limb_rigidity or weights.sds
     if needs_keypoints and "pose" in outputs:
-        xy, conf = heatmap_keypoints(outputs["pose"], batch["image"].shape[1:3], weights.geometry_keypoints)
         if (weights.bone_ratio or weights.limb_rigidity) and "depth" in outputs:
             grad = weights.bone_ratio_grad
             if grad not in ("both", "keypoints", "depth"):
