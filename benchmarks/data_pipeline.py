@@ -31,8 +31,8 @@ import cv2
 import numpy as np
 
 from hyper_sapiens_jax.data.sources import CocoKeypointSource, MiniRgbdSource, read_gray, read_image
-from hyper_sapiens_jax.testbed.writer import write_testbed
 from hyper_sapiens_jax.data.topdown import SampleConfig, train_sample
+from hyper_sapiens_jax.testbed.writer import write_testbed
 
 DEFAULT_TESTBED = Path.home() / ".cache" / "hyper_sapiens_jax" / "testbed"
 
@@ -53,10 +53,12 @@ def sample_config(size: tuple[int, int]) -> SampleConfig:
 def build_sources(paths, which: list[str]) -> dict[str, Any]:
     """Name -> file source, as ``data.builders.build_source`` makes them."""
     makers = {
-        "syrip_real": lambda: CocoKeypointSource(paths.train_real_json, paths.train_real_images,
-                                                 domain="real", name="syrip_real"),
-        "syrip_syn": lambda: CocoKeypointSource(paths.train_syn_json, paths.train_syn_images,
-                                                domain="synthetic", name="syrip_syn"),
+        "syrip_real": lambda: CocoKeypointSource(
+            paths.train_real_json, paths.train_real_images, domain="real", name="syrip_real"
+        ),
+        "syrip_syn": lambda: CocoKeypointSource(
+            paths.train_syn_json, paths.train_syn_images, domain="synthetic", name="syrip_syn"
+        ),
         "mini_rgbd": lambda: MiniRgbdSource(paths.mini_rgbd, [s.name for s in paths.sequences]),
     }
     return {name: makers[name]() for name in which}
@@ -65,9 +67,11 @@ def build_sources(paths, which: list[str]) -> dict[str, Any]:
 def decode_only(source) -> Callable[[int], Any]:
     """The files of record i decoded and nothing else: the floor any reader pays."""
     if isinstance(source, MiniRgbdSource):
+
         def fn(i):
             rec = source.records[i]
             return read_image(rec["rgb"]), read_gray(rec["depth"], np.float32), read_gray(rec["mask"])
+
         return fn
     return lambda i: read_image(source.records[i]["path"])
 
@@ -85,33 +89,47 @@ def time_per_sample(fn: Callable[[int], Any], n: int, warmup: int, length: int) 
         t0 = time.perf_counter()
         fn((warmup + k) % length)
         times[k] = time.perf_counter() - t0
-    return {"samples_per_s": n / times.sum(), "ms_per_sample": 1000.0 * times.mean(),
-            "median_ms": 1000.0 * float(np.median(times)), "samples": n}
+    return {
+        "samples_per_s": n / times.sum(),
+        "ms_per_sample": 1000.0 * times.mean(),
+        "median_ms": 1000.0 * float(np.median(times)),
+        "samples": n,
+    }
 
 
 def measure_source(name: str, source, tfds_source, sizes, args) -> list[dict]:
     """All single-process stages of one source."""
-    stages: list[tuple[str, Callable[[int], Any]]] = [("decode floor", decode_only(source)),
-                                                       ("source read", source.__getitem__)]
+    stages: list[tuple[str, Callable[[int], Any]]] = [
+        ("decode floor", decode_only(source)),
+        ("source read", source.__getitem__),
+    ]
     if tfds_source is not None:
         stages.append(("tfds read", tfds_source.__getitem__))
     for size in sizes:
         cfg = sample_config(size)
         # A fixed rng per index: every run augments record i the same way.
-        stages.append((f"sample {size[0]}x{size[1]}",
-                       lambda i, cfg=cfg: train_sample(source[i], np.random.default_rng(args.seed + i), cfg)))
+        stages.append(
+            (
+                f"sample {size[0]}x{size[1]}",
+                lambda i, cfg=cfg: train_sample(source[i], np.random.default_rng(args.seed + i), cfg),
+            )
+        )
     rows = []
     for stage, fn in stages:
         r = time_per_sample(fn, args.samples, args.warmup, len(source))
         rows.append({"source": name, "stage": stage, **r})
-        print(f"  {name:10s} {stage:18s} {r['samples_per_s']:8.1f} samples/s  {r['ms_per_sample']:7.2f} ms "
-              f"(median {r['median_ms']:.2f})", flush=True)
+        print(
+            f"  {name:10s} {stage:18s} {r['samples_per_s']:8.1f} samples/s  {r['ms_per_sample']:7.2f} ms "
+            f"(median {r['median_ms']:.2f})",
+            flush=True,
+        )
     return rows
 
 
 def tfds_sources(paths, names: list[str], cache: Path) -> dict[str, Any]:
     """TfdsRecordSource per name, built once into ``cache`` (TFDS reuses a complete build)."""
     from hyper_sapiens_jax.data import tfds_builders as tb
+
     out = {}
     if {"syrip_real", "syrip_syn"} & set(names):
         syrip = tb.build_dataset("syrip", paths.syrip, cache)
@@ -128,13 +146,15 @@ def measure_workers(name: str, source, size, args) -> dict:
     from absl import flags
 
     from hyper_sapiens_jax.data.pipeline import MixEntry, train_dataset, train_iterator
+
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()  # grain 0.2.18's mp_prefetch reads absl flags
     batch = args.worker_batch
     warm_batches = max(2, args.workers * 2)
     timed_batches = max(1, args.samples // batch)
-    ds = train_dataset([MixEntry(name, source, batch)], sample_config(size), seed=args.seed,
-                       num_batches=warm_batches + timed_batches)
+    ds = train_dataset(
+        [MixEntry(name, source, batch)], sample_config(size), seed=args.seed, num_batches=warm_batches + timed_batches
+    )
     it = train_iterator(ds, worker_count=args.workers)
     for _ in range(warm_batches):  # includes starting the worker processes
         next(it)
@@ -145,11 +165,17 @@ def measure_workers(name: str, source, size, args) -> dict:
     it.close()  # stop the workers now, not in __del__ at interpreter exit
     del it
     total = timed_batches * batch / seconds
-    row = {"source": name, "stage": f"grain {args.workers}w {size[0]}x{size[1]}", "samples_per_s": total,
-           "per_worker_samples_per_s": total / args.workers, "samples": timed_batches * batch,
-           "ms_per_sample": 1000.0 / total}
-    print(f"  {name:10s} {row['stage']:18s} {total:8.1f} samples/s  ({total / args.workers:.1f} per worker)",
-          flush=True)
+    row = {
+        "source": name,
+        "stage": f"grain {args.workers}w {size[0]}x{size[1]}",
+        "samples_per_s": total,
+        "per_worker_samples_per_s": total / args.workers,
+        "samples": timed_batches * batch,
+        "ms_per_sample": 1000.0 / total,
+    }
+    print(
+        f"  {name:10s} {row['stage']:18s} {total:8.1f} samples/s  ({total / args.workers:.1f} per worker)", flush=True
+    )
     return row
 
 
@@ -167,25 +193,44 @@ def print_table(rows: list[dict], names: list[str]) -> None:
 
 
 def environment(args) -> dict:
-    return {"python": platform.python_version(), "machine": platform.machine(),
-            "cpu_count": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)),
-            "opencv": cv2.__version__, "opencv_threads": cv2.getNumThreads(), "numpy": np.__version__,
-            "load_average": os.getloadavg(), "argv": sys.argv}
+    return {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)),
+        "opencv": cv2.__version__,
+        "opencv_threads": cv2.getNumThreads(),
+        "numpy": np.__version__,
+        "load_average": os.getloadavg(),
+        "argv": sys.argv,
+    }
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--testbed-dir", type=Path, default=DEFAULT_TESTBED,
-                   help="testbed cache (generated with write_testbed's default parameters if absent)")
-    p.add_argument("--sources", default="syrip_real,syrip_syn,mini_rgbd",
-                   help="comma list of syrip_real, syrip_syn, mini_rgbd")
-    p.add_argument("--sizes", type=lambda s: [parse_size(x) for x in s.split(",")],
-                   default=[(1024, 768), (256, 192)], help="comma list of HxW input sizes")
+    p.add_argument(
+        "--testbed-dir",
+        type=Path,
+        default=DEFAULT_TESTBED,
+        help="testbed cache (generated with write_testbed's default parameters if absent)",
+    )
+    p.add_argument(
+        "--sources", default="syrip_real,syrip_syn,mini_rgbd", help="comma list of syrip_real, syrip_syn, mini_rgbd"
+    )
+    p.add_argument(
+        "--sizes",
+        type=lambda s: [parse_size(x) for x in s.split(",")],
+        default=[(1024, 768), (256, 192)],
+        help="comma list of HxW input sizes",
+    )
     p.add_argument("--samples", type=int, default=100, help="timed samples per measurement")
     p.add_argument("--warmup", type=int, default=5, help="untimed samples first")
     p.add_argument("--threads", type=int, default=1, help="cv2.setNumThreads (per-worker: 1)")
-    p.add_argument("--tfds", action="store_true",
-                   help="also time reads from the TFDS ArrayRecord build (cached under <testbed-dir>/tfds)")
+    p.add_argument(
+        "--tfds",
+        action="store_true",
+        help="also time reads from the TFDS ArrayRecord build (cached under <testbed-dir>/tfds)",
+    )
     p.add_argument("--workers", type=int, default=0, help="also time Grain train_iterator with N workers")
     p.add_argument("--worker-batch", type=int, default=8, help="per-step batch for --workers")
     p.add_argument("--worker-size", type=parse_size, default=(256, 192), help="input size for --workers")
@@ -215,8 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     print_table(rows, names)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"environment": environment(args), "testbed": str(args.testbed_dir),
-                                        "results": rows}, indent=2))
+        args.out.write_text(
+            json.dumps({"environment": environment(args), "testbed": str(args.testbed_dir), "results": rows}, indent=2)
+        )
         print(f"\nwrote {args.out}")
     return 0
 

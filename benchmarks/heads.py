@@ -42,8 +42,9 @@ from hyper_sapiens_jax.models.heads import Deconv4x2, DepthHead, NormalHead, Pos
 
 def old_deconv(c_in: int, c_out: int, rngs: nnx.Rngs) -> nnx.ConvTranspose:
     """The pre-Deconv4x2 layer: torch ConvTranspose2d(k=4, s=2, p=1) as flax's conv_transpose."""
-    return nnx.ConvTranspose(c_in, c_out, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
-                             use_bias=False, transpose_kernel=True, rngs=rngs)
+    return nnx.ConvTranspose(
+        c_in, c_out, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)), use_bias=False, transpose_kernel=True, rngs=rngs
+    )
 
 
 def with_method(head, method: str):
@@ -74,6 +75,7 @@ def fwd_bwd(module, x: jax.Array, seed: int):
 
     def loss(p, v, probe):  # probe is an argument, not a constant XLA would fold at compile time
         return jnp.sum(nnx.merge(graphdef, p)(v) * probe)
+
     return jax.jit(jax.value_and_grad(loss, argnums=(0, 1))), (params, x, probe)
 
 
@@ -82,6 +84,7 @@ def torch_fwd_bwd(x: np.ndarray, kernel: np.ndarray, seed: int):
     import torch
 
     from convert_weights.layout import to_torch
+
     xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).requires_grad_(True)
     wt = torch.from_numpy(to_torch("conv", kernel)).requires_grad_(True)
     with torch.no_grad():
@@ -93,6 +96,7 @@ def torch_fwd_bwd(x: np.ndarray, kernel: np.ndarray, seed: int):
         y = torch.nn.functional.conv_transpose2d(xt, wt, stride=2, padding=1)
         (y * probe).sum().backward()
         return xt.grad, wt.grad
+
     return fn
 
 
@@ -104,8 +108,7 @@ def build_cases(a) -> list[dict]:
     """Every case: name, shape description and its timers {variant: zero-arg callable}."""
     b, (h, w) = a.batch, a.feature_hw
     cases = []
-    deconvs = [(a.embed, a.deconv_ch, h, w)] + [(a.deconv_ch, a.deconv_ch, h * 2 ** i, w * 2 ** i)
-                                                for i in (1, 2, 3)]
+    deconvs = [(a.embed, a.deconv_ch, h, w)] + [(a.deconv_ch, a.deconv_ch, h * 2**i, w * 2**i) for i in (1, 2, 3)]
     for i, (c_in, c_out, hi, wi) in enumerate(deconvs):
         kx, kk = jax.random.split(jax.random.key(i))
         x = jax.random.normal(kx, (b, hi, wi, c_in))
@@ -115,73 +118,111 @@ def build_cases(a) -> list[dict]:
         kernel = jax.random.normal(kk, new.kernel.shape) * 0.05
         for m in (new, sub3, old):
             m.kernel[...] = kernel
-        timers = {"old": jax_timer(*fwd_bwd(old, x, i)), "3x3": jax_timer(*fwd_bwd(sub3, x, i)),
-                  "new": jax_timer(*fwd_bwd(new, x, i))}
+        timers = {
+            "old": jax_timer(*fwd_bwd(old, x, i)),
+            "3x3": jax_timer(*fwd_bwd(sub3, x, i)),
+            "new": jax_timer(*fwd_bwd(new, x, i)),
+        }
         if not a.no_torch:
             timers["torch"] = torch_fwd_bwd(np.asarray(x), np.asarray(kernel), i)
-        cases.append({"name": f"deconv {c_in}->{c_out} {hi}x{wi}->{2 * hi}x{2 * wi}",
-                      "input": [b, hi, wi, c_in], "timers": timers})
+        cases.append(
+            {
+                "name": f"deconv {c_in}->{c_out} {hi}x{wi}->{2 * hi}x{2 * wi}",
+                "input": [b, hi, wi, c_in],
+                "timers": timers,
+            }
+        )
     if a.skip_heads:
         return cases
-    heads = {"pose head": PoseHead(a.embed, a.num_keypoints, a.pose_ch, rngs=nnx.Rngs(10)),
-             "depth head": DepthHead(a.embed, a.depth_ch, rngs=nnx.Rngs(11)),
-             "normal head": NormalHead(a.embed, a.normal_ch, rngs=nnx.Rngs(12))}
+    heads = {
+        "pose head": PoseHead(a.embed, a.num_keypoints, a.pose_ch, rngs=nnx.Rngs(10)),
+        "depth head": DepthHead(a.embed, a.depth_ch, rngs=nnx.Rngs(11)),
+        "normal head": NormalHead(a.embed, a.normal_ch, rngs=nnx.Rngs(12)),
+    }
     x = jax.random.normal(jax.random.key(20), (b, h, w, a.embed))
     for j, (name, head) in enumerate(heads.items()):
         n_deconv = len(head.deconv_layers)
         width = head.deconv_layers[0].out_features
-        timers = {"old": jax_timer(*fwd_bwd(with_old_deconvs(head), x, 30 + j)),
-                  "3x3": jax_timer(*fwd_bwd(with_method(head, "subpixel3x3"), x, 30 + j)),
-                  "new": jax_timer(*fwd_bwd(head, x, 30 + j))}
-        cases.append({"name": f"{name} {a.embed}->{width} {h}x{w}->{h * 2 ** n_deconv}x{w * 2 ** n_deconv}",
-                      "input": [b, h, w, a.embed], "timers": timers})
+        timers = {
+            "old": jax_timer(*fwd_bwd(with_old_deconvs(head), x, 30 + j)),
+            "3x3": jax_timer(*fwd_bwd(with_method(head, "subpixel3x3"), x, 30 + j)),
+            "new": jax_timer(*fwd_bwd(head, x, 30 + j)),
+        }
+        cases.append(
+            {
+                "name": f"{name} {a.embed}->{width} {h}x{w}->{h * 2**n_deconv}x{w * 2**n_deconv}",
+                "input": [b, h, w, a.embed],
+                "timers": timers,
+            }
+        )
     return cases
 
 
 def run(a) -> dict:
     if not a.no_torch:
         import torch
+
         torch.set_num_threads(a.torch_threads)
     cases = build_cases(a)
     results = []
     for case in cases:
         timers = case.pop("timers")
         first = {}
-        for variant, fn in timers.items():        # compile + first call, then warmup
+        for variant, fn in timers.items():  # compile + first call, then warmup
             t0 = time.perf_counter()
             fn()
             first[variant] = time.perf_counter() - t0
             for _ in range(a.warmup - 1):
                 fn()
         times = {v: [] for v in timers}
-        for _ in range(a.reps):                    # interleaved repetitions
+        for _ in range(a.reps):  # interleaved repetitions
             for variant, fn in timers.items():
                 t0 = time.perf_counter()
                 fn()
                 times[variant].append(time.perf_counter() - t0)
         med = {v: statistics.median(t) for v, t in times.items()}
-        row = {**case, "median_s": med, "times_s": times, "first_call_s": first,
-               "old_over_new": med["old"] / med["new"], "sub3x3_over_new": med["3x3"] / med["new"]}
+        row = {
+            **case,
+            "median_s": med,
+            "times_s": times,
+            "first_call_s": first,
+            "old_over_new": med["old"] / med["new"],
+            "sub3x3_over_new": med["3x3"] / med["new"],
+        }
         if "torch" in med:
             row["new_over_torch"] = med["new"] / med["torch"]
         results.append(row)
         print_row(row, header=len(results) == 1, torch_col=not a.no_torch)
-    return {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                        "jax": jax.__version__, "backend": jax.default_backend()},
-            "args": vars(a), "results": results}
+    return {
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "jax": jax.__version__,
+            "backend": jax.default_backend(),
+        },
+        "args": vars(a),
+        "results": results,
+    }
 
 
 def print_row(r: dict, header: bool, torch_col: bool) -> None:
     if header:
-        cols = (["case", "old ms", "3x3 ms", "new ms", "old/new", "3x3/new"]
-                + (["torch ms", "new/torch"] if torch_col else []))
+        cols = ["case", "old ms", "3x3 ms", "new ms", "old/new", "3x3/new"] + (
+            ["torch ms", "new/torch"] if torch_col else []
+        )
         print("| " + " | ".join(cols) + " |")
         print("|" + "|".join(["---"] + ["---:"] * (len(cols) - 1)) + "|")
     m = r["median_s"]
-    cells = [r["name"], f"{1e3 * m['old']:.1f}", f"{1e3 * m['3x3']:.1f}", f"{1e3 * m['new']:.1f}",
-             f"{r['old_over_new']:.1f}x", f"{r['sub3x3_over_new']:.2f}x"]
+    cells = [
+        r["name"],
+        f"{1e3 * m['old']:.1f}",
+        f"{1e3 * m['3x3']:.1f}",
+        f"{1e3 * m['new']:.1f}",
+        f"{r['old_over_new']:.1f}x",
+        f"{r['sub3x3_over_new']:.2f}x",
+    ]
     if torch_col:
-        cells += ([f"{1e3 * m['torch']:.1f}", f"{r['new_over_torch']:.2f}x"] if "torch" in m else ["", ""])
+        cells += [f"{1e3 * m['torch']:.1f}", f"{r['new_over_torch']:.2f}x"] if "torch" in m else ["", ""]
     print("| " + " | ".join(cells) + " |", flush=True)
 
 
@@ -190,8 +231,14 @@ def main(argv=None) -> None:
     p.add_argument("--reps", type=int, default=5, help="timed repetitions per variant (default 5)")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls per variant, incl. compile (1)")
     p.add_argument("--batch", type=int, default=32, help="batch size (default 32)")
-    p.add_argument("--feature-hw", type=int, nargs=2, default=(8, 6), metavar=("H", "W"),
-                   help="backbone feature map (default 8 6, i.e. 128x96 images at patch 16)")
+    p.add_argument(
+        "--feature-hw",
+        type=int,
+        nargs=2,
+        default=(8, 6),
+        metavar=("H", "W"),
+        help="backbone feature map (default 8 6, i.e. 128x96 images at patch 16)",
+    )
     p.add_argument("--embed", type=int, default=192, help="backbone width D (default 192)")
     p.add_argument("--deconv-ch", type=int, default=64, help="width of the single-deconv cases (64)")
     p.add_argument("--pose-ch", type=int, default=64, help="pose head width (default 64)")

@@ -32,15 +32,15 @@ from ml_collections import config_flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hyper_sapiens_jax import curriculum  # noqa: E402
-from hyper_sapiens_jax.data import builders  # noqa: E402
-from hyper_sapiens_jax.data.pipeline import train_dataset, train_iterator  # noqa: E402
-from hyper_sapiens_jax.models import Sapiens  # noqa: E402
-from hyper_sapiens_jax.models.weights import nest  # noqa: E402
-from hyper_sapiens_jax.training import loop, reference  # noqa: E402
-from hyper_sapiens_jax.losses.geometry import backproject_keypoints, bone_ratio_loss  # noqa: E402
-from hyper_sapiens_jax.training.objective import batch_normalizers, heatmap_keypoints  # noqa: E402
-from hyper_sapiens_jax.training.state import merge_model  # noqa: E402
+from hyper_sapiens_jax import curriculum
+from hyper_sapiens_jax.data import builders
+from hyper_sapiens_jax.data.pipeline import train_dataset, train_iterator
+from hyper_sapiens_jax.losses.geometry import backproject_keypoints, bone_ratio_loss
+from hyper_sapiens_jax.models import Sapiens
+from hyper_sapiens_jax.models.weights import nest
+from hyper_sapiens_jax.training import loop, reference
+from hyper_sapiens_jax.training.objective import batch_normalizers, heatmap_keypoints
+from hyper_sapiens_jax.training.state import merge_model
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "the demo config (configs/demo.py[:arch])")
 _STAGE = flags.DEFINE_string("stage", "stage2", "which stage of the demo config")
@@ -78,7 +78,7 @@ def term_gradients(config, init: str, num_batches: int) -> dict[str, dict[str, f
         out = {}
         for name in parts:
             w = getattr(weights, name) * (loop.sds_scale(sc, jnp.int32(0)) if name == "sds" else 1.0)
-            grad = jax.grad(lambda b: w * parts_fn(b, batch, key)[name])(bb)
+            grad = jax.grad(lambda b, w=w, name=name: w * parts_fn(b, batch, key)[name])(bb)
             out[name] = (parts[name], jnp.float32(w), jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in grad.values())))
         return out
 
@@ -94,11 +94,14 @@ def term_gradients(config, init: str, num_batches: int) -> dict[str, dict[str, f
         def value(kp, depth, c, w):
             pts = backproject_keypoints(kp, depth, batch["intrinsics"], near=weights.near, extent=weights.extent)
             return bone_ratio_loss(pts, c, w, *ref)
-        return {"predicted keypoints, predicted depth (real)": value(xy, outputs["depth"], conf, real),
-                "true keypoints, predicted depth (real)": value(true_xy, outputs["depth"], seen, real),
-                "predicted keypoints, predicted depth (synthetic)": value(xy, outputs["depth"], conf, with_depth),
-                "true keypoints, predicted depth (synthetic)": value(true_xy, outputs["depth"], seen, with_depth),
-                "true keypoints, true depth (synthetic)": value(true_xy, batch["depth"], seen, with_depth)}
+
+        return {
+            "predicted keypoints, predicted depth (real)": value(xy, outputs["depth"], conf, real),
+            "true keypoints, predicted depth (real)": value(true_xy, outputs["depth"], seen, real),
+            "predicted keypoints, predicted depth (synthetic)": value(xy, outputs["depth"], conf, with_depth),
+            "true keypoints, predicted depth (synthetic)": value(true_xy, outputs["depth"], seen, with_depth),
+            "true keypoints, true depth (synthetic)": value(true_xy, batch["depth"], seen, with_depth),
+        }
 
     it = train_iterator(train_dataset(mix, builders.sample_config(sc), seed=sc.seed, num_batches=num_batches))
     rows: dict[str, list] = {}
@@ -112,9 +115,17 @@ def term_gradients(config, init: str, num_batches: int) -> dict[str, dict[str, f
                 truth.setdefault(name, []).append(float(value))
     med = {name: np.median(np.array(v), axis=0) for name, v in rows.items()}
     pose_value, _, pose_grad = med["pose"]
-    terms = {name: {"value": v, "weight": w, "weighted": v * w, "grad_norm": g,
-                    "weighted_vs_pose": v * w / pose_value, "grad_vs_pose": g / pose_grad}
-             for name, (v, w, g) in med.items()}
+    terms = {
+        name: {
+            "value": v,
+            "weight": w,
+            "weighted": v * w,
+            "grad_norm": g,
+            "weighted_vs_pose": v * w / pose_value,
+            "grad_vs_pose": g / pose_grad,
+        }
+        for name, (v, w, g) in med.items()
+    }
     return {"terms": terms, "bone_ratio_at_truth": {n: float(np.median(v)) for n, v in truth.items()}}
 
 
@@ -124,8 +135,10 @@ def main(argv) -> None:
     print("| term | value | weight | weighted | weighted / pose | backbone grad norm | grad / pose |")
     print("|---|---|---|---|---|---|---|")
     for name, r in result["terms"].items():
-        print(f"| {name} | {r['value']:.4g} | {r['weight']:g} | {r['weighted']:.4g} | {r['weighted_vs_pose']:.3g} | "
-              f"{r['grad_norm']:.4g} | {r['grad_vs_pose']:.3g} |")
+        print(
+            f"| {name} | {r['value']:.4g} | {r['weight']:g} | {r['weighted']:.4g} | {r['weighted_vs_pose']:.3g} | "
+            f"{r['grad_norm']:.4g} | {r['grad_vs_pose']:.3g} |"
+        )
     if result["bone_ratio_at_truth"]:
         print("\n| bone-ratio term (unweighted) with | value |\n|---|---|")
         for name, v in result["bone_ratio_at_truth"].items():

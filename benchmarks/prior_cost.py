@@ -60,7 +60,7 @@ def sds_step(prior: DiffusionPrior, batch: int):
     k = prior.num_keypoints
     xy = jax.random.uniform(jax.random.key(0), (batch, k, 2), minval=100.0, maxval=400.0)
     visible = jnp.ones((batch, k), jnp.float32)
-    fn = jax.jit(jax.value_and_grad(lambda p, xy, v, key: sds_loss(p, xy, v, key)))   # prior as an input
+    fn = jax.jit(jax.value_and_grad(lambda p, xy, v, key: sds_loss(p, xy, v, key)))  # prior as an input
     return fn, (prior, xy, visible, jax.random.key(1))
 
 
@@ -71,14 +71,18 @@ def vit_step_fn(graphdef):
     def loss(params, images, targets):
         out = nnx.merge(graphdef, params)(images)
         return sum(jnp.mean((out[name] - targets[name]) ** 2) for name in targets)
+
     return jax.jit(jax.value_and_grad(loss))
 
 
 def vit_inputs(config: ModelConfig, batch: int, abstract: bool):
     """Images and per-head targets (arrays, or ShapeDtypeStructs when ``abstract``)."""
     h, w = config.image_size
-    shapes = {"pose": (batch, h // 4, w // 4, config.num_keypoints), "depth": (batch, h, w, 1),
-              "normal": (batch, h // 2, w // 2, 3)}
+    shapes = {
+        "pose": (batch, h // 4, w // 4, config.num_keypoints),
+        "depth": (batch, h, w, 1),
+        "normal": (batch, h // 2, w // 2, 3),
+    }
     make = (lambda s: jax.ShapeDtypeStruct(s, jnp.float32)) if abstract else (lambda s: jnp.zeros(s, jnp.float32))
     return make((batch, h, w, 3)), {k: make(shapes[k]) for k in config.heads}
 
@@ -127,15 +131,25 @@ def main(argv=None) -> int:
     vit_fn, vit_args = tiny_vit_step(args.vit_batch)
     vit_ms = 1e3 * median_seconds(vit_fn, vit_args, args.warmup, max(3, args.repeats // 4))
     result = {
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "jax": jax.__version__,
-                    "device": str(jax.devices()[0]), "load_average_1min": os.getloadavg()[0]},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "jax": jax.__version__,
+            "device": str(jax.devices()[0]),
+            "load_average_1min": os.getloadavg()[0],
+        },
         "prior": {"params": int(n_params), **prior.spec.denoiser.to_json()},
-        "sds": {"batch": args.batch,
-                "fwd_bwd_ms": round(1e3 * median_seconds(sds_fn, sds_args, args.warmup, args.repeats), 3),
-                "flops": flops(sds_fn.lower(*sds_args).compile())},
-        "tiny_vit_step": {"batch": args.vit_batch, "image_size": [256, 192],
-                          "ms": round(vit_ms, 3),
-                          "flops": flops(vit_fn.lower(*vit_args).compile())},
+        "sds": {
+            "batch": args.batch,
+            "fwd_bwd_ms": round(1e3 * median_seconds(sds_fn, sds_args, args.warmup, args.repeats), 3),
+            "flops": flops(sds_fn.lower(*sds_args).compile()),
+        },
+        "tiny_vit_step": {
+            "batch": args.vit_batch,
+            "image_size": [256, 192],
+            "ms": round(vit_ms, 3),
+            "flops": flops(vit_fn.lower(*vit_args).compile()),
+        },
     }
     result["sds"]["ms_per_pose"] = round(result["sds"]["fwd_bwd_ms"] / args.batch, 4)
     result["tiny_vit_step"]["ms_per_image"] = round(result["tiny_vit_step"]["ms"] / args.vit_batch, 3)
@@ -144,8 +158,11 @@ def main(argv=None) -> int:
         for heads in (("pose", "depth", "normal"), ("pose",)):
             f = sapiens_03b_step_flops(1, "bfloat16", heads)
             result[f"sapiens_0.3b_step_{'+'.join(heads)}"] = {
-                "image_size": [1024, 768], "flops_per_image": f, "flops_batch_16": 16 * f,
-                "ratio_sds_call_over_step_per_image": result["sds"]["flops"] / f}
+                "image_size": [1024, 768],
+                "flops_per_image": f,
+                "flops_batch_16": 16 * f,
+                "ratio_sds_call_over_step_per_image": result["sds"]["flops"] / f,
+            }
     print(json.dumps(result, indent=2))
     if args.out:
         with open(args.out, "w") as fh:

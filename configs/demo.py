@@ -34,22 +34,34 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.job = "demo"
     c.arch = arch
-    c.stages = "1,2,3"                      # which stages run, in order
-    c.foundation = ml_collections.ConfigDict(
-        {"dir": str(FOUNDATION_DIR) if arch == "cpu" else "", **FOUNDATION_FILES})
-    c.data = base_config(arch).data          # shared by every stage and the prior (each stage keeps its mix)
+    c.stages = "1,2,3"  # which stages run, in order
+    c.foundation = ml_collections.ConfigDict({"dir": str(FOUNDATION_DIR) if arch == "cpu" else "", **FOUNDATION_FILES})
+    c.data = base_config(arch).data  # shared by every stage and the prior (each stage keeps its mix)
     del c.data["mix"]
     if arch == "cpu":
         # A milder geometry than the Sapiens recipe for the short schedules (as the foundation's).
         a = c.data.aug
-        a.rotate_prob, a.rotate_factor, a.scale_range, a.half_body_prob, a.dropout_prob = 0.3, 45.0, (0.7, 1.3), 0.1, 0.0
+        a.rotate_prob, a.rotate_factor, a.scale_range, a.half_body_prob, a.dropout_prob = (
+            0.3,
+            45.0,
+            (0.7, 1.3),
+            0.1,
+            0.0,
+        )
 
     c.prior = load_config_file(HERE / "prior.py")
     c.prior.num_steps = 2000
     c.prior.eval_every = c.prior.checkpoint_every = 1000
-    c.prior.report = ml_collections.ConfigDict(dict(
-        num_samples=500, ddim_steps=50, num_ancestral=64, num_train_reference=2000, effect_poses=128,
-        effect_steps=100))
+    c.prior.report = ml_collections.ConfigDict(
+        dict(
+            num_samples=500,
+            ddim_steps=50,
+            num_ancestral=64,
+            num_train_reference=2000,
+            effect_poses=128,
+            effect_steps=100,
+        )
+    )
 
     for stage, steps in zip((1, 2, 3), DEMO_STEPS.get(arch, (None,) * 3)):
         s = load_config_file(HERE / f"stage{stage}.py", arch)
@@ -61,7 +73,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             # The heatmap MSE (~0.01) pulls on the shared backbone ~100x less than the depth and normal
             # terms (benchmarks/loss_gradients.py: 146x and 77x at weight 1): weight it up so pose leads.
             s.loss.pose = 100.0
-            s.train_pos_embed = False        # the frozen prefix then costs no backward (20% faster steps)
+            s.train_pos_embed = False  # the frozen prefix then costs no backward (20% faster steps)
             if s.loss.sds > 0:
                 # At the recipe's alpha = 0.01 the SDS gradient is 0.1% of the (weighted) pose term's:
                 # a no-op. At 1 it pulls ~14% as hard. On the tuning split (python -m

@@ -26,7 +26,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.job = "foundation"
     c.arch = arch
-    c.data = base_config(arch).data                # the corpus: data.humans, data.humans_dir
+    c.data = base_config(arch).data  # the corpus: data.humans, data.humans_dir
     del c.data["mix"]
 
     # 1. MAE on the corpus's images (square crops around people, as Sapiens' human-centric crops).

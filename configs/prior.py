@@ -24,7 +24,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data = base_config().data
     c.data.source = "testbed"
     c.data.heldout_fraction = 0.1
-    c.data.min_visible = 6                   # poses with fewer labelled joints are not used
+    c.data.min_visible = 6  # poses with fewer labelled joints are not used
 
     c.model = ml_collections.ConfigDict(dict(width=256, depth=3, hidden_mult=2, time_dim=64))
     # schedule: "linear" or "cosine". Samplers clip x̂0's joints to x0_clip_factor x the largest joint
@@ -38,20 +38,29 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.augment = ml_collections.ConfigDict(dict(rotate=True, max_rotation_deg=180.0, flip=True))
     # Joint dropout so the prior scores partial skeletons: a `prob` share of poses loses joints at a
     # rate ~ U(0, max_rate); a `subset_prob` share is cut to MINI-RGBD's 13 COCO points.
-    c.dropout = ml_collections.ConfigDict(dict(prob=0.4, max_rate=0.5, subset_prob=0.2, subset="common13",
-                                               min_visible=2))
+    c.dropout = ml_collections.ConfigDict(
+        dict(prob=0.4, max_rate=0.5, subset_prob=0.2, subset="common13", min_visible=2)
+    )
 
-    c.optim = ml_collections.ConfigDict(dict(lr=1e-3, warmup_steps=500, final_lr_frac=0.05, weight_decay=1e-4,
-                                             grad_clip=1.0))
+    c.optim = ml_collections.ConfigDict(
+        dict(lr=1e-3, warmup_steps=500, final_lr_frac=0.05, weight_decay=1e-4, grad_clip=1.0)
+    )
     c.batch_size = 256
     c.num_steps = 20_000
     c.ema_decay = 0.999
-    c.steps_per_call = 200                   # train steps per jitted call (one lax.scan)
-    c.eval_every = 1000                      # held-out denoising loss (EMA weights) -> metrics.jsonl
+    c.steps_per_call = 200  # train steps per jitted call (one lax.scan)
+    c.eval_every = 1000  # held-out denoising loss (EMA weights) -> metrics.jsonl
     c.checkpoint_every = 2000
     c.keep_checkpoints = 2
 
-    c.report = ml_collections.ConfigDict(dict(
-        num_samples=2000, ddim_steps=100, num_ancestral=256, num_train_reference=5000,
-        effect_poses=384, effect_steps=400))
+    c.report = ml_collections.ConfigDict(
+        dict(
+            num_samples=2000,
+            ddim_steps=100,
+            num_ancestral=256,
+            num_train_reference=5000,
+            effect_poses=384,
+            effect_steps=400,
+        )
+    )
     return c

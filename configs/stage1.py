@@ -19,5 +19,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.batch_size = 16
     config.data.mix = ml_collections.ConfigDict({"syrip_syn": 1, "mini_rgbd": 1})
     config.trainable_blocks = stage_blocks(config.arch, 1)
-    config.optim.lr = 2e-3 if config.arch == "tiny" else 5e-4    # tiny: from scratch
+    config.optim.lr = 2e-3 if config.arch == "tiny" else 5e-4  # tiny: from scratch
     return config

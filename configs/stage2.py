@@ -21,7 +21,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.trainable_blocks = stage_blocks(config.arch, 2)
     config.unfreeze = f"{config.num_steps // 2}:{stage_blocks(config.arch, 1) or 'all'}"
     config.optim.lr = 1e-3 if config.arch == "tiny" else 2e-4
-    config.loss.sds = 0.01                 # alpha
-    config.loss.depth_normal = 0.1         # beta
-    config.loss.bone_ratio = 0.1           # beta
+    config.loss.sds = 0.01  # alpha
+    config.loss.depth_normal = 0.1  # beta
+    config.loss.bone_ratio = 0.1  # beta
     return config

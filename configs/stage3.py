@@ -18,8 +18,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.mix = ml_collections.ConfigDict({"syrip_real": 8, "syrip_syn": 1, "mini_rgbd": 1})
     config.trainable_blocks = stage_blocks(config.arch, 3)
     config.optim.lr = 5e-4 if config.arch == "tiny" else 1e-4
-    config.loss.sds = 0.01                 # alpha, annealed ...
-    config.loss.sds_final = 0.0            # ... to 0 at the end of the stage
+    config.loss.sds = 0.01  # alpha, annealed ...
+    config.loss.sds_final = 0.0  # ... to 0 at the end of the stage
     config.loss.depth_normal = 0.1
     config.loss.bone_ratio = 0.1
     return config

@@ -41,9 +41,16 @@ def export_meta(config: ModelConfig, task: str) -> dict[str, Any]:
     if task != "backbone" and task not in config.heads:
         raise WeightsError(f"the checkpoint has no {task} head (heads: {list(config.heads)})")
     spec = config.spec
-    meta = {"arch": config.arch, "embed_dims": spec.embed_dims, "num_layers": spec.num_layers,
-            "num_heads": spec.num_heads, "image_size": list(config.image_size),
-            "patch_padding": config.patch_padding, "task": task, "exported_by": "hyper_sapiens_jax"}
+    meta = {
+        "arch": config.arch,
+        "embed_dims": spec.embed_dims,
+        "num_layers": spec.num_layers,
+        "num_heads": spec.num_heads,
+        "image_size": list(config.image_size),
+        "patch_padding": config.patch_padding,
+        "task": task,
+        "exported_by": "hyper_sapiens_jax",
+    }
     if task == "pose":
         meta["num_keypoints"] = config.num_keypoints
     return meta
@@ -54,15 +61,17 @@ def export_rules(config: ModelConfig, task: str) -> list[layout.Rule]:
     return layout.model_rules(config, [] if task == "backbone" else [task])
 
 
-def export_state_dict(config: ModelConfig, params: dict[tuple, np.ndarray],
-                      task: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def export_state_dict(
+    config: ModelConfig, params: dict[tuple, np.ndarray], task: str
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Flat Flax params -> (Sapiens-layout state dict, meta) for ``task``."""
     meta = export_meta(config, task)
     return layout.flax_to_torch_state_dict(params, export_rules(config, task)), meta
 
 
-def export(ckpt: str | Path, task: str, out: str | Path, *, raw: bool = False,
-           step: int | str = "latest", dtype=np.float32) -> dict[str, Any]:
+def export(
+    ckpt: str | Path, task: str, out: str | Path, *, raw: bool = False, step: int | str = "latest", dtype=np.float32
+) -> dict[str, Any]:
     """Read ``ckpt`` (weights directory or training workdir) and write ``task``'s Sapiens checkpoint
     to ``out`` (tensors stored as ``dtype``); returns the meta written."""
     config, params, info = load_any(ckpt, raw=raw, step=step)
@@ -74,10 +83,12 @@ def export(ckpt: str | Path, task: str, out: str | Path, *, raw: bool = False,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m convert_weights.flax_to_torch",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ckpt", required=True,
-                        help="weights directory (from torch_to_flax), training workdir or demo workdir")
+    parser = argparse.ArgumentParser(
+        prog="python -m convert_weights.flax_to_torch", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--ckpt", required=True, help="weights directory (from torch_to_flax), training workdir or demo workdir"
+    )
     parser.add_argument("--task", required=True, choices=TASKS, help="which model to write")
     parser.add_argument("--out", required=True, help="output file, .pth or .safetensors")
     parser.add_argument("--raw", action="store_true", help="training workdirs: the raw weights, not the EMA")

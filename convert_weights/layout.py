@@ -14,7 +14,7 @@ Flax paths are tuples into ``nnx.state(model, nnx.Param)``: e.g.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -43,9 +43,9 @@ class Rule:
 
 def to_flax(kind: str, w: np.ndarray) -> np.ndarray:
     """Torch layout -> Flax layout for one tensor."""
-    if kind == "linear":       # (out, in) -> (in, out)
+    if kind == "linear":  # (out, in) -> (in, out)
         return np.ascontiguousarray(w.T)
-    if kind == "conv":         # Conv2d OIHW -> HWIO; ConvTranspose2d (in, out, kh, kw) -> (kh, kw, out, in)
+    if kind == "conv":  # Conv2d OIHW -> HWIO; ConvTranspose2d (in, out, kh, kw) -> (kh, kw, out, in)
         return np.ascontiguousarray(w.transpose(2, 3, 1, 0))
     return w
 
@@ -96,8 +96,7 @@ def head_rules(task: str) -> list[Rule]:
     p, fp = TASK_PREFIX[task], ("heads", task)
     rules = []
     for i in range(n_deconv):
-        rules += _dense(f"{p}deconv_layers.{_SEQ_STRIDE * i}.", fp + ("deconv_layers", i), "conv",
-                        bias=False)
+        rules += _dense(f"{p}deconv_layers.{_SEQ_STRIDE * i}.", fp + ("deconv_layers", i), "conv", bias=False)
     for i in range(n_conv):
         rules += _dense(f"{p}conv_layers.{_SEQ_STRIDE * i}.", fp + ("conv_layers", i), "conv")
     rules += _dense(f"{p}{out_name}.", fp + (out_name,), "conv")
@@ -107,7 +106,7 @@ def head_rules(task: str) -> list[Rule]:
 def model_rules(config: ModelConfig, tasks: Iterable[str] | None = None) -> list[Rule]:
     """Backbone rules plus the rules of ``tasks`` (default: every head of the model)."""
     rules = backbone_rules(config.spec)
-    for task in (config.heads if tasks is None else tasks):
+    for task in config.heads if tasks is None else tasks:
         rules += head_rules(task)
     return rules
 
@@ -129,8 +128,11 @@ def infer_backbone(state_dict: dict[str, np.ndarray], source: str) -> tuple[str,
     if key not in state_dict:
         raise LayoutError(f"{source}: no backbone found (missing key {key!r})")
     embed_dims = int(state_dict[key].shape[0])
-    layer_ids = {int(k.split(".")[2]) for k in state_dict
-                 if k.startswith(BACKBONE_PREFIX + "layers.") and k.split(".")[2].isdigit()}
+    layer_ids = {
+        int(k.split(".")[2])
+        for k in state_dict
+        if k.startswith(BACKBONE_PREFIX + "layers.") and k.split(".")[2].isdigit()
+    }
     num_layers = max(layer_ids) + 1 if layer_ids else 0
     try:
         return arch_from_shapes(embed_dims, num_layers), embed_dims, num_layers
@@ -145,8 +147,9 @@ def infer_num_keypoints(state_dict: dict[str, np.ndarray], source: str) -> int:
     return int(state_dict[key].shape[0])
 
 
-def check_keys(state_dict: dict[str, np.ndarray], rules: list[Rule], source: str,
-               allowed_prefixes: tuple[str, ...]) -> None:
+def check_keys(
+    state_dict: dict[str, np.ndarray], rules: list[Rule], source: str, allowed_prefixes: tuple[str, ...]
+) -> None:
     """Refuse missing keys, and unexpected keys under ``allowed_prefixes`` or outside every prefix."""
     wanted = {r.key for r in rules}
     missing = [k for k in (r.key for r in rules) if k not in state_dict]
@@ -160,9 +163,13 @@ def check_keys(state_dict: dict[str, np.ndarray], rules: list[Rule], source: str
             raise LayoutError(f"{source}: unexpected key {k!r} (shape {tuple(state_dict[k].shape)})")
 
 
-def torch_to_flax_params(state_dict: dict[str, np.ndarray], rules: list[Rule],
-                         expected: dict[tuple, tuple[int, ...]], source: str,
-                         resize_pos_embed=None) -> dict[tuple, np.ndarray]:
+def torch_to_flax_params(
+    state_dict: dict[str, np.ndarray],
+    rules: list[Rule],
+    expected: dict[tuple, tuple[int, ...]],
+    source: str,
+    resize_pos_embed=None,
+) -> dict[tuple, np.ndarray]:
     """Map torch tensors onto Flax paths, checking every shape against ``expected`` (path -> shape).
 
     ``resize_pos_embed(array) -> array`` adapts a pos_embed stored for another grid.
@@ -172,8 +179,9 @@ def torch_to_flax_params(state_dict: dict[str, np.ndarray], rules: list[Rule],
         w = np.asarray(state_dict[r.key])
         if r.kind == "pos_embed" and resize_pos_embed is not None:
             if w.ndim != 3 or w.shape[-1] != expected[r.path][-1]:
-                raise LayoutError(f"{source}: key {r.key!r} has shape {tuple(w.shape)}, expected "
-                                  f"(1, N, {expected[r.path][-1]})")
+                raise LayoutError(
+                    f"{source}: key {r.key!r} has shape {tuple(w.shape)}, expected (1, N, {expected[r.path][-1]})"
+                )
             try:
                 w = resize_pos_embed(w)
             except ValueError as e:
@@ -181,8 +189,10 @@ def torch_to_flax_params(state_dict: dict[str, np.ndarray], rules: list[Rule],
         w = to_flax(r.kind, w)
         want = tuple(expected[r.path])
         if tuple(w.shape) != want:
-            raise LayoutError(f"{source}: key {r.key!r} has shape {tuple(to_torch(r.kind, w).shape)}, "
-                              f"expected {tuple(to_torch(r.kind, np.empty(want)).shape)}")
+            raise LayoutError(
+                f"{source}: key {r.key!r} has shape {tuple(to_torch(r.kind, w).shape)}, "
+                f"expected {tuple(to_torch(r.kind, np.empty(want)).shape)}"
+            )
         out[r.path] = w
     return out
 

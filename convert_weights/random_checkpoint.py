@@ -25,20 +25,23 @@ from hyper_sapiens_jax.models.weights import flat_params
 PRETRAIN_GRID = (64, 64)
 
 
-def random_state_dict(arch: str, task: str, image_size: tuple[int, int], seed: int = 0,
-                      num_keypoints: int = 17):
+def random_state_dict(arch: str, task: str, image_size: tuple[int, int], seed: int = 0, num_keypoints: int = 17):
     """(state dict, meta) of a freshly initialised model, in the Sapiens layout of ``task``."""
     heads = () if task in ("backbone", "pretrain") else (task,)
-    config = ModelConfig(arch=arch, image_size=image_size, heads=heads, num_keypoints=num_keypoints,
-                         patch_padding=0 if task == "depth" else 2)
+    config = ModelConfig(
+        arch=arch,
+        image_size=image_size,
+        heads=heads,
+        num_keypoints=num_keypoints,
+        patch_padding=0 if task == "depth" else 2,
+    )
     with jax.default_device(jax.devices("cpu")[0]):
         params = flat_params(Sapiens(config, rngs=nnx.Rngs(seed)))
     sd, meta = export_state_dict(config, params, "backbone" if task == "pretrain" else task)
     if task == "pretrain":
         d = sd["backbone.pos_embed"].shape[-1]
         rng = np.random.default_rng(seed)
-        sd["backbone.pos_embed"] = (0.02 * rng.standard_normal((1, 1 + np.prod(PRETRAIN_GRID), d))
-                                    ).astype(np.float32)
+        sd["backbone.pos_embed"] = (0.02 * rng.standard_normal((1, 1 + np.prod(PRETRAIN_GRID), d))).astype(np.float32)
         sd = {k.removeprefix("backbone."): v for k, v in sd.items()}
         sd["cls_token"] = np.zeros((1, 1, d), np.float32)
         meta = {**meta, "task": "pretrain"}
@@ -46,8 +49,9 @@ def random_state_dict(arch: str, task: str, image_size: tuple[int, int], seed: i
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m convert_weights.random_checkpoint",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m convert_weights.random_checkpoint", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--arch", default="tiny", choices=list(ARCHS))
     parser.add_argument("--task", default="pose", choices=["pose", "depth", "normal", "backbone", "pretrain"])
     parser.add_argument("--image-size", default="256,192", help="H,W the model is built for")

@@ -33,16 +33,22 @@ def _torch():
     try:
         import torch
     except ImportError:  # pragma: no cover - depends on the environment
-        raise CheckpointFileError("reading/writing PyTorch checkpoints needs torch: "
-                                  "pip install 'hyper-sapiens-jax[torch]'") from None
+        raise CheckpointFileError(
+            "reading/writing PyTorch checkpoints needs torch: pip install 'hyper-sapiens-jax[torch]'"
+        ) from None
     return torch
 
 
 def _numpy_safe_globals() -> list:
     """numpy objects mmengine checkpoints keep in ``meta`` (dataset sigmas, seeds): data, not code."""
     core = getattr(np, "_core", None) or np.core
-    return [core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray, np.dtype,
-            *{type(np.dtype(t)) for t in ("f2", "f4", "f8", "i4", "i8", "u1", "bool")}]
+    return [
+        core.multiarray._reconstruct,
+        core.multiarray.scalar,
+        np.ndarray,
+        np.dtype,
+        *{type(np.dtype(t)) for t in ("f2", "f4", "f8", "i4", "i8", "u1", "bool")},
+    ]
 
 
 def _to_numpy(tensor) -> np.ndarray:
@@ -72,12 +78,13 @@ def _load_pickle(path: Path) -> Any:
     except pickle.UnpicklingError as e:
         try:
             unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-        except Exception:  # noqa: BLE001 - only used to improve the message
+        except Exception:
             unsafe = []
         what = f" (it references {', '.join(unsafe)})" if unsafe else ""
         raise CheckpointFileError(
             f"{path}: refused to load: the pickle holds objects other than tensors{what}, which could "
-            f"run code on load. Re-save it as plain tensors or safetensors.") from e
+            f"run code on load. Re-save it as plain tensors or safetensors."
+        ) from e
     except (RuntimeError, EOFError, OSError) as e:
         raise CheckpointFileError(f"{path}: not a readable PyTorch checkpoint: {e}") from e
 
@@ -118,7 +125,7 @@ def load_state_dict(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
             sd, meta = _split_state_dict(_load_pickle(path), path)
     except CheckpointFileError:
         raise
-    except Exception as e:  # noqa: BLE001 - torch raises many types for corrupt archives
+    except Exception as e:
         raise CheckpointFileError(f"{path}: cannot read this {kind or 'torch'} archive: {e}") from e
     log.info("%s: read as %s", path, kind or "torch.save pickle")
     return {k: _to_numpy(v) for k, v in sd.items()}, meta
@@ -127,6 +134,7 @@ def load_state_dict(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
 def load_safetensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """A .safetensors file -> (key -> float32 array, meta), without torch (bf16 widened exactly)."""
     from safetensors import SafetensorError, safe_open
+
     try:
         with safe_open(str(path), framework="np") as f:
             meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
@@ -155,8 +163,9 @@ def _read_bf16(path: Path, keys: list[str]) -> dict[str, np.ndarray]:
     return out
 
 
-def save_state_dict(path: str | Path, state_dict: dict[str, np.ndarray], meta: dict[str, Any],
-                    dtype=np.float32) -> None:
+def save_state_dict(
+    path: str | Path, state_dict: dict[str, np.ndarray], meta: dict[str, Any], dtype=np.float32
+) -> None:
     """Write ``{'state_dict', 'meta'}`` as .pth (torch.save) or .safetensors (meta as JSON strings;
     no torch needed). ``dtype``: the stored float type (float32, or float16 for small files)."""
     path = Path(path)
@@ -164,8 +173,12 @@ def save_state_dict(path: str | Path, state_dict: dict[str, np.ndarray], meta: d
     tmp = path.with_name(path.name + ".tmp")
     if path.suffix == ".safetensors":
         from safetensors.numpy import save_file
-        save_file({k: np.ascontiguousarray(v, dtype) for k, v in state_dict.items()}, str(tmp),
-                  metadata={k: json.dumps(v) for k, v in meta.items()})
+
+        save_file(
+            {k: np.ascontiguousarray(v, dtype) for k, v in state_dict.items()},
+            str(tmp),
+            metadata={k: json.dumps(v) for k, v in meta.items()},
+        )
         tmp.replace(path)
         return
     torch = _torch()

@@ -58,9 +58,11 @@ def _check_arch(sd: dict[str, np.ndarray], source: str, arch: str | None) -> str
         found = None
         found_txt = "an unknown arch"
     if d != spec.embed_dims or (found and found[0] != arch):
-        raise LayoutError(f"{source}: checkpoint is {found_txt} but --arch {arch} was given: key {key!r} "
-                          f"has shape {tuple(sd[key].shape)}, {arch} expects "
-                          f"({spec.embed_dims}, 3, 16, 16) and {spec.num_layers} layers")
+        raise LayoutError(
+            f"{source}: checkpoint is {found_txt} but --arch {arch} was given: key {key!r} "
+            f"has shape {tuple(sd[key].shape)}, {arch} expects "
+            f"({spec.embed_dims}, 3, 16, 16) and {spec.num_layers} layers"
+        )
     return arch
 
 
@@ -76,8 +78,9 @@ def load_files(files: dict[str, str | Path]) -> dict[str, dict[str, np.ndarray]]
     return state_dicts
 
 
-def convert(files: dict[str, str | Path], image_size: tuple[int, int], **kwargs: Any
-            ) -> tuple[ModelConfig, dict[tuple, np.ndarray], dict[str, Any]]:
+def convert(
+    files: dict[str, str | Path], image_size: tuple[int, int], **kwargs: Any
+) -> tuple[ModelConfig, dict[tuple, np.ndarray], dict[str, Any]]:
     """Read the given files (role -> path) and convert them; see ``convert_state_dicts``."""
     if not files:
         raise LayoutError("give at least one of --pretrain, --pose, --depth, --normal")
@@ -85,11 +88,16 @@ def convert(files: dict[str, str | Path], image_size: tuple[int, int], **kwargs:
     return convert_state_dicts(load_files(files), sources, image_size, **kwargs)
 
 
-def convert_state_dicts(state_dicts: dict[str, dict[str, np.ndarray]], sources: dict[str, str],
-                        image_size: tuple[int, int], *, arch: str | None = None,
-                        patch_padding: int | None = None, source_grid: tuple[int, int] | None = None,
-                        order: list[str] | None = None
-                        ) -> tuple[ModelConfig, dict[tuple, np.ndarray], dict[str, Any]]:
+def convert_state_dicts(
+    state_dicts: dict[str, dict[str, np.ndarray]],
+    sources: dict[str, str],
+    image_size: tuple[int, int],
+    *,
+    arch: str | None = None,
+    patch_padding: int | None = None,
+    source_grid: tuple[int, int] | None = None,
+    order: list[str] | None = None,
+) -> tuple[ModelConfig, dict[tuple, np.ndarray], dict[str, Any]]:
     """Map Sapiens state dicts (role -> key -> array) onto a model; returns (config, flat params, info).
 
     Args:
@@ -108,33 +116,38 @@ def convert_state_dicts(state_dicts: dict[str, dict[str, np.ndarray]], sources: 
     log.info("backbone from --%s %s", backbone_role, bsrc)
     arch = _check_arch(state_dicts[backbone_role], bsrc, arch)
     heads = tuple(h for h in HEADS if h in state_dicts)
-    num_keypoints = (layout.infer_num_keypoints(state_dicts["pose"], sources["pose"])
-                     if "pose" in state_dicts else 17)
+    num_keypoints = layout.infer_num_keypoints(state_dicts["pose"], sources["pose"]) if "pose" in state_dicts else 17
     if patch_padding is None:
         patch_padding = 0 if backbone_role == "depth" else 2
         log.info("patch padding %d (default for a %s backbone)", patch_padding, backbone_role)
-    config = ModelConfig(arch=arch, image_size=tuple(image_size), heads=heads,
-                         patch_padding=patch_padding, num_keypoints=num_keypoints)
+    config = ModelConfig(
+        arch=arch, image_size=tuple(image_size), heads=heads, patch_padding=patch_padding, num_keypoints=num_keypoints
+    )
     expected = param_shapes(config)
     info: dict[str, Any] = {"backbone_from": {"role": backbone_role, "file": bsrc}, "files": dict(sources)}
 
     def resize(pos: np.ndarray) -> np.ndarray:
-        grid, extra = (source_grid, pos.shape[1] - source_grid[0] * source_grid[1]) if source_grid \
+        grid, extra = (
+            (source_grid, pos.shape[1] - source_grid[0] * source_grid[1])
+            if source_grid
             else infer_grid(pos.shape[1], config.grid)
+        )
         if tuple(grid) != config.grid or extra:
-            log.info("pos_embed: %d tokens = %d cls + %dx%d grid, resized to %dx%d", pos.shape[1], extra,
-                     *grid, *config.grid)
-            info["pos_embed_resized"] = {"from_grid": list(grid), "cls_tokens": extra,
-                                         "to_grid": list(config.grid)}
+            log.info(
+                "pos_embed: %d tokens = %d cls + %dx%d grid, resized to %dx%d", pos.shape[1], extra, *grid, *config.grid
+            )
+            info["pos_embed_resized"] = {"from_grid": list(grid), "cls_tokens": extra, "to_grid": list(config.grid)}
         return resize_pos_embed(pos, config.grid, source_grid)
 
     params: dict[tuple, np.ndarray] = {}
     for role, sd in state_dicts.items():
         src = sources[role]
-        parts = ([layout.BACKBONE_PREFIX] if role == backbone_role else []) + \
-                ([layout.TASK_PREFIX[role]] if role in HEADS else [])
-        rules = (layout.backbone_rules(config.spec) if role == backbone_role else []) + \
-                (layout.head_rules(role) if role in HEADS else [])
+        parts = ([layout.BACKBONE_PREFIX] if role == backbone_role else []) + (
+            [layout.TASK_PREFIX[role]] if role in HEADS else []
+        )
+        rules = (layout.backbone_rules(config.spec) if role == backbone_role else []) + (
+            layout.head_rules(role) if role in HEADS else []
+        )
         layout.check_keys(sd, rules, src, tuple(parts))
         unused = sorted({k.split(".")[0] for k in sd} - {p.rstrip(".") for p in parts})
         if unused:
@@ -153,39 +166,63 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="python -m convert_weights.torch_to_flax",
-                                     description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 2)[2])
-    parser.add_argument("--image-size", type=_parse_size, required=True, metavar="H,W",
-                        help="model input size, e.g. 1024,768 (multiples of 16)")
-    parser.add_argument("--arch", help="sapiens_0.3b | sapiens_0.6b | sapiens_1b | sapiens_2b | tiny "
-                                       "(default: read off the checkpoint)")
+    parser = argparse.ArgumentParser(
+        prog="python -m convert_weights.torch_to_flax",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 2)[2],
+    )
+    parser.add_argument(
+        "--image-size",
+        type=_parse_size,
+        required=True,
+        metavar="H,W",
+        help="model input size, e.g. 1024,768 (multiples of 16)",
+    )
+    parser.add_argument(
+        "--arch", help="sapiens_0.3b | sapiens_0.6b | sapiens_1b | sapiens_2b | tiny (default: read off the checkpoint)"
+    )
     parser.add_argument("--pretrain", help="pretrain backbone (*_clean.pth, flat keys, 4097-token pos_embed)")
     parser.add_argument("--pose", help="fine-tuned pose checkpoint (mmpose: backbone.* + head.*)")
     parser.add_argument("--depth", help="fine-tuned depth checkpoint (mmseg: backbone.* + decode_head.*)")
     parser.add_argument("--normal", help="fine-tuned normal checkpoint (mmseg: backbone.* + decode_head.*)")
     parser.add_argument("--patch-padding", type=int, help="patch-embed padding (default 2; 0 for a depth backbone)")
-    parser.add_argument("--pos-embed-grid", type=_parse_size, metavar="h,w",
-                        help="token grid of the stored pos_embed, when it cannot be inferred")
+    parser.add_argument(
+        "--pos-embed-grid",
+        type=_parse_size,
+        metavar="h,w",
+        help="token grid of the stored pos_embed, when it cannot be inferred",
+    )
     parser.add_argument("--out", required=True, help="output weights directory")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     args = parser.parse_args(argv)
     setup_logging()
     files = {r: getattr(args, r) for r in ROLES if getattr(args, r)}
-    order = sorted(files, key=lambda r: min((i for i, a in enumerate(argv) if a.split("=")[0] == f"--{r}"),
-                                            default=len(argv)))
+    order = sorted(
+        files, key=lambda r: min((i for i, a in enumerate(argv) if a.split("=")[0] == f"--{r}"), default=len(argv))
+    )
     try:
-        config, params, info = convert(files, args.image_size, arch=args.arch,
-                                       patch_padding=args.patch_padding, source_grid=args.pos_embed_grid,
-                                       order=order)
+        config, params, info = convert(
+            files,
+            args.image_size,
+            arch=args.arch,
+            patch_padding=args.patch_padding,
+            source_grid=args.pos_embed_grid,
+            order=order,
+        )
         out = save_weights(args.out, config, params, info, overwrite=args.overwrite)
     except (LayoutError, CheckpointFileError, WeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     n = sum(int(np.prod(v.shape)) for v in params.values())
-    log.info("wrote %s: %s, heads %s, %dx%d, %.1fM parameters", out, config.arch, list(config.heads),
-             *config.image_size, n / 1e6)
+    log.info(
+        "wrote %s: %s, heads %s, %dx%d, %.1fM parameters",
+        out,
+        config.arch,
+        list(config.heads),
+        *config.image_size,
+        n / 1e6,
+    )
     return 0
 
 

@@ -41,6 +41,7 @@ def config_to_dict(config: ml_collections.ConfigDict) -> dict:
 def load_config_file(path: str | Path, arg: str | None = None) -> ml_collections.ConfigDict:
     """``get_config(arg)`` of a config file given by path (how configs/demo.py reuses the stage files)."""
     import importlib.util
+
     path = Path(path)
     spec = importlib.util.spec_from_file_location(f"_config_{path.stem}", path)
     if spec is None or not path.is_file():
@@ -65,8 +66,10 @@ def parse_unfreeze(text: str) -> list[tuple[int, int | None]]:
 
 def rescale_unfreeze(text: str, old_steps: int, new_steps: int) -> str:
     """The same unfreezing schedule with every STEP at the same fraction of a ``new_steps``-long run."""
-    return ",".join(f"{step * new_steps // old_steps}:{'all' if blocks is None else blocks}"
-                    for step, blocks in parse_unfreeze(text))
+    return ",".join(
+        f"{step * new_steps // old_steps}:{'all' if blocks is None else blocks}"
+        for step, blocks in parse_unfreeze(text)
+    )
 
 
 def stage_blocks(arch: str, stage: int) -> int | None:
@@ -90,18 +93,18 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.arch = arch
     c.stage = 0
     c.seed = 0
-    c.batch_size = 16                      # global, across all processes
-    c.micro_batches = 1                    # gradient accumulation: batch_size / micro_batches per pass
+    c.batch_size = 16  # global, across all processes
+    c.micro_batches = 1  # gradient accumulation: batch_size / micro_batches per pass
     c.eval_batch_size = 16
     c.num_steps = 600 if cpu_sized else 10_000
     c.log_every = 50
-    c.peak_tflops = 0.0                    # per device, for the MFU estimate (0: detect from the device)
+    c.peak_tflops = 0.0  # per device, for the MFU estimate (0: detect from the device)
 
     # Initial weights: a converted Sapiens checkpoint (convert_weights.torch_to_flax) or a previous
     # stage's workdir (its latest checkpoint; EMA weights unless init_from_ema=False). Empty: random.
     c.init_from = ""
     c.init_from_ema = True
-    c.prior_ckpt = ""                      # a prior workdir (configs/prior.py); needed when loss.sds > 0
+    c.prior_ckpt = ""  # a prior workdir (configs/prior.py); needed when loss.sds > 0
 
     # Trainable subset: the last `trainable_blocks` ViT blocks + pos_embed + final norm + heads
     # (None: everything). `unfreeze` is a progressive schedule "STEP:BLOCKS,STEP:BLOCKS" (BLOCKS may be
@@ -113,35 +116,64 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.unfreeze = ""
 
     # The Sapiens AdamW (docs/design.md §4): warm-up from lr * 1e-3, cosine to lr * final_lr_frac.
-    c.optim = ml_collections.ConfigDict(dict(
-        lr=5e-4, layer_decay=0.85, weight_decay=0.1, b1=0.9, b2=0.999, grad_clip=1.0,
-        warmup_steps=50 if cpu_sized else 500, final_lr_frac=0.01))
+    c.optim = ml_collections.ConfigDict(
+        dict(
+            lr=5e-4,
+            layer_decay=0.85,
+            weight_decay=0.1,
+            b1=0.9,
+            b2=0.999,
+            grad_clip=1.0,
+            warmup_steps=50 if cpu_sized else 500,
+            final_lr_frac=0.01,
+        )
+    )
     c.ema_decay = 0.99 if cpu_sized else 0.999
 
     # Loss weights. beta (geometry) = depth_normal / bone_ratio; alpha (prior) = sds, linearly
     # annealed to sds_final over the stage when sds_final >= 0 (stage 3).
-    c.loss = ml_collections.ConfigDict(dict(
-        pose=1.0, coord=0.0, depth=1.0, normal=1.0, depth_normal=0.0, bone_ratio=0.0, limb_rigidity=0.0,
-        sds=0.0, sds_final=-1.0, geometry_on_real_only=True, near=0.7, extent=0.25, keypoint_conf=0.3,
-        sds_t_min=0.01, sds_t_max=0.05, sds_weighting="one_minus_alpha_bar", geometry_keypoints="soft",
-        bone_ratio_grad="both", bone_reference="crops"))
+    c.loss = ml_collections.ConfigDict(
+        dict(
+            pose=1.0,
+            coord=0.0,
+            depth=1.0,
+            normal=1.0,
+            depth_normal=0.0,
+            bone_ratio=0.0,
+            limb_rigidity=0.0,
+            sds=0.0,
+            sds_final=-1.0,
+            geometry_on_real_only=True,
+            near=0.7,
+            extent=0.25,
+            keypoint_conf=0.3,
+            sds_t_min=0.01,
+            sds_t_max=0.05,
+            sds_weighting="one_minus_alpha_bar",
+            geometry_keypoints="soft",
+            bone_ratio_grad="both",
+            bone_reference="crops",
+        )
+    )
 
     # Validation (flip test, DARK-UDP decode) on the "val" split: PCK@pck_threshold normalised by the
     # box's longer side ("bbox") or the torso ("torso"), COCO OKS AP, G-Error.
-    c.eval = ml_collections.ConfigDict(dict(every=200 if cpu_sized else 1000, flip_test=True, pck_threshold=0.05,
-                                            pck_norm="bbox"))
+    c.eval = ml_collections.ConfigDict(
+        dict(every=200 if cpu_sized else 1000, flip_test=True, pck_threshold=0.05, pck_norm="bbox")
+    )
     # Orbax: async saves every `every` steps (and at evaluations, on preemption/SIGTERM, at the end);
     # the latest `keep` and the `keep_best` best by validation PCK are kept.
     c.checkpoint = ml_collections.ConfigDict(dict(every=200 if cpu_sized else 1000, keep=2, keep_best=1))
     # Multi-host: jax.distributed.initialize(...) runs when coordinator_address is set (or when
     # auto=True, for TPU pods / SLURM where JAX detects the cluster).
     # cpu_collectives: "gloo" for multi-process CPU runs.
-    c.distributed = ml_collections.ConfigDict(dict(coordinator_address="", num_processes=1, process_id=0,
-                                                   auto=False, cpu_collectives=""))
+    c.distributed = ml_collections.ConfigDict(
+        dict(coordinator_address="", num_processes=1, process_id=0, auto=False, cpu_collectives="")
+    )
 
     c.model = ml_collections.ConfigDict()
     # CPU-sized presets train on 2 CPU cores: a small input keeps their steps short.
-    c.model.image_size = CPU_ARCHS.get(arch, (1024, 768))     # (H, W)
+    c.model.image_size = CPU_ARCHS.get(arch, (1024, 768))  # (H, W)
     c.model.heads = ("pose", "depth", "normal")
     c.model.patch_padding = 2
     c.model.num_keypoints = 17
@@ -149,10 +181,10 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.attention = "xla"
     c.model.remat = not cpu_sized
     c.model.scan_blocks = arch in ("sapiens_1b", "sapiens_2b")
-    c.model.head_dropout = 0.1             # Dropout2d before the depth/normal output convs
+    c.model.head_dropout = 0.1  # Dropout2d before the depth/normal output convs
 
     c.mesh = ml_collections.ConfigDict()
-    c.mesh.data = -1                       # -1: all devices not used by fsdp
+    c.mesh.data = -1  # -1: all devices not used by fsdp
     c.mesh.fsdp = 1
 
     d = c.data = ml_collections.ConfigDict()
@@ -172,9 +204,9 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     d.skip_bad_records = False
     # Integer ratio weights per source; each global batch holds exactly batch_size * w / sum(w).
     d.mix = ml_collections.ConfigDict({"syrip_syn": 1, "mini_rgbd": 1})
-    d.worker_count = 0                     # Grain worker processes (0: decode in the main process)
+    d.worker_count = 0  # Grain worker processes (0: decode in the main process)
     d.heatmap_sigma = 2.0 if cpu_sized else 6.0  # at heatmap resolution (H/4, W/4): 6 at 256x192 (Sapiens)
-    d.focal_factor = 1.0                   # uncalibrated images: focal = focal_factor x max(H, W) pixels
+    d.focal_factor = 1.0  # uncalibrated images: focal = focal_factor x max(H, W) pixels
     d.testbed_dir = DEFAULT_TESTBED_DIR
     # The human corpus (adults and children, testbed/humans.py): the 'humans' source of the mix and
     # the testbed foundation's pretraining data; generated once, cached by its parameters.
@@ -185,17 +217,41 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     d.tuning_images = 0
     d.tuning_seed = 0
     d.tuning_dir = DEFAULT_TUNING_DIR
-    d.testbed = ml_collections.ConfigDict(dict(
-        num_syn=600, num_real=200, num_val=200, num_sequences=2, frames_per_sequence=100,
-        num_skeletons=10000, seed=0))
+    d.testbed = ml_collections.ConfigDict(
+        dict(
+            num_syn=600,
+            num_real=200,
+            num_val=200,
+            num_sequences=2,
+            frames_per_sequence=100,
+            num_skeletons=10000,
+            seed=0,
+        )
+    )
 
     # The Sapiens recipe (docs/design.md §4). The tiny model, trained from scratch in minutes, gets a milder
     # geometry (no rotation, half-body or dropout): it needs ~400 steps to leave the mean-heatmap
     # plateau even without them.
-    d.aug = ml_collections.ConfigDict(dict(
-        bbox_padding=1.25, flip_prob=0.5, half_body_prob=0.0 if tiny else 0.3, shift_factor=0.16,
-        shift_prob=0.3, scale_range=(0.75, 1.25) if tiny else (0.5, 1.5), rotate_factor=30.0 if tiny else 80.0,
-        rotate_prob=0.0 if tiny else 0.6, brightness_delta=32.0, contrast_range=(0.5, 1.5), saturation_range=(0.5, 1.5),
-        hue_delta=18, blur_prob=0.1, median_blur_prob=0.1, noise_prob=0.0, jpeg_prob=0.0,
-        dropout_prob=0.0 if tiny else 1.0, dropout_size_range=(0.2, 0.4)))
+    d.aug = ml_collections.ConfigDict(
+        dict(
+            bbox_padding=1.25,
+            flip_prob=0.5,
+            half_body_prob=0.0 if tiny else 0.3,
+            shift_factor=0.16,
+            shift_prob=0.3,
+            scale_range=(0.75, 1.25) if tiny else (0.5, 1.5),
+            rotate_factor=30.0 if tiny else 80.0,
+            rotate_prob=0.0 if tiny else 0.6,
+            brightness_delta=32.0,
+            contrast_range=(0.5, 1.5),
+            saturation_range=(0.5, 1.5),
+            hue_delta=18,
+            blur_prob=0.1,
+            median_blur_prob=0.1,
+            noise_prob=0.0,
+            jpeg_prob=0.0,
+            dropout_prob=0.0 if tiny else 1.0,
+            dropout_size_range=(0.2, 0.4),
+        )
+    )
     return c

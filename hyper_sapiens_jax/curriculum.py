@@ -54,8 +54,9 @@ def shared_data(part: ml_collections.ConfigDict, data: ml_collections.ConfigDict
     return out
 
 
-def stage_configs(config: ml_collections.ConfigDict, workdir: Path, first_init: str = ""
-                  ) -> list[tuple[str, ml_collections.ConfigDict]]:
+def stage_configs(
+    config: ml_collections.ConfigDict, workdir: Path, first_init: str = ""
+) -> list[tuple[str, ml_collections.ConfigDict]]:
     """(name, config) per stage with ``config.data`` shared and init_from / prior_ckpt chained through
     the workdir; the first stage starts from ``first_init`` (the foundation) unless it sets its own."""
     out, previous = [], first_init
@@ -81,13 +82,19 @@ def mean_pose_baseline(stage_config: ml_collections.ConfigDict) -> dict[str, Any
     kp = np.concatenate([b["keypoints"][b["valid"] > 0] for b in batches])
     vis = np.concatenate([b["keypoints_visible"][b["valid"] > 0] for b in batches])
     mean = (kp * vis[..., None]).sum(0) / np.maximum(vis.sum(0), 1)[:, None]
-    heatmaps, _ = encode_udp_heatmaps(mean, np.ones(len(mean), np.float32), input_wh=cfg.input_wh,
-                                      heatmap_wh=cfg.heatmap_wh, sigma=cfg.heatmap_sigma)
+    heatmaps, _ = encode_udp_heatmaps(
+        mean, np.ones(len(mean), np.float32), input_wh=cfg.input_wh, heatmap_wh=cfg.heatmap_wh, sigma=cfg.heatmap_sigma
+    )
     fixed = jnp.asarray(heatmaps)[None]
-    return evaluate(lambda b: jnp.broadcast_to(fixed, (b["image"].shape[0],) + fixed.shape[1:]), batches,
-                    lambda b: {"image": jnp.asarray(b["image"])}, input_wh=cfg.input_wh,
-                    gt_file=paths.get("val_ann"), pck_threshold=stage_config.eval.pck_threshold,
-                    pck_norm=stage_config.eval.pck_norm)
+    return evaluate(
+        lambda b: jnp.broadcast_to(fixed, (b["image"].shape[0],) + fixed.shape[1:]),
+        batches,
+        lambda b: {"image": jnp.asarray(b["image"])},
+        input_wh=cfg.input_wh,
+        gt_file=paths.get("val_ann"),
+        pck_threshold=stage_config.eval.pck_threshold,
+        pck_norm=stage_config.eval.pck_norm,
+    )
 
 
 FOUNDATION_ROLES = ("pose", "depth", "normal")
@@ -101,7 +108,7 @@ def prepare_foundation(config: ml_collections.ConfigDict, workdir: Path, image_s
         return ""
     out = workdir / "foundation"
     files = {role: Path(f.dir) / f[role] for role in FOUNDATION_ROLES if f.get(role)}
-    try:     # converted before from the same files at the same size: reuse
+    try:  # converted before from the same files at the same size: reuse
         done = json.loads((out / "conversion.json").read_text())
         same = done.get("files") == {r: str(p) for r, p in files.items()} and done.get("image_size") == list(image_size)
         if same and (out / "model_config.json").is_file():
@@ -110,6 +117,7 @@ def prepare_foundation(config: ml_collections.ConfigDict, workdir: Path, image_s
         pass
     from convert_weights.torch_to_flax import convert
     from hyper_sapiens_jax.models.weights import save_weights
+
     mcfg, params, info = convert(files, tuple(image_size), order=list(files))
     save_weights(out, mcfg, params, {**info, "image_size": list(image_size)}, overwrite=True)
     log.info("foundation: %s -> %s", ", ".join(str(p) for p in files.values()), out)
@@ -120,13 +128,20 @@ def evaluate_weights(weights_dir: str | Path, stage_config: ml_collections.Confi
     """Score a weights directory (or workdir) on ``stage_config``'s validation split, as a stage's
     evaluation does (flip test, DARK-UDP, PCK / OKS AP / G-Error)."""
     from hyper_sapiens_jax.inference import load_predictor
+
     predictor = load_predictor(weights_dir, flip_test=stage_config.eval.flip_test)
     paths = builders.resolved_paths(stage_config.data)
     cfg = builders.sample_config(stage_config)
     batches = eval_batches(builders.build_source("val", paths), cfg, stage_config.eval_batch_size)
-    return evaluate(lambda b: jnp.asarray(predictor.forward(np.asarray(b["image"]))["pose"]), batches,
-                    lambda b: {"image": b["image"]}, input_wh=cfg.input_wh, gt_file=paths.get("val_ann"),
-                    pck_threshold=stage_config.eval.pck_threshold, pck_norm=stage_config.eval.pck_norm)
+    return evaluate(
+        lambda b: jnp.asarray(predictor.forward(np.asarray(b["image"]))["pose"]),
+        batches,
+        lambda b: {"image": b["image"]},
+        input_wh=cfg.input_wh,
+        gt_file=paths.get("val_ann"),
+        pck_threshold=stage_config.eval.pck_threshold,
+        pck_norm=stage_config.eval.pck_norm,
+    )
 
 
 def last_eval(workdir: Path) -> dict[str, Any] | None:
@@ -146,8 +161,9 @@ def results_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
     """Markdown: one line per stage (PCK@0.05, PCK@0.2, AP, AP50, G-Error, step)."""
     lines = ["| run | PCK@0.05 | PCK@0.2 | AP | AP50 | G-Error | step |", "|---|---|---|---|---|---|---|"]
     for name, r in rows:
-        cells = [f"{r.get(k, float('nan')):.3f}" if k != "g_error" else f"{r.get(k, float('nan')):.4f}"
-                 for k in COLUMNS]
+        cells = [
+            f"{r.get(k, float('nan')):.3f}" if k != "g_error" else f"{r.get(k, float('nan')):.4f}" for k in COLUMNS
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {r.get('step', '-')} |")
     return "\n".join(lines)
 

@@ -63,8 +63,9 @@ class Predictor:
         return {k: np.asarray(v) for k, v in out.items()}
 
 
-def load_predictor(path: str | Path, *, dtype: str | None = None, attention: str | None = None,
-                   flip_test: bool = False) -> Predictor:
+def load_predictor(
+    path: str | Path, *, dtype: str | None = None, attention: str | None = None, flip_test: bool = False
+) -> Predictor:
     """Load ``path`` for inference.
 
     Args:
@@ -74,6 +75,7 @@ def load_predictor(path: str | Path, *, dtype: str | None = None, attention: str
       flip_test: average the pose heatmaps with those of the mirrored images.
     """
     from hyper_sapiens_jax.training.checkpoint import load_any
+
     overrides = {k: v for k, v in (("dtype", dtype), ("attention", attention)) if v is not None}
     config, params, _ = load_any(path)
     return Predictor(build_model(config.replace(**overrides), params), flip_test=flip_test)
@@ -83,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m hyper_sapiens_jax.inference",
         description="Run one forward pass of a converted Sapiens checkpoint on random normalised "
-                    "images and print the output shapes, value ranges and timing.")
+        "images and print the output shapes, value ranges and timing.",
+    )
     parser.add_argument("--ckpt", required=True, help="weights directory from convert_weights.torch_to_flax")
     parser.add_argument("--batch", type=int, default=2, help="batch size (default 2)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], help="compute dtype override")
@@ -95,18 +98,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     cfg = predictor.config
-    print(f"model: {cfg.arch}, heads {list(cfg.heads)}, image {cfg.image_size[0]}x{cfg.image_size[1]}, "
-          f"compute {cfg.dtype}, backend {jax.default_backend()}")
-    images = np.random.default_rng(args.seed).standard_normal(
-        (args.batch, *cfg.image_size, 3)).astype(np.float32)
+    print(
+        f"model: {cfg.arch}, heads {list(cfg.heads)}, image {cfg.image_size[0]}x{cfg.image_size[1]}, "
+        f"compute {cfg.dtype}, backend {jax.default_backend()}"
+    )
+    images = np.random.default_rng(args.seed).standard_normal((args.batch, *cfg.image_size, 3)).astype(np.float32)
     t0 = time.perf_counter()
     out = predictor.forward(images)
     t1 = time.perf_counter()
     predictor.forward(images)
     t2 = time.perf_counter()
     for name, arr in out.items():
-        print(f"  {name:9s} {str(arr.shape):22s} min {arr.min():+.4f} max {arr.max():+.4f} "
-              f"finite {bool(np.isfinite(arr).all())}")
+        print(
+            f"  {name:9s} {arr.shape!s:22s} min {arr.min():+.4f} max {arr.max():+.4f} "
+            f"finite {bool(np.isfinite(arr).all())}"
+        )
     print(f"first call (compile + run) {t1 - t0:.2f} s, second call {t2 - t1:.3f} s")
     return 0
 

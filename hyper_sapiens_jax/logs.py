@@ -17,6 +17,7 @@ def setup_logging(level: int = logging.INFO) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         from absl import logging as absl_logging
+
         absl_logging.set_verbosity(absl_logging.WARNING)
     except ImportError:  # pragma: no cover
         pass

@@ -34,29 +34,34 @@ from ml_collections import config_flags
 
 from hyper_sapiens_jax.logs import setup_logging
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "config file, e.g. configs/stage2.py:tiny",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "config file, e.g. configs/stage2.py:tiny", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, logs and reports go")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resuming if possible) or eval")
 
 # job name -> module with ``run(config, workdir, mode)``.
-JOBS = {"prior": "hyper_sapiens_jax.prior.train", "finetune": "hyper_sapiens_jax.training.loop",
-        "demo": "hyper_sapiens_jax.curriculum", "pretrain": "hyper_sapiens_jax.training.pretrain",
-        "foundation": "hyper_sapiens_jax.testbed.foundation"}
+JOBS = {
+    "prior": "hyper_sapiens_jax.prior.train",
+    "finetune": "hyper_sapiens_jax.training.loop",
+    "demo": "hyper_sapiens_jax.curriculum",
+    "pretrain": "hyper_sapiens_jax.training.pretrain",
+    "foundation": "hyper_sapiens_jax.testbed.foundation",
+}
 
 
 def maybe_initialize_distributed(config) -> None:
     """``jax.distributed.initialize`` when the config names a coordinator (or asks for auto-detection,
     e.g. on TPU pods / SLURM); single-process runs skip it."""
     import jax
+
     d = config.get("distributed")
     if d is None:
         return
     if d.coordinator_address:
-        if d.get("cpu_collectives"):      # multi-process CPU runs (tests, laptops): gloo over loopback
+        if d.get("cpu_collectives"):  # multi-process CPU runs (tests, laptops): gloo over loopback
             jax.config.update("jax_cpu_collectives_implementation", d.cpu_collectives)
-        jax.distributed.initialize(coordinator_address=d.coordinator_address, num_processes=d.num_processes,
-                                   process_id=d.process_id)
+        jax.distributed.initialize(
+            coordinator_address=d.coordinator_address, num_processes=d.num_processes, process_id=d.process_id
+        )
     elif d.auto:
         jax.distributed.initialize()
 

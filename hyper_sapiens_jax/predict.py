@@ -55,9 +55,11 @@ def list_images(inputs: list[str]) -> list[Path]:
 
 def boxes_for(images: list[Path], boxes_file: str | None) -> dict[Path, list[dict[str, Any]]]:
     """Per image: [{'bbox': [x, y, w, h], 'score', 'image_id'}]; the whole image without a file."""
-    if boxes_file is None:                  # bbox None: the whole image, filled in once it is read
-        return {path: [{"bbox": None, "score": 1.0, "image_id": int(path.stem) if path.stem.isdigit() else i}]
-                for i, path in enumerate(images)}
+    if boxes_file is None:  # bbox None: the whole image, filled in once it is read
+        return {
+            path: [{"bbox": None, "score": 1.0, "image_id": int(path.stem) if path.stem.isdigit() else i}]
+            for i, path in enumerate(images)
+        }
     try:
         data = json.loads(Path(boxes_file).read_text())
     except (OSError, ValueError) as e:
@@ -84,13 +86,21 @@ def boxes_for(images: list[Path], boxes_file: str | None) -> dict[Path, list[dic
             raise DataError(boxes_file, f"entry {k} lacks 'image_id' or a 4-number 'bbox'")
         path = id_to_path.get(ann["image_id"])
         if path is None:
-            continue                        # a box for an image not asked for
-        out[path].append({"bbox": [float(v) for v in ann["bbox"]], "score": float(ann.get("score", 1.0)),
-                          "image_id": int(ann["image_id"])})
+            continue  # a box for an image not asked for
+        out[path].append(
+            {
+                "bbox": [float(v) for v in ann["bbox"]],
+                "score": float(ann.get("score", 1.0)),
+                "image_id": int(ann["image_id"]),
+            }
+        )
         used += 1
     if used == 0:
-        raise DataError(boxes_file, f"none of its boxes belongs to the {len(images)} given images "
-                                    f"(matched by file_name, or by numeric file stem for detection lists)")
+        raise DataError(
+            boxes_file,
+            f"none of its boxes belongs to the {len(images)} given images "
+            f"(matched by file_name, or by numeric file stem for detection lists)",
+        )
     return out
 
 
@@ -100,10 +110,15 @@ def predict_image(predictor: Predictor, image: np.ndarray, boxes: list[dict], ba
     crops = [T.topdown_crop(np.asarray(b["bbox"], np.float32), input_wh=input_wh, image=image) for b in boxes]
     kps, scores, dense = [], [], {}
     for i in range(0, len(crops), batch):
-        part = crops[i:i + batch]
+        part = crops[i : i + batch]
         out = predictor.forward(np.stack([T.normalize_image(c["image"]) for c in part]))
-        k, s = predict_keypoints(out["pose"], np.stack([c["center"] for c in part]),
-                                 np.stack([c["scale"] for c in part]), np.zeros(len(part)), input_wh)
+        k, s = predict_keypoints(
+            out["pose"],
+            np.stack([c["center"] for c in part]),
+            np.stack([c["scale"] for c in part]),
+            np.zeros(len(part)),
+            input_wh,
+        )
         kps.append(k)
         scores.append(s)
         if i == 0:
@@ -111,8 +126,14 @@ def predict_image(predictor: Predictor, image: np.ndarray, boxes: list[dict], ba
     return np.concatenate(kps), np.concatenate(scores), dense, crops[0]["image"]
 
 
-def overlay(image: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, dense: dict, crop: np.ndarray,
-            score_threshold: float = 0.2) -> np.ndarray:
+def overlay(
+    image: np.ndarray,
+    keypoints: np.ndarray,
+    scores: np.ndarray,
+    dense: dict,
+    crop: np.ndarray,
+    score_threshold: float = 0.2,
+) -> np.ndarray:
     """The image with every skeleton, then (first box) crop / depth / normal panels at image height."""
     canvas = image
     for k, s in zip(keypoints, scores):
@@ -120,8 +141,10 @@ def overlay(image: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, dense:
     panels = [canvas]
     if dense:
         h = image.shape[0]
-        for arr in [crop] + [colorize_depth(dense["depth"]) if "depth" in dense else None,
-                             colorize_normals(dense["normal"]) if "normal" in dense else None]:
+        for arr in [crop] + [
+            colorize_depth(dense["depth"]) if "depth" in dense else None,
+            colorize_normals(dense["normal"]) if "normal" in dense else None,
+        ]:
             if arr is None:
                 continue
             w = max(1, round(arr.shape[1] * h / arr.shape[0]))
@@ -130,9 +153,11 @@ def overlay(image: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, dense:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hyper_sapiens_jax.predict",
-                                     description=__doc__.split("\n\n")[0],
-                                     epilog="See the module docstring for the formats.")
+    parser = argparse.ArgumentParser(
+        prog="python -m hyper_sapiens_jax.predict",
+        description=__doc__.split("\n\n")[0],
+        epilog="See the module docstring for the formats.",
+    )
     parser.add_argument("--ckpt", required=True, help="converted checkpoint, training workdir or demo workdir")
     parser.add_argument("--images", required=True, nargs="+", help="image files and/or folders")
     parser.add_argument("--boxes", help="COCO ground-truth or detection JSON (default: whole images)")
@@ -158,14 +183,16 @@ def main(argv: list[str] | None = None) -> int:
         except DataError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
-        image_boxes = [{**b, "bbox": b["bbox"] or [0.0, 0.0, float(image.shape[1]), float(image.shape[0])]}
-                       for b in boxes[path]]
+        image_boxes = [
+            {**b, "bbox": b["bbox"] or [0.0, 0.0, float(image.shape[1]), float(image.shape[0])]} for b in boxes[path]
+        ]
         if not image_boxes:
             print(f"[{n}/{len(images)}] {path.name}: no boxes", file=sys.stderr)
             continue
         kps, scores, dense, crop = predict_image(predictor, image, image_boxes, args.batch)
-        results += keypoint_results(np.array([b["image_id"] for b in image_boxes]), kps, scores,
-                                    np.array([b["score"] for b in image_boxes]))
+        results += keypoint_results(
+            np.array([b["image_id"] for b in image_boxes]), kps, scores, np.array([b["score"] for b in image_boxes])
+        )
         Image.fromarray(overlay(image, kps, scores, dense, crop)).save(out_dir / f"{path.stem}.png")
         print(f"[{n}/{len(images)}] {path.name}: {len(image_boxes)} box(es)", file=sys.stderr, flush=True)
     (out_dir / RESULTS_FILE).write_text(json.dumps(results))

@@ -11,7 +11,8 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 BATCH_AXES = ("data", "fsdp")
 
@@ -33,8 +34,7 @@ def make_mesh(data: int = -1, fsdp: int = 1, devices=None) -> Mesh:
         fsdp = n // data
     if data * fsdp != n:
         raise ValueError(f"mesh data={data} x fsdp={fsdp} needs {data * fsdp} devices, have {n}")
-    return Mesh(np.asarray(devices).reshape(data, fsdp), BATCH_AXES,
-                axis_types=(AxisType.Auto,) * 2)
+    return Mesh(np.asarray(devices).reshape(data, fsdp), BATCH_AXES, axis_types=(AxisType.Auto,) * 2)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -52,7 +52,7 @@ def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Arra
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
 
 
-MIN_FSDP_SIZE = 2 ** 14  # elements; smaller tensors are not worth a gather
+MIN_FSDP_SIZE = 2**14  # elements; smaller tensors are not worth a gather
 
 
 def fsdp_spec(shape: tuple[int, ...], fsdp: int, min_size: int = MIN_FSDP_SIZE) -> P:

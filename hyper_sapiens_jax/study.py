@@ -48,17 +48,21 @@ from flax import traverse_util
 from ml_collections import config_flags
 
 from hyper_sapiens_jax import curriculum
-from hyper_sapiens_jax.data import builders
 from hyper_sapiens_jax.config import config_to_dict, rescale_unfreeze
+from hyper_sapiens_jax.data import builders
 from hyper_sapiens_jax.logs import setup_logging
 from hyper_sapiens_jax.prior import train as prior_train
 from hyper_sapiens_jax.training import loop
 
-log = logging.getLogger("hyper_sapiens_jax.study")     # not __main__ under python -m
+log = logging.getLogger("hyper_sapiens_jax.study")  # not __main__ under python -m
 
 # (key in the runs' metrics.jsonl rows, column title, format)
-METRICS = (("pck@0.05", "PCK@0.05", ".3f"), ("ap", "AP", ".3f"), ("pck@0.2", "PCK@0.2", ".3f"),
-           ("g_error", "G-Error", ".4f"))
+METRICS = (
+    ("pck@0.05", "PCK@0.05", ".3f"),
+    ("ap", "AP", ".3f"),
+    ("pck@0.2", "PCK@0.2", ".3f"),
+    ("g_error", "G-Error", ".4f"),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +71,7 @@ class Row:
     ``runs``: (workdir relative to the seed's directory, config) in order; each run starts from the
     previous one's EMA weights, the first from the foundation (``from_scratch``: random weights).
     A row with no runs is the foundation itself, scored zero-shot."""
+
     key: str
     label: str
     runs: tuple[tuple[str, ml_collections.ConfigDict], ...]
@@ -77,8 +82,9 @@ def _copy(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(config.to_dict())
 
 
-def finetune_config(config: ml_collections.ConfigDict, mix: dict[str, int], geometry: bool,
-                    prior: bool) -> ml_collections.ConfigDict:
+def finetune_config(
+    config: ml_collections.ConfigDict, mix: dict[str, int], geometry: bool, prior: bool
+) -> ml_collections.ConfigDict:
     """Stage 2's config stretched over stages 2 + 3's steps, with ``mix`` as the data and the geometry
     terms / SDS prior switched on or off (on: stage 2's weights)."""
     s2, s3 = config.stage2, config.stage3
@@ -94,7 +100,7 @@ def finetune_config(config: ml_collections.ConfigDict, mix: dict[str, int], geom
     c.loss.depth_normal = s2.loss.depth_normal if geometry else 0.0
     c.loss.bone_ratio = s2.loss.bone_ratio if geometry else 0.0
     c.loss.sds = s2.loss.sds if prior else 0.0
-    c.loss.sds_final = -1.0              # constant: no annealing (that is stage 3's)
+    c.loss.sds_final = -1.0  # constant: no annealing (that is stage 3's)
     return c
 
 
@@ -115,17 +121,24 @@ def study_rows(config: ml_collections.ConfigDict) -> dict[str, Row]:
         return Row(key, label, first + ((key, finetune_config(config, mix, geometry, prior)),))
 
     full = first + (("f/stage2", _copy(config.stage2)), ("f/stage3", _copy(config.stage3)))
-    return {r.key: r for r in (
-        Row("z", "zero-shot foundation", ()),
-        Row("a", "stage 1 only (synthetic)", first),
-        tuned("b", "fine-tune on real only", real, geometry=False, prior=False),
-        tuned("c", "mixed fine-tune, no prior / geometry", mixed, geometry=False, prior=False),
-        tuned("d", "mixed + geometry", mixed, geometry=True, prior=False),
-        tuned("e", "mixed + geometry + prior (SDS)", mixed, geometry=True, prior=True),
-        Row("f", "full three-stage method", full),
-        Row("s", "same preset from scratch (f without the foundation)",
-            tuple((f"scratch/{rel.split('/')[-1]}", c) for rel, c in full), from_scratch=True),
-    )}
+    return {
+        r.key: r
+        for r in (
+            Row("z", "zero-shot foundation", ()),
+            Row("a", "stage 1 only (synthetic)", first),
+            tuned("b", "fine-tune on real only", real, geometry=False, prior=False),
+            tuned("c", "mixed fine-tune, no prior / geometry", mixed, geometry=False, prior=False),
+            tuned("d", "mixed + geometry", mixed, geometry=True, prior=False),
+            tuned("e", "mixed + geometry + prior (SDS)", mixed, geometry=True, prior=True),
+            Row("f", "full three-stage method", full),
+            Row(
+                "s",
+                "same preset from scratch (f without the foundation)",
+                tuple((f"scratch/{rel.split('/')[-1]}", c) for rel, c in full),
+                from_scratch=True,
+            ),
+        )
+    }
 
 
 def finished(workdir: Path, num_steps: int) -> dict[str, Any] | None:
@@ -145,8 +158,10 @@ def check_same_config(workdir: Path, config: ml_collections.ConfigDict) -> None:
     differ = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
     if differ:
         shown = ", ".join(f"{k}: {saved.get(k)!r} -> {wanted.get(k)!r}" for k in differ[:5])
-        raise ValueError(f"{workdir} was trained with a different config ({shown}"
-                         f"{', ...' if len(differ) > 5 else ''}); use another --out or delete that run")
+        raise ValueError(
+            f"{workdir} was trained with a different config ({shown}"
+            f"{', ...' if len(differ) > 5 else ''}); use another --out or delete that run"
+        )
 
 
 def run_row(row: Row, seed: int, seed_dir: Path, prior_dir: Path, foundation: str) -> dict[str, Any]:
@@ -173,6 +188,7 @@ def run_row(row: Row, seed: int, seed_dir: Path, prior_dir: Path, foundation: st
 def ci95(values: np.ndarray) -> float:
     """Half-width of the 95% confidence interval of the mean of ``values`` (Student's t; 0 for one)."""
     from scipy import stats
+
     n = len(values)
     if n < 2:
         return 0.0
@@ -189,33 +205,48 @@ def summarize(results: dict[str, dict[int, dict[str, Any]]]) -> dict[str, dict[s
         for metric, _, _ in METRICS:
             values = np.array([per_seed[s].get(metric, np.nan) for s in seeds], np.float64)
             std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-            out[key][metric] = {"mean": float(values.mean()), "std": std, "ci95": ci95(values),
-                                "values": values.tolist()}
+            out[key][metric] = {
+                "mean": float(values.mean()),
+                "std": std,
+                "ci95": ci95(values),
+                "values": values.tolist(),
+            }
     return out
 
 
-def study_table(rows: dict[str, Row], summary: dict[str, dict[str, Any]], baseline: dict[str, Any] | None,
-                split: str = "val") -> str:
+def study_table(
+    rows: dict[str, Row], summary: dict[str, dict[str, Any]], baseline: dict[str, Any] | None, split: str = "val"
+) -> str:
     """Markdown: one line per row, each metric as mean ± 95% CI half-width over the seeds (scored on
     ``split``: 'val', or 'tuning' for a held-out tuning split)."""
     head = "| row | run | " + " | ".join(title for _, title, _ in METRICS) + " | seeds |"
     lines = [head, "|" + "---|" * (len(METRICS) + 3)]
     if baseline is not None:
-        lines.append(f"| - | mean pose ({split}) | " + " | ".join(
-            f"{baseline.get(m, float('nan')):{fmt}}" for m, _, fmt in METRICS) + " | - |")
+        lines.append(
+            f"| - | mean pose ({split}) | "
+            + " | ".join(f"{baseline.get(m, float('nan')):{fmt}}" for m, _, fmt in METRICS)
+            + " | - |"
+        )
     for key, s in summary.items():
-        cells = [f"{s[m]['mean']:{fmt}}" + (f" ± {s[m]['ci95']:{fmt}}" if len(s["seeds"]) > 1 else "")
-                 for m, _, fmt in METRICS]
+        cells = [
+            f"{s[m]['mean']:{fmt}}" + (f" ± {s[m]['ci95']:{fmt}}" if len(s["seeds"]) > 1 else "")
+            for m, _, fmt in METRICS
+        ]
         lines.append(f"| {key} | {rows[key].label} | " + " | ".join(cells) + f" | {len(s['seeds'])} |")
     return "\n".join(lines)
 
 
-def study_plot(rows: dict[str, Row], summary: dict[str, dict[str, Any]], path: Path,
-               references: dict[str, tuple[float, str]] | None = None) -> None:
+def study_plot(
+    rows: dict[str, Row],
+    summary: dict[str, dict[str, Any]],
+    path: Path,
+    references: dict[str, tuple[float, str]] | None = None,
+) -> None:
     """One bar chart per metric: mean with 95% CI error bars, one dot per seed, and a dashed
     reference line per metric where ``references`` has one ((value, label): the mean pose for
     PCK / AP, the ground truth's own G-Error)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -231,8 +262,13 @@ def study_plot(rows: dict[str, Row], summary: dict[str, dict[str, Any]], path: P
         ax.bar(x, means, yerr=cis, capsize=4, color="#4c72b0", alpha=0.8)
         for i, k in enumerate(keys):
             values = summary[k][metric]["values"]
-            ax.scatter(np.full(len(values), x[i]) + np.linspace(-0.15, 0.15, len(values)), values, s=12,
-                       color="black", zorder=3)
+            ax.scatter(
+                np.full(len(values), x[i]) + np.linspace(-0.15, 0.15, len(values)),
+                values,
+                s=12,
+                color="black",
+                zorder=3,
+            )
         if references and metric in references:
             value, label = references[metric]
             ax.axhline(value, color="grey", linestyle="--", linewidth=1, label=label)
@@ -240,14 +276,18 @@ def study_plot(rows: dict[str, Row], summary: dict[str, dict[str, Any]], path: P
         ax.set_xticks(x, keys)
         ax.set_title(title)
         ax.set_xlabel("row")
-    fig.suptitle("Ablation on the held-out real split (mean ± 95% CI over seeds; dots: seeds)\n" + "; ".join(
-        f"{k}: {rows[k].label}" for k in keys), fontsize=7)
+    fig.suptitle(
+        "Ablation on the held-out real split (mean ± 95% CI over seeds; dots: seeds)\n"
+        + "; ".join(f"{k}: {rows[k].label}" for k in keys),
+        fontsize=7,
+    )
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def train_rows(config: ml_collections.ConfigDict, rows: dict[str, Row], seeds: list[int],
-               out: Path) -> dict[str, dict[int, dict[str, Any]]]:
+def train_rows(
+    config: ml_collections.ConfigDict, rows: dict[str, Row], seeds: list[int], out: Path
+) -> dict[str, dict[int, dict[str, Any]]]:
     """Trains (or finds finished) every row for every seed; returns row -> seed -> final eval row."""
     prior_dir = out / "prior"
     if any(c.loss.sds > 0 and not c.prior_ckpt for r in rows.values() for _, c in r.runs):
@@ -268,8 +308,9 @@ def train_rows(config: ml_collections.ConfigDict, rows: dict[str, Row], seeds: l
     return results
 
 
-def write_report(config: ml_collections.ConfigDict, rows: dict[str, Row],
-                 results: dict[str, dict[int, dict[str, Any]]], out: Path) -> str:
+def write_report(
+    config: ml_collections.ConfigDict, rows: dict[str, Row], results: dict[str, dict[int, dict[str, Any]]], out: Path
+) -> str:
     """study.md (returned), study.json and study.png from the per-seed results, with the mean-pose
     baseline of the validation split and the ground truth's own G-Error as references."""
     summary = summarize(results)
@@ -282,9 +323,18 @@ def write_report(config: ml_collections.ConfigDict, rows: dict[str, Row],
         references["g_error"] = (gt_g, "ground truth")
         table += curriculum.ground_truth_note(gt_g)
     (out / "study.md").write_text(table + "\n")
-    (out / "study.json").write_text(json.dumps({
-        "rows": {k: {"label": rows[k].label, "runs": [rel for rel, _ in rows[k].runs], **summary[k]} for k in rows},
-        "mean_pose": {m: baseline.get(m) for m, _, _ in METRICS}, "g_error_gt": gt_g}, indent=1))
+    (out / "study.json").write_text(
+        json.dumps(
+            {
+                "rows": {
+                    k: {"label": rows[k].label, "runs": [rel for rel, _ in rows[k].runs], **summary[k]} for k in rows
+                },
+                "mean_pose": {m: baseline.get(m) for m, _, _ in METRICS},
+                "g_error_gt": gt_g,
+            },
+            indent=1,
+        )
+    )
     study_plot(rows, summary, out / "study.png", references)
     return table
 
@@ -309,8 +359,7 @@ def run(config: ml_collections.ConfigDict, out: str | Path, seeds: list[int], ke
 def define_common_flags(outputs: str, seeds: list[str]) -> None:
     """--config, --out and --seeds, shared by the study and the sweep (defined only when one runs as
     a program, so both modules import side by side)."""
-    config_flags.DEFINE_config_file("config", None, "the demo config, e.g. configs/demo.py[:arch]",
-                                    lock_config=True)
+    config_flags.DEFINE_config_file("config", None, "the demo config, e.g. configs/demo.py[:arch]", lock_config=True)
     flags.DEFINE_string("out", None, f"directory for the runs, {outputs}")
     flags.DEFINE_list("seeds", seeds, "seeds; every run of the grid runs once per seed")
     flags.mark_flags_as_required(["config", "out"])

@@ -49,8 +49,10 @@ def sweep_table(points: dict[tuple[float, float], dict[str, Any]]) -> str:
     head = "| alpha (SDS) | beta (geometry) | " + " | ".join(t for _, t, _ in study.METRICS) + " | seeds |"
     lines = [head, "|" + "---|" * (len(study.METRICS) + 3)]
     for (alpha, beta), s in points.items():
-        cells = [f"{s[m]['mean']:{fmt}}" + (f" ± {s[m]['ci95']:{fmt}}" if len(s["seeds"]) > 1 else "")
-                 for m, _, fmt in study.METRICS]
+        cells = [
+            f"{s[m]['mean']:{fmt}}" + (f" ± {s[m]['ci95']:{fmt}}" if len(s["seeds"]) > 1 else "")
+            for m, _, fmt in study.METRICS
+        ]
         lines.append(f"| {alpha:g} | {beta:g} | " + " | ".join(cells) + f" | {len(s['seeds'])} |")
     return "\n".join(lines)
 
@@ -60,12 +62,15 @@ def best_point(points: dict[tuple[float, float], dict[str, Any]]) -> tuple[float
     return max(points, key=lambda p: (points[p]["pck@0.05"]["mean"], points[p]["ap"]["mean"]))
 
 
-def run(config: ml_collections.ConfigDict, out: str | Path, alphas: list[float], betas: list[float],
-        seeds: list[int]) -> int:
+def run(
+    config: ml_collections.ConfigDict, out: str | Path, alphas: list[float], betas: list[float], seeds: list[int]
+) -> int:
     """Trains every (alpha, beta, seed) (resuming), writes sweep.md / sweep.json; returns 0."""
     if int(config.data.get("tuning_images", 0) or 0) <= 0:
-        raise ValueError("the sweep scores on a tuning split carved from the real training images: set "
-                         "--config.data.tuning_images=N (e.g. 50), never tune on the validation split")
+        raise ValueError(
+            "the sweep scores on a tuning split carved from the real training images: set "
+            "--config.data.tuning_images=N (e.g. 50), never tune on the validation split"
+        )
     out = Path(out).absolute()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -74,12 +79,21 @@ def run(config: ml_collections.ConfigDict, out: str | Path, alphas: list[float],
     summary = study.summarize(results)
     points = {p: summary[row.key] for p, row in rows.items()}
     alpha, beta = best_point(points)
-    table = sweep_table(points) + (f"\n\nOn {config.data.tuning_images} held-out real training images "
-                                   f"(tuning split). Chosen: alpha {alpha:g}, beta {beta:g}.")
+    table = sweep_table(points) + (
+        f"\n\nOn {config.data.tuning_images} held-out real training images "
+        f"(tuning split). Chosen: alpha {alpha:g}, beta {beta:g}."
+    )
     (out / "sweep.md").write_text(table + "\n")
-    (out / "sweep.json").write_text(json.dumps({
-        "tuning_images": int(config.data.tuning_images), "chosen": {"alpha": alpha, "beta": beta},
-        "points": [{"alpha": a, "beta": b, **points[(a, b)]} for a, b in points]}, indent=1))
+    (out / "sweep.json").write_text(
+        json.dumps(
+            {
+                "tuning_images": int(config.data.tuning_images),
+                "chosen": {"alpha": alpha, "beta": beta},
+                "points": [{"alpha": a, "beta": b, **points[(a, b)]} for a, b in points],
+            },
+            indent=1,
+        )
+    )
     print("\n" + table + "\n")
     print(f"wrote {out / 'sweep.md'}, {out / 'sweep.json'} ({time.perf_counter() - t0:.0f} s)")
     return 0

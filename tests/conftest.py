@@ -44,8 +44,17 @@ def rng():
 def testbed(tmp_path_factory):
     """A small synthetic testbed (SyRIP layout + MINI-RGBD layout + skeletons), made once per run."""
     from hyper_sapiens_jax.testbed.writer import write_testbed
-    return write_testbed(tmp_path_factory.mktemp("testbed") / "tb", num_syn=12, num_real=10, num_val=7,
-                         num_sequences=2, frames_per_sequence=6, num_skeletons=50, seed=0)
+
+    return write_testbed(
+        tmp_path_factory.mktemp("testbed") / "tb",
+        num_syn=12,
+        num_real=10,
+        num_val=7,
+        num_sequences=2,
+        frames_per_sequence=6,
+        num_skeletons=50,
+        seed=0,
+    )
 
 
 def point_at_testbed(config, p):
@@ -63,6 +72,7 @@ def point_at_testbed(config, p):
 def tiny_data_config(testbed_paths, stage: int = 2):
     """configs/stageN.py:tiny pointed at the test's testbed."""
     from hyper_sapiens_jax.config import load_config_file
+
     config = point_at_testbed(load_config_file(REPO / f"configs/stage{stage}.py", "tiny"), testbed_paths)
     config.model.image_size = (64, 48)
     return config
@@ -77,5 +87,9 @@ def free_port() -> int:
 
 def subprocess_env(devices: int = 1) -> dict[str, str]:
     """Environment for a CPU JAX subprocess with ``devices`` (fake) devices and the repo importable."""
-    return {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu",
-            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}" if devices > 1 else ""}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}" if devices > 1 else "",
+    }

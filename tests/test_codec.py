@@ -44,14 +44,14 @@ def mmpose_udp_gaussian_reference(heatmap_wh, kpts_hm, vis, sigma):
         gx1, gx2 = max(0, -left), min(w, right) - left
         gy1, gy2 = max(0, -top), min(h, bottom) - top
         hx1, hx2, hy1, hy2 = max(0, left), min(w, right), max(0, top), min(h, bottom)
-        heatmaps[k, hy1:hy2, hx1:hx2] = np.maximum(heatmaps[k, hy1:hy2, hx1:hx2],
-                                                   g[gy1:gy2, gx1:gx2])
+        heatmaps[k, hy1:hy2, hx1:hx2] = np.maximum(heatmaps[k, hy1:hy2, hx1:hx2], g[gy1:gy2, gx1:gx2])
     return heatmaps, weights
 
 
 # ---------------------------------------------------------------------------------------------
 # Encode
 # ---------------------------------------------------------------------------------------------
+
 
 def test_encode_matches_mmpose_reference_loop():
     rng = np.random.default_rng(0)
@@ -79,25 +79,27 @@ def test_encode_peak_location_and_value():
 
 
 def test_encode_weights_zero_for_invisible_and_outside_points():
-    kpts_hm = np.array([
-        [20.0, 30.0],   # visible, inside
-        [20.0, 30.0],   # invisible
-        [-20.0, 30.0],  # far left: window misses the heatmap
-        [60.0, 90.0],   # far bottom-right
-        [-2.0, 30.0],   # just outside: partial Gaussian, kept (mmpose semantics)
-    ])
+    kpts_hm = np.array(
+        [
+            [20.0, 30.0],  # visible, inside
+            [20.0, 30.0],  # invisible
+            [-20.0, 30.0],  # far left: window misses the heatmap
+            [60.0, 90.0],  # far bottom-right
+            [-2.0, 30.0],  # just outside: partial Gaussian, kept (mmpose semantics)
+        ]
+    )
     vis = np.array([1, 0, 1, 1, 1], np.float32)
     heatmaps, weights = encode(to_input(kpts_hm), vis)
     np.testing.assert_array_equal(weights, [1, 0, 0, 0, 1])
     assert heatmaps[..., 1].max() == 0 and heatmaps[..., 2].max() == 0
     assert heatmaps[..., 3].max() == 0
-    assert 0 < heatmaps[..., 4].max() < 1 and heatmaps[30, 0, 4] == pytest.approx(
-        np.exp(-4 / (2 * SIGMA**2)), rel=1e-5)
+    assert 0 < heatmaps[..., 4].max() < 1 and heatmaps[30, 0, 4] == pytest.approx(np.exp(-4 / (2 * SIGMA**2)), rel=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------
 # Decode
 # ---------------------------------------------------------------------------------------------
+
 
 def test_dark_refinement_beats_plain_argmax():
     rng = np.random.default_rng(1)
@@ -107,16 +109,16 @@ def test_dark_refinement_beats_plain_argmax():
     decoded, scores = C.decode_udp_heatmaps(heatmaps, input_wh=IN_WH)
     argmax_err = np.linalg.norm(argmax_locs - kpts_hm, axis=-1)
     dark_err = np.linalg.norm(decoded / C.udp_scale_factor(IN_WH, HM_WH) - kpts_hm, axis=-1)
-    assert argmax_err.mean() > 0.2       # uniform sub-pixel offsets: ~0.38 px on average
-    assert dark_err.max() < 0.01         # DARK recovers a clean Gaussian's centre
-    np.testing.assert_allclose(scores, np.exp(-argmax_err**2 / (2 * SIGMA**2)), rtol=1e-5)
+    assert argmax_err.mean() > 0.2  # uniform sub-pixel offsets: ~0.38 px on average
+    assert dark_err.max() < 0.01  # DARK recovers a clean Gaussian's centre
+    np.testing.assert_allclose(scores, np.exp(-(argmax_err**2) / (2 * SIGMA**2)), rtol=1e-5)
 
 
 def test_decode_batch_matches_single_and_handles_one_channel():
     rng = np.random.default_rng(2)
-    batch = np.stack([encode(to_input(np.stack([rng.uniform(5, 43, 17),
-                                                rng.uniform(5, 59, 17)], -1)))[0]
-                      for _ in range(3)])
+    batch = np.stack(
+        [encode(to_input(np.stack([rng.uniform(5, 43, 17), rng.uniform(5, 59, 17)], -1)))[0] for _ in range(3)]
+    )
     keypoints, scores = C.decode_udp_heatmaps(batch, input_wh=IN_WH)
     assert keypoints.shape == (3, 17, 2) and scores.shape == (3, 17)
     for b in range(3):
@@ -138,6 +140,7 @@ def test_decode_empty_channel_has_zero_score():
 # ---------------------------------------------------------------------------------------------
 # Flip test
 # ---------------------------------------------------------------------------------------------
+
 
 def test_flip_back_recovers_heatmaps_of_unflipped_input():
     rng = np.random.default_rng(3)
@@ -164,6 +167,7 @@ def test_flip_heatmaps_batched_is_involution():
 # Full round trip: source image -> UDP crop -> heatmaps -> decode -> source image
 # ---------------------------------------------------------------------------------------------
 
+
 def _roundtrip_errors(rng, n_trials, in_wh, hm_wh, sigma, border_margin):
     """Errors in heatmap pixels of points >= border_margin inside the heatmap, and the count."""
     img_w, img_h = 640, 480
@@ -186,13 +190,11 @@ def _roundtrip_errors(rng, n_trials, in_wh, hm_wh, sigma, border_margin):
 
         matrix = T.get_udp_warp_matrix(center, scale, rot, in_wh)
         crop_kpts, crop_vis = T.warp_keypoints(kpts_src, vis_src, matrix, in_wh)
-        heatmaps, weights = C.encode_udp_heatmaps(crop_kpts, crop_vis, input_wh=in_wh,
-                                                  heatmap_wh=hm_wh, sigma=sigma)
+        heatmaps, weights = C.encode_udp_heatmaps(crop_kpts, crop_vis, input_wh=in_wh, heatmap_wh=hm_wh, sigma=sigma)
         decoded, _ = C.decode_udp_heatmaps(heatmaps, input_wh=in_wh)
         back = T.crop_to_image_coords(decoded, center, scale, rot, in_wh)
         hm_pos = crop_kpts / C.udp_scale_factor(in_wh, hm_wh)
-        interior = ((hm_pos >= border_margin) & (hm_pos <= np.array(hm_wh) - 1 - border_margin)
-                    ).all(-1) & (weights > 0)
+        interior = ((hm_pos >= border_margin) & (hm_pos <= np.array(hm_wh) - 1 - border_margin)).all(-1) & (weights > 0)
         if flipped:  # undo the flip (an involution) to compare with the original points
             back, interior = T.flip_keypoints(back, interior, img_w)
         px_per_hm_px = (scale / (np.array(hm_wh) - 1)).max()
@@ -208,24 +210,23 @@ def test_roundtrip_within_half_heatmap_pixel():
     Points closer than 2 heatmap px to the heatmap border are left out: there mmpose's DARK-UDP
     is biased by design (truncated target + zero-padded blur), up to ~1 px at sigma 2.
     """
-    errors, checked, total = _roundtrip_errors(np.random.default_rng(5), 120, IN_WH, HM_WH,
-                                               SIGMA, border_margin=2.0)
+    errors, checked, total = _roundtrip_errors(np.random.default_rng(5), 120, IN_WH, HM_WH, SIGMA, border_margin=2.0)
     assert checked > 0.6 * total
     assert errors.max() <= 0.5
     assert np.median(errors) < 0.01
 
 
 def test_roundtrip_full_size_sigma6():
-    errors, checked, total = _roundtrip_errors(np.random.default_rng(6), 6, (768, 1024),
-                                               (192, 256), 6.0, border_margin=6.0)
+    errors, checked, total = _roundtrip_errors(
+        np.random.default_rng(6), 6, (768, 1024), (192, 256), 6.0, border_margin=6.0
+    )
     assert checked > 0.6 * total
     assert errors.max() <= 0.5
 
 
 def test_codec_bundle_defaults_are_sapiens():
     codec = C.UDPHeatmapCodec()
-    assert (codec.input_wh, codec.heatmap_wh, codec.sigma, codec.blur_kernel_size) == (
-        (768, 1024), (192, 256), 6.0, 11)
+    assert (codec.input_wh, codec.heatmap_wh, codec.sigma, codec.blur_kernel_size) == ((768, 1024), (192, 256), 6.0, 11)
     heatmaps, weights = codec.encode(np.array([[383.5, 511.5]]))
     assert heatmaps.shape == (256, 192, 1)
     keypoints, _ = codec.decode(heatmaps)

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 import torch_sapiens as ts
 from conftest import numpy_state_dict, rel_err
+
 from convert_weights.flax_to_torch import export, export_meta, export_rules
 from convert_weights.layout import LayoutError, to_torch
 from convert_weights.torch_io import CheckpointFileError, load_state_dict, save_state_dict
@@ -34,8 +34,9 @@ def save_mm(model: torch.nn.Module, path: Path, meta=None) -> Path:
 
 @pytest.fixture(scope="module")
 def refs():
-    return {task: ts.make_reference("tiny", task, IMAGE_SIZE, seed=i)
-            for i, task in enumerate(["pose", "depth", "normal"])}
+    return {
+        task: ts.make_reference("tiny", task, IMAGE_SIZE, seed=i) for i, task in enumerate(["pose", "depth", "normal"])
+    }
 
 
 @pytest.fixture
@@ -54,8 +55,7 @@ def test_round_trip_torch_flax_torch_is_bit_exact(refs, tmp_path):
         back, meta = load_state_dict(out)
         original = {k: v for k, v in numpy_state_dict(refs[task]).items()}
         if task != "pose":  # the backbone came from the pose file
-            original.update({k: v for k, v in numpy_state_dict(refs["pose"]).items()
-                             if k.startswith("backbone.")})
+            original.update({k: v for k, v in numpy_state_dict(refs["pose"]).items() if k.startswith("backbone.")})
         assert list(back) == [k for k in back if k in original] and set(back) == set(original)
         for k, v in original.items():
             assert back[k].dtype == v.dtype and np.array_equal(back[k], v), k  # bit-exact
@@ -73,7 +73,8 @@ def test_export_loads_strict_into_the_torch_model(refs, tmp_path):
     model.load_state_dict(obj["state_dict"], strict=True)
     export(tmp_path / "ckpt", "backbone", tmp_path / "bb.pth")
     ts.SapiensTorch("tiny", "backbone", IMAGE_SIZE).load_state_dict(
-        torch.load(tmp_path / "bb.pth", weights_only=True)["state_dict"], strict=True)
+        torch.load(tmp_path / "bb.pth", weights_only=True)["state_dict"], strict=True
+    )
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))
@@ -86,13 +87,23 @@ def test_export_layout_rebuilds_the_torch_model_of_every_preset(arch):
     for task in ("pose", "depth", "normal", "backbone"):
         meta = export_meta(config, task)
         assert (meta["embed_dims"], meta["num_layers"], meta["num_heads"]) == (
-            ARCHS[arch].embed_dims, ARCHS[arch].num_layers, ARCHS[arch].num_heads)
+            ARCHS[arch].embed_dims,
+            ARCHS[arch].num_layers,
+            ARCHS[arch].num_heads,
+        )
         with torch.device("meta"):
-            model = ts.SapiensTorch(meta["arch"], task, tuple(meta["image_size"]),
-                                    patch_padding=meta["patch_padding"], num_keypoints=meta.get("num_keypoints", 17))
+            model = ts.SapiensTorch(
+                meta["arch"],
+                task,
+                tuple(meta["image_size"]),
+                patch_padding=meta["patch_padding"],
+                num_keypoints=meta.get("num_keypoints", 17),
+            )
         want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        got = {r.key: to_torch(r.kind, np.broadcast_to(np.int8(0), flax_shapes[r.path])).shape
-               for r in export_rules(config, task)}
+        got = {
+            r.key: to_torch(r.kind, np.broadcast_to(np.int8(0), flax_shapes[r.path])).shape
+            for r in export_rules(config, task)
+        }
         assert got == want, f"{arch} {task}: {set(got) ^ set(want)}"
 
 
@@ -159,16 +170,25 @@ def _corrupt(refs, tmp_path, edit):
     return path
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda sd: sd.pop("backbone.layers.2.attn.qkv.bias"), "missing key 'backbone.layers.2.attn.qkv.bias'"),
-    (lambda sd: sd.update({"backbone.layers.0.ln2.weight": torch.ones(65)}),
-     "key 'backbone.layers.0.ln2.weight' has shape (65,), expected (64,)"),
-    (lambda sd: sd.update({"head.final_layer.bias": torch.ones(3)}),
-     "key 'head.final_layer.bias' has shape (3,), expected (17,)"),
-    (lambda sd: sd.update({"backbone.layers.0.attn.rel_pos": torch.ones(3)}),
-     "unexpected key 'backbone.layers.0.attn.rel_pos'"),
-    (lambda sd: sd.update({"module.head.extra": torch.ones(3)}), "unexpected key 'module.head.extra'"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda sd: sd.pop("backbone.layers.2.attn.qkv.bias"), "missing key 'backbone.layers.2.attn.qkv.bias'"),
+        (
+            lambda sd: sd.update({"backbone.layers.0.ln2.weight": torch.ones(65)}),
+            "key 'backbone.layers.0.ln2.weight' has shape (65,), expected (64,)",
+        ),
+        (
+            lambda sd: sd.update({"head.final_layer.bias": torch.ones(3)}),
+            "key 'head.final_layer.bias' has shape (3,), expected (17,)",
+        ),
+        (
+            lambda sd: sd.update({"backbone.layers.0.attn.rel_pos": torch.ones(3)}),
+            "unexpected key 'backbone.layers.0.attn.rel_pos'",
+        ),
+        (lambda sd: sd.update({"module.head.extra": torch.ones(3)}), "unexpected key 'module.head.extra'"),
+    ],
+)
 def test_bad_checkpoints_are_refused_naming_the_key(refs, tmp_path, edit, message):
     path = _corrupt(refs, tmp_path, edit)
     with pytest.raises(LayoutError) as e:
@@ -178,8 +198,11 @@ def test_bad_checkpoints_are_refused_naming_the_key(refs, tmp_path, edit, messag
 
 def test_wrong_arch_is_refused(refs, tmp_path):
     path = save_mm(refs["pose"], tmp_path / "pose.pth")
-    with pytest.raises(LayoutError, match=r"checkpoint is tiny .* but --arch sapiens_0.3b was given: "
-                                          r"key 'backbone.patch_embed.projection.weight'"):
+    with pytest.raises(
+        LayoutError,
+        match=r"checkpoint is tiny .* but --arch sapiens_0.3b was given: "
+        r"key 'backbone.patch_embed.projection.weight'",
+    ):
         convert({"pose": path}, IMAGE_SIZE, arch="sapiens_0.3b")
 
 
@@ -212,14 +235,14 @@ def test_unreadable_files_are_refused(tmp_path):
 
 
 def test_backbone_source_rules(refs, tmp_path):
-    files = {"depth": save_mm(refs["depth"], tmp_path / "d.pth"),
-             "normal": save_mm(refs["normal"], tmp_path / "n.pth")}
+    files = {"depth": save_mm(refs["depth"], tmp_path / "d.pth"), "normal": save_mm(refs["normal"], tmp_path / "n.pth")}
     # Without pose/pretrain, the first file given on the command line provides the backbone.
     cfg, params, info = convert(files, IMAGE_SIZE, order=["normal", "depth"])
     assert info["backbone_from"]["role"] == "normal" and cfg.patch_padding == 2
     pk = ("backbone", "patch_embed", "kernel")
-    assert np.array_equal(params[pk], refs["normal"].state_dict()["backbone.patch_embed.projection.weight"]
-                          .numpy().transpose(2, 3, 1, 0))
+    assert np.array_equal(
+        params[pk], refs["normal"].state_dict()["backbone.patch_embed.projection.weight"].numpy().transpose(2, 3, 1, 0)
+    )
     cfg, _, info = convert(files, IMAGE_SIZE, order=["depth", "normal"])
     assert info["backbone_from"]["role"] == "depth" and cfg.patch_padding == 0
     files["pose"] = save_mm(refs["pose"], tmp_path / "p.pth")
@@ -236,17 +259,34 @@ def test_saved_weights_restore_exactly(refs, tmp_path):
 
 
 def _cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=300,
+    )
 
 
 def test_cli_end_to_end_and_error_exit(tmp_path):
     """The README flow: random Sapiens-format file -> convert -> forward -> export; and a refusal."""
-    r = _cli("convert_weights.random_checkpoint", "--arch", "tiny", "--task", "pose", "--image-size", "64,48",
-             "--out", "pose.pth", cwd=tmp_path)
+    r = _cli(
+        "convert_weights.random_checkpoint",
+        "--arch",
+        "tiny",
+        "--task",
+        "pose",
+        "--image-size",
+        "64,48",
+        "--out",
+        "pose.pth",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
-    r = _cli("convert_weights.torch_to_flax", "--image-size", "64,48", "--pose", "pose.pth", "--out", "ckpt",
-             cwd=tmp_path)
+    r = _cli(
+        "convert_weights.torch_to_flax", "--image-size", "64,48", "--pose", "pose.pth", "--out", "ckpt", cwd=tmp_path
+    )
     assert r.returncode == 0, r.stderr
     assert "backbone from --pose" in r.stderr and "tiny" in r.stderr
     r = _cli("hyper_sapiens_jax.inference", "--ckpt", "ckpt", cwd=tmp_path)
@@ -256,8 +296,18 @@ def test_cli_end_to_end_and_error_exit(tmp_path):
     assert r.returncode == 0, r.stderr
     a, b = load_state_dict(tmp_path / "pose.pth")[0], load_state_dict(tmp_path / "back.pth")[0]
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
-    r = _cli("convert_weights.torch_to_flax", "--image-size", "64,48", "--pose", "pose.pth", "--arch",
-             "sapiens_1b", "--out", "ckpt2", cwd=tmp_path)
+    r = _cli(
+        "convert_weights.torch_to_flax",
+        "--image-size",
+        "64,48",
+        "--pose",
+        "pose.pth",
+        "--arch",
+        "sapiens_1b",
+        "--out",
+        "ckpt2",
+        cwd=tmp_path,
+    )
     assert r.returncode != 0
     assert "error:" in r.stderr and "backbone.patch_embed.projection.weight" in r.stderr
     assert not (tmp_path / "ckpt2").exists()

@@ -8,16 +8,17 @@ import json
 import ml_collections
 import numpy as np
 import pytest
-
 from conftest import REPO
+
 from hyper_sapiens_jax import curriculum
 from hyper_sapiens_jax.config import load_config_file
 from hyper_sapiens_jax.testbed import foundation
 from hyper_sapiens_jax.testbed.writer import write_testbed
 
 SHIPPED = foundation.FOUNDATION_DIR
-needs_shipped = pytest.mark.skipif(not (SHIPPED / foundation.MANIFEST_FILE).is_file(),
-                                   reason="no foundation shipped yet")
+needs_shipped = pytest.mark.skipif(
+    not (SHIPPED / foundation.MANIFEST_FILE).is_file(), reason="no foundation shipped yet"
+)
 
 
 @needs_shipped
@@ -31,8 +32,9 @@ def test_shipped_files_match_their_manifest_and_fit_the_budget():
 
 def test_a_damaged_file_is_named(tmp_path):
     (tmp_path / "a.safetensors").write_bytes(b"0123")
-    (tmp_path / foundation.MANIFEST_FILE).write_text(json.dumps(
-        {"files": {"a.safetensors": {"bytes": 4, "sha256": foundation.sha256(tmp_path / "a.safetensors")}}}))
+    (tmp_path / foundation.MANIFEST_FILE).write_text(
+        json.dumps({"files": {"a.safetensors": {"bytes": 4, "sha256": foundation.sha256(tmp_path / "a.safetensors")}}})
+    )
     assert foundation.check_manifest(tmp_path)["files"]
     (tmp_path / "a.safetensors").write_bytes(b"0124")
     with pytest.raises(ValueError, match=r"a.safetensors: does not match its sha256"):
@@ -51,11 +53,20 @@ def test_shipped_files_convert_and_reproduce_the_zero_shot_row(tmp_path):
     config = load_config_file(REPO / "configs/demo.py")
     stage = curriculum.shared_data(config.stage1, config.data)
     counts = manifest["config"]["zero_shot"]["data"]["testbed"]
-    tb = write_testbed(tmp_path / "tb", num_syn=0, num_real=0, num_val=counts["num_val"], num_sequences=0,
-                       frames_per_sequence=0, num_skeletons=0, seed=counts["seed"])
+    tb = write_testbed(
+        tmp_path / "tb",
+        num_syn=0,
+        num_real=0,
+        num_val=counts["num_val"],
+        num_sequences=0,
+        frames_per_sequence=0,
+        num_skeletons=0,
+        seed=counts["seed"],
+    )
     stage.data.source, stage.data.val_ann, stage.data.val_images = "files", str(tb.val_json), str(tb.val_images)
     weights = curriculum.prepare_foundation(config, tmp_path, stage.model.image_size)
     from hyper_sapiens_jax.models.weights import load_weights
+
     mcfg, params = load_weights(weights)
     assert mcfg.arch == "cpu" and set(mcfg.heads) == {"pose", "depth", "normal"}
     got = curriculum.evaluate_weights(weights, stage)
@@ -64,6 +75,7 @@ def test_shipped_files_convert_and_reproduce_the_zero_shot_row(tmp_path):
         assert got[key] == pytest.approx(want[key], abs=1e-6), key
     # the pretrain backbone converts too, into the same architecture
     from convert_weights.torch_to_flax import convert
+
     pre_cfg, pre, _ = convert({"pretrain": SHIPPED / foundation.PRETRAIN_FILE}, tuple(stage.model.image_size))
     assert pre_cfg.arch == "cpu" and pre[("backbone", "pos_embed")].shape == params[("backbone", "pos_embed")].shape
 
@@ -78,7 +90,7 @@ def test_demo_data_overrides_reach_every_stage_and_the_prior():
         s = stages[name]
         assert s.data.source == "files" and s.data.syrip_real_ann == "/data/real.json"
         assert s.data.aug.rotate_prob == 0.25
-        assert dict(s.data.mix) == dict(config[name].data.mix)        # each stage keeps its own mix
+        assert dict(s.data.mix) == dict(config[name].data.mix)  # each stage keeps its own mix
     prior = curriculum.shared_data(config.prior, config.data)
     assert prior.data.source == "files" and prior.data.heldout_fraction == config.prior.data.heldout_fraction
     assert "aug" not in config.prior.data or prior.data.aug.rotate_prob == 0.25
@@ -101,8 +113,9 @@ def test_foundation_job_end_to_end_at_tiny_size(tmp_path):
     z = config.zero_shot
     z.model.image_size, z.eval_batch_size = (64, 48), 4
     z.data.testbed_dir = str(tmp_path / "tb")
-    z.data.testbed = ml_collections.ConfigDict(dict(num_syn=0, num_real=0, num_val=4, num_sequences=0,
-                                                    frames_per_sequence=0, num_skeletons=0, seed=0))
+    z.data.testbed = ml_collections.ConfigDict(
+        dict(num_syn=0, num_real=0, num_val=4, num_sequences=0, frames_per_sequence=0, num_skeletons=0, seed=0)
+    )
     assert foundation.run(config, tmp_path / "w") == 0
     out = tmp_path / "w" / "foundation"
     manifest = foundation.check_manifest(out)
@@ -110,14 +123,16 @@ def test_foundation_job_end_to_end_at_tiny_size(tmp_path):
     assert manifest["humans_val"]["num_samples"] == 6
     from convert_weights.torch_io import load_state_dict
     from hyper_sapiens_jax.training.checkpoint import load_any
+
     sd, meta = load_state_dict(out / foundation.FOUNDATION_FILES["pose"])
     _, run_params, _ = load_any(tmp_path / "w" / "geometry")
-    kernel = run_params[("heads", "pose", "final_layer", "kernel")]        # (1, 1, C, K) HWIO
-    np.testing.assert_array_equal(sd["head.final_layer.weight"],
-                                  kernel.transpose(3, 2, 0, 1).astype(np.float16).astype(np.float32))
+    kernel = run_params[("heads", "pose", "final_layer", "kernel")]  # (1, 1, C, K) HWIO
+    np.testing.assert_array_equal(
+        sd["head.final_layer.weight"], kernel.transpose(3, 2, 0, 1).astype(np.float16).astype(np.float32)
+    )
     assert not any(k.startswith("decode_head.") for k in sd)
     _, pose_params, _ = load_any(tmp_path / "w" / "pose")
-    assert ("heads", "depth", "conv_seg", "kernel") not in pose_params        # pose alone
+    assert ("heads", "depth", "conv_seg", "kernel") not in pose_params  # pose alone
     backbone = [p for p in pose_params if p[0] == "backbone"]
     moved = [p for p in backbone if not np.array_equal(pose_params[p], run_params[p])]
-    assert moved and all(p[1] == "norm" for p in moved), moved                # only the final norm trained
+    assert moved and all(p[1] == "norm" for p in moved), moved  # only the final norm trained

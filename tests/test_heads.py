@@ -29,8 +29,17 @@ def rel(a, b) -> float:
 
 
 def reference(c_in, c_out, dtype=None):
-    return nnx.ConvTranspose(c_in, c_out, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
-                             use_bias=False, transpose_kernel=True, dtype=dtype, rngs=nnx.Rngs(0))
+    return nnx.ConvTranspose(
+        c_in,
+        c_out,
+        (4, 4),
+        strides=(2, 2),
+        padding=((2, 2), (2, 2)),
+        use_bias=False,
+        transpose_kernel=True,
+        dtype=dtype,
+        rngs=nnx.Rngs(0),
+    )
 
 
 def case(shape, seed=0):
@@ -49,6 +58,7 @@ def apply_fn(module):
 
     def f(kernel, x):
         return nnx.merge(graphdef, jax.tree.map(lambda _: kernel, state))(x)
+
     return f
 
 
@@ -63,6 +73,7 @@ def test_equals_nnx_conv_transpose_forward_and_grads(shape, method):
 
     def grads(f):
         return jax.jit(jax.grad(lambda k, v: jnp.sum(f(k, v) * probe), argnums=(0, 1)))(kernel, x)
+
     (gk_new, gx_new), (gk_old, gx_old) = grads(new), grads(old)
     assert rel(gk_new, gk_old) <= TOL
     assert rel(gx_new, gx_old) <= TOL
@@ -73,7 +84,7 @@ def test_equals_nnx_conv_transpose_forward_and_grads(shape, method):
 def test_equals_torch_conv_transpose2d(shape, method):
     x, kernel, _ = case(shape, seed=1)
     ours = apply_fn(Deconv4x2(shape[3], shape[4], method=method, rngs=nnx.Rngs(0)))(kernel, x)
-    w = torch.from_numpy(layout.to_torch("conv", np.asarray(kernel)))         # (Cin, Cout, 4, 4)
+    w = torch.from_numpy(layout.to_torch("conv", np.asarray(kernel)))  # (Cin, Cout, 4, 4)
     xt = torch.from_numpy(np.array(x)).permute(0, 3, 1, 2)
     ref = torch.nn.functional.conv_transpose2d(xt, w, stride=2, padding=1).permute(0, 2, 3, 1).numpy()
     assert rel(ours, ref) <= TOL
@@ -82,8 +93,9 @@ def test_equals_torch_conv_transpose2d(shape, method):
 def test_param_matches_nnx_conv_transpose():
     """Same param name, shape, dtype and initial values (same initializer and rng draw)."""
     new = Deconv4x2(6, 4, rngs=nnx.Rngs(3))
-    old = nnx.ConvTranspose(6, 4, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)), use_bias=False,
-                            transpose_kernel=True, rngs=nnx.Rngs(3))
+    old = nnx.ConvTranspose(
+        6, 4, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)), use_bias=False, transpose_kernel=True, rngs=nnx.Rngs(3)
+    )
     s_new, s_old = nnx.state(new, nnx.Param), nnx.state(old, nnx.Param)
     assert jax.tree.structure(s_new) == jax.tree.structure(s_old)
     assert new.kernel.shape == old.kernel.shape == (4, 4, 4, 6)
@@ -110,12 +122,11 @@ def test_unknown_method_rejected():
 
 @pytest.mark.parametrize("head_cls", [PoseHead, DepthHead, NormalHead])
 def test_heads_keep_their_param_tree(head_cls):
-    head = head_cls(16, **({"num_keypoints": 5} if head_cls is PoseHead else {}), channels=8,
-                    rngs=nnx.Rngs(0))
+    head = head_cls(16, **({"num_keypoints": 5} if head_cls is PoseHead else {}), channels=8, rngs=nnx.Rngs(0))
     params = dict(nnx.to_flat_state(nnx.state(head, nnx.Param)))
     deconvs = {k: v for k, v in params.items() if k[0] == "deconv_layers"}
     assert deconvs and all(k[-1] == "kernel" and len(k) == 3 for k in deconvs)
     assert params[("deconv_layers", 0, "kernel")].shape == (4, 4, 8, 16)
     out = head(jnp.zeros((1, 2, 3, 16)))
     n = len(deconvs)
-    assert out.shape[1:3] == (2 * 2 ** n, 3 * 2 ** n)
+    assert out.shape[1:3] == (2 * 2**n, 3 * 2**n)

@@ -16,8 +16,8 @@ def test_people_are_adults_and_children_mostly_upright_never_infants():
     length = np.array([p.shape.body_length[0] for p in people])
     head = np.array([p.shape.head_height[0] for p in people]) / length
     posture = np.array([p.posture[0] for p in people])
-    assert length.min() >= 0.95 and head.max() <= 0.2           # infants: 0.48-0.80 m, head ~1/4
-    assert 0.7 < (length > 1.5).mean() < 0.9                     # ~80% adults
+    assert length.min() >= 0.95 and head.max() <= 0.2  # infants: 0.48-0.80 m, head ~1/4
+    assert 0.7 < (length > 1.5).mean() < 0.9  # ~80% adults
     upright = np.isin(posture, bodies.UPRIGHT).mean()
     assert 0.7 < upright < 0.9
     assert np.isin(posture, (Posture.SUPINE, Posture.PRONE, Posture.SIDE_LEFT, Posture.SIDE_RIGHT)).any()
@@ -63,10 +63,10 @@ def test_deterministic_per_index_and_the_cache_equals_on_the_fly(tmp_path):
     for i in (0, 4):
         a, b = cached[i], fly[i]
         assert np.array_equal(a["image"], b["image"]) and np.array_equal(a["keypoints"], b["keypoints"])
-        np.testing.assert_allclose(a["depth"], b["depth"], atol=2e-3 * np.abs(b["depth"]).max())   # float16
-        np.testing.assert_allclose(a["normal"], b["normal"], atol=1 / 127)                        # int8
+        np.testing.assert_allclose(a["depth"], b["depth"], atol=2e-3 * np.abs(b["depth"]).max())  # float16
+        np.testing.assert_allclose(a["normal"], b["normal"], atol=1 / 127)  # int8
     mtime = (tmp_path / "h" / humans.MANIFEST).stat().st_mtime
-    humans.write_humans(tmp_path / "h", num_train=5, num_val=3, image_size=(96, 80), seed=1)      # reused
+    humans.write_humans(tmp_path / "h", num_train=5, num_val=3, image_size=(96, 80), seed=1)  # reused
     assert (tmp_path / "h" / humans.MANIFEST).stat().st_mtime == mtime
     val = CocoKeypointSource(paths.val_json, paths.val_images, name="humans_val")
     assert len(val) == 3 and val[0]["image"].shape == (96, 80, 3)

@@ -26,7 +26,11 @@ def test_forward_shapes_and_values(weights_dir):
     images = np.random.default_rng(0).standard_normal((3, 64, 32, 3)).astype(np.float32)
     out = predictor.forward(images)
     assert {k: v.shape for k, v in out.items()} == {
-        "features": (3, 4, 2, 64), "pose": (3, 16, 8, 5), "depth": (3, 64, 32, 1), "normal": (3, 32, 16, 3)}
+        "features": (3, 4, 2, 64),
+        "pose": (3, 16, 8, 5),
+        "depth": (3, 64, 32, 1),
+        "normal": (3, 32, 16, 3),
+    }
     assert all(isinstance(v, np.ndarray) and v.dtype == np.float32 for v in out.values())
     direct = model(jnp.asarray(images))
     for k in out:
@@ -50,9 +54,11 @@ def test_bad_inputs(weights_dir, tmp_path):
     with pytest.raises(WeightsError, match="is not a directory"):
         load_predictor(tmp_path / "nope")
     bad = tmp_path / "bad"
-    save_weights(bad, ModelConfig(arch="tiny", image_size=(64, 32), heads=("pose",)),
-                 flat_params(Sapiens(ModelConfig(arch="tiny", image_size=(64, 32), heads=("pose",)),
-                                     rngs=nnx.Rngs(0))))
+    save_weights(
+        bad,
+        ModelConfig(arch="tiny", image_size=(64, 32), heads=("pose",)),
+        flat_params(Sapiens(ModelConfig(arch="tiny", image_size=(64, 32), heads=("pose",)), rngs=nnx.Rngs(0))),
+    )
     (bad / "model_config.json").write_text('{"arch": "tiny", "heads": ["pose", "depth"], "image_size": [64, 32]}')
     with pytest.raises(WeightsError, match="does not match model_config.json"):
         load_predictor(bad)

@@ -27,13 +27,13 @@ def _pck_case():
     pred = gt.copy()
     visible = np.ones((3, 3))
     normalizer = np.array([100.0, 200.0, np.nan])
-    pred[0, 0] = (3.0, 4.0)             # distance exactly 5: correct
-    pred[1, 0] = (10.0 + 1e-6, 0.0)     # just over 10: wrong
-    pred[0, 1] = (5.0 - 1e-6, 0.0)      # just under 5: correct
-    visible[1, 1] = 0                   # invisible: ignored
+    pred[0, 0] = (3.0, 4.0)  # distance exactly 5: correct
+    pred[1, 0] = (10.0 + 1e-6, 0.0)  # just over 10: wrong
+    pred[0, 1] = (5.0 - 1e-6, 0.0)  # just under 5: correct
+    visible[1, 1] = 0  # invisible: ignored
     pred[1, 1] = (1e3, 0.0)
-    visible[:, 2] = 0                   # joint 2 never visible
-    pred[2] = 1e3                       # NaN normaliser: the whole sample is ignored
+    visible[:, 2] = 0  # joint 2 never visible
+    pred[2] = 1e3  # NaN normaliser: the whole sample is ignored
     return pred, gt, visible, normalizer
 
 
@@ -93,9 +93,9 @@ def test_g_error_scale_translation_invariant():
 def test_g_error_hand_case():
     bones = ((0, 1), (1, 2), (2, 3))
     kpts = np.zeros((3, 4, 2))
-    kpts[0, :, 0] = [0, 1, 2, 3]    # lengths 1, 1, 1 -> normalised (1, 1, 1)
-    kpts[1, :, 0] = [0, 1, 4, 9]    # point 3 invisible: lengths 1, 3 -> normalised (0.5, 1.5)
-    kpts[2, :, 0] = [0, 10, 0, 0]   # one bone only: sample ignored
+    kpts[0, :, 0] = [0, 1, 2, 3]  # lengths 1, 1, 1 -> normalised (1, 1, 1)
+    kpts[1, :, 0] = [0, 1, 4, 9]  # point 3 invisible: lengths 1, 3 -> normalised (0.5, 1.5)
+    kpts[2, :, 0] = [0, 10, 0, 0]  # one bone only: sample ignored
     visible = np.array([[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 0, 0]])
     # bone 0: var(1, 0.5) = 0.0625, bone 1: var(1, 1.5) = 0.0625, bone 2: one sample, ignored.
     assert g_error(kpts, visible, bones) == pytest.approx(0.0625)
@@ -127,8 +127,18 @@ def _coco_gt() -> tuple[dict, np.ndarray]:
         all_kpts.append(kpts)
         images.append({"id": i + 1, "width": 640, "height": 480, "file_name": f"{i}.jpg"})
         flat = np.concatenate([kpts, np.full((NUM_COCO_KEYPOINTS, 1), 2.0)], axis=1).ravel()
-        anns.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [x0, y0, w, h], "area": w * h,
-                     "iscrowd": 0, "num_keypoints": NUM_COCO_KEYPOINTS, "keypoints": flat.tolist()})
+        anns.append(
+            {
+                "id": i + 1,
+                "image_id": i + 1,
+                "category_id": 1,
+                "bbox": [x0, y0, w, h],
+                "area": w * h,
+                "iscrowd": 0,
+                "num_keypoints": NUM_COCO_KEYPOINTS,
+                "keypoints": flat.tolist(),
+            }
+        )
     cats = [{"id": 1, "name": "person", "keypoints": list(COCO17_NAMES), "skeleton": []}]
     return {"images": images, "annotations": anns, "categories": cats}, np.stack(all_kpts)
 

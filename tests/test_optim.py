@@ -22,8 +22,8 @@ def test_layer_ids_and_lr_scales_follow_mmpretrain():
     assert layer_id(("backbone", "layers", 23, "ffn", "fc2", "bias"), L) == 24
     assert layer_id(("backbone", "norm", "scale"), L) == 25
     assert layer_id(("heads", "pose", "final_layer", "kernel"), L) == 25
-    assert lr_scale(("backbone", "pos_embed"), L, rate) == pytest.approx(0.85 ** 25)
-    assert lr_scale(("backbone", "layers", 10, "ln1", "scale"), L, rate) == pytest.approx(0.85 ** 14)
+    assert lr_scale(("backbone", "pos_embed"), L, rate) == pytest.approx(0.85**25)
+    assert lr_scale(("backbone", "layers", 10, "ln1", "scale"), L, rate) == pytest.approx(0.85**14)
     assert lr_scale(("heads", "depth", "conv_seg", "bias"), L, rate) == 1.0
 
 
@@ -54,8 +54,9 @@ def test_each_parameter_moves_by_its_own_learning_rate():
     for path, u in flatten(updates).items():
         scale = lr_scale(path, L, 0.85)
         expected = -lr * scale * (1.0 + (wd * flat_p[path] if applies_weight_decay(path, flat_p[path]) else 0.0))
-        np.testing.assert_allclose(np.asarray(u), np.asarray(expected) * np.ones_like(u), rtol=1e-4, atol=1e-9,
-                                   err_msg=str(path))
+        np.testing.assert_allclose(
+            np.asarray(u), np.asarray(expected) * np.ones_like(u), rtol=1e-4, atol=1e-9, err_msg=str(path)
+        )
 
 
 def test_clipping_and_warmup():

@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from flax import nnx
-
 import torch_sapiens as ts
 from conftest import MODES, numpy_state_dict, rel_err
+from flax import nnx
+
 from convert_weights import layout
 from convert_weights.torch_to_flax import convert_state_dicts
 from hyper_sapiens_jax.models.weights import build_model, with_options
@@ -24,15 +24,17 @@ def shared_backbone_refs(arch, image_size, seed=0):
     dim, _, _, _, depth_ch, normal_ch = ts.ARCHS[arch]
     depth = ts.randomize_(ts.DecodeHead(dim, depth_ch, 4, 2, 1), seed + 1)
     normal = ts.randomize_(ts.DecodeHead(dim, normal_ch, 3, 3, 3), seed + 2)
-    state_dicts = {"pose": numpy_state_dict(pose),
-                   "depth": numpy_state_dict(depth, "decode_head."),
-                   "normal": numpy_state_dict(normal, "decode_head.")}
+    state_dicts = {
+        "pose": numpy_state_dict(pose),
+        "depth": numpy_state_dict(depth, "decode_head."),
+        "normal": numpy_state_dict(normal, "decode_head."),
+    }
     return pose, {"depth": depth, "normal": normal}, state_dicts
 
 
 def torch_outputs(pose_model, decode_heads, images):
     x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-    nhwc = lambda t: t.permute(0, 2, 3, 1).numpy()  # noqa: E731
+    nhwc = lambda t: t.permute(0, 2, 3, 1).numpy()
     with torch.no_grad():
         feats = pose_model.backbone(x)
         out = {"features": nhwc(feats), "pose": nhwc(pose_model.head(feats))}
@@ -125,8 +127,10 @@ def test_gradients_match_torch_in_every_mode(tiny_case):
     config = model.config
     rules = {"pose": layout.model_rules(config, ["pose"])}
     for name in ("depth", "normal"):
-        rules[name] = [layout.Rule(r.key.replace("decode_head.", f"decode_head.{name}."), r.path, r.kind)
-                       for r in layout.head_rules(name)]
+        rules[name] = [
+            layout.Rule(r.key.replace("decode_head.", f"decode_head.{name}."), r.path, r.kind)
+            for r in layout.head_rules(name)
+        ]
 
     def loss_fn(state, graphdef):
         out = nnx.merge(graphdef, state)(images)

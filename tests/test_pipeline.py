@@ -9,11 +9,10 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import REPO, free_port, subprocess_env, tiny_data_config
+
 from hyper_sapiens_jax.data import builders
 from hyper_sapiens_jax.data.pipeline import eval_batches, mix_counts, train_dataset, train_iterator
-
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +23,11 @@ def stage2(testbed):
 
 
 def test_mix_counts():
-    assert mix_counts({"syrip_real": 8, "syrip_syn": 1, "mini_rgbd": 1}, 20) == \
-        {"syrip_real": 16, "syrip_syn": 2, "mini_rgbd": 2}
+    assert mix_counts({"syrip_real": 8, "syrip_syn": 1, "mini_rgbd": 1}, 20) == {
+        "syrip_real": 16,
+        "syrip_syn": 2,
+        "mini_rgbd": 2,
+    }
     with pytest.raises(ValueError, match="batch size 12 is not a multiple of the mix total 10"):
         mix_counts({"syrip_real": 8, "syrip_syn": 1, "mini_rgbd": 1}, 12)
 
@@ -50,19 +52,24 @@ def test_two_processes_split_the_one_process_batches(stage2):
     """Each process holds half of every source's rows, and together they hold exactly the
     one-process batch (same records, same augmentation), whatever the process count."""
     config, mix, cfg = stage2
-    per_process = [list(train_iterator(train_dataset(mix, cfg, seed=0, num_batches=2, process_index=p,
-                                                     process_count=2))) for p in range(2)]
+    per_process = [
+        list(train_iterator(train_dataset(mix, cfg, seed=0, num_batches=2, process_index=p, process_count=2)))
+        for p in range(2)
+    ]
     single = list(train_iterator(train_dataset(mix, cfg, seed=0, num_batches=2)))
     for b in range(2):
         halves = [per_process[p][b] for p in range(2)]
-        for p, half in enumerate(halves):
+        for half in halves:
             assert len(half["image"]) == config.batch_size // 2
             assert half["is_real"].sum() == config.batch_size // 4
         for i, entry in enumerate(mix):
             assert sum(len(h["ann_id"][h["source_id"] == i]) for h in halves) == entry.count
+
     def rows(batch):
-        return sorted((int(s), int(a), batch["image"][j].tobytes())
-                      for j, (s, a) in enumerate(zip(batch["source_id"], batch["ann_id"])))
+        return sorted(
+            (int(s), int(a), batch["image"][j].tobytes())
+            for j, (s, a) in enumerate(zip(batch["source_id"], batch["ann_id"]))
+        )
 
     for b in range(2):
         both = {k: np.concatenate([per_process[0][b][k], per_process[1][b][k]]) for k in single[b]}
@@ -73,9 +80,24 @@ def test_two_jax_processes_build_exact_global_batches(testbed, tmp_path):
     """Two local processes (jax.distributed, gloo): global arrays hold exactly the stage-2 counts."""
     port, out = free_port(), tmp_path / "result.json"
     env = subprocess_env()
-    procs = [subprocess.Popen([sys.executable, str(REPO / "tests/scripts/multiprocess_batches.py"), str(i), "2",
-                               str(port), str(testbed.root), str(out)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(REPO / "tests/scripts/multiprocess_batches.py"),
+                str(i),
+                "2",
+                str(port),
+                str(testbed.root),
+                str(out),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
     logs = [p.communicate(timeout=300)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), "\n".join(logs)[-3000:]
     result = json.loads(out.read_text())
@@ -109,13 +131,14 @@ def test_eval_visits_every_sample_once(testbed, process_count):
     config = tiny_data_config(testbed)
     src = builders.build_source("val", builders.resolved_paths(config.data))
     cfg = builders.sample_config(config)
-    per_process = [list(eval_batches(src, cfg, 3, process_index=p, process_count=process_count))
-                   for p in range(process_count)]
-    assert len({len(b) for b in per_process}) == 1   # same number of batches everywhere
+    per_process = [
+        list(eval_batches(src, cfg, 3, process_index=p, process_count=process_count)) for p in range(process_count)
+    ]
+    assert len({len(b) for b in per_process}) == 1  # same number of batches everywhere
     seen = [int(i) for batches in per_process for b in batches for i, v in zip(b["ann_id"], b["valid"]) if v]
     assert sorted(seen) == sorted(r["ann_id"] for r in src.records)
     last = per_process[0][-1]
-    assert last["image"].shape[0] == 3 and last["valid"].sum() < 3 or len(src) % (3 * process_count) == 0
+    assert (last["image"].shape[0] == 3 and last["valid"].sum() < 3) or len(src) % (3 * process_count) == 0
     first = per_process[0][0]
     assert (first["rotation"] == 0).all() and (first["flipped"] == 0).all()
 
@@ -139,10 +162,25 @@ print("ok")
 
 
 def _inspect(config_args, out, env_extra=None):
-    cmd = [sys.executable, "-m", "hyper_sapiens_jax.data.inspect", "--config", str(REPO / "configs/stage2.py:tiny"),
-           *config_args, "--batches", "2", "--out", str(out)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(REPO), **(env_extra or {})})
+    cmd = [
+        sys.executable,
+        "-m",
+        "hyper_sapiens_jax.data.inspect",
+        "--config",
+        str(REPO / "configs/stage2.py:tiny"),
+        *config_args,
+        "--batches",
+        "2",
+        "--out",
+        str(out),
+    ]
+    return subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env_extra or {})},
+    )
 
 
 def test_inspect_cli_summary_and_bad_records(testbed, tmp_path):
@@ -151,10 +189,16 @@ def test_inspect_cli_summary_and_bad_records(testbed, tmp_path):
     ann["annotations"][0]["keypoints"][0] = float("nan")
     bad_ann = tmp_path / "real.json"
     bad_ann.write_text(json.dumps(ann))
-    args = ["--config.data.source=files", f"--config.data.syrip_syn_ann={testbed.train_syn_json}", f"--config.data.syrip_syn_images={testbed.train_syn_images}",
-            f"--config.data.syrip_real_ann={bad_ann}", f"--config.data.syrip_real_images={testbed.train_real_images}",
-            f"--config.data.mini_rgbd_root={testbed.mini_rgbd}", "--config.data.mini_rgbd_sequences=01-02",
-            "--config.model.image_size=(64, 48)"]
+    args = [
+        "--config.data.source=files",
+        f"--config.data.syrip_syn_ann={testbed.train_syn_json}",
+        f"--config.data.syrip_syn_images={testbed.train_syn_images}",
+        f"--config.data.syrip_real_ann={bad_ann}",
+        f"--config.data.syrip_real_images={testbed.train_real_images}",
+        f"--config.data.mini_rgbd_root={testbed.mini_rgbd}",
+        "--config.data.mini_rgbd_sequences=01-02",
+        "--config.model.image_size=(64, 48)",
+    ]
     r = _inspect(args, tmp_path / "fail")
     assert r.returncode != 0 and f"{bad_ann} annotation {bad_id}: NaN or infinite keypoints" in r.stderr
     r = _inspect(args + ["--config.data.skip_bad_records=True"], tmp_path / "ok")
@@ -162,7 +206,9 @@ def test_inspect_cli_summary_and_bad_records(testbed, tmp_path):
     summary = json.loads((tmp_path / "ok" / "summary.json").read_text())
     assert [b["counts"] for b in summary["batches"]] == [{"synthetic": 8, "real": 8}] * 2
     assert summary["batches"][0]["shapes"]["image"] == [16, 64, 48, 3]
-    assert summary["skipped"] == [{"file": f"{bad_ann} annotation {bad_id}", "reason": "NaN or infinite keypoints or bbox"}]
+    assert summary["skipped"] == [
+        {"file": f"{bad_ann} annotation {bad_id}", "reason": "NaN or infinite keypoints or bbox"}
+    ]
     assert (tmp_path / "ok" / "batch_000.png").stat().st_size > 10_000
 
 

@@ -13,10 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from conftest import REPO
 from flax import nnx
 from PIL import Image
 
-from conftest import REPO
 from hyper_sapiens_jax.config import load_config_file
 from hyper_sapiens_jax.data.sources import DataError
 from hyper_sapiens_jax.data.unlabeled import CropParams, ImageFolderSource, mae_sample
@@ -36,7 +36,7 @@ def test_patchify_matches_a_loop_and_inverts():
     assert out.shape == (2, 6, 16 * 16 * 3)
     for r in range(2):
         for c in range(3):
-            patch = x[:, 16 * r:16 * r + 16, 16 * c:16 * c + 16].reshape(2, -1)
+            patch = x[:, 16 * r : 16 * r + 16, 16 * c : 16 * c + 16].reshape(2, -1)
             np.testing.assert_array_equal(out[:, r * 3 + c], patch)
     np.testing.assert_array_equal(np.asarray(unpatchify(jnp.asarray(out), (2, 3), 16)), x)
 
@@ -50,9 +50,9 @@ def test_random_masking_counts_and_consistency(n):
     assert keep.shape == (3, n - n_masked) and mask.shape == (3, n)
     np.testing.assert_array_equal(mask.sum(1), n_masked)
     for b in range(3):
-        assert np.all(np.diff(keep[b]) > 0)                       # sorted, distinct
-        assert set(np.flatnonzero(mask[b] == 0)) == set(keep[b])   # visible = kept
-    assert not np.array_equal(mask[0], mask[1])                     # each sample its own mask
+        assert np.all(np.diff(keep[b]) > 0)  # sorted, distinct
+        assert set(np.flatnonzero(mask[b] == 0)) == set(keep[b])  # visible = kept
+    assert not np.array_equal(mask[0], mask[1])  # each sample its own mask
     _, other = random_masking(jax.random.key(2), 3, n, 0.75)
     assert not np.array_equal(mask, np.asarray(other))
 
@@ -71,12 +71,12 @@ def test_loss_counts_masked_patches_only_and_norm_pix_by_hand():
     np.testing.assert_allclose(got, want, rtol=1e-5)
     raw = ((pred - target) ** 2).mean(-1)[mask > 0].mean()
     np.testing.assert_allclose(float(mae_loss(pred, target, mask, norm_pix=False)), raw, rtol=1e-5)
-    assert abs(raw - want) > 0.1                                     # norm_pix changes the loss
+    assert abs(raw - want) > 0.1  # norm_pix changes the loss
     changed = pred.copy()
-    changed[0, 2] += 10.0                                            # a visible patch
+    changed[0, 2] += 10.0  # a visible patch
     changed[1, 3] -= 5.0
     assert float(mae_loss(changed, target, mask)) == got
-    changed[0, 4] += 1.0                                             # a masked patch
+    changed[0, 4] += 1.0  # a masked patch
     assert float(mae_loss(changed, target, mask)) != got
 
 
@@ -124,8 +124,13 @@ def test_image_folder_source(tmp_path):
     (folder / "notes.txt").write_text("not an image")
     src = ImageFolderSource(folder)
     assert len(src) == 5
-    assert [p.relative_to(folder).as_posix() for p in src.paths] == \
-        ["a/f01.png", "a/f03.png", "b/f00.jpg", "b/f02.png", "b/f04.jpg"]
+    assert [p.relative_to(folder).as_posix() for p in src.paths] == [
+        "a/f01.png",
+        "a/f03.png",
+        "b/f00.jpg",
+        "b/f02.png",
+        "b/f04.jpg",
+    ]
     rec = src[2]
     assert rec["image"].dtype == np.uint8 and rec["image"].ndim == 3 and rec["image"].shape[-1] == 3
     with pytest.raises(DataError, match="missing_folder"):
@@ -141,15 +146,15 @@ def test_image_folder_source(tmp_path):
 def test_mae_crop_whole_image_and_person_box():
     rng = np.random.default_rng(0)
     image = np.zeros((100, 200, 3), np.uint8)
-    image[20:80, 120:160] = 255                                  # the "person"
+    image[20:80, 120:160] = 255  # the "person"
     p = CropParams(32, bbox_padding=1.0, bbox_scale_range=(1.0, 1.0), ratio_range=(1.0, 1.0), flip_prob=0.0)
     out = mae_sample({"image": image, "bbox": np.array([120, 20, 40, 60], np.float32)}, rng, p)["image"]
     assert out.shape == (32, 32, 3) and out.dtype == np.float32
-    white = out[..., 0] > 0                                       # normalised: white > 0 > black
+    white = out[..., 0] > 0  # normalised: white > 0 > black
     # The crop spans x 110..170: the box (x 120..160) lands on columns 5.3..26.7, every row.
     assert white[:, 7:25].all() and not white[:, :4].any() and not white[:, 28:].any()
     whole = CropParams(32, scale_range=(1.0, 1.0), ratio_range=(2.0, 2.0), flip_prob=1.0)
-    out = mae_sample({"image": image}, rng, whole)["image"]       # the full image, flipped: person on the left
+    out = mae_sample({"image": image}, rng, whole)["image"]  # the full image, flipped: person on the left
     assert (out[8:24, 7:12, 0] > 0).all() and not (out[:, 16:, 0] > 0).any()
 
 
@@ -186,12 +191,12 @@ def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("pretrain")
     images = _write_images(root / "imgs")
     workdir = root / "run"
-    with _compilation_cache(root / "jax_cache"):       # the restart compiles the very same step
+    with _compilation_cache(root / "jax_cache"):  # the restart compiles the very same step
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(pretrain, "StopFlag", _StopAtStep60)
             assert pretrain.run(_config(images), workdir) == 0
         interrupted = {"log": _log(workdir), "exported": (workdir / pretrain.EXPORT_FILE).exists()}
-        assert pretrain.run(_config(images), workdir) == 0              # (d) the restart
+        assert pretrain.run(_config(images), workdir) == 0  # (d) the restart
     return {"workdir": workdir, "interrupted": interrupted, "log": _log(workdir)}
 
 
@@ -199,8 +204,12 @@ def tiny_run(tmp_path_factory):
 def _compilation_cache(directory):
     """JAX's persistent compilation cache in ``directory`` for the block (saves the second compile)."""
     from jax.experimental.compilation_cache import compilation_cache as cc
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-             "jax_persistent_cache_min_entry_size_bytes")
+
+    names = (
+        "jax_compilation_cache_dir",
+        "jax_persistent_cache_min_compile_time_secs",
+        "jax_persistent_cache_min_entry_size_bytes",
+    )
     old = {n: getattr(jax.config, n) for n in names}
     for n, v in zip(names, (str(directory), 0.5, 0)):
         jax.config.update(n, v)
@@ -215,8 +224,9 @@ def _compilation_cache(directory):
 def _checkpoint_params(workdir, step):
     """The saved MAE parameters (trainable + fixed) at ``step``, straight from the Orbax checkpoint."""
     with ocp.CheckpointManager(workdir / "checkpoints") as mngr:
-        out = mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(),
-                                                         frozen=ocp.args.StandardRestore()))
+        out = mngr.restore(
+            step, args=ocp.args.Composite(params=ocp.args.StandardRestore(), frozen=ocp.args.StandardRestore())
+        )
     flat = {**flatten(out["frozen"]), **flatten(out["params"])}
     return {tuple(int(k) if str(k).isdigit() else k for k in p): np.asarray(v) for p, v in flat.items()}
 
@@ -231,9 +241,9 @@ def test_tiny_run_loss_falls(tiny_run):
 
 
 def test_restart_resumes_from_the_checkpoint(tiny_run):
-    assert not tiny_run["interrupted"]["exported"]                # stopped early: no export yet
+    assert not tiny_run["interrupted"]["exported"]  # stopped early: no export yet
     rows = tiny_run["log"]
-    assert [r["step"] for r in rows] == [10, 20, 30, 40, 50, 60, 70, 80]   # not a second run from step 0
+    assert [r["step"] for r in rows] == [10, 20, 30, 40, 50, 60, 70, 80]  # not a second run from step 0
     # Continued training: the resumed loss stays at the trained level, far below a fresh start's.
     assert rows[6]["loss"] < 0.85 * rows[0]["loss"], [round(r["loss"], 4) for r in rows]
     with ocp.CheckpointManager(tiny_run["workdir"] / "checkpoints") as mngr:
@@ -242,10 +252,11 @@ def test_restart_resumes_from_the_checkpoint(tiny_run):
 
 
 def test_export_converts_and_matches_the_trained_backbone(tiny_run, tmp_path):
-    from safetensors.numpy import load_file
     from safetensors import safe_open
+    from safetensors.numpy import load_file
 
     from convert_weights import torch_to_flax
+
     workdir = tiny_run["workdir"]
     trained = _checkpoint_params(workdir, 80)
     path = workdir / pretrain.EXPORT_FILE
@@ -255,8 +266,9 @@ def test_export_converts_and_matches_the_trained_backbone(tiny_run, tmp_path):
     np.testing.assert_array_equal(sd["pos_embed"][:, :1], trained[("cls_pos",)])
     np.testing.assert_array_equal(sd["pos_embed"][:, 1:], trained[("backbone", "pos_embed")])
     np.testing.assert_array_equal(sd["cls_token"], trained[("cls_token",)])
-    np.testing.assert_array_equal(sd["layers.1.attn.qkv.weight"],
-                                  trained[("backbone", "layers", 1, "attn", "qkv", "kernel")].T)   # torch (out, in)
+    np.testing.assert_array_equal(
+        sd["layers.1.attn.qkv.weight"], trained[("backbone", "layers", 1, "attn", "qkv", "kernel")].T
+    )  # torch (out, in)
     with safe_open(str(path), framework="np") as f:
         meta = {k: json.loads(v) for k, v in f.metadata().items()}
     assert meta["arch"] == "tiny" and meta["step"] == 80 and meta["image_size"] == [64, 64]
@@ -269,13 +281,18 @@ def test_export_converts_and_matches_the_trained_backbone(tiny_run, tmp_path):
     assert len(blocks) == 4 * 12
     for p in [*blocks, ("backbone", "patch_embed", "kernel"), ("backbone", "norm", "scale")]:
         np.testing.assert_array_equal(params[p], trained[p], err_msg=str(p))
-    np.testing.assert_allclose(params[("backbone", "pos_embed")],
-                               resize_pos_embed(trained[("backbone", "pos_embed")], (4, 3), (4, 4)), atol=1e-6)
+    np.testing.assert_allclose(
+        params[("backbone", "pos_embed")],
+        resize_pos_embed(trained[("backbone", "pos_embed")], (4, 3), (4, 4)),
+        atol=1e-6,
+    )
     # The workdir itself is a weights directory (init_from of the fine-tuning stages).
     wcfg, wparams = load_weights(workdir)
     assert wcfg.heads == () and wcfg.image_size == (64, 64)
-    np.testing.assert_array_equal(wparams[("backbone", "layers", 3, "ffn", "fc2", "kernel")],
-                                  trained[("backbone", "layers", 3, "ffn", "fc2", "kernel")])
+    np.testing.assert_array_equal(
+        wparams[("backbone", "layers", 3, "ffn", "fc2", "kernel")],
+        trained[("backbone", "layers", 3, "ffn", "fc2", "kernel")],
+    )
 
     # Continued (domain-adaptive) pretraining starts from the export: backbone and cls token as
     # trained, the decoder fresh; from the converted 64x48 directory the pos_embed is resized back.
@@ -287,10 +304,14 @@ def test_export_converts_and_matches_the_trained_backbone(tiny_run, tmp_path):
     assert not np.array_equal(init[("decoder", "pred", "kernel")], trained[("decoder", "pred", "kernel")])
     shapes = {p: v.shape for p, v in init.items()}
     from_dir = pretrain._backbone_from_dir(out, mcfg, shapes)
-    np.testing.assert_array_equal(from_dir[("backbone", "layers", 0, "ln1", "scale")],
-                                  trained[("backbone", "layers", 0, "ln1", "scale")])
-    np.testing.assert_allclose(from_dir[("backbone", "pos_embed")],
-                               resize_pos_embed(params[("backbone", "pos_embed")], (4, 4), (4, 3)), atol=1e-6)
+    np.testing.assert_array_equal(
+        from_dir[("backbone", "layers", 0, "ln1", "scale")], trained[("backbone", "layers", 0, "ln1", "scale")]
+    )
+    np.testing.assert_allclose(
+        from_dir[("backbone", "pos_embed")],
+        resize_pos_embed(params[("backbone", "pos_embed")], (4, 4), (4, 3)),
+        atol=1e-6,
+    )
 
 
 def test_files_source_without_images_names_the_field(tmp_path):

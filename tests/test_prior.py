@@ -17,11 +17,11 @@ import pytest
 
 from hyper_sapiens_jax.config import load_config_file
 from hyper_sapiens_jax.data.keypoints import KEYPOINT_SUBSETS, flip_permutation
-from hyper_sapiens_jax.testbed.writer import sample_skeleton_keypoints
 from hyper_sapiens_jax.prior import DiffusionPrior, PriorSpec, ddpm, sds_grad, sds_loss
 from hyper_sapiens_jax.prior import normalize as norm
 from hyper_sapiens_jax.prior.augment import AugmentSpec, drop_joints
 from hyper_sapiens_jax.prior.denoiser import DenoiserSpec
+from hyper_sapiens_jax.testbed.writer import sample_skeleton_keypoints
 
 ROOT = Path(__file__).parents[1]
 HIPS = list(norm.HIPS)
@@ -48,10 +48,22 @@ def _config(skeleton_file: Path, **overrides):
 
 
 # A prior small enough to train in seconds, big enough to be useful (2 blocks of width 256).
-SMALL = {"model.width": 256, "model.depth": 2, "batch_size": 128, "num_steps": 1500, "eval_every": 500,
-         "checkpoint_every": 500, "steps_per_call": 250, "optim.warmup_steps": 100,
-         "report.num_samples": 256, "report.ddim_steps": 25, "report.num_ancestral": 256,
-         "report.num_train_reference": 2000, "report.effect_poses": 150, "report.effect_steps": 400}
+SMALL = {
+    "model.width": 256,
+    "model.depth": 2,
+    "batch_size": 128,
+    "num_steps": 1500,
+    "eval_every": 500,
+    "checkpoint_every": 500,
+    "steps_per_call": 250,
+    "optim.warmup_steps": 100,
+    "report.num_samples": 256,
+    "report.ddim_steps": 25,
+    "report.num_ancestral": 256,
+    "report.num_train_reference": 2000,
+    "report.effect_poses": 150,
+    "report.effect_steps": 400,
+}
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +72,21 @@ def trained(tmp_path_factory, skeletons):
     tmp = tmp_path_factory.mktemp("prior")
     np.savez_compressed(tmp / "skeletons.npz", keypoints=skeletons)
     workdir = tmp / "run"
-    cmd = [sys.executable, "-m", "hyper_sapiens_jax.main", "--config", str(ROOT / "configs/prior.py"),
-           "--workdir", str(workdir), "--config.data.source=files", f"--config.data.skeletons={tmp / 'skeletons.npz'}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hyper_sapiens_jax.main",
+        "--config",
+        str(ROOT / "configs/prior.py"),
+        "--workdir",
+        str(workdir),
+        "--config.data.source=files",
+        f"--config.data.skeletons={tmp / 'skeletons.npz'}",
+    ]
     cmd += [f"--config.{k}={v}" for k, v in SMALL.items()]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"), cwd=ROOT,
-                          check=False)
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"), cwd=ROOT, check=False
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return workdir, tmp / "skeletons.npz"
 
@@ -88,8 +110,9 @@ def test_normalize_invariances_and_round_trip(poses):
     r = _rot(0.9)
     np.testing.assert_allclose(norm.normalize(xy @ r.T, vis, spec)[0], z, atol=2e-5)
     free = dataclasses.replace(spec, align_torso=False)
-    np.testing.assert_allclose(norm.normalize(xy @ r.T, vis, free)[0],
-                               np.asarray(norm.normalize(xy, vis, free)[0]) @ r.T, atol=2e-5)
+    np.testing.assert_allclose(
+        norm.normalize(xy @ r.T, vis, free)[0], np.asarray(norm.normalize(xy, vis, free)[0]) @ r.T, atol=2e-5
+    )
     # Centre on the mid-hip, torso upright, torso length (in units of ``unit``) is the scale.
     np.testing.assert_allclose(np.asarray(z)[:, HIPS].mean(1), 0.0, atol=1e-5)
     mid_shoulder = np.asarray(z)[:, list(norm.SHOULDERS)].mean(1)
@@ -97,8 +120,11 @@ def test_normalize_invariances_and_round_trip(poses):
     assert (mid_shoulder[:, 1] < 0).all()
     torso, ok = norm.torso_length(jnp.asarray(xy), jnp.asarray(vis))
     assert bool(ok.all())
-    np.testing.assert_allclose(frame.scale, np.maximum(torso, spec.min_torso_frac * spec.rms_to_torso *
-                                                       norm.centroid_and_rms(xy, vis)[1]) * spec.unit, rtol=1e-5)
+    np.testing.assert_allclose(
+        frame.scale,
+        np.maximum(torso, spec.min_torso_frac * spec.rms_to_torso * norm.centroid_and_rms(xy, vis)[1]) * spec.unit,
+        rtol=1e-5,
+    )
     # The inverse puts every visible joint back.
     np.testing.assert_allclose(norm.denormalize(z, frame), xy, atol=1e-3)
 
@@ -115,7 +141,7 @@ def test_normalize_missing_hip_fallback(poses):
     xy, vis = poses
     spec = norm.fit_spec(xy, vis)
     vis = vis.copy()
-    vis[:, HIPS[0]] = 0.0                      # one hip missing: no mid-hip, no torso
+    vis[:, HIPS[0]] = 0.0  # one hip missing: no mid-hip, no torso
     z, frame = norm.normalize(xy, vis, spec)
     centroid, rms = norm.centroid_and_rms(jnp.asarray(xy), jnp.asarray(vis))
     np.testing.assert_allclose(frame.centre, centroid, atol=1e-4)
@@ -141,8 +167,8 @@ def test_augmentation_flip_rotate_dropout(poses):
     z, _ = norm.normalize(xy, vis, norm.fit_spec(xy, vis))
     perm = flip_permutation(17)
     zf, vf = norm.flip(z, jnp.asarray(vis), perm)
-    np.testing.assert_allclose(norm.flip(zf, vf, perm)[0], z)      # an involution
-    np.testing.assert_allclose(zf[:, 5], np.asarray(z)[:, 6] * [-1, 1], atol=1e-6)   # l-shoulder <- mirrored r
+    np.testing.assert_allclose(norm.flip(zf, vf, perm)[0], z)  # an involution
+    np.testing.assert_allclose(zf[:, 5], np.asarray(z)[:, 6] * [-1, 1], atol=1e-6)  # l-shoulder <- mirrored r
     zr = norm.rotate(z, jnp.full((len(z),), 1.1))
     np.testing.assert_allclose(jnp.linalg.norm(zr, axis=-1), jnp.linalg.norm(z, axis=-1), rtol=1e-5, atol=1e-6)
     spec = AugmentSpec(dropout_prob=0.5, subset_prob=0.3, min_visible=4)
@@ -150,9 +176,9 @@ def test_augmentation_flip_rotate_dropout(poses):
     assert (v.sum(-1) >= 4).all() and (v <= 1).all()
     subset = np.zeros(17)
     subset[list(KEYPOINT_SUBSETS["common13"])] = 1
-    assert abs((v == subset).all(-1).mean() - 0.3) < 0.03        # cut to MINI-RGBD's 13 points
+    assert abs((v == subset).all(-1).mean() - 0.3) < 0.03  # cut to MINI-RGBD's 13 points
     # Untouched: the 20% not dropped at all, plus thinned poses that lost nothing, E[(1 - r)^17].
-    untouched = 0.2 + 0.5 * (2 / 18) * (1 - 0.5 ** 18)
+    untouched = 0.2 + 0.5 * (2 / 18) * (1 - 0.5**18)
     assert abs((v.sum(-1) == 17).mean() - untouched) < 0.03
 
 
@@ -165,7 +191,7 @@ def test_schedule_facts(kind):
     ab = np.asarray(s.alpha_bars, np.float64)
     assert s.num_steps == 1000 and np.all(np.diff(ab) < 0) and ab[0] > 0.999 and 0 <= ab[-1] < 1e-4
     np.testing.assert_allclose(ab, np.cumprod(1 - np.asarray(s.betas, np.float64)), rtol=1e-4)
-    if kind == "cosine":   # the cosine schedule is about half signal at the middle step
+    if kind == "cosine":  # the cosine schedule is about half signal at the middle step
         assert 0.45 < ab[499] < 0.55
     with pytest.raises(ValueError):
         ddpm.make_schedule("quadratic")
@@ -190,10 +216,12 @@ def test_samplers_recover_a_known_distribution():
     # Exact: x_t ~ N(√ᾱ μ, ᾱσ² + 1 − ᾱ), so ε̂ = √(1−ᾱ)(x − √ᾱ μ) / (ᾱσ² + 1 − ᾱ).
     def eps_fn(x, visible, t):
         ab = s.alpha_bars[t][:, None, None]
-        return jnp.sqrt(1 - ab) * (x - jnp.sqrt(ab) * mu) / (ab * sigma ** 2 + 1 - ab)
+        return jnp.sqrt(1 - ab) * (x - jnp.sqrt(ab) * mu) / (ab * sigma**2 + 1 - ab)
 
-    for x in (ddpm.ancestral_sample(eps_fn, s, jax.random.key(0), (4000, 1, 2)),
-              ddpm.ddim_sample(eps_fn, s, jax.random.key(0), (4000, 1, 2), sample_steps=100)):
+    for x in (
+        ddpm.ancestral_sample(eps_fn, s, jax.random.key(0), (4000, 1, 2)),
+        ddpm.ddim_sample(eps_fn, s, jax.random.key(0), (4000, 1, 2), sample_steps=100),
+    ):
         assert float(jnp.mean(x)) == pytest.approx(mu, abs=0.02)
         assert float(jnp.std(x)) == pytest.approx(sigma, rel=0.05)
     # Clipping x̂0's joint radius bounds the samples (DDIM's last step returns x̂0).
@@ -211,7 +239,7 @@ def random_prior(poses):
     p = DiffusionPrior.create(PriorSpec(DenoiserSpec(width=64, depth=2), norm.fit_spec(xy, vis)), seed=1)
     leaves, tree = jax.tree.flatten(p.params)
     keys = jax.random.split(jax.random.key(3), len(leaves))
-    leaves = [l + 0.05 * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)]
+    leaves = [x + 0.05 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
     return DiffusionPrior(p.graphdef, jax.tree.unflatten(tree, leaves), p.spec)
 
 
@@ -227,7 +255,7 @@ def test_sds_gradient_is_weighted_noise_residual(random_prior, poses):
     expected = (1 - ab)[:, None, None] * (prior.eps(x_t, vis, t) - noise) * vis[..., None]
     assert float(jnp.abs(expected).max()) > 1e-3
     np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-7)
-    assert float(value) == pytest.approx(0.5 * float(jnp.sum(expected ** 2)), rel=1e-4)
+    assert float(value) == pytest.approx(0.5 * float(jnp.sum(expected**2)), rel=1e-4)
     np.testing.assert_allclose(sds_grad(prior, z, vis, t, noise), expected, rtol=1e-5, atol=1e-7)
 
 
@@ -275,8 +303,7 @@ def test_sampling_shapes_and_determinism(random_prior):
 
 def test_train_job_writes_report_checkpoints_and_loads(trained):
     workdir, _ = trained
-    for name in ("prior_config.json", "prior_report.json", "prior_samples.png", "metrics.jsonl",
-                 "prior_split.npz"):
+    for name in ("prior_config.json", "prior_report.json", "prior_samples.png", "metrics.jsonl", "prior_split.npz"):
         assert (workdir / name).is_file(), name
     assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [1000, 1500]
     rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
@@ -304,12 +331,22 @@ def test_train_job_resumes(trained, tmp_path):
     import shutil
 
     from hyper_sapiens_jax.prior import train
+
     source, skeleton_file = trained
     workdir = tmp_path / "run"
     shutil.copytree(source, workdir)
     cheap = {k: v for k, v in SMALL.items() if not k.startswith("report.")}
-    cheap.update({"num_steps": 1550, "steps_per_call": 50, "report.num_samples": 16, "report.ddim_steps": 5,
-                  "report.num_ancestral": 0, "report.num_train_reference": 100, "report.effect_poses": 0})
+    cheap.update(
+        {
+            "num_steps": 1550,
+            "steps_per_call": 50,
+            "report.num_samples": 16,
+            "report.ddim_steps": 5,
+            "report.num_ancestral": 0,
+            "report.num_train_reference": 100,
+            "report.effect_poses": 0,
+        }
+    )
     assert train.run(_config(skeleton_file, **cheap), str(workdir)) == 0
     rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [500, 1000, 1500, 1550] and np.isfinite(rows[-1]["heldout_loss_all"])
@@ -343,6 +380,7 @@ def test_corruptions_leave_the_manifold(skeletons):
     """The corruptions themselves: each kind raises the bone-ratio error and the NN distance."""
     from hyper_sapiens_jax.prior import metrics
     from hyper_sapiens_jax.prior.effect import CORRUPTIONS, corrupt
+
     xy, vis = skeletons[..., :2], skeletons[..., 2]
     spec = norm.fit_spec(xy, vis)
     z = np.asarray(norm.normalize(xy, vis, spec)[0])
@@ -350,7 +388,7 @@ def test_corruptions_leave_the_manifold(skeletons):
     kinds = np.arange(len(held)) % 3
     bad = corrupt(np.random.default_rng(0), held, kinds)
     assert not np.allclose(bad, held)
-    np.testing.assert_allclose(bad[kinds == 1].sum(1), held[kinds == 1].sum(1), atol=1e-4)   # swaps permute
+    np.testing.assert_allclose(bad[kinds == 1].sum(1), held[kinds == 1].sum(1), atol=1e-4)  # swaps permute
     ones = np.ones(held.shape[:2])
     bounds = metrics.ratio_range(metrics.bone_ratios(train, np.ones(train.shape[:2]))[0])
     for k, kind in enumerate(CORRUPTIONS):

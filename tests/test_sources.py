@@ -11,8 +11,14 @@ from PIL import Image
 
 from hyper_sapiens_jax.data import geometry
 from hyper_sapiens_jax.data.keypoints import KEYPOINT_SUBSETS, SMIL25_TO_COCO17, smil25_to_coco17
-from hyper_sapiens_jax.data.sources import (CocoKeypointSource, DataError, MiniRgbdSource, load_skeletons,
-                                            parse_sequences, read_joints_2ddep)
+from hyper_sapiens_jax.data.sources import (
+    CocoKeypointSource,
+    DataError,
+    MiniRgbdSource,
+    load_skeletons,
+    parse_sequences,
+    read_joints_2ddep,
+)
 
 
 def test_smil25_to_coco17_mapping():
@@ -51,8 +57,8 @@ def test_mini_rgbd_source_targets(testbed):
     rec = src[3]
     h, w = rec["image"].shape[:2]
     joints = read_joints_2ddep(src.records[3]["joints"])
-    assert np.allclose(rec["keypoints"][0, :2], joints[24, :2])        # nose <- SMIL 24
-    assert (rec["keypoints"][1:5, 2] == 0).all()                       # no eyes / ears
+    assert np.allclose(rec["keypoints"][0, :2], joints[24, :2])  # nose <- SMIL 24
+    assert (rec["keypoints"][1:5, 2] == 0).all()  # no eyes / ears
     person = rec["depth"] > 0
     assert person.any() and (rec["depth"][~person] == -1).all()
     assert np.array_equal(person, rec["mask"].astype(bool) & person)  # depth only on the infant
@@ -61,7 +67,7 @@ def test_mini_rgbd_source_targets(testbed):
     assert valid.sum() > 0.3 * person.sum() and not valid[~person].any()
     assert np.allclose(np.linalg.norm(n[valid], axis=-1), 1, atol=1e-5)
     pts = geometry.backproject(np.where(person, rec["depth"], 0), geometry.MINI_RGBD_INTRINSICS)
-    assert (np.sum(n[valid] * pts[valid], -1) < 0).all()              # normals face the camera
+    assert (np.sum(n[valid] * pts[valid], -1) < 0).all()  # normals face the camera
     x, y, bw, bh = rec["bbox"]
     vis = rec["keypoints"][:, 2] > 0
     k = rec["keypoints"][vis, :2]
@@ -75,10 +81,10 @@ def test_normals_from_depth_of_a_tilted_plane():
     n_true /= np.linalg.norm(n_true)
     u, v = np.meshgrid(np.arange(128), np.arange(96))
     rays = np.stack([(u - cx) / fx, (v - cy) / fy, np.ones_like(u, float)], -1)
-    depth = -0.9 / (rays @ n_true)                                     # plane n . P = -0.9
+    depth = -0.9 / (rays @ n_true)  # plane n . P = -0.9
     n = geometry.normals_from_depth(depth, np.ones_like(depth, bool), intr)
     assert np.abs(n[5:-5, 5:-5] - n_true).max() < 1e-6
-    assert (n[:3] == 0).all()                                          # border: no full stencil
+    assert (n[:3] == 0).all()  # border: no full stencil
 
 
 def test_skeleton_sources(testbed, tmp_path):
@@ -118,17 +124,24 @@ def _write(path, data):
     return path
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda a, d: a.pop("bbox"), "annotation {id}: missing field 'bbox'"),
-    (lambda a, d: a["keypoints"].__setitem__(4, float("nan")), "annotation {id}: NaN or infinite keypoints"),
-    (lambda a, d: a.__setitem__("bbox", [10, 10, 0, 20]), "annotation {id}: zero-area box"),
-    (lambda a, d: a.__setitem__("keypoints", [1, 2, 2]), "annotation {id}: 'keypoints' must hold 51 numbers"),
-    (lambda a, d: a.__setitem__("image_id", 987654), "annotation {id}: image_id 987654 is not in 'images'"),
-    (lambda a, d: _image_of(a, d).__setitem__("file_name", "../ann.json"),
-     "annotation {id}: file_name '../ann.json' leads outside the image root"),
-    (lambda a, d: _image_of(a, d).__setitem__("file_name", "/etc/hostname"),
-     "annotation {id}: file_name '/etc/hostname' leads outside the image root"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda a, d: a.pop("bbox"), "annotation {id}: missing field 'bbox'"),
+        (lambda a, d: a["keypoints"].__setitem__(4, float("nan")), "annotation {id}: NaN or infinite keypoints"),
+        (lambda a, d: a.__setitem__("bbox", [10, 10, 0, 20]), "annotation {id}: zero-area box"),
+        (lambda a, d: a.__setitem__("keypoints", [1, 2, 2]), "annotation {id}: 'keypoints' must hold 51 numbers"),
+        (lambda a, d: a.__setitem__("image_id", 987654), "annotation {id}: image_id 987654 is not in 'images'"),
+        (
+            lambda a, d: _image_of(a, d).__setitem__("file_name", "../ann.json"),
+            "annotation {id}: file_name '../ann.json' leads outside the image root",
+        ),
+        (
+            lambda a, d: _image_of(a, d).__setitem__("file_name", "/etc/hostname"),
+            "annotation {id}: file_name '/etc/hostname' leads outside the image root",
+        ),
+    ],
+)
 def test_bad_annotations_named_or_skipped(coco_copy, edit, message):
     ann_path, images, data = coco_copy
     bad = data["annotations"][1]

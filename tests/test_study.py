@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import REPO, point_at_testbed
+
 from hyper_sapiens_jax import study
 from hyper_sapiens_jax.config import load_config_file, rescale_unfreeze
 
@@ -26,13 +26,13 @@ def test_rows_differ_only_in_data_and_loss():
     assert [c.to_dict() for _, c in rows["s"].runs] == [c.to_dict() for _, c in rows["f"].runs]
     assert rows["f"].runs[1][1].to_dict() == s2.to_dict() and rows["f"].runs[2][1].to_dict() == s3.to_dict()
     for key in "bcde":
-        assert rows[key].runs[0] == rows["a"].runs[0]               # every row starts from the same stage 1
+        assert rows[key].runs[0] == rows["a"].runs[0]  # every row starts from the same stage 1
         c = rows[key].runs[1][1]
         assert c.num_steps == s2.num_steps + s3.num_steps == 500
         assert c.eval.every == c.checkpoint.every == 500
-        assert c.unfreeze == "250:all"                                # stage 2's "125:all", same fraction
+        assert c.unfreeze == "250:all"  # stage 2's "125:all", same fraction
         assert c.optim.to_dict() == s2.optim.to_dict() and c.trainable_blocks == s2.trainable_blocks
-        assert c.loss.sds_final < 0                                   # no annealing in b-e
+        assert c.loss.sds_final < 0  # no annealing in b-e
     b, c, d, e = (rows[k].runs[1][1] for k in "bcde")
     assert dict(b.data.mix) == {"syrip_real": 2}
     assert dict(c.data.mix) == dict(d.data.mix) == dict(e.data.mix) == dict(s2.data.mix)
@@ -40,7 +40,7 @@ def test_rows_differ_only_in_data_and_loss():
     assert (c.loss.depth_normal, c.loss.bone_ratio, c.loss.sds) == (0, 0, 0)
     assert (d.loss.depth_normal, d.loss.bone_ratio, d.loss.sds) == (0.1, 0.1, 0)
     assert (e.loss.depth_normal, e.loss.bone_ratio, e.loss.sds) == (0.1, 0.1, 0.01)
-    assert s2.loss.sds == 0.01 and s2.data.mix.syrip_syn == 1        # the study did not edit the demo config
+    assert s2.loss.sds == 0.01 and s2.data.mix.syrip_syn == 1  # the study did not edit the demo config
 
 
 def test_scaled_unfreeze():
@@ -49,26 +49,31 @@ def test_scaled_unfreeze():
 
 
 def test_summary_and_table():
-    results = {"a": {0: {"pck@0.05": 0.1, "ap": 0.2, "pck@0.2": 0.5, "g_error": 0.3},
-                     1: {"pck@0.05": 0.3, "ap": 0.4, "pck@0.2": 0.7, "g_error": 0.1}},
-               "c": {2: {"pck@0.05": 0.25, "ap": 0.0, "pck@0.2": 0.6, "g_error": 0.2}}}
+    results = {
+        "a": {
+            0: {"pck@0.05": 0.1, "ap": 0.2, "pck@0.2": 0.5, "g_error": 0.3},
+            1: {"pck@0.05": 0.3, "ap": 0.4, "pck@0.2": 0.7, "g_error": 0.1},
+        },
+        "c": {2: {"pck@0.05": 0.25, "ap": 0.0, "pck@0.2": 0.6, "g_error": 0.2}},
+    }
     summary = study.summarize(results)
     assert summary["a"]["seeds"] == [0, 1]
     assert summary["a"]["pck@0.05"]["mean"] == pytest.approx(0.2)
-    assert summary["a"]["pck@0.05"]["std"] == pytest.approx(np.sqrt(0.02))     # sample std (ddof=1)
+    assert summary["a"]["pck@0.05"]["std"] == pytest.approx(np.sqrt(0.02))  # sample std (ddof=1)
     # 95% CI half-width: t(0.975, 1 dof) = 12.706 times std / sqrt(2)
     assert summary["a"]["pck@0.05"]["ci95"] == pytest.approx(12.7062 * np.sqrt(0.02) / np.sqrt(2), rel=1e-4)
     assert summary["c"]["pck@0.05"]["ci95"] == 0.0
     assert summary["a"]["ap"]["values"] == [0.2, 0.4]
-    assert summary["c"]["pck@0.05"]["std"] == 0.0                                # one seed
+    assert summary["c"]["pck@0.05"]["std"] == 0.0  # one seed
     rows = study.study_rows(demo_config())
     table = study.study_table(rows, summary, {"pck@0.05": 0.01, "ap": 0.0, "pck@0.2": 0.19, "g_error": 0.0})
     lines = table.splitlines()
     assert lines[0].startswith("| row | run | PCK@0.05 | AP | PCK@0.2 | G-Error | seeds |")
     assert lines[2].startswith("| - | mean pose (val) | 0.010 | 0.000 | 0.190 |")
-    assert lines[3] == ("| a | stage 1 only (synthetic) | 0.200 ± 1.271 | 0.300 ± 1.271 | 0.600 ± 1.271 | "
-                        "0.2000 ± 1.2706 | 2 |")
-    assert lines[4].startswith("| c | mixed fine-tune, no prior / geometry | 0.250 | 0.000 |")   # one seed: no CI
+    assert lines[3] == (
+        "| a | stage 1 only (synthetic) | 0.200 ± 1.271 | 0.300 ± 1.271 | 0.600 ± 1.271 | 0.2000 ± 1.2706 | 2 |"
+    )
+    assert lines[4].startswith("| c | mixed fine-tune, no prior / geometry | 0.250 | 0.000 |")  # one seed: no CI
 
 
 def test_unknown_row_is_refused(tmp_path):
@@ -84,7 +89,7 @@ def test_real_only_needs_a_real_source():
 
 
 def test_two_seeds_run_resume_and_report(testbed, tmp_path):
-    config = point_at_testbed(demo_config(), testbed)        # config.data: shared by every stage
+    config = point_at_testbed(demo_config(), testbed)  # config.data: shared by every stage
     for name in ("stage1", "stage2", "stage3"):
         s = config[name]
         s.num_steps, s.batch_size, s.eval_batch_size, s.log_every = 2, 8, 8, 1
@@ -97,7 +102,7 @@ def test_two_seeds_run_resume_and_report(testbed, tmp_path):
     assert list(report["rows"]) == ["a", "b"]
     for key, rel in (("a", "stage1"), ("b", "b")):
         assert report["rows"][key]["seeds"] == [0, 1]
-        for seed in (0, 1):                                           # the table holds each run's final eval
+        for seed in (0, 1):  # the table holds each run's final eval
             last = json.loads((out / f"seed{seed}" / rel / "metrics.jsonl").read_text().splitlines()[-1])
             assert last["step"] == (2 if key == "a" else 4)
             assert report["rows"][key]["pck@0.2"]["values"][seed] == last["pck@0.2"]
@@ -115,7 +120,7 @@ def test_two_seeds_run_resume_and_report(testbed, tmp_path):
     assert f"G-Error of the ground truth itself: {last['g_error_gt']:.4f}" in table
     png = (out / "study.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
-    assert not (out / "prior").exists()                              # no SDS row asked: no prior trained
+    assert not (out / "prior").exists()  # no SDS row asked: no prior trained
 
     # re-running resumes: nothing retrains, the same table comes out
     sizes = {p: p.stat().st_size for p in out.rglob("metrics.jsonl")}

@@ -3,8 +3,8 @@
 import json
 
 import pytest
-
 from conftest import REPO, point_at_testbed
+
 from hyper_sapiens_jax import sweep
 from hyper_sapiens_jax.config import load_config_file
 
@@ -30,13 +30,13 @@ def test_sweep_points_share_stage1_and_score_the_tuning_split(testbed, tmp_path)
     best = max(report["points"], key=lambda p: (p["pck@0.05"]["mean"], p["ap"]["mean"]))
     assert report["chosen"] == {"alpha": best["alpha"], "beta": best["beta"]}
     seed = out / "seed0"
-    assert sorted(p.name for p in seed.iterdir()) == ["a0_b0", "a0_b0.1", "stage1"]   # one stage 1
+    assert sorted(p.name for p in seed.iterdir()) == ["a0_b0", "a0_b0.1", "stage1"]  # one stage 1
     for name, beta in (("a0_b0", 0.0), ("a0_b0.1", 0.1)):
         for stage in ("stage2", "stage3"):
             c = json.loads((seed / name / stage / "config.json").read_text())
             assert c["loss"]["depth_normal"] == c["loss"]["bone_ratio"] == beta and c["loss"]["sds"] == 0.0
         assert c["init_from"] == str(seed / name / "stage2")
     last = json.loads((seed / "a0_b0.1" / "stage3" / "metrics.jsonl").read_text().splitlines()[-1])
-    tune = json.loads(open(next((tmp_path / "tuning").rglob("tune.json"))).read())
-    assert last["num_samples"] == len(tune["annotations"])                     # scored on the held-out 4
+    tune = json.loads(next((tmp_path / "tuning").rglob("tune.json")).read_text())
+    assert last["num_samples"] == len(tune["annotations"])  # scored on the held-out 4
     assert "Chosen: alpha 0" in (out / "sweep.md").read_text()

@@ -10,13 +10,14 @@ import cv2
 import numpy as np
 import pytest
 
-from hyper_sapiens_jax.testbed import bodies, renderer, writer
 from hyper_sapiens_jax.data.keypoints import COCO17_NAMES
+from hyper_sapiens_jax.testbed import bodies, renderer, writer
 from hyper_sapiens_jax.testbed.bodies import Part, Posture
 
 TINY = dict(num_syn=4, num_real=3, num_val=2, num_sequences=1, frames_per_sequence=4, num_skeletons=64)
-MICRO = dict(num_syn=2, num_real=1, num_val=1, num_sequences=1, frames_per_sequence=2, num_skeletons=16,
-             image_size=(120, 160))
+MICRO = dict(
+    num_syn=2, num_real=1, num_val=1, num_sequences=1, frames_per_sequence=2, num_skeletons=16, image_size=(120, 160)
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def _images(root: Path) -> dict[str, np.ndarray]:
 def _render_one(posture=None, look="synthetic", seed=0, angles_zero=False, tilt=12.0):
     """A single rendered frame (and its skeleton and camera)."""
     rng = np.random.default_rng(seed)
-    if angles_zero:   # the rest pose (T-pose), lying straight on the mat
+    if angles_zero:  # the rest pose (T-pose), lying straight on the mat
         shape = bodies.sample_shapes(rng, 1)
         root = bodies.POSTURE_BASE[posture][None]
         skel, _ = bodies.place_on_mat(shape, np.zeros((1, 25, 3)), root, np.array([int(posture)]))
@@ -62,10 +63,10 @@ def test_infant_proportions():
     head = ells.part == Part.HEAD
     head_height = top[:, head][:, 0] - bottom[:, head][:, 0]
     ratio = head_height / crown_to_sole
-    assert np.all((ratio > 0.22) & (ratio < 0.28)), ratio.min()     # adults: ~0.13
+    assert np.all((ratio > 0.22) & (ratio < 0.28)), ratio.min()  # adults: ~0.13
     assert abs(ratio.mean() - 0.25) < 0.01
     assert np.allclose(crown_to_sole, shape.body_length, rtol=0.04)
-    assert 0.45 < crown_to_sole.min() and crown_to_sole.max() < 0.85  # newborn to ~1 year
+    assert crown_to_sole.min() > 0.45 and crown_to_sole.max() < 0.85  # newborn to ~1 year
     # Short limbs: hip-to-sole and shoulder-to-knuckles well under the adult ~0.5 and ~0.44.
     legs = (rest.joints[:, 1, 1] - bottom.min(1)) / crown_to_sole
     arms = np.linalg.norm(rest.joints[:, 22] - rest.joints[:, 16], axis=-1) / crown_to_sole
@@ -77,7 +78,7 @@ def test_infant_proportions():
 def test_posed_skeletons_are_rigid_within_limits_and_on_the_mat():
     rng = np.random.default_rng(1)
     skel = bodies.sample_skeletons(rng, 400)
-    assert set(np.unique(skel.posture)) == set(range(len(bodies.POSTURE_WEIGHTS)))   # the infant postures
+    assert set(np.unique(skel.posture)) == set(range(len(bodies.POSTURE_WEIGHTS)))  # the infant postures
     # Forward kinematics keeps every bone length.
     parents = bodies.PARENTS[1:]
     bones = np.linalg.norm(skel.joints[:, 1:] - skel.joints[:, parents], axis=-1)
@@ -96,7 +97,7 @@ def test_posed_skeletons_are_rigid_within_limits_and_on_the_mat():
     for shoulder, elbow, wrist in ((16, 18, 20), (17, 19, 21)):
         fore = np.einsum("nji,nj->ni", skel.frames[:, shoulder], skel.joints[:, wrist] - skel.joints[:, elbow])
         fore /= np.linalg.norm(fore, axis=-1, keepdims=True)
-        upper = np.sign(skel.shape.offsets[:, elbow, 0])           # +x left arm, -x right arm
+        upper = np.sign(skel.shape.offsets[:, elbow, 0])  # +x left arm, -x right arm
         assert np.abs(fore[:, 1]).max() < 1e-9 and fore[:, 2].min() > -1e-9
         assert np.degrees(np.arccos(fore[:, 0] * upper)).max() <= 145 + 1e-6
     # Every angle respects its posture's limits.
@@ -110,8 +111,8 @@ def test_posed_skeletons_are_rigid_within_limits_and_on_the_mat():
 
 def test_motion_is_smooth():
     skel = bodies.sample_motion(np.random.default_rng(2), 60)
-    step = np.linalg.norm(np.diff(skel.joints, axis=0), axis=-1)     # (59, 25) metres per frame
-    assert step.max() < 0.03 and step.mean() > 1e-4                 # moving, without jumps
+    step = np.linalg.norm(np.diff(skel.joints, axis=0), axis=-1)  # (59, 25) metres per frame
+    assert step.max() < 0.03 and step.mean() > 1e-4  # moving, without jumps
     assert np.allclose(skel.shape.body_length, skel.shape.body_length[0])
 
 
@@ -134,12 +135,13 @@ def test_rendered_depth_and_normals_agree(seed):
     frame, _, camera = _render_one(seed=seed, tilt=30.0)
     start = time.perf_counter()
     frame, _, camera = _render_one(seed=seed, tilt=30.0)
-    assert time.perf_counter() - start < 1.0           # ~0.05 s; loose for a busy test machine
+    assert time.perf_counter() - start < 1.0  # ~0.05 s; loose for a busy test machine
     depth = frame.depth.astype(np.float64)
     interior = cv2.erode(frame.mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     jumps = np.zeros_like(interior)
-    jumps[1:-1, 1:-1] = ((np.abs(depth[1:-1, 2:] - depth[1:-1, :-2]) > 0.004)
-                         | (np.abs(depth[2:, 1:-1] - depth[:-2, 1:-1]) > 0.004))
+    jumps[1:-1, 1:-1] = (np.abs(depth[1:-1, 2:] - depth[1:-1, :-2]) > 0.004) | (
+        np.abs(depth[2:, 1:-1] - depth[:-2, 1:-1]) > 0.004
+    )
     sel = interior & ~cv2.dilate(jumps.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     assert sel.sum() > 2000
     cos = np.sum(_normals_from_depth(depth, camera)[sel] * frame.normals[sel], -1)
@@ -148,7 +150,7 @@ def test_rendered_depth_and_normals_agree(seed):
     # Unit normals on the infant, zero elsewhere; depth only on the infant, the mat behind it.
     assert np.allclose(np.linalg.norm(frame.normals[frame.mask], axis=-1), 1, atol=1e-5)
     assert not frame.normals[~frame.mask].any() and not frame.depth[~frame.mask].any()
-    ground, _ = renderer.mat_depth(camera)                  # the infant is above the mat everywhere
+    ground, _ = renderer.mat_depth(camera)  # the infant is above the mat everywhere
     assert (frame.depth[frame.mask] < ground[frame.mask]).all()
     assert np.allclose(frame.scene_depth[~frame.mask], ground[~frame.mask], rtol=1e-6)
 
@@ -157,8 +159,8 @@ def test_visibility_follows_occlusion():
     supine, _, _ = _render_one(Posture.SUPINE, angles_zero=True, tilt=0.0)
     prone, _, _ = _render_one(Posture.PRONE, angles_zero=True, tilt=0.0)
     face, body = [0, 1, 2], list(range(5, 17))
-    assert (supine.coco_visibility[face + body] == 2).all()     # lying on the back, seen from above
-    assert (prone.coco_visibility[face] == 1).all()             # face down: hidden, still labelled
+    assert (supine.coco_visibility[face + body] == 2).all()  # lying on the back, seen from above
+    assert (prone.coco_visibility[face] == 1).all()  # face down: hidden, still labelled
     assert (prone.coco_visibility[body] == 2).all()
     # Visible keypoints lie on the infant's silhouette; the ray test agrees with the z-buffer.
     agree = []
@@ -168,10 +170,12 @@ def test_visibility_follows_occlusion():
         uv = np.round(frame.coco_uv[frame.coco_visibility == 2]).astype(int)
         assert mask[uv[:, 1], uv[:, 0]].all()
         points, burial = bodies.coco17_points(skel)
-        ells_cam, cones_cam = renderer.to_camera_frame(bodies.body_ellipsoids(skel).take(0),
-                                                     bodies.body_cones(skel).take(0), camera)
-        analytic = renderer.ray_visibility(camera.to_camera(points[0])[None], burial, ells_cam.take(None),
-                                         cones_cam.take(None), camera)
+        ells_cam, cones_cam = renderer.to_camera_frame(
+            bodies.body_ellipsoids(skel).take(0), bodies.body_cones(skel).take(0), camera
+        )
+        analytic = renderer.ray_visibility(
+            camera.to_camera(points[0])[None], burial, ells_cam.take(None), cones_cam.take(None), camera
+        )
         agree.append(analytic[0] == frame.coco_visibility)
     assert np.mean(agree) > 0.9
 
@@ -179,13 +183,14 @@ def test_visibility_follows_occlusion():
 def test_looks_differ():
     synth, _, _ = _render_one(seed=3, look="synthetic")
     real, _, _ = _render_one(seed=3, look="real")
-    assert (synth.mask == real.mask).all()                      # same infant, same camera
+    assert (synth.mask == real.mask).all()  # same infant, same camera
     bg = ~cv2.dilate(synth.mask.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
-    assert len(np.unique(synth.rgb[bg], axis=0)) == 1           # one plain colour
-    assert real.rgb[bg].std(axis=0).mean() > 8                  # textured, lit, noisy
+    assert len(np.unique(synth.rgb[bg], axis=0)) == 1  # one plain colour
+    assert real.rgb[bg].std(axis=0).mean() > 8  # textured, lit, noisy
 
     def high_freq(image):
         return cv2.Laplacian(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.CV_64F)[bg].var()
+
     assert high_freq(real.rgb) > 5 * high_freq(synth.rgb) + 1
 
 
@@ -200,8 +205,14 @@ def test_intrinsics_scale_with_image_size():
 def test_layout(testbed):
     root = testbed.root
     manifest = json.loads((root / "testbed.json").read_text())
-    assert manifest["counts"] == {"train_syn": 4, "train_real": 3, "validate": 2, "sequences": 1,
-                                  "frames": 4, "skeletons": 64}
+    assert manifest["counts"] == {
+        "train_syn": 4,
+        "train_real": 3,
+        "validate": 2,
+        "sequences": 1,
+        "frames": 4,
+        "skeletons": 64,
+    }
     assert sorted(p.name for p in testbed.train_syn_images.iterdir()) == [f"syn_{i:05d}.png" for i in range(4)]
     assert sorted(p.name for p in testbed.val_images.iterdir()) == [f"val_{i:05d}.jpg" for i in range(2)]
     seq = root / "mini_rgbd" / "01"
@@ -212,7 +223,10 @@ def test_layout(testbed):
     expected |= {f"joints_3D/syn_joints_3D_{f:05d}.txt" for f in range(4)}
     assert {str(p.relative_to(seq)) for p in seq.rglob("*") if p.is_file()} == expected
     assert sorted(p.name for p in (root / "syrip" / "annotations").iterdir()) == [
-        "person_keypoints_train_real.json", "person_keypoints_train_syn.json", "person_keypoints_validate.json"]
+        "person_keypoints_train_real.json",
+        "person_keypoints_train_syn.json",
+        "person_keypoints_validate.json",
+    ]
 
 
 def test_coco_json_is_valid(testbed):
@@ -238,7 +252,7 @@ def test_coco_json_is_valid(testbed):
             xy = kp[v > 0, :2]
             assert (xy >= 0).all() and (xy[:, 0] <= width - 1).all() and (xy[:, 1] <= height - 1).all()
             x, y, w, h = ann["bbox"]
-            assert 0 <= x and 0 <= y and x + w <= width and y + h <= height and w > 0 and h > 0
+            assert x >= 0 and y >= 0 and x + w <= width and y + h <= height and w > 0 and h > 0
             assert (xy[:, 0] >= x).all() and (xy[:, 0] <= x + w).all()
             assert (xy[:, 1] >= y).all() and (xy[:, 1] <= y + h).all()
             assert 0 < ann["area"] <= w * h
@@ -265,7 +279,7 @@ def test_mini_rgbd_files_parse_back(testbed):
         mask = _read(seq / "fg_mask" / f"mask_{f:05d}.png")
         assert depth.dtype == np.uint16 and depth.shape == (480, 640) and (depth > 0).all()
         assert mask.dtype == np.uint8 and set(np.unique(mask)) == {0, 255}
-        assert depth[mask > 0].max() < np.median(depth[mask == 0])   # the infant lies on the mat
+        assert depth[mask > 0].max() < np.median(depth[mask == 0])  # the infant lies on the mat
         # Joints lie inside the body: the surface seen at a joint's pixel is in front of it.
         u, v = np.round(rows2d[:, 0]).astype(int), np.round(rows2d[:, 1]).astype(int)
         on_body = mask[v, u] > 0
@@ -273,7 +287,7 @@ def test_mini_rgbd_files_parse_back(testbed):
         gap = rows2d[on_body, 2] - depth[v[on_body], u[on_body]]
         assert gap.min() >= -1.0 and 5 < np.median(gap) < 80
         if previous is not None:
-            assert 0 < np.abs(xyz - previous).max() < 0.03           # smooth motion
+            assert 0 < np.abs(xyz - previous).max() < 0.03  # smooth motion
         previous = xyz
 
 
@@ -310,12 +324,12 @@ def test_caching_and_clean_regeneration(tmp_path):
     start = time.perf_counter()
     again = writer.write_testbed(out, **MICRO)
     assert time.perf_counter() - start < 0.5 and again == paths
-    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == stamps   # untouched
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == stamps  # untouched
     changed = writer.write_testbed(out, **{**MICRO, "num_syn": 3})
     assert len(list(changed.train_syn_images.iterdir())) == 3
     assert json.loads(changed.manifest.read_text())["params"]["num_syn"] == 3
     assert len(json.loads(changed.train_syn_json.read_text())["images"]) == 3
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".set.lock", "set"]   # no temp/old folders left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".set.lock", "set"]  # no temp/old folders left
     # A folder that is not a testbed is never overwritten.
     other = tmp_path / "mine"
     other.mkdir()
@@ -347,15 +361,20 @@ def test_two_processes_asking_for_one_set_build_it_once(tmp_path):
     one builds, the other waits and reads the finished set (it never sees a half-swapped folder)."""
     import subprocess
     import sys
+
     script = tmp_path / "racer.py"
     script.write_text(_RACER)
     out, log = tmp_path / "set", tmp_path / "builds.log"
-    procs = [subprocess.Popen([sys.executable, str(script), str(out), str(log)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(out), str(log)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     results = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [r[1][-2000:] for r in results]
     assert [r[0].strip() for r in results] == ["x", "x"]
-    assert log.read_text() == "build\n"                                  # built exactly once
+    assert log.read_text() == "build\n"  # built exactly once
     assert json.loads((out / "manifest.json").read_text())["params"] == {"n": 1}
 
 
@@ -364,12 +383,41 @@ def test_cli(tmp_path, capsys):
         writer.main(["--help"])
     assert exit_info.value.code == 0
     help_text = capsys.readouterr().out
-    for flag in ("--out", "--num-syn", "--num-real", "--num-val", "--num-sequences",
-                 "--frames-per-sequence", "--num-skeletons", "--seed"):
+    for flag in (
+        "--out",
+        "--num-syn",
+        "--num-real",
+        "--num-val",
+        "--num-sequences",
+        "--frames-per-sequence",
+        "--num-skeletons",
+        "--seed",
+    ):
         assert flag in help_text
-    assert writer.main(["--out", str(tmp_path / "cli"), "--num-syn", "1", "--num-real", "1", "--num-val", "1",
-                           "--num-sequences", "1", "--frames-per-sequence", "1", "--num-skeletons", "4",
-                           "--image-size", "96", "128"]) == 0
+    assert (
+        writer.main(
+            [
+                "--out",
+                str(tmp_path / "cli"),
+                "--num-syn",
+                "1",
+                "--num-real",
+                "1",
+                "--num-val",
+                "1",
+                "--num-sequences",
+                "1",
+                "--frames-per-sequence",
+                "1",
+                "--num-skeletons",
+                "4",
+                "--image-size",
+                "96",
+                "128",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert str(tmp_path / "cli" / "syrip" / "annotations" / "person_keypoints_validate.json") in printed
     assert (tmp_path / "cli" / "testbed.json").exists()

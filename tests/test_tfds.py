@@ -29,9 +29,11 @@ CFG = SampleConfig(input_size=(64, 48), heatmap_sigma=2.0)
 def built(testbed, tmp_path_factory):
     """Both datasets built from the testbed into one data_dir: {'syrip': builder, 'mini_rgbd': builder}."""
     data_dir = tmp_path_factory.mktemp("tfds")
-    return {"syrip": tfds_builders.build_dataset("syrip", testbed.syrip, data_dir),
-            "mini_rgbd": tfds_builders.build_dataset("mini_rgbd", testbed.mini_rgbd, data_dir, splits=MINI_SPLITS),
-            "data_dir": data_dir}
+    return {
+        "syrip": tfds_builders.build_dataset("syrip", testbed.syrip, data_dir),
+        "mini_rgbd": tfds_builders.build_dataset("mini_rgbd", testbed.mini_rgbd, data_dir, splits=MINI_SPLITS),
+        "data_dir": data_dir,
+    }
 
 
 def direct_syrip(testbed, split: str) -> CocoKeypointSource:
@@ -78,8 +80,7 @@ def test_syrip_records_equal_file_reader(built, testbed, split):
 def test_mini_rgbd_records_equal_file_reader(built, testbed, split):
     # opened from the data_dir root this time (kind + config name), not from the builder
     config = built["mini_rgbd"].builder_config.name
-    ds = grain.MapDataset.source(tfds_builders.TfdsRecordSource(built["data_dir"], split, "mini_rgbd",
-                                                                config=config))
+    ds = grain.MapDataset.source(tfds_builders.TfdsRecordSource(built["data_dir"], split, "mini_rgbd", config=config))
     direct = MiniRgbdSource(testbed.mini_rgbd, MINI_SPLITS[split])
     assert len(ds) == len(direct) == 6
     for i in range(len(direct)):
@@ -89,14 +90,20 @@ def test_mini_rgbd_records_equal_file_reader(built, testbed, split):
 
 def test_train_samples_identical(built, testbed):
     """Same seed -> same shuffle order and the same augmented samples from either source."""
-    pairs = [(tfds_builders.TfdsRecordSource(built["syrip"], "train_real"), direct_syrip(testbed, "train_real")),
-             (tfds_builders.TfdsRecordSource(built["mini_rgbd"], "train"), MiniRgbdSource(testbed.mini_rgbd, "01"))]
+    pairs = [
+        (tfds_builders.TfdsRecordSource(built["syrip"], "train_real"), direct_syrip(testbed, "train_real")),
+        (tfds_builders.TfdsRecordSource(built["mini_rgbd"], "train"), MiniRgbdSource(testbed.mini_rgbd, "01")),
+    ]
     for tfds_src, file_src in pairs:
         a = tfds_src[2]
-        assert_same_record(train_sample(a, np.random.default_rng(7), CFG),
-                           train_sample(file_src[2], np.random.default_rng(7), CFG), tfds_src.name)
-        pipes = [grain.MapDataset.source(s).seed(3).shuffle().random_map(TrainTransform(CFG))
-                 for s in (tfds_src, file_src)]
+        assert_same_record(
+            train_sample(a, np.random.default_rng(7), CFG),
+            train_sample(file_src[2], np.random.default_rng(7), CFG),
+            tfds_src.name,
+        )
+        pipes = [
+            grain.MapDataset.source(s).seed(3).shuffle().random_map(TrainTransform(CFG)) for s in (tfds_src, file_src)
+        ]
         for i in range(4):
             assert_same_record(pipes[0][i], pipes[1][i], f"{tfds_src.name} pipeline[{i}]")
     assert_tf_absent()
@@ -136,8 +143,9 @@ def test_truncated_image_error_names_the_record(testbed, tmp_path):
     first = CocoKeypointSource(ann, images).records[0]["path"].rsplit("/", 1)[-1]
     bad = manual / "images" / "validate" / first
     bad.write_bytes(bad.read_bytes()[:200])
-    builder = tfds_builders.build_dataset("syrip", manual, tmp_path / "out", splits={
-        "validate": ("annotations/" + ann.name, "images/validate")})
+    builder = tfds_builders.build_dataset(
+        "syrip", manual, tmp_path / "out", splits={"validate": ("annotations/" + ann.name, "images/validate")}
+    )
     with pytest.raises(DataError, match=rf"\[validate\]\[0\] \(images/validate/{first}\) image: unreadable"):
         tfds_builders.TfdsRecordSource(builder, "validate")[0]
 
@@ -146,11 +154,25 @@ def test_cli(testbed, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         tfds_builders.main(["--help"])
     assert e.value.code == 0 and "--manual-dir" in capsys.readouterr().out
-    rc = tfds_builders.main(["--dataset", "mini_rgbd", "--manual-dir", str(testbed.mini_rgbd),
-                             "--data-dir", str(tmp_path), "--split", "train=01-02", "--config-name", "both"])
+    rc = tfds_builders.main(
+        [
+            "--dataset",
+            "mini_rgbd",
+            "--manual-dir",
+            str(testbed.mini_rgbd),
+            "--data-dir",
+            str(tmp_path),
+            "--split",
+            "train=01-02",
+            "--config-name",
+            "both",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and "mini_rgbd/both" in out and "train" in out and "12 examples" in out
     assert (tmp_path / "mini_rgbd" / "both" / "1.0.0" / "mini_rgbd-train.array_record-00000-of-00001").is_file()
-    assert tfds_builders.main(["--dataset", "syrip", "--manual-dir", str(tmp_path / "none"),
-                               "--data-dir", str(tmp_path)]) == 1
+    assert (
+        tfds_builders.main(["--dataset", "syrip", "--manual-dir", str(tmp_path / "none"), "--data-dir", str(tmp_path)])
+        == 1
+    )
     assert "manual directory does not exist" in capsys.readouterr().err

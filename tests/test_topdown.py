@@ -37,10 +37,10 @@ def test_crop_intrinsics_project_3d_joints_onto_the_crop_keypoints(testbed):
         for sample in (eval_sample(rec, CFG), train_sample(rec, rng, CFG)):
             if sample["flipped"]:
                 flips += 1
-                pts_view, order = pts * [-1, 1, 1], perm          # the mirrored scene, left <-> right
+                pts_view, order = pts * [-1, 1, 1], perm  # the mirrored scene, left <-> right
             else:
                 pts_view, order = pts, np.arange(17)
-            ok = (sample["keypoints_visible"] > 0) & (has[order] > 0)   # eyes/ears: no depth
+            ok = (sample["keypoints_visible"] > 0) & (has[order] > 0)  # eyes/ears: no depth
             proj = (sample["intrinsics"].astype(np.float64) @ pts_view[order][ok].T).T
             proj = proj[:, :2] / proj[:, 2:3]
             assert ok.sum() >= 3

@@ -8,11 +8,10 @@ import sys
 import jax
 import numpy as np
 import pytest
-
-from hyper_sapiens_jax.models.weights import flatten
 from conftest import REPO, subprocess_env
 from train_helpers import first_batch, make_step_and_state
 
+from hyper_sapiens_jax.models.weights import flatten
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +23,7 @@ def test_frozen_blocks_unchanged_and_without_optimizer_state(batch):
     step, state = make_step_and_state(trainable_blocks=2)
     frozen_before = {p: np.asarray(v) for p, v in flatten(state.frozen).items()}
     assert ("backbone", "patch_embed", "kernel") in frozen_before
-    assert ("backbone", "layers", 1, "attn", "qkv", "kernel") in frozen_before      # blocks 0-1 of 4 frozen
+    assert ("backbone", "layers", 1, "attn", "qkv", "kernel") in frozen_before  # blocks 0-1 of 4 frozen
     trainable = set(flatten(state.params))
     assert ("backbone", "layers", 2, "attn", "qkv", "kernel") in trainable
     assert ("backbone", "pos_embed") in trainable and ("heads", "pose", "final_layer", "kernel") in trainable
@@ -33,23 +32,21 @@ def test_frozen_blocks_unchanged_and_without_optimizer_state(batch):
     for i in range(3):
         state, metrics = jstep(state, batch, jax.random.key(i))
     for p, v in flatten(state.frozen).items():
-        assert np.array_equal(np.asarray(v), frozen_before[p]), p                # bit-identical
+        assert np.array_equal(np.asarray(v), frozen_before[p]), p  # bit-identical
     moved = [p for p, v in flatten(state.params).items() if not np.array_equal(np.asarray(v), before[p])]
     assert ("backbone", "layers", 3, "ffn", "fc1", "kernel") in moved
     # Optimizer moments exist for exactly the trainable parameters.
-    adam = [s for s in jax.tree.leaves(state.opt_state, is_leaf=lambda x: hasattr(x, "mu")) if hasattr(s, "mu")][0]
+    adam = next(s for s in jax.tree.leaves(state.opt_state, is_leaf=lambda x: hasattr(x, "mu")) if hasattr(s, "mu"))
     assert set(flatten(adam.mu)) == trainable and set(flatten(adam.nu)) == trainable
     n_opt = sum(x.size for x in jax.tree.leaves(state.opt_state))
     n_train = sum(x.size for x in jax.tree.leaves(state.params))
-    assert n_opt < 2 * n_train + 10                                              # mu + nu + counters
+    assert n_opt < 2 * n_train + 10  # mu + nu + counters
 
 
 def test_gradient_accumulation_equals_the_big_batch(batch):
     """2 micro-batches of a mixed stage-2 batch (the depth samples all in the first) == the 16-sample
     batch. Plain SGD makes the update linear in the gradient, so updates compare gradients directly.
-    (With 4-sample micro-batches the backbone gradients agree only to ~3e-4 at this 64x48 size: XLA
-    picks other kernels for batch 4, and the depth head's InstanceNorms over 8x6 maps amplify that
-    rounding on the way back; every head parameter still agrees to 2e-6.)"""
+    (The depth term's gradients agree only to ~4e-4 on some CPUs: see the tolerance below.)"""
     step1, state1 = make_step_and_state(micro_batches=1, sgd=True, lr=1.0)  # update == -gradient
     step4, state4 = make_step_and_state(micro_batches=2, sgd=True, lr=1.0)
     before = {p: np.asarray(v) for p, v in flatten(state1.params).items()}
@@ -59,14 +56,20 @@ def test_gradient_accumulation_equals_the_big_batch(batch):
     assert float(m4["loss"]) == pytest.approx(float(m1["loss"]), rel=1e-5)
     for name in ("pose", "depth", "normal"):
         assert float(m4[name]) == pytest.approx(float(m1[name]), rel=1e-5)
-    # The norm of ~0.4M summed float32 gradients: the four-phase deconvolutions sum in another order
-    # than lax.conv_transpose did, which moves it by ~7e-5 (measured); a wrong accumulation is >1e-2.
-    assert float(m4["grad_norm"]) == pytest.approx(float(m1["grad_norm"]), rel=2e-4)
+    # The norm of ~0.4M summed float32 gradients, the noise-only conv biases below included: it moved
+    # by 7e-5 on one CPU and 2.9e-4 on another (other XLA kernels); a wrong accumulation is >1e-2.
+    assert float(m4["grad_norm"]) == pytest.approx(float(m1["grad_norm"]), rel=1e-3)
     for (p, a), b in zip(flatten(new1.params).items(), flatten(new4.params).values()):
         if "conv_layers" in p and p[-1] == "bias":
             continue  # followed by InstanceNorm: true gradient 0, both sides are float noise
         d1, d4 = np.asarray(a) - before[p], np.asarray(b) - before[p]
-        assert np.abs(d1 - d4).max() <= 1e-4 * max(np.abs(d1).max(), 1e-12), p
+        # The forward is bit-identical at batch 8 and 16, and the pose and normal terms alone agree
+        # to <6e-5. The depth term's gradients (depth head and backbone) differ by ~3.7e-4 on some
+        # CPUs (<1e-4 on others): behind each InstanceNorm the per-channel gradient sums to zero, so
+        # the conv's weight and input gradients are sums that cancel, where the other kernels'
+        # rounding shows. A wrong accumulation is off by >1e-2.
+        tol = 1e-4 if p[:2] in (("heads", "pose"), ("heads", "normal")) else 1e-3
+        assert np.abs(d1 - d4).max() <= tol * max(np.abs(d1).max(), 1e-12), p
 
 
 def test_the_step_learns_a_fixed_batch(batch):
@@ -77,9 +80,11 @@ def test_the_step_learns_a_fixed_batch(batch):
         state, metrics = jstep(state, batch, jax.random.key(i))
         losses.append(float(metrics["loss"]))
     assert np.isfinite(losses).all() and losses[-1] < 0.7 * losses[0], losses
-    ema_gap = max(float(np.abs(np.asarray(e) - np.asarray(p)).max())
-                  for e, p in zip(jax.tree.leaves(state.ema), jax.tree.leaves(state.params)))
-    assert ema_gap > 0                                                           # EMA lags the params
+    ema_gap = max(
+        float(np.abs(np.asarray(e) - np.asarray(p)).max())
+        for e, p in zip(jax.tree.leaves(state.ema), jax.tree.leaves(state.params))
+    )
+    assert ema_gap > 0  # EMA lags the params
 
 
 def test_sharded_step_on_8_devices_equals_one_device(testbed):
@@ -90,8 +95,13 @@ def test_sharded_step_on_8_devices_equals_one_device(testbed):
     1e-7): the loss takes logs of near-zero min-max depth targets, so a few pixels dominate and
     amplify float32 rounding. Bounded here at 1e-3 (a sharding bug shows up as O(1)); the 1e-5
     target is not met with the depth term and is reported open."""
-    r = subprocess.run([sys.executable, str(REPO / "tests/scripts/train_step_parity.py"), str(testbed.root)],
-                       env=subprocess_env(8), capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, str(REPO / "tests/scripts/train_step_parity.py"), str(testbed.root)],
+        env=subprocess_env(8),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     rows = {}
     for line in r.stdout.splitlines():

@@ -13,7 +13,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import free_port, point_at_testbed, subprocess_env
 from flax import nnx
+from train_helpers import MODEL, first_batch, stage_command
 
 from hyper_sapiens_jax.config import base_config
 from hyper_sapiens_jax.models import Sapiens
@@ -21,8 +23,6 @@ from hyper_sapiens_jax.models.weights import abstract_model, flat_params, flatte
 from hyper_sapiens_jax.sharding import make_mesh
 from hyper_sapiens_jax.training import checkpoint as ckpt
 from hyper_sapiens_jax.training import flops, loop
-from conftest import free_port, point_at_testbed, subprocess_env
-from train_helpers import MODEL, first_batch, stage_command
 
 TINY = MODEL  # tiny arch, 64x48, three heads
 
@@ -42,7 +42,7 @@ def test_unfreeze_schedule_and_prior_annealing():
     c = _config(num_steps=100, **{"loss.sds": 0.01, "loss.sds_final": 0.0})
     scale = [float(loop.sds_scale(c, jnp.int32(s))) for s in (0, 50, 100, 150)]
     assert scale == pytest.approx([1.0, 0.5, 0.0, 0.0])
-    assert float(loop.sds_scale(_config(**{"loss.sds": 0.01}), jnp.int32(90))) == 1.0   # stage 2: constant
+    assert float(loop.sds_scale(_config(**{"loss.sds": 0.01}), jnp.int32(90))) == 1.0  # stage 2: constant
 
 
 def _layout(config, blocks):
@@ -79,24 +79,26 @@ def test_progressive_unfreezing_moves_parameters_and_keeps_moments(testbed):
     state = loop.fresh_state(small, flat, 4)
     state, _ = small.step(state, first_batch(testbed.root, stage=1), jax.random.key(0))
     before = {p: np.asarray(v) for p, v in {**flatten(state.frozen), **flatten(state.params)}.items()}
-    adam = lambda s: [x for x in jax.tree.leaves(s.opt_state, is_leaf=lambda x: hasattr(x, "mu"))  # noqa: E731
-                      if hasattr(x, "mu")][0]
+    is_adam = lambda x: hasattr(x, "mu")
+    adam = lambda s: next(x for x in jax.tree.leaves(s.opt_state, is_leaf=is_adam) if is_adam(x))
     mu_before = {p: np.asarray(v) for p, v in flatten(adam(state).mu).items()}
     new = loop.resplit(state, small, big, 4)
-    assert ("backbone", "layers", 1, "ffn", "fc1", "kernel") in flatten(new.params)      # now trainable
+    assert ("backbone", "layers", 1, "ffn", "fc1", "kernel") in flatten(new.params)  # now trainable
     assert ("backbone", "layers", 0, "ffn", "fc1", "kernel") in flatten(new.frozen)
     after = {**flatten(new.frozen), **flatten(new.params)}
-    assert all(np.array_equal(np.asarray(after[p]), v) for p, v in before.items())    # values unchanged
+    assert all(np.array_equal(np.asarray(after[p]), v) for p, v in before.items())  # values unchanged
     mu = flatten(adam(new).mu)
     for p, v in mu.items():
         if p in mu_before:
-            assert np.array_equal(np.asarray(v), mu_before[p]), p                       # moments kept
+            assert np.array_equal(np.asarray(v), mu_before[p]), p  # moments kept
         else:
-            assert not np.asarray(v).any(), p                                           # new: zero
+            assert not np.asarray(v).any(), p  # new: zero
     assert ("backbone", "layers", 1, "attn", "qkv", "kernel") in mu
     ema = flatten(new.ema)
-    assert np.array_equal(np.asarray(ema[("backbone", "layers", 1, "attn", "qkv", "kernel")]),
-                          before[("backbone", "layers", 1, "attn", "qkv", "kernel")])
+    assert np.array_equal(
+        np.asarray(ema[("backbone", "layers", 1, "attn", "qkv", "kernel")]),
+        before[("backbone", "layers", 1, "attn", "qkv", "kernel")],
+    )
     assert int(new.step) == 1
 
 
@@ -108,11 +110,12 @@ def test_checkpoints_keep_latest_and_best_and_load_ema_or_raw(tmp_path):
     meta = {"stage": 1, "trainable_blocks": 2, "arch": "tiny"}
     with ckpt.manager(tmp_path / ckpt.CHECKPOINT_DIR, every=1, keep=1, keep_best=1) as mngr:
         for step, pck in zip((1, 2, 3, 4), (0.5, 0.9, 0.2, 0.3)):
-            state = state.replace(step=jnp.int32(step),
-                                  ema=jax.tree.map(lambda x: x + 1.0, state.ema))   # EMA != raw params
+            state = state.replace(
+                step=jnp.int32(step), ema=jax.tree.map(lambda x: x + 1.0, state.ema)
+            )  # EMA != raw params
             ckpt.save(mngr, state, None, meta, metrics={ckpt.BEST_METRIC: pck}, force=True)
         mngr.wait_until_finished()
-        assert sorted(mngr.all_steps()) == [2, 4]                                   # best (0.9) + latest
+        assert sorted(mngr.all_steps()) == [2, 4]  # best (0.9) + latest
     cfg, ema, step = ckpt.load_run_params(tmp_path)
     _, raw, _ = ckpt.load_run_params(tmp_path, raw=True)
     _, best, best_step = ckpt.load_run_params(tmp_path, step="best")
@@ -121,7 +124,7 @@ def test_checkpoints_keep_latest_and_best_and_load_ema_or_raw(tmp_path):
     np.testing.assert_allclose(ema[key], raw[key] + 4.0, atol=1e-5)
     np.testing.assert_allclose(best[key], raw[key] + 2.0, atol=1e-5)
     frozen_key = ("backbone", "layers", 0, "attn", "qkv", "kernel")
-    np.testing.assert_array_equal(ema[frozen_key], raw[frozen_key])                  # frozen: the same
+    np.testing.assert_array_equal(ema[frozen_key], raw[frozen_key])  # frozen: the same
     assert set(ema) == set(flat_params(Sapiens(TINY, rngs=nnx.Rngs(0))))
     with pytest.raises(Exception, match="no checkpoint at step 7"):
         ckpt.load_run_params(tmp_path, step=7)
@@ -129,9 +132,19 @@ def test_checkpoints_keep_latest_and_best_and_load_ema_or_raw(tmp_path):
 
 def test_non_finite_loss_stops_the_run_without_saving(testbed, tmp_path):
     """lr 1e30 blows the parameters up after the first update: step 1 is saved, nothing after."""
-    config = _config(num_steps=6, batch_size=8, eval_batch_size=8, log_every=1, **{
-        "checkpoint.every": 1, "eval.every": 1000, "optim.lr": 1e30, "optim.warmup_steps": 0,
-        "optim.grad_clip": 0.0})
+    config = _config(
+        num_steps=6,
+        batch_size=8,
+        eval_batch_size=8,
+        log_every=1,
+        **{
+            "checkpoint.every": 1,
+            "eval.every": 1000,
+            "optim.lr": 1e30,
+            "optim.warmup_steps": 0,
+            "optim.grad_clip": 0.0,
+        },
+    )
     point_at_testbed(config, testbed)
     with pytest.raises(loop.TrainingError, match="non-finite loss"):
         loop.run(config, tmp_path)
@@ -154,8 +167,12 @@ def _all_arrays(workdir: Path) -> dict:
     with ckpt.manager(workdir / ckpt.CHECKPOINT_DIR, read_only=True) as mngr:
         step = mngr.latest_step()
         import orbax.checkpoint as ocp
-        items = {k: ocp.args.StandardRestore() for k in ckpt.TREE_ITEMS
-                 if (workdir / ckpt.CHECKPOINT_DIR / str(step) / k).exists()}
+
+        items = {
+            k: ocp.args.StandardRestore()
+            for k in ckpt.TREE_ITEMS
+            if (workdir / ckpt.CHECKPOINT_DIR / str(step) / k).exists()
+        }
         out = mngr.restore(step, args=ocp.args.Composite(**items))
     return step, {(k,) + p: np.asarray(v) for k in items for p, v in flatten(dict(out[k])).items()}
 
@@ -177,7 +194,7 @@ def test_sigterm_then_resume_ends_bit_identical_to_an_uninterrupted_run(testbed,
     out = proc.communicate(timeout=300)[0]
     assert proc.returncode == 0, out[-4000:]
     stopped_at, _ = _all_arrays(tmp_path / "stopped")
-    assert 1 <= stopped_at < steps, (stopped_at, out[-2000:])       # saved mid-run and exited cleanly
+    assert 1 <= stopped_at < steps, (stopped_at, out[-2000:])  # saved mid-run and exited cleanly
     assert "stopped at step" in out
 
     resumed = _run(stage_command(testbed, tmp_path / "stopped", **common))
@@ -186,8 +203,8 @@ def test_sigterm_then_resume_ends_bit_identical_to_an_uninterrupted_run(testbed,
     step_b, b = _all_arrays(tmp_path / "stopped")
     assert step_a == step_b == steps and set(a) == set(b)
     for k in a:
-        assert np.array_equal(a[k], b[k]), k                            # bit-identical
-    rows = lambda w: [json.loads(r) for r in (w / loop.METRICS_FILE).read_text().splitlines()]  # noqa: E731
+        assert np.array_equal(a[k], b[k]), k  # bit-identical
+    rows = lambda w: [json.loads(r) for r in (w / loop.METRICS_FILE).read_text().splitlines()]
     assert rows(tmp_path / "straight")[-1]["pck@0.05"] == rows(tmp_path / "stopped")[-1]["pck@0.05"]
 
 
@@ -203,30 +220,47 @@ def test_two_jax_processes_match_one_process(testbed, tmp_path):
     common = {"num_steps": 3, "loss.sds": 0.0, "model.head_dropout": 0.0}
     _run(stage_command(testbed, tmp_path / "one", stage=2, **common))
     port = free_port()
-    procs = [subprocess.Popen(stage_command(testbed, tmp_path / "two", stage=2, **common, **{
-        "distributed.coordinator_address": f"localhost:{port}", "distributed.num_processes": 2,
-        "distributed.process_id": i, "distributed.cpu_collectives": "gloo"}),
-        env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            stage_command(
+                testbed,
+                tmp_path / "two",
+                stage=2,
+                **common,
+                **{
+                    "distributed.coordinator_address": f"localhost:{port}",
+                    "distributed.num_processes": 2,
+                    "distributed.process_id": i,
+                    "distributed.cpu_collectives": "gloo",
+                },
+            ),
+            env=subprocess_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
     logs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), "\n".join(logs)[-4000:]
     assert "2 process(es)" in logs[0]
-    losses = lambda w: [json.loads(r)["loss"] for r in (w / loop.TRAIN_LOG_FILE).read_text().splitlines()]  # noqa: E731
+    losses = lambda w: [json.loads(r)["loss"] for r in (w / loop.TRAIN_LOG_FILE).read_text().splitlines()]
     assert len(losses(tmp_path / "one")) == 3
     np.testing.assert_allclose(losses(tmp_path / "two"), losses(tmp_path / "one"), rtol=1e-5)
     cfg, one, _ = ckpt.load_run_params(tmp_path / "one", raw=True)
     _, two, _ = ckpt.load_run_params(tmp_path / "two", raw=True)
-    init = flat_params(Sapiens(cfg, rngs=nnx.Rngs(0)))                  # the runs' common start (seed 0)
+    init = flat_params(Sapiens(cfg, rngs=nnx.Rngs(0)))  # the runs' common start (seed 0)
     worst = 0.0
     for p in one:
         if "conv_layers" in p and p[-1] == "bias":
-            continue            # followed by InstanceNorm: zero true gradient, pure float noise
+            continue  # followed by InstanceNorm: zero true gradient, pure float noise
         d1, d2 = one[p] - init[p], two[p] - init[p]
         if np.linalg.norm(d1) == 0:
-            assert np.linalg.norm(d2) == 0, p                             # frozen in both
+            assert np.linalg.norm(d2) == 0, p  # frozen in both
             continue
         worst = max(worst, float(np.linalg.norm(d1 - d2) / np.linalg.norm(d1)))
     assert worst <= 3e-2, worst
-    ev = lambda w: json.loads((w / loop.METRICS_FILE).read_text().splitlines()[-1])  # noqa: E731
+    ev = lambda w: json.loads((w / loop.METRICS_FILE).read_text().splitlines()[-1])
     assert ev(tmp_path / "two")["num_samples"] == ev(tmp_path / "one")["num_samples"] == 7
 
 
@@ -244,7 +278,7 @@ def test_eval_mode_appends_one_metrics_row(testbed, tmp_path):
 def test_forward_flops_scale_with_the_image_and_mfu():
     small = flops.forward_flops(TINY.replace(image_size=(64, 48)))
     big = flops.forward_flops(TINY.replace(image_size=(128, 96)))
-    assert small > 1e6 and 3.5 < big / small < 4.5          # ~linear in pixels at this size
+    assert small > 1e6 and 3.5 < big / small < 4.5  # ~linear in pixels at this size
     assert flops.mfu(1e12, 0.5, 1e12, 4) == pytest.approx(0.5)
     assert flops.mfu(1e12, 0.5, None, 4) is None
     assert flops.peak_flops_per_device(123.0) == 123e12
@@ -253,8 +287,17 @@ def test_forward_flops_scale_with_the_image_and_mfu():
 @pytest.fixture(scope="module")
 def learn_testbed(tmp_path_factory):
     from hyper_sapiens_jax.testbed.writer import write_testbed
-    return write_testbed(tmp_path_factory.mktemp("testbed_learn") / "tb", num_syn=96, num_real=2, num_val=2,
-                         num_sequences=1, frames_per_sequence=2, num_skeletons=20, seed=1)
+
+    return write_testbed(
+        tmp_path_factory.mktemp("testbed_learn") / "tb",
+        num_syn=96,
+        num_real=2,
+        num_val=2,
+        num_sequences=1,
+        frames_per_sequence=2,
+        num_skeletons=20,
+        seed=1,
+    )
 
 
 def test_the_tiny_pipeline_learns(learn_testbed, tmp_path):
@@ -263,10 +306,21 @@ def test_the_tiny_pipeline_learns(learn_testbed, tmp_path):
     the mean-pose predictor (which knows this split's own mean pose). Held-out and
     sim-to-real numbers at demo scale are in the demo table (README)."""
     from hyper_sapiens_jax.curriculum import mean_pose_baseline
+
     p = learn_testbed
-    config = _config(num_steps=1000, batch_size=16, log_every=100, **{
-        "model.heads": ("pose",), "eval.every": 1000, "checkpoint.every": 1000, "optim.lr": 1e-3,
-        "optim.final_lr_frac": 1.0, "optim.warmup_steps": 1})
+    config = _config(
+        num_steps=1000,
+        batch_size=16,
+        log_every=100,
+        **{
+            "model.heads": ("pose",),
+            "eval.every": 1000,
+            "checkpoint.every": 1000,
+            "optim.lr": 1e-3,
+            "optim.final_lr_frac": 1.0,
+            "optim.warmup_steps": 1,
+        },
+    )
     a = config.data.aug
     a.flip_prob = a.shift_prob = a.rotate_prob = 0.0
     a.scale_range = (1.0, 1.0)
@@ -288,8 +342,10 @@ def test_training_workdirs_export_to_pytorch_with_ema_by_default(tmp_path):
     meta, loadable strict=True; the PyTorch model reproduces the Flax outputs to 1e-4."""
     torch = pytest.importorskip("torch")
     import torch_sapiens as ts
+
     from convert_weights.flax_to_torch import main as export_main
     from hyper_sapiens_jax.models.weights import build_model
+
     layout = _layout(_config(), 2)
     state = loop.fresh_state(layout, flat_params(Sapiens(TINY, rngs=nnx.Rngs(0))), 4)
     noise = jax.tree.map(lambda x: 0.05 * jax.random.normal(jax.random.key(1), x.shape), state.ema)
@@ -314,5 +370,5 @@ def test_training_workdirs_export_to_pytorch_with_ema_by_default(tmp_path):
         assert np.abs(flax_pose - torch_pose).max() <= 1e-4 * np.abs(torch_pose).max()
         if not raw:
             ema_pose = flax_pose
-    assert np.abs(ema_pose - flax_pose).max() > 1e-3           # EMA and raw really differ
+    assert np.abs(ema_pose - flax_pose).max() > 1e-3  # EMA and raw really differ
     assert export_main(["--ckpt", str(tmp_path / "nothing"), "--task", "pose", "--out", str(tmp_path / "x.pth")]) == 1

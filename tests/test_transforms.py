@@ -19,18 +19,17 @@ def mmpose_udp_warp_reference(center, scale, rot, output_size):
     m = np.zeros((2, 3))
     m[0, 0] = math.cos(r) * sx
     m[0, 1] = -math.sin(r) * sx
-    m[0, 2] = sx * (-0.5 * input_size[0] * math.cos(r) + 0.5 * input_size[1] * math.sin(r)
-                    + 0.5 * scale[0])
+    m[0, 2] = sx * (-0.5 * input_size[0] * math.cos(r) + 0.5 * input_size[1] * math.sin(r) + 0.5 * scale[0])
     m[1, 0] = math.sin(r) * sy
     m[1, 1] = math.cos(r) * sy
-    m[1, 2] = sy * (-0.5 * input_size[0] * math.sin(r) - 0.5 * input_size[1] * math.cos(r)
-                    + 0.5 * scale[1])
+    m[1, 2] = sy * (-0.5 * input_size[0] * math.sin(r) - 0.5 * input_size[1] * math.cos(r) + 0.5 * scale[1])
     return m
 
 
 # ---------------------------------------------------------------------------------------------
 # Boxes and affine maps
 # ---------------------------------------------------------------------------------------------
+
 
 def test_bbox_to_center_scale_pads_and_fixes_aspect():
     center, scale = T.bbox_xywh_to_center_scale([10, 20, 100, 100])
@@ -47,9 +46,12 @@ def test_udp_warp_matrix_matches_mmpose_and_maps_box_to_crop_corners():
     for _ in range(10):
         center, scale = rng.uniform(50, 500, 2), rng.uniform(20, 400, 2)
         rot = rng.uniform(-80, 80)
-        np.testing.assert_allclose(T.get_udp_warp_matrix(center, scale, rot, (192, 256)),
-                                   mmpose_udp_warp_reference(center, scale, rot, (192, 256)),
-                                   rtol=1e-10, atol=1e-9)
+        np.testing.assert_allclose(
+            T.get_udp_warp_matrix(center, scale, rot, (192, 256)),
+            mmpose_udp_warp_reference(center, scale, rot, (192, 256)),
+            rtol=1e-10,
+            atol=1e-9,
+        )
     matrix = T.get_udp_warp_matrix(np.array([100.0, 80.0]), np.array([60.0, 80.0]), 0.0, (192, 256))
     corners = T.apply_affine([[70.0, 40.0], [130.0, 120.0], [100.0, 80.0]], matrix)
     np.testing.assert_allclose(corners, [[0, 0], [191, 255], [95.5, 127.5]], atol=1e-9)
@@ -64,18 +66,18 @@ def test_inverse_maps_agree_and_are_batched():
     for b in range(4):
         matrix = T.get_udp_warp_matrix(centers[b], scales[b], rots[b], (192, 256))
         inverse = T.invert_affine(matrix)
-        np.testing.assert_allclose(T.apply_affine(T.apply_affine(points[b], inverse), matrix),
-                                   points[b], atol=1e-9)
+        np.testing.assert_allclose(T.apply_affine(T.apply_affine(points[b], inverse), matrix), points[b], atol=1e-9)
         np.testing.assert_allclose(batched[b], T.apply_affine(points[b], inverse), atol=1e-9)
     hm_points = points / [191 / 47, 255 / 63]
     np.testing.assert_allclose(
-        T.heatmap_to_image_coords(hm_points, centers, scales, rots, (192, 256), (48, 64)),
-        batched, atol=1e-9)
+        T.heatmap_to_image_coords(hm_points, centers, scales, rots, (192, 256), (48, 64)), batched, atol=1e-9
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Flips
 # ---------------------------------------------------------------------------------------------
+
 
 def test_flip_twice_is_identity():
     rng = np.random.default_rng(2)
@@ -116,6 +118,7 @@ def test_flip_symmetric_skeleton_is_invariant_and_swaps_sides():
 # Normals and depth
 # ---------------------------------------------------------------------------------------------
 
+
 def _plane_scene(slope_x=0.3, slope_y=-0.5, shape=(200, 240)):
     """Depth of a tilted plane inside a disk (background -1) and its analytic normals.
 
@@ -151,8 +154,7 @@ def test_warped_normals_follow_the_warped_geometry(rot):
     np.testing.assert_allclose(np.linalg.norm(out["normal"][valid], axis=-1), 1.0, atol=1e-5)
     # Independent check: the normal of the plane fitted to the *warped depth*.
     n_geometry = _normal_from_depth_fit(out["depth"])
-    np.testing.assert_allclose(out["normal"][valid], np.broadcast_to(n_geometry, (valid.sum(), 3)),
-                               atol=2e-3)
+    np.testing.assert_allclose(out["normal"][valid], np.broadcast_to(n_geometry, (valid.sum(), 3)), atol=2e-3)
     # And the analytic rotation of the original normal by the image-plane rotation.
     c, s = math.cos(math.radians(rot)), math.sin(math.radians(rot))
     n_rot = np.array([c * n0[0] - s * n0[1], s * n0[0] + c * n0[1], n0[2]])
@@ -166,8 +168,7 @@ def test_warped_normals_with_y_up_convention():
     depth, normal, _ = _plane_scene()
     normal_up = normal * np.array([1, -1, 1], np.float32)
     center, scale = np.array([120.0, 100.0]), np.array([119.0, 99.0])
-    out = T.warp_sample(center, scale, 50.0, output_wh=(120, 100), depth=depth,
-                        normal=normal_up, normal_y_down=False)
+    out = T.warp_sample(center, scale, 50.0, output_wh=(120, 100), depth=depth, normal=normal_up, normal_y_down=False)
     valid = np.linalg.norm(out["normal"], axis=-1) > 0
     n_geometry_up = _normal_from_depth_fit(out["depth"]) * [1, -1, 1]
     np.testing.assert_allclose(out["normal"][valid].mean(0), n_geometry_up, atol=2e-3)
@@ -177,8 +178,7 @@ def test_flipped_normals_follow_the_flipped_geometry():
     depth, normal, _ = _plane_scene()
     n_flip = T.flip_normals(normal)
     valid = np.linalg.norm(n_flip, axis=-1) > 0
-    np.testing.assert_allclose(n_flip[valid].mean(0), _normal_from_depth_fit(T.flip_image(depth)),
-                               atol=1e-3)
+    np.testing.assert_allclose(n_flip[valid].mean(0), _normal_from_depth_fit(T.flip_image(depth)), atol=1e-3)
 
 
 def test_depth_warp_never_blends_foreground_with_background():
@@ -219,13 +219,14 @@ def test_mask_warp_is_nearest_and_keeps_dtype():
 # Keypoints through the warp
 # ---------------------------------------------------------------------------------------------
 
+
 def test_keypoints_outside_the_crop_get_zero_visibility():
     center, scale = np.array([100.0, 100.0]), np.array([75.0, 100.0])
     kpts = np.array([[100.0, 100.0], [62.5, 50.0], [137.5, 150.0], [10.0, 100.0], [100, 151.0]])
-    out = T.warp_sample(center, scale, 0.0, output_wh=(192, 256), keypoints=kpts,
-                        keypoints_visible=np.array([1, 1, 1, 1, 1]))
-    np.testing.assert_allclose(out["keypoints"][:3], [[95.5, 127.5], [0, 0], [191, 255]],
-                               atol=1e-4)
+    out = T.warp_sample(
+        center, scale, 0.0, output_wh=(192, 256), keypoints=kpts, keypoints_visible=np.array([1, 1, 1, 1, 1])
+    )
+    np.testing.assert_allclose(out["keypoints"][:3], [[95.5, 127.5], [0, 0], [191, 255]], atol=1e-4)
     np.testing.assert_array_equal(out["keypoints_visible"], [1, 1, 1, 0, 0])
 
 
@@ -251,9 +252,18 @@ def test_random_crop_moves_image_and_keypoints_together(flip_prob):
         depth = np.where(mask, 0.5, -1.0).astype(np.float32)
         normal = np.where(mask[..., None], np.float32([0.6, 0.0, -0.8]), 0).astype(np.float32)
         bbox = [*(kpts.min(0) - 10), *(kpts.max(0) - kpts.min(0) + 20)]
-        out = T.random_topdown_crop(bbox, rng, params, input_wh=(192, 256), image=image,
-                                    keypoints=kpts, keypoints_visible=np.ones(17), mask=mask,
-                                    depth=depth, normal=normal)
+        out = T.random_topdown_crop(
+            bbox,
+            rng,
+            params,
+            input_wh=(192, 256),
+            image=image,
+            keypoints=kpts,
+            keypoints_visible=np.ones(17),
+            mask=mask,
+            depth=depth,
+            normal=normal,
+        )
         assert out["image"].shape == (256, 192, 3) and out["flipped"] == (flip_prob == 1.0)
         assert out["mask"].shape == out["depth"].shape == (256, 192)
         assert out["normal"].shape == (256, 192, 3)
@@ -273,8 +283,7 @@ def test_random_crop_moves_image_and_keypoints_together(flip_prob):
 
 def test_topdown_crop_is_deterministic_center_crop():
     image = np.zeros((100, 100, 3), np.uint8)
-    out = T.topdown_crop([20, 10, 60, 80], input_wh=(48, 64), image=image,
-                         keypoints=np.array([[50.0, 50.0]]))
+    out = T.topdown_crop([20, 10, 60, 80], input_wh=(48, 64), image=image, keypoints=np.array([[50.0, 50.0]]))
     np.testing.assert_allclose(out["center"], [50, 50])
     np.testing.assert_allclose(out["scale"], [75, 100])
     np.testing.assert_allclose(out["keypoints"], [[23.5, 31.5]], atol=1e-4)
@@ -285,10 +294,10 @@ def test_topdown_crop_is_deterministic_center_crop():
 # Random box augmentation
 # ---------------------------------------------------------------------------------------------
 
+
 def test_random_half_body_boxes_the_chosen_half():
     rng = np.random.default_rng(7)
-    kpts = np.stack([rng.uniform(0, 100, 17), np.r_[rng.uniform(0, 50, 11),
-                                                    rng.uniform(60, 120, 6)]], -1)
+    kpts = np.stack([rng.uniform(0, 100, 17), np.r_[rng.uniform(0, 50, 11), rng.uniform(60, 120, 6)]], -1)
     vis = np.ones(17)
     params = T.GeometryAugParams(half_body_prob=1.0)
     center0, scale0 = np.array([50.0, 60.0]), np.array([100.0, 120.0])
@@ -331,6 +340,7 @@ def test_random_bbox_transform_ranges_and_probabilities():
 # Texture and normalisation
 # ---------------------------------------------------------------------------------------------
 
+
 def _natural_image(rng, shape=(64, 48)):
     base = cv2.resize(rng.integers(0, 256, (8, 6, 3), dtype=np.uint8), shape[::-1])
     return np.clip(base.astype(int) + rng.integers(-20, 20, base.shape), 0, 255).astype(np.uint8)
@@ -351,14 +361,17 @@ def test_photometric_distortion_keeps_dtype_shape_and_changes_pixels():
     np.testing.assert_array_equal(a, T.photometric_distortion(image, np.random.default_rng(3)))
 
 
-@pytest.mark.parametrize("op", [
-    lambda im, rng: T.blur(im, 5, "box"),
-    lambda im, rng: T.blur(im, 5, "gaussian"),
-    lambda im, rng: T.median_blur(im, 5),
-    lambda im, rng: T.gaussian_noise(im, rng, 10.0),
-    lambda im, rng: T.jpeg_reencode(im, 20),
-    lambda im, rng: T.coarse_dropout(im, rng),
-])
+@pytest.mark.parametrize(
+    "op",
+    [
+        lambda im, rng: T.blur(im, 5, "box"),
+        lambda im, rng: T.blur(im, 5, "gaussian"),
+        lambda im, rng: T.median_blur(im, 5),
+        lambda im, rng: T.gaussian_noise(im, rng, 10.0),
+        lambda im, rng: T.jpeg_reencode(im, 20),
+        lambda im, rng: T.coarse_dropout(im, rng),
+    ],
+)
 def test_texture_ops_keep_dtype_shape_and_change_pixels(op):
     rng = np.random.default_rng(10)
     image = _natural_image(rng)
@@ -390,8 +403,7 @@ def test_random_texture_chain_only_touches_the_image():
     rng = np.random.default_rng(12)
     image = _natural_image(rng)
     before = image.copy()
-    params = T.TextureAugParams(blur_prob=1.0, median_blur_prob=1.0, noise_prob=1.0,
-                                jpeg_prob=1.0)
+    params = T.TextureAugParams(blur_prob=1.0, median_blur_prob=1.0, noise_prob=1.0, jpeg_prob=1.0)
     out = T.random_texture(image, rng, params)
     assert out.dtype == np.uint8 and out.shape == image.shape and not np.array_equal(out, image)
     np.testing.assert_array_equal(image, before)
@@ -407,6 +419,8 @@ def test_normalisation_round_trip():
     np.testing.assert_array_equal(T.denormalize_image(normed), image)
     mean_pixel = np.array([[[123.675, 116.28, 103.53]]])
     np.testing.assert_allclose(T.normalize_image(mean_pixel), 0, atol=1e-6)
-    np.testing.assert_allclose(T.normalize_image(np.zeros((1, 1, 3)))[0, 0],
-                               -np.array([123.675, 116.28, 103.53]) / [58.395, 57.12, 57.375],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        T.normalize_image(np.zeros((1, 1, 3)))[0, 0],
+        -np.array([123.675, 116.28, 103.53]) / [58.395, 57.12, 57.375],
+        rtol=1e-6,
+    )

@@ -41,8 +41,9 @@ class FFN(nn.Module):
 
     def __init__(self, dim, hidden):
         super().__init__()
-        self.layers = nn.Sequential(nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(0.0)),
-                                    nn.Linear(hidden, dim), nn.Dropout(0.0))
+        self.layers = nn.Sequential(
+            nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(0.0)), nn.Linear(hidden, dim), nn.Dropout(0.0)
+        )
 
     def forward(self, x):
         return self.layers(x)
@@ -93,8 +94,11 @@ class ViT(nn.Module):
 def _deconvs(in_ch, out_ch, n):
     layers = []
     for _ in range(n):
-        layers += [nn.ConvTranspose2d(in_ch, out_ch, 4, stride=2, padding=1, output_padding=0, bias=False),
-                   nn.InstanceNorm2d(out_ch), nn.SiLU()]
+        layers += [
+            nn.ConvTranspose2d(in_ch, out_ch, 4, stride=2, padding=1, output_padding=0, bias=False),
+            nn.InstanceNorm2d(out_ch),
+            nn.SiLU(),
+        ]
         in_ch = out_ch
     return nn.Sequential(*layers)
 
@@ -167,10 +171,12 @@ def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
         elif name.endswith("pos_embed"):
             p.copy_(0.5 * torch.randn(p.shape, generator=g))
         else:
-            fan_in = p.shape[0] * p.shape[2] * p.shape[3] if isinstance(
-                dict(model.named_modules()).get(name.rsplit(".", 1)[0]), nn.ConvTranspose2d) \
+            fan_in = (
+                p.shape[0] * p.shape[2] * p.shape[3]
+                if isinstance(dict(model.named_modules()).get(name.rsplit(".", 1)[0]), nn.ConvTranspose2d)
                 else p[0].numel()
-            p.copy_(torch.randn(p.shape, generator=g) * fan_in ** -0.5)
+            )
+            p.copy_(torch.randn(p.shape, generator=g) * fan_in**-0.5)
     return model.eval()
 
 
@@ -184,7 +190,7 @@ def run(model: SapiensTorch, images_nhwc) -> tuple:
     x = torch.from_numpy(images_nhwc).permute(0, 3, 1, 2).contiguous()
     with torch.no_grad():
         feats, out = model(x)
-    to_np = lambda t: None if t is None else t.permute(0, 2, 3, 1).numpy()  # noqa: E731
+    to_np = lambda t: None if t is None else t.permute(0, 2, 3, 1).numpy()
     return to_np(feats), to_np(out)
 
 

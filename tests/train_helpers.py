@@ -7,14 +7,14 @@ from pathlib import Path
 
 import jax.numpy as jnp
 import optax
+from conftest import REPO, tiny_data_config
 from flax import nnx
 
-from conftest import REPO, tiny_data_config
 from hyper_sapiens_jax.data import builders
 from hyper_sapiens_jax.data.pipeline import train_dataset, train_iterator
-from hyper_sapiens_jax.testbed.writer import Paths
 from hyper_sapiens_jax.models import ModelConfig, Sapiens
 from hyper_sapiens_jax.models.weights import nest
+from hyper_sapiens_jax.testbed.writer import Paths
 from hyper_sapiens_jax.training.objective import LossWeights, objective
 from hyper_sapiens_jax.training.optim import sapiens_adamw
 from hyper_sapiens_jax.training.partition import split_flat
@@ -33,12 +33,20 @@ def first_batch(testbed_root: Path, stage: int = 2, image_size=MODEL.image_size)
     return {k: jnp.asarray(v) for k, v in batch.items() if k != "source_id"}
 
 
-def make_step_and_state(trainable_blocks=None, micro_batches=1, weights=LossWeights(), lr=1e-3, seed=0,
-                        sgd=False, image_size=MODEL.image_size):
+def make_step_and_state(
+    trainable_blocks=None,
+    micro_batches=1,
+    weights=None,
+    lr=1e-3,
+    seed=0,
+    sgd=False,
+    image_size=MODEL.image_size,
+):
     """(step, state) for the tiny model; ``sgd`` swaps in plain SGD so updates are linear in the grads.
 
     The depth head's output bias starts at 0.5 (mid-range relative depth), as a trained head would
     predict, instead of ~0 where the log loss's 1 / pred gradients are ill-conditioned."""
+    weights = LossWeights() if weights is None else weights
     model = Sapiens(MODEL.replace(image_size=tuple(image_size)), rngs=nnx.Rngs(seed))
     model.heads["depth"].conv_seg.bias[...] = jnp.full((1,), 0.5)
     # The optimizer is built for the trainable tree only (its per-parameter LR scales need the paths).
@@ -56,20 +64,39 @@ def make_step_and_state(trainable_blocks=None, micro_batches=1, weights=LossWeig
 
 def data_overrides(p) -> list[str]:
     """``--config.data.*`` flags pointing a stage config at a testbed's ``Paths``."""
-    return ["--config.data.source=files", f"--config.data.syrip_syn_ann={p.train_syn_json}",
-            f"--config.data.syrip_syn_images={p.train_syn_images}",
-            f"--config.data.syrip_real_ann={p.train_real_json}",
-            f"--config.data.syrip_real_images={p.train_real_images}",
-            f"--config.data.val_ann={p.val_json}", f"--config.data.val_images={p.val_images}",
-            f"--config.data.mini_rgbd_root={p.mini_rgbd}", "--config.data.mini_rgbd_sequences=01-02",
-            f"--config.data.skeletons={p.skeletons}"]
+    return [
+        "--config.data.source=files",
+        f"--config.data.syrip_syn_ann={p.train_syn_json}",
+        f"--config.data.syrip_syn_images={p.train_syn_images}",
+        f"--config.data.syrip_real_ann={p.train_real_json}",
+        f"--config.data.syrip_real_images={p.train_real_images}",
+        f"--config.data.val_ann={p.val_json}",
+        f"--config.data.val_images={p.val_images}",
+        f"--config.data.mini_rgbd_root={p.mini_rgbd}",
+        "--config.data.mini_rgbd_sequences=01-02",
+        f"--config.data.skeletons={p.skeletons}",
+    ]
 
 
 def stage_command(paths, workdir, stage: int = 1, **overrides) -> list[str]:
     """``python -m hyper_sapiens_jax.main`` for configs/stageN.py:tiny on a testbed at 64x48, batch 8."""
-    settings = {"model.image_size": "(64,48)", "batch_size": 8, "eval_batch_size": 8, "log_every": 1,
-                "eval.every": 1000, "checkpoint.every": 1000, **overrides}
-    return ([sys.executable, "-m", "hyper_sapiens_jax.main", f"--config={REPO}/configs/stage{stage}.py:tiny",
-             f"--workdir={workdir}"] + data_overrides(paths)
-            + [f"--config.{k}={v}" for k, v in settings.items()])
-
+    settings = {
+        "model.image_size": "(64,48)",
+        "batch_size": 8,
+        "eval_batch_size": 8,
+        "log_every": 1,
+        "eval.every": 1000,
+        "checkpoint.every": 1000,
+        **overrides,
+    }
+    return (
+        [
+            sys.executable,
+            "-m",
+            "hyper_sapiens_jax.main",
+            f"--config={REPO}/configs/stage{stage}.py:tiny",
+            f"--workdir={workdir}",
+        ]
+        + data_overrides(paths)
+        + [f"--config.{k}={v}" for k, v in settings.items()]
+    )

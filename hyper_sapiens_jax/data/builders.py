@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import ml_collections
 
@@ -31,12 +32,14 @@ DATA_SOURCES = ("testbed", "files")
 # testbed foundation is fine-tuned; it is generated whatever config.data.source says.
 SOURCE_DOMAINS = {"syrip_syn": "synthetic", "mini_rgbd": "synthetic", "syrip_real": "real", "humans": "real"}
 # Source name -> the config.data fields it reads ('val' is the evaluation split, 'skeletons' the prior's).
-SOURCE_FIELDS = {"syrip_syn": ("syrip_syn_ann", "syrip_syn_images"),
-                 "syrip_real": ("syrip_real_ann", "syrip_real_images"),
-                 "mini_rgbd": ("mini_rgbd_root",),
-                 "val": ("val_ann", "val_images"),
-                 "skeletons": ("skeletons",),
-                 "humans": ()}
+SOURCE_FIELDS = {
+    "syrip_syn": ("syrip_syn_ann", "syrip_syn_images"),
+    "syrip_real": ("syrip_real_ann", "syrip_real_images"),
+    "mini_rgbd": ("mini_rgbd_root",),
+    "val": ("val_ann", "val_images"),
+    "skeletons": ("skeletons",),
+    "humans": (),
+}
 _PATH_FIELDS = tuple(f for fields in SOURCE_FIELDS.values() for f in fields)
 
 
@@ -62,21 +65,26 @@ def check_paths(data: ml_collections.ConfigDict, needs: Iterable[str]) -> None:
     if data_source(data) == "testbed":
         given = [f"config.data.{f}" for f in _PATH_FIELDS if data.get(f)]
         if given:
-            raise ConfigError(f"{', '.join(given)} set but config.data.source='testbed' (which ignores them): "
-                              f"set config.data.source=files to read your files")
+            raise ConfigError(
+                f"{', '.join(given)} set but config.data.source='testbed' (which ignores them): "
+                f"set config.data.source=files to read your files"
+            )
         return
     missing = [f"config.data.{f}" for n in needs for f in SOURCE_FIELDS[n] if not data.get(f)]
     if missing:
         users = ", ".join(f"'{n}'" for n in needs if any(f"config.data.{f}" in missing for f in SOURCE_FIELDS[n]))
-        raise ConfigError(f"config.data.source='files' but {', '.join(missing)} "
-                          f"{'is' if len(missing) == 1 else 'are'} not set (needed by the {users} "
-                          f"source{'s' if ',' in users else ''}); set them, or use config.data.source=testbed "
-                          f"for the synthetic testbed")
+        raise ConfigError(
+            f"config.data.source='files' but {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not set (needed by the {users} "
+            f"source{'s' if ',' in users else ''}); set them, or use config.data.source=testbed "
+            f"for the synthetic testbed"
+        )
 
 
 def testbed_paths(data: ml_collections.ConfigDict):
     """Generate (or reuse) the testbed the config describes and return its ``Paths``."""
     from hyper_sapiens_jax.testbed.writer import write_testbed
+
     log.info("config.data.source='testbed': the synthetic infant testbed in %s", data.testbed_dir)
     return write_testbed(data.testbed_dir, **data.testbed.to_dict())
 
@@ -91,20 +99,32 @@ def resolved_paths(data: ml_collections.ConfigDict, needs: Iterable[str] = ("val
     extra = {}
     if "humans" in needs:
         from hyper_sapiens_jax.testbed.humans import corpus_paths
+
         extra["humans"] = corpus_paths(data).train
     if data_source(data) == "files":
         paths = {f: data.get(f) for f in _PATH_FIELDS} | {"mini_rgbd_sequences": data.mini_rgbd_sequences} | extra
     else:
         p = testbed_paths(data)
-        paths = extra | {"syrip_syn_ann": p.train_syn_json, "syrip_syn_images": p.train_syn_images,
-                         "syrip_real_ann": p.train_real_json, "syrip_real_images": p.train_real_images,
-                         "mini_rgbd_root": p.mini_rgbd, "mini_rgbd_sequences": [s.name for s in p.sequences],
-                         "val_ann": p.val_json, "val_images": p.val_images, "skeletons": p.skeletons}
+        paths = extra | {
+            "syrip_syn_ann": p.train_syn_json,
+            "syrip_syn_images": p.train_syn_images,
+            "syrip_real_ann": p.train_real_json,
+            "syrip_real_images": p.train_real_images,
+            "mini_rgbd_root": p.mini_rgbd,
+            "mini_rgbd_sequences": [s.name for s in p.sequences],
+            "val_ann": p.val_json,
+            "val_images": p.val_images,
+            "skeletons": p.skeletons,
+        }
     if tuning:
         from hyper_sapiens_jax.data.tuning import carve
+
         train, tune = carve(paths["syrip_real_ann"], tuning, int(data.get("tuning_seed", 0)), data.tuning_dir)
-        log.info("tuning split: %d of the real training images (%s) held out as the validation split",
-                 tuning, paths["syrip_real_ann"])
+        log.info(
+            "tuning split: %d of the real training images (%s) held out as the validation split",
+            tuning,
+            paths["syrip_real_ann"],
+        )
         paths |= {"syrip_real_ann": train, "val_ann": tune, "val_images": paths["syrip_real_images"]}
     return paths
 
@@ -118,17 +138,18 @@ def build_source(name: str, paths: dict[str, Any], skip_bad_records: bool = Fals
     """One named source ('syrip_syn', 'syrip_real', 'mini_rgbd', 'humans', 'val') from resolved paths."""
     if name == "humans":
         from hyper_sapiens_jax.testbed.humans import HumansSource
+
         return HumansSource(paths["humans"])
     if name == "mini_rgbd":
         if not paths.get("mini_rgbd_root"):
             raise DataError("config.data.mini_rgbd_root is not set but the mix uses 'mini_rgbd'")
-        return MiniRgbdSource(paths["mini_rgbd_root"], paths["mini_rgbd_sequences"],
-                              skip_bad_records=skip_bad_records)
+        return MiniRgbdSource(paths["mini_rgbd_root"], paths["mini_rgbd_sequences"], skip_bad_records=skip_bad_records)
     prefix = {"syrip_syn": "syrip_syn", "syrip_real": "syrip_real", "val": "val"}[name]
     ann, images = paths.get(f"{prefix}_ann"), paths.get(f"{prefix}_images")
     if not ann or not images:
-        raise DataError(f"config.data.{prefix}_ann and config.data.{prefix}_images must both be set "
-                        f"for the '{name}' source")
+        raise DataError(
+            f"config.data.{prefix}_ann and config.data.{prefix}_images must both be set for the '{name}' source"
+        )
     domain = "synthetic" if name == "syrip_syn" else "real"
     return CocoKeypointSource(ann, images, domain=domain, skip_bad_records=skip_bad_records, name=name)
 
@@ -143,17 +164,23 @@ def sample_config(config: ml_collections.ConfigDict) -> SampleConfig:
         raise ValueError(f"unknown config.data.aug fields {sorted(unknown)}")
     geo = T.GeometryAugParams(**{k: _tuple(v) for k, v in aug.items() if k in geo_fields})
     tex = T.TextureAugParams(**{k: _tuple(v) for k, v in aug.items() if k in tex_fields})
-    return SampleConfig(input_size=tuple(config.model.image_size), heatmap_sigma=config.data.heatmap_sigma,
-                        num_keypoints=config.model.num_keypoints, geometry=geo, texture=tex,
-                        focal_factor=config.data.get("focal_factor", 1.0))
+    return SampleConfig(
+        input_size=tuple(config.model.image_size),
+        heatmap_sigma=config.data.heatmap_sigma,
+        num_keypoints=config.model.num_keypoints,
+        geometry=geo,
+        texture=tex,
+        focal_factor=config.data.get("focal_factor", 1.0),
+    )
 
 
 def _tuple(v):
     return tuple(v) if isinstance(v, list) else v
 
 
-def build_train_mix(config: ml_collections.ConfigDict, also_needs: Iterable[str] = ()
-                    ) -> tuple[list[MixEntry], dict[str, Any]]:
+def build_train_mix(
+    config: ml_collections.ConfigDict, also_needs: Iterable[str] = ()
+) -> tuple[list[MixEntry], dict[str, Any]]:
     """The training mix (source + exact global count per step) of ``config`` and the resolved paths
     (checked for the mix's sources and ``also_needs``, e.g. 'val')."""
     counts = mix_counts(dict(config.data.mix), config.batch_size)
@@ -161,11 +188,11 @@ def build_train_mix(config: ml_collections.ConfigDict, also_needs: Iterable[str]
     if unknown:
         raise ValueError(f"unknown sources {sorted(unknown)} in config.data.mix; known: {sorted(SOURCE_DOMAINS)}")
     paths = resolved_paths(config.data, [*counts, *also_needs])
-    mix = [MixEntry(name, build_source(name, paths, config.data.skip_bad_records), n)
-           for name, n in counts.items()]
+    mix = [MixEntry(name, build_source(name, paths, config.data.skip_bad_records), n) for name, n in counts.items()]
     for e in mix:
-        log.info("source %-10s %6d records, %d per global batch (%s)", e.name, len(e.source), e.count,
-                 SOURCE_DOMAINS[e.name])
+        log.info(
+            "source %-10s %6d records, %d per global batch (%s)", e.name, len(e.source), e.count, SOURCE_DOMAINS[e.name]
+        )
     return mix, paths
 
 

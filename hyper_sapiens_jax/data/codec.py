@@ -30,10 +30,15 @@ def udp_scale_factor(input_wh: tuple[int, int], heatmap_wh: tuple[int, int]) -> 
 # Encode
 # ----------------------------------------------------------------------------------------------
 
-def encode_udp_heatmaps(keypoints: Array, keypoints_visible: Array | None = None, *,
-                        input_wh: tuple[int, int] = (768, 1024),
-                        heatmap_wh: tuple[int, int] = (192, 256),
-                        sigma: float = 6.0) -> tuple[Array, Array]:
+
+def encode_udp_heatmaps(
+    keypoints: Array,
+    keypoints_visible: Array | None = None,
+    *,
+    input_wh: tuple[int, int] = (768, 1024),
+    heatmap_wh: tuple[int, int] = (192, 256),
+    sigma: float = 6.0,
+) -> tuple[Array, Array]:
     """Keypoints ``(K, 2)`` in input pixels -> ``heatmaps (h, w, K)`` float32, ``weights (K,)``.
 
     mmpose ``generate_udp_gaussian_heatmaps``: an unnormalised Gaussian (peak 1 at the exact
@@ -52,8 +57,8 @@ def encode_udp_heatmaps(keypoints: Array, keypoints_visible: Array | None = None
 
     # mmpose rounds with int64(mu + 0.5) (truncation toward zero) and tests the window bounds.
     rounded = (mu + 0.5).astype(np.int64)
-    lo = (rounded - radius).astype(np.int64)       # first pixel of the window, (x, y)
-    hi = (rounded + radius + 1).astype(np.int64)   # one past the last
+    lo = (rounded - radius).astype(np.int64)  # first pixel of the window, (x, y)
+    hi = (rounded + radius + 1).astype(np.int64)  # one past the last
     overlaps = (lo[:, 0] < w) & (lo[:, 1] < h) & (hi[:, 0] >= 0) & (hi[:, 1] >= 0)
     draw = (visible >= 0.5) & overlaps
     weights = np.where(draw, np.clip(visible, 0.0, 1.0), 0.0).astype(np.float32)
@@ -76,6 +81,7 @@ def _windowed_gaussian_1d(size: int, mu: Array, lo: Array, hi: Array, sigma: flo
 # Decode
 # ----------------------------------------------------------------------------------------------
 
+
 def get_heatmap_maximum(heatmaps: Array) -> tuple[Array, Array]:
     """Argmax of ``(..., h, w, K)`` heatmaps -> ``locs (..., K, 2)`` (x, y) and ``vals (..., K)``.
 
@@ -84,7 +90,7 @@ def get_heatmap_maximum(heatmaps: Array) -> tuple[Array, Array]:
     heatmaps = np.asarray(heatmaps)
     *lead, h, w, k = heatmaps.shape
     flat = heatmaps.reshape(*lead, h * w, k)
-    index = flat.argmax(axis=-2)                        # (..., K)
+    index = flat.argmax(axis=-2)  # (..., K)
     vals = np.take_along_axis(flat, index[..., None, :], axis=-2)[..., 0, :]
     y, x = np.divmod(index, w)
     locs = np.stack([x, y], axis=-1).astype(np.float32)
@@ -105,8 +111,7 @@ def _modulate(heatmaps: Array, kernel: int) -> Array:
     return blurred * ratio
 
 
-def refine_keypoints_dark_udp(keypoints: Array, heatmaps: Array,
-                              blur_kernel_size: int = 11) -> Array:
+def refine_keypoints_dark_udp(keypoints: Array, heatmaps: Array, blur_kernel_size: int = 11) -> Array:
     """DARK-UDP sub-pixel refinement (mmpose ``refine_keypoints_dark_udp``), batched.
 
     ``keypoints (B, K, 2)`` integer argmax locations in heatmap pixels, ``heatmaps (B, h, w, K)``.
@@ -139,8 +144,9 @@ def refine_keypoints_dark_udp(keypoints: Array, heatmaps: Array,
     return (keypoints - step).astype(np.float32)
 
 
-def decode_udp_heatmaps(heatmaps: Array, *, input_wh: tuple[int, int] = (768, 1024),
-                        blur_kernel_size: int = 11) -> tuple[Array, Array]:
+def decode_udp_heatmaps(
+    heatmaps: Array, *, input_wh: tuple[int, int] = (768, 1024), blur_kernel_size: int = 11
+) -> tuple[Array, Array]:
     """Heatmaps ``(h, w, K)`` / ``(B, h, w, K)`` -> input-pixel keypoints ``(..., K, 2)``, scores.
 
     Argmax, DARK-UDP refinement (blur ``blur_kernel_size``), then heatmap -> input with the UDP
@@ -165,6 +171,7 @@ def decode_udp_heatmaps(heatmaps: Array, *, input_wh: tuple[int, int] = (768, 10
 # Flip test
 # ----------------------------------------------------------------------------------------------
 
+
 def flip_heatmaps(heatmaps: Array, flip_indices: Array | None = None) -> Array:
     """Mirror ``(..., h, w, K)`` heatmaps left-right and swap left/right channels.
 
@@ -177,8 +184,7 @@ def flip_heatmaps(heatmaps: Array, flip_indices: Array | None = None) -> Array:
     return np.ascontiguousarray(heatmaps[..., ::-1, :][..., flip_indices])
 
 
-def average_flip_heatmaps(heatmaps: Array, heatmaps_of_flipped: Array,
-                          flip_indices: Array | None = None) -> Array:
+def average_flip_heatmaps(heatmaps: Array, heatmaps_of_flipped: Array, flip_indices: Array | None = None) -> Array:
     """Flip test: mean of ``heatmaps`` and the flipped-back heatmaps of the mirrored input."""
     return 0.5 * (np.asarray(heatmaps) + flip_heatmaps(heatmaps_of_flipped, flip_indices))
 
@@ -186,6 +192,7 @@ def average_flip_heatmaps(heatmaps: Array, heatmaps_of_flipped: Array,
 # ----------------------------------------------------------------------------------------------
 # Config bundle
 # ----------------------------------------------------------------------------------------------
+
 
 @dataclasses.dataclass(frozen=True)
 class UDPHeatmapCodec:
@@ -196,13 +203,12 @@ class UDPHeatmapCodec:
     sigma: float = 6.0
     blur_kernel_size: int = 11
 
-    def encode(self, keypoints: Array, keypoints_visible: Array | None = None
-               ) -> tuple[Array, Array]:
+    def encode(self, keypoints: Array, keypoints_visible: Array | None = None) -> tuple[Array, Array]:
         """See :func:`encode_udp_heatmaps`."""
-        return encode_udp_heatmaps(keypoints, keypoints_visible, input_wh=self.input_wh,
-                                   heatmap_wh=self.heatmap_wh, sigma=self.sigma)
+        return encode_udp_heatmaps(
+            keypoints, keypoints_visible, input_wh=self.input_wh, heatmap_wh=self.heatmap_wh, sigma=self.sigma
+        )
 
     def decode(self, heatmaps: Array) -> tuple[Array, Array]:
         """See :func:`decode_udp_heatmaps`."""
-        return decode_udp_heatmaps(heatmaps, input_wh=self.input_wh,
-                                   blur_kernel_size=self.blur_kernel_size)
+        return decode_udp_heatmaps(heatmaps, input_wh=self.input_wh, blur_kernel_size=self.blur_kernel_size)

@@ -56,8 +56,13 @@ def backproject(depth: np.ndarray, intrinsics: tuple[float, float, float, float]
     return np.stack([(u - cx) / fx * z, (v - cy) / fy * z, z], axis=-1)
 
 
-def normals_from_depth(depth: np.ndarray, valid: np.ndarray, intrinsics: tuple[float, float, float, float],
-                       max_step: float = 0.05, stencil: int = 3) -> np.ndarray:
+def normals_from_depth(
+    depth: np.ndarray,
+    valid: np.ndarray,
+    intrinsics: tuple[float, float, float, float],
+    max_step: float = 0.05,
+    stencil: int = 3,
+) -> np.ndarray:
     """Unit normals (H, W, 3) float32 from metric depth, zero where they cannot be trusted.
 
     Central differences of the back-projected points over +-``stencil`` pixels (a wider stencil than
@@ -78,25 +83,34 @@ def normals_from_depth(depth: np.ndarray, valid: np.ndarray, intrinsics: tuple[f
     out = np.zeros((h, w, 3), np.float32)
     if h <= 2 * k or w <= 2 * k:
         return out
-    pts = backproject(depth, intrinsics)                        # float64: differences of nearby points
+    pts = backproject(depth, intrinsics)  # float64: differences of nearby points
     z = depth.astype(np.float64)
     valid = valid.astype(bool)
-    c = (slice(k, h - k), slice(k, w - k))                      # pixels with a full stencil
-    nbrs = [(slice(k, h - k), slice(2 * k, w)), (slice(k, h - k), slice(0, w - 2 * k)),
-            (slice(2 * k, h), slice(k, w - k)), (slice(0, h - 2 * k), slice(k, w - k))]  # right left down up
+    c = (slice(k, h - k), slice(k, w - k))  # pixels with a full stencil
+    nbrs = [
+        (slice(k, h - k), slice(2 * k, w)),
+        (slice(k, h - k), slice(0, w - 2 * k)),
+        (slice(2 * k, h), slice(k, w - k)),
+        (slice(0, h - 2 * k), slice(k, w - k)),
+    ]  # right left down up
     ok = valid[c].copy()
     for nb in nbrs:
         ok &= valid[nb] & (np.abs(z[nb] - z[c]) <= max_step)
-    du = pts[nbrs[0]] - pts[nbrs[1]]                            # d/du (x 2k)
-    dv = pts[nbrs[2]] - pts[nbrs[3]]                            # d/dv (x 2k)
+    du = pts[nbrs[0]] - pts[nbrs[1]]  # d/du (x 2k)
+    dv = pts[nbrs[2]] - pts[nbrs[3]]  # d/dv (x 2k)
     # n = dv x du: with y down and z forward this points toward the camera.
-    n = np.stack([dv[..., 1] * du[..., 2] - dv[..., 2] * du[..., 1],
-                  dv[..., 2] * du[..., 0] - dv[..., 0] * du[..., 2],
-                  dv[..., 0] * du[..., 1] - dv[..., 1] * du[..., 0]], axis=-1)
+    n = np.stack(
+        [
+            dv[..., 1] * du[..., 2] - dv[..., 2] * du[..., 1],
+            dv[..., 2] * du[..., 0] - dv[..., 0] * du[..., 2],
+            dv[..., 0] * du[..., 1] - dv[..., 1] * du[..., 0],
+        ],
+        axis=-1,
+    )
     norm = np.sqrt(np.sum(n * n, axis=-1))
     ok &= norm > 0
     n /= np.where(norm > 0, norm, 1.0)[..., None]
-    n[np.sum(n * pts[c], axis=-1) > 0] *= -1                     # keep every normal facing the camera
+    n[np.sum(n * pts[c], axis=-1) > 0] *= -1  # keep every normal facing the camera
     out[c] = np.where(ok[..., None], n, 0.0)
     return out
 

@@ -28,8 +28,9 @@ from hyper_sapiens_jax.data.pipeline import train_dataset, train_iterator
 from hyper_sapiens_jax.data.sources import DataError
 from hyper_sapiens_jax.logs import setup_logging
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "a config file, e.g. configs/stage2.py:tiny",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "a config file, e.g. configs/stage2.py:tiny", lock_config=True
+)
 _BATCHES = flags.DEFINE_integer("batches", 2, "how many training batches to build")
 _OUT = flags.DEFINE_string("out", None, "output folder for summary.json and the PNG grids")
 _MAX_PANELS = flags.DEFINE_integer("max_panels", 8, "samples drawn per batch grid")
@@ -39,9 +40,11 @@ def summarize(batch: dict[str, np.ndarray], names: list[str]) -> dict:
     """Counts per domain and per source, and the array shapes, of one batch."""
     real = int(batch["is_real"].sum())
     per_source = np.bincount(batch["source_id"], minlength=len(names))
-    return {"counts": {"synthetic": len(batch["is_real"]) - real, "real": real},
-            "sources": {n: int(c) for n, c in zip(names, per_source)},
-            "shapes": {k: list(v.shape) for k, v in batch.items()}}
+    return {
+        "counts": {"synthetic": len(batch["is_real"]) - real, "real": real},
+        "sources": {n: int(c) for n, c in zip(names, per_source)},
+        "shapes": {k: list(v.shape) for k, v in batch.items()},
+    }
 
 
 def run(config, num_batches: int, out: Path, max_panels: int = 8) -> dict:

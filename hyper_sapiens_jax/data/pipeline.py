@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import grain
 import numpy as np
@@ -41,8 +42,10 @@ def mix_counts(weights: dict[str, int], batch_size: int) -> dict[str, int]:
     if total <= 0 or any(w < 0 for w in weights.values()):
         raise ValueError(f"mix weights must be non-negative with a positive sum, got {weights}")
     if batch_size % total:
-        raise ValueError(f"batch size {batch_size} is not a multiple of the mix total {total} "
-                         f"({weights}): the per-source counts would not be exact")
+        raise ValueError(
+            f"batch size {batch_size} is not a multiple of the mix total {total} "
+            f"({weights}): the per-source counts would not be exact"
+        )
     return {name: batch_size * w // total for name, w in weights.items() if w}
 
 
@@ -53,11 +56,19 @@ def _concat(batches: Sequence[Batch]) -> Batch:
 def _add_source_id(index: int):
     def fn(batch: Batch) -> Batch:
         return {**batch, "source_id": np.full(len(batch["valid"]), index, np.int32)}
+
     return fn
 
 
-def train_dataset(mix: Sequence[MixEntry], sample_cfg: SampleConfig, *, seed: int, num_batches: int,
-                  process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
+def train_dataset(
+    mix: Sequence[MixEntry],
+    sample_cfg: SampleConfig,
+    *,
+    seed: int,
+    num_batches: int,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> grain.MapDataset:
     """A MapDataset of this process's training batches (dicts of numpy arrays), ``num_batches`` long.
 
     Each source is shuffled and augmented as one global sequence (same seed everywhere); global batch
@@ -70,21 +81,28 @@ def train_dataset(mix: Sequence[MixEntry], sample_cfg: SampleConfig, *, seed: in
     parts = []
     for i, entry in enumerate(mix):
         if entry.count % process_count:
-            raise ValueError(f"{entry.name}: {entry.count} samples per batch do not split over "
-                             f"{process_count} processes")
+            raise ValueError(
+                f"{entry.name}: {entry.count} samples per batch do not split over {process_count} processes"
+            )
         local = entry.count // process_count
         if len(entry.source) == 0:
             raise ValueError(f"{entry.name}: the source is empty")
         epochs = math.ceil(num_batches * entry.count / len(entry.source)) + 1
-        ds = (grain.MapDataset.source(entry.source).seed(seed + 7919 * i).shuffle().repeat(epochs)
-              .random_map(TrainTransform(sample_cfg)))
+        ds = (
+            grain.MapDataset.source(entry.source)
+            .seed(seed + 7919 * i)
+            .shuffle()
+            .repeat(epochs)
+            .random_map(TrainTransform(sample_cfg))
+        )
         ds = ds[process_index::process_count].batch(local, drop_remainder=True)
         parts.append(ds[:num_batches].map(_add_source_id(i)))
     return grain.experimental.ZipMapDataset(parts).map(_concat)
 
 
-def train_iterator(dataset: grain.MapDataset, *, worker_count: int = 0,
-                   worker_buffer_size: int = 2) -> grain.DatasetIterator:
+def train_iterator(
+    dataset: grain.MapDataset, *, worker_count: int = 0, worker_buffer_size: int = 2
+) -> grain.DatasetIterator:
     """An iterator over ``train_dataset`` batches, decoded in ``worker_count`` processes (0: in-process).
 
     Its ``get_state()`` / ``set_state()`` make resumption exact.
@@ -94,15 +112,18 @@ def train_iterator(dataset: grain.MapDataset, *, worker_count: int = 0,
         # grain 0.2.18's workers read absl flags; outside an absl app (library use, tests) nobody
         # parsed them, so let their defaults apply.
         from absl import flags
+
         if not flags.FLAGS.is_parsed():
             flags.FLAGS.mark_as_parsed()
-        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count,
-                                                         per_worker_buffer_size=worker_buffer_size))
+        ds = ds.mp_prefetch(
+            grain.MultiprocessingOptions(num_workers=worker_count, per_worker_buffer_size=worker_buffer_size)
+        )
     return iter(ds)
 
 
-def eval_batches(source: Any, sample_cfg: SampleConfig, local_batch: int, *, process_index: int = 0,
-                 process_count: int = 1) -> Iterator[Batch]:
+def eval_batches(
+    source: Any, sample_cfg: SampleConfig, local_batch: int, *, process_index: int = 0, process_count: int = 1
+) -> Iterator[Batch]:
     """This process's share of ``source``, each sample exactly once, in batches of ``local_batch``.
 
     The final batches are padded with copies of a real sample marked ``valid = 0``; every process

@@ -133,9 +133,16 @@ class CocoKeypointSource(_RecordSource):
     xywh; image_id, ann_id; is_real; has_pose = 1, has_depth = has_normal = 0.
     """
 
-    def __init__(self, ann_file: str | Path, image_root: str | Path, *, domain: str = "real",
-                 skip_bad_records: bool = False, name: str | None = None,
-                 num_keypoints: int = NUM_COCO_KEYPOINTS):
+    def __init__(
+        self,
+        ann_file: str | Path,
+        image_root: str | Path,
+        *,
+        domain: str = "real",
+        skip_bad_records: bool = False,
+        name: str | None = None,
+        num_keypoints: int = NUM_COCO_KEYPOINTS,
+    ):
         if domain not in ("synthetic", "real"):
             raise ValueError(f"domain must be 'synthetic' or 'real', got {domain!r}")
         self.ann_file, self.image_root = Path(ann_file), Path(image_root)
@@ -190,9 +197,12 @@ class CocoKeypointSource(_RecordSource):
             self._skipper.bad(where, f"image_id {ann['image_id']} is not in 'images'")
             return None
         name = Path(str(img["file_name"]))
-        if name.is_absolute() or ".." in name.parts:    # image_root / name would leave the root
-            self._skipper.bad(where, f"file_name {str(img['file_name'])!r} leads outside the image root "
-                                     f"{self.image_root}; give it relative to that folder")
+        if name.is_absolute() or ".." in name.parts:  # image_root / name would leave the root
+            self._skipper.bad(
+                where,
+                f"file_name {str(img['file_name'])!r} leads outside the image root "
+                f"{self.image_root}; give it relative to that folder",
+            )
             return None
         path = self.image_root / name
         if not path.is_file():
@@ -200,8 +210,14 @@ class CocoKeypointSource(_RecordSource):
             return None
         synthetic = img.get("is_synthetic")
         is_real = (domain == "real") if synthetic is None else not bool(synthetic)
-        return {"path": str(path), "ann_id": int(ann["id"]), "image_id": int(ann["image_id"]),
-                "keypoints": kpts.astype(np.float32), "bbox": bbox.astype(np.float32), "is_real": is_real}
+        return {
+            "path": str(path),
+            "ann_id": int(ann["id"]),
+            "image_id": int(ann["image_id"]),
+            "keypoints": kpts.astype(np.float32),
+            "bbox": bbox.astype(np.float32),
+            "is_real": is_real,
+        }
 
     def load(self, rec: dict) -> Record:
         return coco_record(read_image(rec["path"]), rec)
@@ -212,10 +228,17 @@ class CocoKeypointSource(_RecordSource):
 
 def coco_record(image: np.ndarray, rec: dict) -> Record:
     """A COCO person record from its decoded image (H, W, 3) and parsed annotation ``rec``."""
-    return {"image": image, "keypoints": np.array(rec["keypoints"], np.float32),
-            "bbox": np.array(rec["bbox"], np.float32), "image_id": np.int64(rec["image_id"]),
-            "ann_id": np.int64(rec["ann_id"]), "is_real": np.float32(rec["is_real"]),
-            "has_pose": np.float32(1), "has_depth": np.float32(0), "has_normal": np.float32(0)}
+    return {
+        "image": image,
+        "keypoints": np.array(rec["keypoints"], np.float32),
+        "bbox": np.array(rec["bbox"], np.float32),
+        "image_id": np.int64(rec["image_id"]),
+        "ann_id": np.int64(rec["ann_id"]),
+        "is_real": np.float32(rec["is_real"]),
+        "has_pose": np.float32(1),
+        "has_depth": np.float32(0),
+        "has_normal": np.float32(0),
+    }
 
 
 def parse_sequences(spec: str | list | tuple) -> list[str]:
@@ -270,9 +293,15 @@ class MiniRgbdSource(_RecordSource):
     (eyes and ears have visibility 0); has_pose = has_depth = has_normal = 1; is_real = 0.
     """
 
-    def __init__(self, root: str | Path, sequences: str | list = "01-12", *,
-                 intrinsics: tuple[float, float, float, float] = geometry.MINI_RGBD_INTRINSICS,
-                 skip_bad_records: bool = False, name: str = "mini_rgbd"):
+    def __init__(
+        self,
+        root: str | Path,
+        sequences: str | list = "01-12",
+        *,
+        intrinsics: tuple[float, float, float, float] = geometry.MINI_RGBD_INTRINSICS,
+        skip_bad_records: bool = False,
+        name: str = "mini_rgbd",
+    ):
         self.root, self.name, self.intrinsics = Path(root), name, intrinsics
         self._skipper = _Skipper(skip_bad_records)
         if not self.root.is_dir():
@@ -284,9 +313,12 @@ class MiniRgbdSource(_RecordSource):
                 raise DataError(rgb_dir, "missing MINI-RGBD sequence folder")
             for rgb in sorted(rgb_dir.glob("syn_*.png")):
                 frame = rgb.stem.removeprefix("syn_")
-                files = {"rgb": rgb, "depth": self.root / seq / "depth" / f"syn_{frame}_depth.png",
-                         "mask": self.root / seq / "fg_mask" / f"mask_{frame}.png",
-                         "joints": self.root / seq / "joints_2Ddep" / f"syn_joints_2Ddep_{frame}.txt"}
+                files = {
+                    "rgb": rgb,
+                    "depth": self.root / seq / "depth" / f"syn_{frame}_depth.png",
+                    "mask": self.root / seq / "fg_mask" / f"mask_{frame}.png",
+                    "joints": self.root / seq / "joints_2Ddep" / f"syn_joints_2Ddep_{frame}.txt",
+                }
                 lost = [p for p in files.values() if not p.is_file()]
                 if lost:
                     self._skipper.bad(lost[0], "missing file")
@@ -297,23 +329,36 @@ class MiniRgbdSource(_RecordSource):
             raise DataError(self.root, f"no MINI-RGBD frames in sequences {sequences!r}")
 
     def load(self, rec: dict) -> Record:
-        return mini_rgbd_record(read_image(rec["rgb"]), read_gray(rec["depth"], np.float32),
-                                read_gray(rec["mask"]), read_joints_2ddep(rec["joints"]), rec["image_id"],
-                                self.intrinsics, where=rec["depth"])
+        return mini_rgbd_record(
+            read_image(rec["rgb"]),
+            read_gray(rec["depth"], np.float32),
+            read_gray(rec["mask"]),
+            read_joints_2ddep(rec["joints"]),
+            rec["image_id"],
+            self.intrinsics,
+            where=rec["depth"],
+        )
 
     def __repr__(self) -> str:
         return f"MiniRgbdSource({len(self)} frames from {self.root})"
 
 
-def mini_rgbd_record(image: np.ndarray, depth_mm: np.ndarray, mask: np.ndarray, joints: np.ndarray,
-                     image_id: int, intrinsics: tuple[float, float, float, float] = geometry.MINI_RGBD_INTRINSICS,
-                     where: str | Path = "MINI-RGBD frame") -> Record:
+def mini_rgbd_record(
+    image: np.ndarray,
+    depth_mm: np.ndarray,
+    mask: np.ndarray,
+    joints: np.ndarray,
+    image_id: int,
+    intrinsics: tuple[float, float, float, float] = geometry.MINI_RGBD_INTRINSICS,
+    where: str | Path = "MINI-RGBD frame",
+) -> Record:
     """A MINI-RGBD record from decoded arrays: image (H, W, 3) uint8, depth_mm (H, W), mask (H, W)
     (non-zero = infant), joints (25, 3) [x, y, depth_mm] by SMIL id; ``intrinsics`` given at 640x480."""
     mask = mask > 0
     if depth_mm.shape != image.shape[:2] or mask.shape != image.shape[:2]:
-        raise DataError(where, f"depth/mask size {depth_mm.shape}/{mask.shape} differs from "
-                               f"the image's {image.shape[:2]}")
+        raise DataError(
+            where, f"depth/mask size {depth_mm.shape}/{mask.shape} differs from the image's {image.shape[:2]}"
+        )
     kpts, visible = smil25_to_coco17(joints[:, :2])
     h, w = mask.shape
     inside = (kpts[:, 0] >= 0) & (kpts[:, 0] <= w - 1) & (kpts[:, 1] >= 0) & (kpts[:, 1] <= h - 1)
@@ -327,12 +372,21 @@ def mini_rgbd_record(image: np.ndarray, depth_mm: np.ndarray, mask: np.ndarray, 
     sy, sx = h / geometry.MINI_RGBD_SIZE[0], w / geometry.MINI_RGBD_SIZE[1]
     scaled = (fx * sx, fy * sy, cx * sx, cy * sy)
     normal = _normals_in_window(depth_m, person, scaled)
-    return {"image": image, "keypoints": np.concatenate([kpts, vis[:, None]], 1).astype(np.float32),
-            "intrinsics": geometry.intrinsics_matrix(*scaled).astype(np.float32),
-            "bbox": bbox, "image_id": np.int64(image_id), "ann_id": np.int64(image_id),
-            "depth": np.where(person, depth_m, -1.0).astype(np.float32), "normal": normal,
-            "mask": mask.astype(np.uint8), "is_real": np.float32(0), "has_pose": np.float32(1),
-            "has_depth": np.float32(1), "has_normal": np.float32(1)}
+    return {
+        "image": image,
+        "keypoints": np.concatenate([kpts, vis[:, None]], 1).astype(np.float32),
+        "intrinsics": geometry.intrinsics_matrix(*scaled).astype(np.float32),
+        "bbox": bbox,
+        "image_id": np.int64(image_id),
+        "ann_id": np.int64(image_id),
+        "depth": np.where(person, depth_m, -1.0).astype(np.float32),
+        "normal": normal,
+        "mask": mask.astype(np.uint8),
+        "is_real": np.float32(0),
+        "has_pose": np.float32(1),
+        "has_depth": np.float32(1),
+        "has_normal": np.float32(1),
+    }
 
 
 def _normals_in_window(depth: np.ndarray, person: np.ndarray, intrinsics, margin: int = 8) -> np.ndarray:
@@ -345,8 +399,9 @@ def _normals_in_window(depth: np.ndarray, person: np.ndarray, intrinsics, margin
     y0, y1 = max(rows[0] - margin, 0), min(rows[-1] + margin + 1, depth.shape[0])
     x0, x1 = max(cols[0] - margin, 0), min(cols[-1] + margin + 1, depth.shape[1])
     fx, fy, cx, cy = intrinsics
-    normal[y0:y1, x0:x1] = geometry.normals_from_depth(depth[y0:y1, x0:x1], person[y0:y1, x0:x1],
-                                                       (fx, fy, cx - x0, cy - y0))
+    normal[y0:y1, x0:x1] = geometry.normals_from_depth(
+        depth[y0:y1, x0:x1], person[y0:y1, x0:x1], (fx, fy, cx - x0, cy - y0)
+    )
     return normal
 
 

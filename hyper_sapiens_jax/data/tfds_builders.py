@@ -10,8 +10,8 @@ Images are stored as *encoded bytes* (a ``Tensor(shape=(), dtype=np.object_)`` f
 ``tfds.features.Image``, which needs TensorFlow to decode), so TFDS builds and reads ArrayRecord
 without TensorFlow. Building parses with the file sources (same validation, same errors); reading
 runs the file sources' own ``load`` on the stored bytes (in-memory files), so the record logic
-(decode, MINI-RGBD depth in metres, normals, bbox) exists once. Shuffling is disabled at build time and examples are keyed
-by the direct reader's record index, so TFDS index ``i`` is the file source's record ``i``: Grain
+(decode, MINI-RGBD depth in metres, normals, bbox) exists once. Shuffling is disabled at build time
+and examples are keyed by the direct reader's record index, so TFDS index ``i`` is the file source's record ``i``: Grain
 then shuffles both identically for the same seed.
 
 On disk: ``data_dir/<name>/<config>/<version>/{dataset_info.json, features.json,
@@ -38,8 +38,16 @@ from etils import epath
 
 from hyper_sapiens_jax.data import geometry, sources
 from hyper_sapiens_jax.data.keypoints import NUM_COCO_KEYPOINTS
-from hyper_sapiens_jax.data.sources import (CocoKeypointSource, DataError, MiniRgbdSource, Record,
-                                            parse_sequences, read_gray, read_image, read_joints_2ddep)
+from hyper_sapiens_jax.data.sources import (
+    CocoKeypointSource,
+    DataError,
+    MiniRgbdSource,
+    Record,
+    parse_sequences,
+    read_gray,
+    read_image,
+    read_joints_2ddep,
+)
 
 VERSION = tfds.core.Version("1.0.0")
 _BYTES = {"shape": (), "dtype": np.object_}  # encoded file bytes: no TF needed to write or read
@@ -83,8 +91,9 @@ class MiniRgbdConfig(tfds.core.BuilderConfig):
 
 
 def _spec_json(splits: Mapping[str, Any]) -> str:
-    return json.dumps({k: dataclasses.asdict(v) if isinstance(v, CocoSplit) else v
-                       for k, v in sorted(splits.items())}, sort_keys=True)
+    return json.dumps(
+        {k: dataclasses.asdict(v) if isinstance(v, CocoSplit) else v for k, v in sorted(splits.items())}, sort_keys=True
+    )
 
 
 def make_config(kind: str, splits: Mapping[str, Any] | None = None, name: str | None = None):
@@ -104,8 +113,7 @@ def make_config(kind: str, splits: Mapping[str, Any] | None = None, name: str | 
         raise ValueError(f"{kind}: empty split spec")
     name = name or "custom_" + hashlib.sha1(_spec_json(splits).encode()).hexdigest()[:8]
     config_cls = SyripConfig if kind == "syrip" else MiniRgbdConfig
-    return config_cls(name=name, version=VERSION, splits=dict(splits),
-                      description=f"splits {_spec_json(splits)}")
+    return config_cls(name=name, version=VERSION, splits=dict(splits), description=f"splits {_spec_json(splits)}")
 
 
 def _check_kind(kind: str) -> str:
@@ -118,8 +126,7 @@ def _manual_root(dl_manager) -> Path:
     """The manual dir, checked here so the error names it (TFDS's own check is an AssertionError)."""
     root = Path(dl_manager._manual_dir or "")  # pylint: disable=protected-access
     if not root.is_dir():
-        raise DataError(root, "manual directory does not exist (pass --manual-dir / "
-                              "DownloadConfig(manual_dir=...))")
+        raise DataError(root, "manual directory does not exist (pass --manual-dir / DownloadConfig(manual_dir=...))")
     return root
 
 
@@ -156,21 +163,30 @@ class Syrip(_LocalBuilder):
     """
 
     VERSION = VERSION
-    BUILDER_CONFIGS = [SyripConfig(name="default", version=VERSION, description="train_syn, train_real, validate")]
-    MANUAL_DOWNLOAD_INSTRUCTIONS = ("A folder with annotations/person_keypoints_<split>.json and images/<split>/ "
-                                    "(the SyRIP release layout; `write_testbed` writes it under <out>/syrip).")
+    BUILDER_CONFIGS = [SyripConfig(name="default", version=VERSION, description="train_syn, train_real, validate")]  # noqa: RUF012 (the TFDS API)
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        "A folder with annotations/person_keypoints_<split>.json and images/<split>/ "
+        "(the SyRIP release layout; `write_testbed` writes it under <out>/syrip)."
+    )
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
-            builder=self, description="SyRIP infant keypoints (COCO-17), images as encoded bytes.",
+            builder=self,
+            description="SyRIP infant keypoints (COCO-17), images as encoded bytes.",
             homepage="https://github.com/ostadabbas/Infant-Pose-Estimation",
             disable_shuffling=True,  # TFDS index i == CocoKeypointSource record i
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Tensor(**_BYTES),
-                "file_name": tfds.features.Tensor(**_BYTES),
-                "keypoints": tfds.features.Tensor(shape=(NUM_COCO_KEYPOINTS, 3), dtype=np.float32),
-                "bbox": tfds.features.Tensor(shape=(4,), dtype=np.float32),
-                "image_id": np.int64, "ann_id": np.int64, "is_real": np.bool_}))
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Tensor(**_BYTES),
+                    "file_name": tfds.features.Tensor(**_BYTES),
+                    "keypoints": tfds.features.Tensor(shape=(NUM_COCO_KEYPOINTS, 3), dtype=np.float32),
+                    "bbox": tfds.features.Tensor(shape=(4,), dtype=np.float32),
+                    "image_id": np.int64,
+                    "ann_id": np.int64,
+                    "is_real": np.bool_,
+                }
+            ),
+        )
 
     def _split_generators(self, dl_manager):
         root = _manual_root(dl_manager)
@@ -179,10 +195,18 @@ class Syrip(_LocalBuilder):
     def _generate_examples(self, root: Path, split: CocoSplit):
         src = CocoKeypointSource(root / split.ann_file, root / split.image_dir, domain=split.domain)
         for index, rec in enumerate(src.records):
-            yield index, {"image": _read_bytes(rec["path"]),
-                          "file_name": str(Path(rec["path"]).relative_to(root)).encode(),
-                          "keypoints": rec["keypoints"], "bbox": rec["bbox"],
-                          "image_id": rec["image_id"], "ann_id": rec["ann_id"], "is_real": rec["is_real"]}
+            yield (
+                index,
+                {
+                    "image": _read_bytes(rec["path"]),
+                    "file_name": str(Path(rec["path"]).relative_to(root)).encode(),
+                    "keypoints": rec["keypoints"],
+                    "bbox": rec["bbox"],
+                    "image_id": rec["image_id"],
+                    "ann_id": rec["ann_id"],
+                    "is_real": rec["is_real"],
+                },
+            )
 
 
 class MiniRgbd(_LocalBuilder):
@@ -195,21 +219,31 @@ class MiniRgbd(_LocalBuilder):
     """
 
     VERSION = VERSION
-    BUILDER_CONFIGS = [MiniRgbdConfig(name="default", version=VERSION, description="train 01-08, val 09-10, test 11-12")]
-    MANUAL_DOWNLOAD_INSTRUCTIONS = ("The MINI-RGBD root: sequence folders 01..12 with rgb/, depth/, fg_mask/, "
-                                    "joints_2Ddep/.")
+    BUILDER_CONFIGS = [  # noqa: RUF012 (the TFDS API)
+        MiniRgbdConfig(name="default", version=VERSION, description="train 01-08, val 09-10, test 11-12")
+    ]
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        "The MINI-RGBD root: sequence folders 01..12 with rgb/, depth/, fg_mask/, joints_2Ddep/."
+    )
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
-            builder=self, description="MINI-RGBD infant RGB-D frames, images as encoded PNG bytes.",
+            builder=self,
+            description="MINI-RGBD infant RGB-D frames, images as encoded PNG bytes.",
             homepage="https://www.iosb.fraunhofer.de/en/competences/image-exploitation/object-recognition/"
-                     "sensor-networks/motion-analysis.html",
+            "sensor-networks/motion-analysis.html",
             disable_shuffling=True,  # TFDS index i == MiniRgbdSource record i
-            features=tfds.features.FeaturesDict({
-                "rgb": tfds.features.Tensor(**_BYTES), "depth": tfds.features.Tensor(**_BYTES),
-                "mask": tfds.features.Tensor(**_BYTES), "file_name": tfds.features.Tensor(**_BYTES),
-                "joints_2Ddep": tfds.features.Tensor(shape=(25, 3), dtype=np.float64),
-                "image_id": np.int64}))
+            features=tfds.features.FeaturesDict(
+                {
+                    "rgb": tfds.features.Tensor(**_BYTES),
+                    "depth": tfds.features.Tensor(**_BYTES),
+                    "mask": tfds.features.Tensor(**_BYTES),
+                    "file_name": tfds.features.Tensor(**_BYTES),
+                    "joints_2Ddep": tfds.features.Tensor(shape=(25, 3), dtype=np.float64),
+                    "image_id": np.int64,
+                }
+            ),
+        )
 
     def _split_generators(self, dl_manager):
         root = _manual_root(dl_manager)
@@ -218,15 +252,28 @@ class MiniRgbd(_LocalBuilder):
     def _generate_examples(self, root: Path, sequences):
         src = MiniRgbdSource(root, parse_sequences(sequences))
         for index, rec in enumerate(src.records):
-            yield index, {"rgb": _read_bytes(rec["rgb"]), "depth": _read_bytes(rec["depth"]),
-                          "mask": _read_bytes(rec["mask"]),
-                          "file_name": str(Path(rec["rgb"]).relative_to(root)).encode(),
-                          "joints_2Ddep": read_joints_2ddep(rec["joints"]), "image_id": rec["image_id"]}
+            yield (
+                index,
+                {
+                    "rgb": _read_bytes(rec["rgb"]),
+                    "depth": _read_bytes(rec["depth"]),
+                    "mask": _read_bytes(rec["mask"]),
+                    "file_name": str(Path(rec["rgb"]).relative_to(root)).encode(),
+                    "joints_2Ddep": read_joints_2ddep(rec["joints"]),
+                    "image_id": rec["image_id"],
+                },
+            )
 
 
-def build_dataset(kind: str, manual_dir: str | Path, data_dir: str | Path, *,
-                  splits: Mapping[str, Any] | None = None, config_name: str | None = None,
-                  overwrite: bool = False) -> tfds.core.DatasetBuilder:
+def build_dataset(
+    kind: str,
+    manual_dir: str | Path,
+    data_dir: str | Path,
+    *,
+    splits: Mapping[str, Any] | None = None,
+    config_name: str | None = None,
+    overwrite: bool = False,
+) -> tfds.core.DatasetBuilder:
     """Build ``kind`` ('syrip' | 'mini_rgbd') from ``manual_dir`` into ``data_dir`` as ArrayRecord.
 
     ``splits``: {name: CocoSplit | (ann_file, image_dir[, domain])} for syrip, {name: '01-08'} for
@@ -236,14 +283,15 @@ def build_dataset(kind: str, manual_dir: str | Path, data_dir: str | Path, *,
     if not manual_dir.is_dir():
         raise DataError(manual_dir, "manual directory does not exist")
     cls = {"syrip": Syrip, "mini_rgbd": MiniRgbd}[_check_kind(kind)]
-    builder = cls(data_dir=str(data_dir), config=make_config(kind, splits, config_name),
-                  file_format="array_record")
+    builder = cls(data_dir=str(data_dir), config=make_config(kind, splits, config_name), file_format="array_record")
     mode = tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
     if overwrite:
         mode = tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=str(manual_dir), download_mode=mode,
-        try_download_gcs=False))  # local data only: never ask GCS for a prebuilt copy
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(
+            manual_dir=str(manual_dir), download_mode=mode, try_download_gcs=False
+        )
+    )  # local data only: never ask GCS for a prebuilt copy
     return builder
 
 
@@ -256,14 +304,19 @@ def coco_record(raw: Mapping[str, Any], where: str) -> Record:
     return sources.coco_record(image, raw)
 
 
-def mini_rgbd_record(raw: Mapping[str, Any], where: str,
-                     intrinsics: tuple[float, float, float, float] = geometry.MINI_RGBD_INTRINSICS) -> Record:
+def mini_rgbd_record(
+    raw: Mapping[str, Any], where: str, intrinsics: tuple[float, float, float, float] = geometry.MINI_RGBD_INTRINSICS
+) -> Record:
     """A mini_rgbd example (as the TFDS data source returns it) -> the record MiniRgbdSource gives."""
     return sources.mini_rgbd_record(
         read_image(io.BytesIO(raw["rgb"]), where=f"{where} rgb"),
         read_gray(io.BytesIO(raw["depth"]), np.float32, where=f"{where} depth"),
         read_gray(io.BytesIO(raw["mask"]), where=f"{where} mask"),
-        np.asarray(raw["joints_2Ddep"], np.float64), int(raw["image_id"]), intrinsics, where=where)
+        np.asarray(raw["joints_2Ddep"], np.float64),
+        int(raw["image_id"]),
+        intrinsics,
+        where=where,
+    )
 
 
 def _find_version_dir(path: Path, kind: str | None, config: str | None) -> Path:
@@ -271,8 +324,10 @@ def _find_version_dir(path: Path, kind: str | None, config: str | None) -> Path:
     if (path / "dataset_info.json").is_file():
         return path
     if kind is None:
-        raise DataError(path, "not a TFDS version dir (no dataset_info.json); pass kind= to look "
-                              "for <kind>/<config>/<version> under it")
+        raise DataError(
+            path,
+            "not a TFDS version dir (no dataset_info.json); pass kind= to look for <kind>/<config>/<version> under it",
+        )
     found = sorted((path / kind).glob(f"{config or '*'}/*/dataset_info.json"))
     configs = sorted({p.parent.parent.name for p in found})
     if len(configs) > 1:  # only when config is None: prefer the default build
@@ -280,8 +335,11 @@ def _find_version_dir(path: Path, kind: str | None, config: str | None) -> Path:
         if not found:
             raise DataError(path / kind, f"several configs {configs}; pass config=")
     if not found:
-        raise DataError(path, f"no built '{kind}' dataset (expected {kind}/{config or '<config>'}/"
-                              "<version>/dataset_info.json; build it with build_dataset)")
+        raise DataError(
+            path,
+            f"no built '{kind}' dataset (expected {kind}/{config or '<config>'}/"
+            "<version>/dataset_info.json; build it with build_dataset)",
+        )
     return max(found, key=lambda p: tfds.core.Version(p.parent.name)).parent
 
 
@@ -299,9 +357,15 @@ class TfdsRecordSource:
     Reads need no TensorFlow; the ArrayRecord reader is opened lazily (per Grain worker).
     """
 
-    def __init__(self, builder_or_dir: Any, split: str, kind: str | None = None, *,
-                 config: str | None = None,
-                 intrinsics: tuple[float, float, float, float] = geometry.MINI_RGBD_INTRINSICS):
+    def __init__(
+        self,
+        builder_or_dir: Any,
+        split: str,
+        kind: str | None = None,
+        *,
+        config: str | None = None,
+        intrinsics: tuple[float, float, float, float] = geometry.MINI_RGBD_INTRINSICS,
+    ):
         if hasattr(builder_or_dir, "info") and hasattr(builder_or_dir, "data_dir"):
             self.version_dir = Path(builder_or_dir.data_dir)
         else:
@@ -361,15 +425,24 @@ def _parse_split(kind: str, text: str) -> tuple[str, Any]:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m hyper_sapiens_jax.data.tfds_builders",
-        description="Build SyRIP-layout COCO keypoints or MINI-RGBD into TFDS ArrayRecord (no TensorFlow).")
+        description="Build SyRIP-layout COCO keypoints or MINI-RGBD into TFDS ArrayRecord (no TensorFlow).",
+    )
     p.add_argument("--dataset", required=True, choices=("syrip", "mini_rgbd"))
-    p.add_argument("--manual-dir", required=True,
-                   help="syrip: folder with annotations/ and images/; mini_rgbd: folder with 01..12/")
+    p.add_argument(
+        "--manual-dir",
+        required=True,
+        help="syrip: folder with annotations/ and images/; mini_rgbd: folder with 01..12/",
+    )
     p.add_argument("--data-dir", required=True, help="TFDS data_dir to write <dataset>/<config>/<version>/ in")
-    p.add_argument("--split", action="append", default=[], metavar="NAME=SPEC",
-                   help="repeatable; syrip: NAME=ANN_JSON:IMAGE_DIR[:DOMAIN] relative to the manual dir "
-                        f"(default {sorted(SYRIP_SPLITS)}); mini_rgbd: NAME=SEQUENCES, e.g. train=01-08 "
-                        f"(default {MINI_RGBD_SPLITS})")
+    p.add_argument(
+        "--split",
+        action="append",
+        default=[],
+        metavar="NAME=SPEC",
+        help="repeatable; syrip: NAME=ANN_JSON:IMAGE_DIR[:DOMAIN] relative to the manual dir "
+        f"(default {sorted(SYRIP_SPLITS)}); mini_rgbd: NAME=SEQUENCES, e.g. train=01-08 "
+        f"(default {MINI_RGBD_SPLITS})",
+    )
     p.add_argument("--config-name", default=None, help="config name for custom splits (default: custom_<hash>)")
     p.add_argument("--overwrite", action="store_true", help="rebuild even if a complete build exists")
     return p
@@ -383,8 +456,14 @@ def main(argv: list[str] | None = None) -> int:
     except argparse.ArgumentTypeError as e:
         parser.error(str(e))
     try:
-        builder = build_dataset(args.dataset, args.manual_dir, args.data_dir, splits=splits,
-                                config_name=args.config_name, overwrite=args.overwrite)
+        builder = build_dataset(
+            args.dataset,
+            args.manual_dir,
+            args.data_dir,
+            splits=splits,
+            config_name=args.config_name,
+            overwrite=args.overwrite,
+        )
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

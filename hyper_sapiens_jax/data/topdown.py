@@ -37,8 +37,8 @@ class SampleConfig:
     heatmap_sigma: float = 6.0
     num_keypoints: int = NUM_COCO_KEYPOINTS
     focal_factor: float = 1.0  # focal / max(H, W) assumed for uncalibrated images
-    geometry: T.GeometryAugParams = T.GeometryAugParams()
-    texture: T.TextureAugParams = T.TextureAugParams()
+    geometry: T.GeometryAugParams = dataclasses.field(default_factory=T.GeometryAugParams)
+    texture: T.TextureAugParams = dataclasses.field(default_factory=T.TextureAugParams)
 
     @property
     def input_wh(self) -> tuple[int, int]:
@@ -57,14 +57,21 @@ def _targets(cfg: SampleConfig, record: dict, crop: dict, normal: np.ndarray | N
     """Assemble the fixed-schema sample from a warped crop."""
     h, w = cfg.input_size
     heatmaps, weights = codec.encode_udp_heatmaps(
-        crop["keypoints"], crop["keypoints_visible"], input_wh=cfg.input_wh, heatmap_wh=cfg.heatmap_wh,
-        sigma=cfg.heatmap_sigma)
+        crop["keypoints"],
+        crop["keypoints_visible"],
+        input_wh=cfg.input_wh,
+        heatmap_wh=cfg.heatmap_wh,
+        sigma=cfg.heatmap_sigma,
+    )
     has = {k: np.float32(record.get(k, 0)) for k in ("has_pose", "has_depth", "has_normal")}
     img_h, img_w = record["image"].shape[:2]
     k_image = record.get("intrinsics")
     k_crop = geometry.crop_intrinsics(
         k_image if k_image is not None else geometry.default_intrinsics(img_h, img_w, cfg.focal_factor),
-        crop["warp_matrix"], bool(crop["flipped"]), img_w)
+        crop["warp_matrix"],
+        bool(crop["flipped"]),
+        img_w,
+    )
     if "depth" in crop:
         depth = geometry.relative_depth_target(crop["depth"], crop["depth"] > 0)[..., None]
     else:
@@ -96,8 +103,11 @@ def _targets(cfg: SampleConfig, record: dict, crop: dict, normal: np.ndarray | N
 
 def _crop_inputs(record: dict) -> dict[str, Any]:
     kpts = record["keypoints"]
-    inputs = {"image": record["image"], "keypoints": kpts[:, :2],
-              "keypoints_visible": (kpts[:, 2] > 0).astype(np.float32)}
+    inputs = {
+        "image": record["image"],
+        "keypoints": kpts[:, :2],
+        "keypoints_visible": (kpts[:, 2] > 0).astype(np.float32),
+    }
     if "depth" in record:
         inputs["depth"] = record["depth"]
     return inputs
@@ -115,16 +125,18 @@ def _half_res_normal(cfg: SampleConfig, record: dict, crop: dict) -> np.ndarray 
 def train_sample(record: dict, rng: np.random.Generator, cfg: SampleConfig) -> Sample:
     """Random top-down crop (flip, half-body, shift/scale/rotate), texture randomisation, targets."""
     flip_idx = flip_permutation(cfg.num_keypoints)
-    crop = T.random_topdown_crop(record["bbox"], rng, cfg.geometry, input_wh=cfg.input_wh,
-                                 flip_indices=flip_idx, **_crop_inputs(record))
+    crop = T.random_topdown_crop(
+        record["bbox"], rng, cfg.geometry, input_wh=cfg.input_wh, flip_indices=flip_idx, **_crop_inputs(record)
+    )
     crop["image"] = T.random_texture(crop["image"], rng, cfg.texture)
     return _targets(cfg, record, crop, _half_res_normal(cfg, record, crop))
 
 
 def eval_sample(record: dict, cfg: SampleConfig) -> Sample:
     """Deterministic padded box crop (no augmentation), targets."""
-    crop = T.topdown_crop(record["bbox"], input_wh=cfg.input_wh, padding=cfg.geometry.bbox_padding,
-                          **_crop_inputs(record))
+    crop = T.topdown_crop(
+        record["bbox"], input_wh=cfg.input_wh, padding=cfg.geometry.bbox_padding, **_crop_inputs(record)
+    )
     return _targets(cfg, record, crop, _half_res_normal(cfg, record, crop))
 
 

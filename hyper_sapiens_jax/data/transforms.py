@@ -45,6 +45,7 @@ Array = np.ndarray
 # Parameters
 # ----------------------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class GeometryAugParams:
     """Geometric augmentation parameters (defaults: the Sapiens COCO recipe, docs/design.md §4)."""
@@ -96,6 +97,7 @@ class TextureAugParams:
 # Boxes
 # ----------------------------------------------------------------------------------------------
 
+
 def fix_aspect_ratio(scale: Array, aspect_ratio: float) -> Array:
     """Grow a box size ``scale (2,) = (w, h)`` to ``w / h == aspect_ratio`` (as TopdownAffine)."""
     w, h = np.asarray(scale, dtype=np.float64)
@@ -104,8 +106,9 @@ def fix_aspect_ratio(scale: Array, aspect_ratio: float) -> Array:
     return np.array([h * aspect_ratio, h])
 
 
-def bbox_xywh_to_center_scale(bbox_xywh: Array, *, padding: float = 1.25,
-                              aspect_ratio: float | None = 0.75) -> tuple[Array, Array]:
+def bbox_xywh_to_center_scale(
+    bbox_xywh: Array, *, padding: float = 1.25, aspect_ratio: float | None = 0.75
+) -> tuple[Array, Array]:
     """COCO box ``(4,) = (x, y, w, h)`` -> ``center (2,)``, ``scale (2,) = (w, h)`` in pixels.
 
     The box is padded by ``padding`` and, unless ``aspect_ratio`` (w / h) is None, grown to that
@@ -124,6 +127,7 @@ def bbox_xywh_to_center_scale(bbox_xywh: Array, *, padding: float = 1.25,
 # Affine maps
 # ----------------------------------------------------------------------------------------------
 
+
 def rotation_matrix_2d(rot_deg: float) -> Array:
     """``(2, 2)`` image-plane rotation ``[[cos, -sin], [sin, cos]]`` used by the UDP warp."""
     r = np.deg2rad(rot_deg)
@@ -131,8 +135,7 @@ def rotation_matrix_2d(rot_deg: float) -> Array:
     return np.array([[c, -s], [s, c]])
 
 
-def get_udp_warp_matrix(center: Array, scale: Array, rot_deg: float,
-                        output_wh: tuple[int, int]) -> Array:
+def get_udp_warp_matrix(center: Array, scale: Array, rot_deg: float, output_wh: tuple[int, int]) -> Array:
     """UDP affine ``(2, 3)`` from source pixels to crop pixels (mmpose ``get_udp_warp_matrix``).
 
     Maps ``p -> S R (p - center) + S scale / 2`` with ``S = diag((W-1)/scale_w, (H-1)/scale_h)``:
@@ -159,8 +162,9 @@ def apply_affine(points: Array, matrix: Array) -> Array:
     return points @ matrix[:, :2].T + matrix[:, 2]
 
 
-def crop_to_image_coords(points: Array, center: Array, scale: Array, rot_deg: Array | float,
-                         input_wh: tuple[int, int] = DEFAULT_INPUT_WH) -> Array:
+def crop_to_image_coords(
+    points: Array, center: Array, scale: Array, rot_deg: Array | float, input_wh: tuple[int, int] = DEFAULT_INPUT_WH
+) -> Array:
     """Crop-pixel points ``(..., K, 2)`` -> source-image pixels, inverting the UDP warp exactly.
 
     Batched: ``center``/``scale`` may be ``(..., 2)`` and ``rot_deg`` ``(...)`` with the leading
@@ -180,9 +184,14 @@ def crop_to_image_coords(points: Array, center: Array, scale: Array, rot_deg: Ar
     return np.stack([dx, dy], axis=-1) + center
 
 
-def heatmap_to_image_coords(points: Array, center: Array, scale: Array, rot_deg: Array | float,
-                            input_wh: tuple[int, int] = DEFAULT_INPUT_WH,
-                            heatmap_wh: tuple[int, int] = (192, 256)) -> Array:
+def heatmap_to_image_coords(
+    points: Array,
+    center: Array,
+    scale: Array,
+    rot_deg: Array | float,
+    input_wh: tuple[int, int] = DEFAULT_INPUT_WH,
+    heatmap_wh: tuple[int, int] = (192, 256),
+) -> Array:
     """Heatmap-pixel points ``(..., K, 2)`` -> source-image pixels (UDP: factor (in-1)/(hm-1))."""
     factor = (np.asarray(input_wh, np.float64) - 1.0) / (np.asarray(heatmap_wh, np.float64) - 1.0)
     return crop_to_image_coords(np.asarray(points) * factor, center, scale, rot_deg, input_wh)
@@ -191,6 +200,7 @@ def heatmap_to_image_coords(points: Array, center: Array, scale: Array, rot_deg:
 # ----------------------------------------------------------------------------------------------
 # Horizontal flip (in the full source image, before the crop, as mmpose RandomFlip)
 # ----------------------------------------------------------------------------------------------
+
 
 def flip_image(image: Array) -> Array:
     """Mirror an ``(H, W, ...)`` array left-right (image, depth, mask)."""
@@ -204,8 +214,9 @@ def flip_points(points: Array, image_width: int) -> Array:
     return points
 
 
-def flip_keypoints(keypoints: Array, keypoints_visible: Array, image_width: int,
-                   flip_indices: Array | None = None) -> tuple[Array, Array]:
+def flip_keypoints(
+    keypoints: Array, keypoints_visible: Array, image_width: int, flip_indices: Array | None = None
+) -> tuple[Array, Array]:
     """Mirror keypoints ``(K, 2)`` and swap left/right: returns ``(keypoints, visible (K,))``.
 
     ``flip_indices`` defaults to the COCO-17 permutation; after the flip, point ``k`` is the
@@ -228,8 +239,10 @@ def flip_normals(normal: Array) -> Array:
 # Random box augmentation
 # ----------------------------------------------------------------------------------------------
 
-def truncated_normal(rng: np.random.Generator, size: int | tuple[int, ...] = (),
-                     low: float = -1.0, high: float = 1.0) -> Array:
+
+def truncated_normal(
+    rng: np.random.Generator, size: int | tuple[int, ...] = (), low: float = -1.0, high: float = 1.0
+) -> Array:
     """Standard normal samples truncated to ``[low, high]`` (scipy ``truncnorm``) by rejection."""
     out = rng.standard_normal(size)
     bad = (out < low) | (out > high)
@@ -239,10 +252,16 @@ def truncated_normal(rng: np.random.Generator, size: int | tuple[int, ...] = (),
     return out
 
 
-def random_half_body(keypoints: Array, keypoints_visible: Array, center: Array, scale: Array,
-                     rng: np.random.Generator, params: GeometryAugParams = GeometryAugParams(),
-                     upper_body: tuple[int, ...] = COCO17_UPPER_BODY,
-                     lower_body: tuple[int, ...] = COCO17_LOWER_BODY) -> tuple[Array, Array]:
+def random_half_body(
+    keypoints: Array,
+    keypoints_visible: Array,
+    center: Array,
+    scale: Array,
+    rng: np.random.Generator,
+    params: GeometryAugParams = GeometryAugParams(),
+    upper_body: tuple[int, ...] = COCO17_UPPER_BODY,
+    lower_body: tuple[int, ...] = COCO17_LOWER_BODY,
+) -> tuple[Array, Array]:
     """Maybe replace the box by one around the visible upper- or lower-body points.
 
     Sapiens' mmpose RandomHalfBody: needs ``half_body_min_total`` visible points, fires with
@@ -268,9 +287,9 @@ def random_half_body(keypoints: Array, keypoints_visible: Array, center: Array, 
     return selected.mean(axis=0), new_scale
 
 
-def random_bbox_transform(center: Array, scale: Array, rng: np.random.Generator,
-                          params: GeometryAugParams = GeometryAugParams()
-                          ) -> tuple[Array, Array, float]:
+def random_bbox_transform(
+    center: Array, scale: Array, rng: np.random.Generator, params: GeometryAugParams = GeometryAugParams()
+) -> tuple[Array, Array, float]:
     """Random shift / rescale / rotation of a box (Sapiens' mmpose RandomBBoxTransform).
 
     Each factor is a truncated normal on [-1, 1]: shift ``* shift_factor * scale`` (prob
@@ -297,10 +316,12 @@ def random_bbox_transform(center: Array, scale: Array, rng: np.random.Generator,
 # Warps
 # ----------------------------------------------------------------------------------------------
 
+
 def warp_image(image: Array, matrix: Array, output_wh: tuple[int, int]) -> Array:
     """Bilinear affine warp of ``(H, W, C)`` to ``(out_h, out_w, C)``; outside is 0 (mmpose)."""
-    return cv2.warpAffine(image, matrix, tuple(output_wh), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return cv2.warpAffine(
+        image, matrix, tuple(output_wh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
 
 
 def warp_mask(mask: Array, matrix: Array, output_wh: tuple[int, int]) -> Array:
@@ -310,13 +331,13 @@ def warp_mask(mask: Array, matrix: Array, output_wh: tuple[int, int]) -> Array:
     """
     dtype = mask.dtype
     src = mask.astype(np.uint8) if dtype == np.bool_ else mask
-    out = cv2.warpAffine(src, matrix, tuple(output_wh), flags=cv2.INTER_NEAREST,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    out = cv2.warpAffine(
+        src, matrix, tuple(output_wh), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
     return out.astype(dtype, copy=False)
 
 
-def _warp_valid_only(values: Array, valid: Array, matrix: Array,
-                     output_wh: tuple[int, int]) -> tuple[Array, Array]:
+def _warp_valid_only(values: Array, valid: Array, matrix: Array, output_wh: tuple[int, int]) -> tuple[Array, Array]:
     """Bilinear warp of ``values (H, W, C)`` that only averages valid pixels.
 
     Warps ``values * valid`` and ``valid`` together; dividing by the warped weight is a
@@ -326,16 +347,16 @@ def _warp_valid_only(values: Array, valid: Array, matrix: Array,
     """
     valid_f = valid.astype(np.float32)[..., None]
     stacked = np.concatenate([values.astype(np.float32) * valid_f, valid_f], axis=-1)
-    warped = cv2.warpAffine(stacked, matrix, tuple(output_wh), flags=cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    warped = cv2.warpAffine(
+        stacked, matrix, tuple(output_wh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
     warped = warped.reshape(warped.shape[:2] + (-1,))  # cv2 drops a trailing 1-channel axis
     weight = warped[..., -1:]
     keep = weight[..., 0] >= 0.5
     return warped[..., :-1] / np.maximum(weight, 1e-6), keep
 
 
-def warp_depth(depth: Array, matrix: Array, output_wh: tuple[int, int], *,
-               invalid_value: float = -1.0) -> Array:
+def warp_depth(depth: Array, matrix: Array, output_wh: tuple[int, int], *, invalid_value: float = -1.0) -> Array:
     """Warp a depth map ``(H, W)`` without mixing person and background.
 
     Pixels ``<= invalid_value`` (Sapiens depth targets mark background with -1) are invalid;
@@ -360,8 +381,9 @@ def rotate_normals(normal: Array, rot_deg: float, *, normal_y_down: bool = True)
     return out
 
 
-def warp_normals(normal: Array, matrix: Array, output_wh: tuple[int, int], rot_deg: float, *,
-                 normal_y_down: bool = True) -> Array:
+def warp_normals(
+    normal: Array, matrix: Array, output_wh: tuple[int, int], rot_deg: float, *, normal_y_down: bool = True
+) -> Array:
     """Warp a normal map ``(H, W, 3)``: resample, rotate the vectors, renormalise.
 
     Invalid normals are zero vectors and stay zero; valid ones are interpolated only among
@@ -375,24 +397,32 @@ def warp_normals(normal: Array, matrix: Array, output_wh: tuple[int, int], rot_d
     return np.where(keep[..., None], values / np.maximum(norm, 1e-6), 0.0).astype(np.float32)
 
 
-def warp_keypoints(keypoints: Array, keypoints_visible: Array, matrix: Array,
-                   output_wh: tuple[int, int]) -> tuple[Array, Array]:
+def warp_keypoints(
+    keypoints: Array, keypoints_visible: Array, matrix: Array, output_wh: tuple[int, int]
+) -> tuple[Array, Array]:
     """Map keypoints ``(K, 2)`` into the crop; outside ``[0, W-1] x [0, H-1]`` -> visibility 0."""
     warped = apply_affine(keypoints, matrix)
     w, h = output_wh
-    inside = ((warped[:, 0] >= 0) & (warped[:, 0] <= w - 1)
-              & (warped[:, 1] >= 0) & (warped[:, 1] <= h - 1))
+    inside = (warped[:, 0] >= 0) & (warped[:, 0] <= w - 1) & (warped[:, 1] >= 0) & (warped[:, 1] <= h - 1)
     visible = np.where(inside, keypoints_visible, 0).astype(np.float32)
     return warped.astype(np.float32), visible
 
 
-def warp_sample(center: Array, scale: Array, rot_deg: float, *,
-                output_wh: tuple[int, int] = DEFAULT_INPUT_WH,
-                image: Array | None = None, keypoints: Array | None = None,
-                keypoints_visible: Array | None = None, depth: Array | None = None,
-                normal: Array | None = None, mask: Array | None = None,
-                depth_invalid_value: float = -1.0, normal_y_down: bool = True
-                ) -> dict[str, Array]:
+def warp_sample(
+    center: Array,
+    scale: Array,
+    rot_deg: float,
+    *,
+    output_wh: tuple[int, int] = DEFAULT_INPUT_WH,
+    image: Array | None = None,
+    keypoints: Array | None = None,
+    keypoints_visible: Array | None = None,
+    depth: Array | None = None,
+    normal: Array | None = None,
+    mask: Array | None = None,
+    depth_invalid_value: float = -1.0,
+    normal_y_down: bool = True,
+) -> dict[str, Array]:
     """UDP-crop every given modality with the same affine.
 
     Inputs (all optional): ``image (H, W, 3)`` bilinear; ``keypoints (K, 2)`` with
@@ -408,13 +438,11 @@ def warp_sample(center: Array, scale: Array, rot_deg: float, *,
     if keypoints is not None:
         if keypoints_visible is None:
             keypoints_visible = np.ones(len(keypoints), np.float32)
-        out["keypoints"], out["keypoints_visible"] = warp_keypoints(
-            keypoints, keypoints_visible, matrix, output_wh)
+        out["keypoints"], out["keypoints_visible"] = warp_keypoints(keypoints, keypoints_visible, matrix, output_wh)
     if depth is not None:
         out["depth"] = warp_depth(depth, matrix, output_wh, invalid_value=depth_invalid_value)
     if normal is not None:
-        out["normal"] = warp_normals(normal, matrix, output_wh, rot_deg,
-                                     normal_y_down=normal_y_down)
+        out["normal"] = warp_normals(normal, matrix, output_wh, rot_deg, normal_y_down=normal_y_down)
     if mask is not None:
         out["mask"] = warp_mask(mask, matrix, output_wh)
     return out
@@ -424,23 +452,29 @@ def warp_sample(center: Array, scale: Array, rot_deg: float, *,
 # Whole geometric pipelines (eval / train)
 # ----------------------------------------------------------------------------------------------
 
-def topdown_crop(bbox_xywh: Array, *, input_wh: tuple[int, int] = DEFAULT_INPUT_WH,
-                 padding: float = 1.25, **arrays: Any) -> dict[str, Any]:
+
+def topdown_crop(
+    bbox_xywh: Array, *, input_wh: tuple[int, int] = DEFAULT_INPUT_WH, padding: float = 1.25, **arrays: Any
+) -> dict[str, Any]:
     """Deterministic (eval) crop: padded, aspect-fixed box, no rotation.
 
     ``arrays`` are the optional inputs of :func:`warp_sample`. Returns its dict plus
     ``center``, ``scale``, ``rotation`` (needed to map predictions back) and ``flipped``.
     """
-    center, scale = bbox_xywh_to_center_scale(bbox_xywh, padding=padding,
-                                              aspect_ratio=input_wh[0] / input_wh[1])
+    center, scale = bbox_xywh_to_center_scale(bbox_xywh, padding=padding, aspect_ratio=input_wh[0] / input_wh[1])
     out = warp_sample(center, scale, 0.0, output_wh=input_wh, **arrays)
     out.update(center=center, scale=scale, rotation=0.0, flipped=False)
     return out
 
 
-def random_flip_sample(rng: np.random.Generator, prob: float, image_width: int, center: Array,
-                       arrays: dict[str, Any], flip_indices: Array | None = None
-                       ) -> tuple[bool, Array, dict[str, Any]]:
+def random_flip_sample(
+    rng: np.random.Generator,
+    prob: float,
+    image_width: int,
+    center: Array,
+    arrays: dict[str, Any],
+    flip_indices: Array | None = None,
+) -> tuple[bool, Array, dict[str, Any]]:
     """With probability ``prob`` flip every source array, the keypoints and the box centre.
 
     ``arrays`` holds the :func:`warp_sample` inputs at source resolution (keypoints, if any,
@@ -457,15 +491,21 @@ def random_flip_sample(rng: np.random.Generator, prob: float, image_width: int, 
         arrays["normal"] = flip_normals(arrays["normal"])
     if arrays.get("keypoints") is not None:
         arrays["keypoints"], arrays["keypoints_visible"] = flip_keypoints(
-            arrays["keypoints"], arrays["keypoints_visible"], image_width, flip_indices)
+            arrays["keypoints"], arrays["keypoints_visible"], image_width, flip_indices
+        )
     return True, flip_points(center, image_width), arrays
 
 
-def random_topdown_crop(bbox_xywh: Array, rng: np.random.Generator,
-                        params: GeometryAugParams = GeometryAugParams(), *,
-                        input_wh: tuple[int, int] = DEFAULT_INPUT_WH,
-                        image_width: int | None = None, flip_indices: Array | None = None,
-                        **arrays: Any) -> dict[str, Any]:
+def random_topdown_crop(
+    bbox_xywh: Array,
+    rng: np.random.Generator,
+    params: GeometryAugParams = GeometryAugParams(),
+    *,
+    input_wh: tuple[int, int] = DEFAULT_INPUT_WH,
+    image_width: int | None = None,
+    flip_indices: Array | None = None,
+    **arrays: Any,
+) -> dict[str, Any]:
     """Training crop in the mmpose order: box -> flip -> half-body -> random box -> UDP warp.
 
     ``arrays`` are the :func:`warp_sample` inputs at source resolution (``image`` or
@@ -476,13 +516,10 @@ def random_topdown_crop(bbox_xywh: Array, rng: np.random.Generator,
         image_width = arrays["image"].shape[1]
     if arrays.get("keypoints") is not None and arrays.get("keypoints_visible") is None:
         arrays["keypoints_visible"] = np.ones(len(arrays["keypoints"]), np.float32)
-    center, scale = bbox_xywh_to_center_scale(bbox_xywh, padding=params.bbox_padding,
-                                              aspect_ratio=None)
-    flipped, center, arrays = random_flip_sample(rng, params.flip_prob, image_width, center,
-                                                 arrays, flip_indices)
+    center, scale = bbox_xywh_to_center_scale(bbox_xywh, padding=params.bbox_padding, aspect_ratio=None)
+    flipped, center, arrays = random_flip_sample(rng, params.flip_prob, image_width, center, arrays, flip_indices)
     if arrays.get("keypoints") is not None:
-        center, scale = random_half_body(arrays["keypoints"], arrays["keypoints_visible"],
-                                         center, scale, rng, params)
+        center, scale = random_half_body(arrays["keypoints"], arrays["keypoints_visible"], center, scale, rng, params)
     center, scale, rot = random_bbox_transform(center, scale, rng, params)
     scale = fix_aspect_ratio(scale, input_wh[0] / input_wh[1])
     out = warp_sample(center, scale, rot, output_wh=input_wh, **arrays)
@@ -494,16 +531,22 @@ def random_topdown_crop(bbox_xywh: Array, rng: np.random.Generator,
 # Texture randomisation (RGB uint8 only; geometry-free, so keypoints are never involved)
 # ----------------------------------------------------------------------------------------------
 
+
 def _scale_shift_uint8(image: Array, alpha: float = 1.0, beta: float = 0.0) -> Array:
     """``clip(image * alpha + beta)`` to uint8 (mmcv ``_convert``: truncates, does not round)."""
     return np.clip(image.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
 
 
-def photometric_distortion(image: Array, rng: np.random.Generator, *,
-                           brightness_delta: float = 32.0,
-                           contrast_range: tuple[float, float] = (0.5, 1.5),
-                           saturation_range: tuple[float, float] = (0.5, 1.5),
-                           hue_delta: int = 18, channel_swap: bool = True) -> Array:
+def photometric_distortion(
+    image: Array,
+    rng: np.random.Generator,
+    *,
+    brightness_delta: float = 32.0,
+    contrast_range: tuple[float, float] = (0.5, 1.5),
+    saturation_range: tuple[float, float] = (0.5, 1.5),
+    hue_delta: int = 18,
+    channel_swap: bool = True,
+) -> Array:
     """mmcv/mmpose PhotometricDistortion on an RGB ``uint8 (H, W, 3)`` image.
 
     Brightness (p 0.5), contrast (p 0.5, before or after the HSV step at random), HSV step
@@ -569,8 +612,14 @@ def jpeg_reencode(image: Array, quality: int) -> Array:
     return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
 
 
-def coarse_dropout(image: Array, rng: np.random.Generator, *, num_holes: int = 1,
-                   size_range: tuple[float, float] = (0.2, 0.4), fill: int = 0) -> Array:
+def coarse_dropout(
+    image: Array,
+    rng: np.random.Generator,
+    *,
+    num_holes: int = 1,
+    size_range: tuple[float, float] = (0.2, 0.4),
+    fill: int = 0,
+) -> Array:
     """Fill ``num_holes`` rectangles with ``fill`` (albumentations ``CoarseDropout``).
 
     Hole height/width are independent uniform fractions of the image height/width in
@@ -583,7 +632,7 @@ def coarse_dropout(image: Array, rng: np.random.Generator, *, num_holes: int = 1
         hole_w = int(w * rng.uniform(*size_range))
         y0 = int(rng.integers(0, h - hole_h + 1))
         x0 = int(rng.integers(0, w - hole_w + 1))
-        out[y0:y0 + hole_h, x0:x0 + hole_w] = fill
+        out[y0 : y0 + hole_h, x0 : x0 + hole_w] = fill
     return out
 
 
@@ -593,8 +642,7 @@ def _random_odd(rng: np.random.Generator, ksize_range: tuple[int, int]) -> int:
     return int(rng.choice(np.arange(lo | 1, hi + 1, 2)))
 
 
-def random_texture(image: Array, rng: np.random.Generator,
-                   params: TextureAugParams = TextureAugParams()) -> Array:
+def random_texture(image: Array, rng: np.random.Generator, params: TextureAugParams = TextureAugParams()) -> Array:
     """The texture chain on an RGB uint8 crop: photometric, blur, median blur, noise, JPEG, dropout.
 
     Each step fires with its probability from ``params``. The input array is not modified.
@@ -602,9 +650,14 @@ def random_texture(image: Array, rng: np.random.Generator,
     out = image
     if rng.random() < params.photometric_prob:
         out = photometric_distortion(
-            out, rng, brightness_delta=params.brightness_delta,
-            contrast_range=params.contrast_range, saturation_range=params.saturation_range,
-            hue_delta=params.hue_delta, channel_swap=params.channel_swap)
+            out,
+            rng,
+            brightness_delta=params.brightness_delta,
+            contrast_range=params.contrast_range,
+            saturation_range=params.saturation_range,
+            hue_delta=params.hue_delta,
+            channel_swap=params.channel_swap,
+        )
     if rng.random() < params.blur_prob:
         out = blur(out, _random_odd(rng, params.blur_ksize_range), params.blur_kind)
     if rng.random() < params.median_blur_prob:
@@ -612,17 +665,18 @@ def random_texture(image: Array, rng: np.random.Generator,
     if rng.random() < params.noise_prob:
         out = gaussian_noise(out, rng, rng.uniform(*params.noise_std_range))
     if rng.random() < params.jpeg_prob:
-        out = jpeg_reencode(out, int(rng.integers(params.jpeg_quality_range[0],
-                                                  params.jpeg_quality_range[1] + 1)))
+        out = jpeg_reencode(out, int(rng.integers(params.jpeg_quality_range[0], params.jpeg_quality_range[1] + 1)))
     if rng.random() < params.dropout_prob:
-        out = coarse_dropout(out, rng, num_holes=params.dropout_holes,
-                             size_range=params.dropout_size_range, fill=params.dropout_fill)
+        out = coarse_dropout(
+            out, rng, num_holes=params.dropout_holes, size_range=params.dropout_size_range, fill=params.dropout_fill
+        )
     return out
 
 
 # ----------------------------------------------------------------------------------------------
 # Normalisation
 # ----------------------------------------------------------------------------------------------
+
 
 def normalize_image(image: Array) -> Array:
     """RGB uint8 ``(..., 3)`` -> float32 ``(x - mean) / std`` with the Sapiens constants."""

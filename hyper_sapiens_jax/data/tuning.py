@@ -41,8 +41,9 @@ def carve(ann_file: str | Path, count: int, seed: int, out_root: str | Path) -> 
         raw = ann_file.read_bytes()
         data = json.loads(raw)
     except FileNotFoundError:
-        raise TuningSplitError(f"{ann_file}: missing annotation file (config.data.tuning_images needs "
-                               f"the real training set)") from None
+        raise TuningSplitError(
+            f"{ann_file}: missing annotation file (config.data.tuning_images needs the real training set)"
+        ) from None
     except (OSError, json.JSONDecodeError) as e:
         raise TuningSplitError(f"{ann_file}: unreadable annotation file ({e})") from None
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations")):
@@ -55,8 +56,10 @@ def carve(ann_file: str | Path, count: int, seed: int, out_root: str | Path) -> 
 
     annotated = sorted({a["image_id"] for a in data["annotations"] if "image_id" in a})
     if not 0 < count < len(annotated):
-        raise TuningSplitError(f"{ann_file}: config.data.tuning_images={count} but the file has "
-                               f"{len(annotated)} annotated images; hold out between 1 and {len(annotated) - 1}")
+        raise TuningSplitError(
+            f"{ann_file}: config.data.tuning_images={count} but the file has "
+            f"{len(annotated)} annotated images; hold out between 1 and {len(annotated) - 1}"
+        )
     held = {int(i) for i in np.random.default_rng(seed).choice(annotated, size=count, replace=False)}
 
     def subset(keep) -> dict:
@@ -70,5 +73,5 @@ def carve(ann_file: str | Path, count: int, seed: int, out_root: str | Path) -> 
         fd, tmp = tempfile.mkstemp(dir=out, suffix=".tmp")
         with os.fdopen(fd, "w") as f:
             json.dump(part, f)
-        os.replace(tmp, path)         # atomic: a concurrent or killed writer never leaves half a file
+        os.replace(tmp, path)  # atomic: a concurrent or killed writer never leaves half a file
     return train, tune

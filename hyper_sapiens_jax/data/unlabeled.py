@@ -50,9 +50,10 @@ class ImageFolderSource:
         self.folder = Path(folder).expanduser()
         if not self.folder.is_dir():
             raise DataError(self.folder, "no such image folder")
-        self.paths = sorted((p for p in self.folder.rglob("*")
-                             if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
-                            key=lambda p: p.relative_to(self.folder).as_posix())
+        self.paths = sorted(
+            (p for p in self.folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+            key=lambda p: p.relative_to(self.folder).as_posix(),
+        )
         if not self.paths:
             raise DataError(self.folder, f"no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
 
@@ -94,8 +95,9 @@ def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
 
-def random_resized_box(rng: np.random.Generator, width: int, height: int, params: CropParams
-                       ) -> tuple[float, float, float, float]:
+def random_resized_box(
+    rng: np.random.Generator, width: int, height: int, params: CropParams
+) -> tuple[float, float, float, float]:
     """torchvision ``RandomResizedCrop.get_params`` (10 tries, then a central crop): (x0, y0, w, h)
     in pixel-edge coordinates (the image spans [0, width] x [0, height])."""
     area = width * height
@@ -115,8 +117,9 @@ def random_resized_box(rng: np.random.Generator, width: int, height: int, params
     return (width - w) / 2, (height - h) / 2, w, h
 
 
-def person_box(rng: np.random.Generator, bbox_xywh: np.ndarray, params: CropParams
-               ) -> tuple[float, float, float, float]:
+def person_box(
+    rng: np.random.Generator, bbox_xywh: np.ndarray, params: CropParams
+) -> tuple[float, float, float, float]:
     """A crop (x0, y0, w, h) centred on a person box with scale and aspect jitter (module docstring)."""
     x, y, bw, bh = (float(v) for v in np.asarray(bbox_xywh, np.float64).reshape(4))
     if not (bw > 0 and bh > 0 and np.isfinite([x, y, bw, bh]).all()):
@@ -134,16 +137,18 @@ def crop_resize(image: np.ndarray, box: tuple[float, float, float, float], size:
     x0, y0, w, h = box
     sx, sy = size / w, size / h
     shrink = max(sx, sy)
-    if shrink < 0.5:      # area-average first so the bilinear warp never skips more than every other pixel
+    if shrink < 0.5:  # area-average first so the bilinear warp never skips more than every other pixel
         f = 2.0 * shrink
-        small = cv2.resize(image, (max(1, round(image.shape[1] * f)), max(1, round(image.shape[0] * f))),
-                           interpolation=cv2.INTER_AREA)
+        small = cv2.resize(
+            image, (max(1, round(image.shape[1] * f)), max(1, round(image.shape[0] * f))), interpolation=cv2.INTER_AREA
+        )
         fx, fy = small.shape[1] / image.shape[1], small.shape[0] / image.shape[0]
         image, x0, y0, sx, sy = small, x0 * fx, y0 * fy, sx / fx, sy / fy
     # Pixel centres: source pixel i sits at edge coordinate i + 0.5, output pixel j at j + 0.5.
     matrix = np.array([[sx, 0.0, (0.5 - x0) * sx - 0.5], [0.0, sy, (0.5 - y0) * sy - 0.5]], np.float64)
-    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return cv2.warpAffine(
+        image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
 
 
 def mae_sample(record: Record, rng: np.random.Generator, params: CropParams) -> dict[str, np.ndarray]:
@@ -156,8 +161,11 @@ def mae_sample(record: Record, rng: np.random.Generator, params: CropParams) -> 
     if image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"expected an RGB image (H, W, 3), got shape {image.shape}")
     h, w = image.shape[:2]
-    box = person_box(rng, record["bbox"], params) if record.get("bbox") is not None \
+    box = (
+        person_box(rng, record["bbox"], params)
+        if record.get("bbox") is not None
         else random_resized_box(rng, w, h, params)
+    )
     out = crop_resize(image, box, params.image_size)
     if rng.uniform() < params.flip_prob:
         out = out[:, ::-1]
@@ -189,14 +197,16 @@ def crop_params(image_size: int | tuple[int, int], aug: Any) -> CropParams:
         ratio_range=tuple(get("ratio_range", defaults.ratio_range)),
         bbox_padding=float(get("bbox_padding", defaults.bbox_padding)),
         bbox_scale_range=tuple(get("bbox_scale_range", defaults.bbox_scale_range)),
-        flip_prob=float(get("flip_prob", defaults.flip_prob)))
+        flip_prob=float(get("flip_prob", defaults.flip_prob)),
+    )
 
 
 # =============================================================================================
 # The Grain pipeline
 # =============================================================================================
-def pretrain_dataset(source: Any, params: CropParams, *, seed: int, global_batch: int,
-                     process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
+def pretrain_dataset(
+    source: Any, params: CropParams, *, seed: int, global_batch: int, process_index: int = 0, process_count: int = 1
+) -> grain.MapDataset:
     """This process's infinite stream of MAE batches ``{"image": float32 (b, S, S, 3)}``.
 
     ``MapDataset.source(source).seed(seed).shuffle().repeat().random_map(MaeTransform)`` is one
@@ -208,6 +218,5 @@ def pretrain_dataset(source: Any, params: CropParams, *, seed: int, global_batch
         raise ValueError(f"batch size {global_batch} does not split over {process_count} processes")
     if len(source) == 0:
         raise ValueError(f"{source}: the source is empty")
-    ds = (grain.MapDataset.source(source).seed(seed).shuffle().repeat()
-          .random_map(MaeTransform(params)))
+    ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat().random_map(MaeTransform(params))
     return ds[process_index::process_count].batch(global_batch // process_count, drop_remainder=True)

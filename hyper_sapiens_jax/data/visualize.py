@@ -21,8 +21,14 @@ def draw_skeleton(image: np.ndarray, keypoints: np.ndarray, visible: np.ndarray)
     r = max(1, round(min(out.shape[:2]) / 100))
     for a, b in COCO17_BONES:
         if a < len(keypoints) and b < len(keypoints) and visible[a] > 0 and visible[b] > 0:
-            cv2.line(out, tuple(np.round(keypoints[a]).astype(int)), tuple(np.round(keypoints[b]).astype(int)),
-                     _joint_colour(b), r, cv2.LINE_AA)
+            cv2.line(
+                out,
+                tuple(np.round(keypoints[a]).astype(int)),
+                tuple(np.round(keypoints[b]).astype(int)),
+                _joint_colour(b),
+                r,
+                cv2.LINE_AA,
+            )
     for i, (p, v) in enumerate(zip(keypoints, visible)):
         if v > 0:
             cv2.circle(out, tuple(np.round(p).astype(int)), r + 1, _joint_colour(i), -1, cv2.LINE_AA)
@@ -65,5 +71,5 @@ def grid(panels: list[np.ndarray], columns: int = 2, gap: int = 4) -> np.ndarray
     out = np.full((rows * (h + gap) + gap, columns * (w + gap) + gap, 3), 90, np.uint8)
     for i, p in enumerate(panels):
         r, c = divmod(i, columns)
-        out[gap + r * (h + gap):gap + r * (h + gap) + h, gap + c * (w + gap):gap + c * (w + gap) + w] = p
+        out[gap + r * (h + gap) : gap + r * (h + gap) + h, gap + c * (w + gap) : gap + c * (w + gap) + w] = p
     return out

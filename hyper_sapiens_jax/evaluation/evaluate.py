@@ -9,8 +9,9 @@ masked by ``valid``), gathers the predictions of all processes and scores them: 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -35,8 +36,14 @@ def flip_test(forward: Callable[[jax.Array], jax.Array], images: jax.Array) -> j
     return 0.5 * (hm + jnp.take(hm_flipped[:, :, ::-1, :], perm, axis=-1))
 
 
-def predict_keypoints(heatmaps: np.ndarray, center: np.ndarray, scale: np.ndarray, rotation: np.ndarray,
-                      input_wh: tuple[int, int], blur_kernel_size: int = 11) -> tuple[np.ndarray, np.ndarray]:
+def predict_keypoints(
+    heatmaps: np.ndarray,
+    center: np.ndarray,
+    scale: np.ndarray,
+    rotation: np.ndarray,
+    input_wh: tuple[int, int],
+    blur_kernel_size: int = 11,
+) -> tuple[np.ndarray, np.ndarray]:
     """Heatmaps (N, h, w, K) of crops -> keypoints (N, K, 2) in source-image pixels, scores (N, K)."""
     locs, scores = decode_udp_heatmaps(heatmaps, input_wh=input_wh, blur_kernel_size=blur_kernel_size)
     # decode returns input (crop) pixels; map them back through the exact inverse of the UDP crop.
@@ -50,7 +57,7 @@ def local_rows(x: jax.Array) -> np.ndarray:
     seen, rows = set(), []
     for s in shards:
         start = s.index[0].start or 0
-        if start not in seen:                  # replicas (if any) hold the same rows
+        if start not in seen:  # replicas (if any) hold the same rows
             seen.add(start)
             rows.append(np.asarray(s.data))
     return np.concatenate(rows)
@@ -63,10 +70,17 @@ def gather(tree: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: np.asarray(multihost_utils.process_allgather(v, tiled=True)) for k, v in tree.items()}
 
 
-def evaluate(heatmap_fn: Callable[[dict[str, jax.Array]], jax.Array], batches: Iterable[Batch],
-             to_global: Callable[[Batch], dict[str, jax.Array]], *, input_wh: tuple[int, int],
-             gt_file: str | Path | None, pck_threshold: float = 0.05, pck_norm: str = "bbox",
-             blur_kernel_size: int = 11) -> dict[str, Any]:
+def evaluate(
+    heatmap_fn: Callable[[dict[str, jax.Array]], jax.Array],
+    batches: Iterable[Batch],
+    to_global: Callable[[Batch], dict[str, jax.Array]],
+    *,
+    input_wh: tuple[int, int],
+    gt_file: str | Path | None,
+    pck_threshold: float = 0.05,
+    pck_norm: str = "bbox",
+    blur_kernel_size: int = 11,
+) -> dict[str, Any]:
     """Score every validation sample once.
 
     Args:
@@ -79,14 +93,14 @@ def evaluate(heatmap_fn: Callable[[dict[str, jax.Array]], jax.Array], batches: I
       {'pck@T', 'pck@0.1', 'pck@0.2', 'ap', 'ap50', ..., 'g_error', 'g_error_gt', 'num_samples',
       'per_joint_pck' (list, at T)}.
     """
-    keep = ("image_id", "ann_id", "bbox", "center", "scale", "rotation", "keypoints", "keypoints_visible",
-            "valid")
+    keep = ("image_id", "ann_id", "bbox", "center", "scale", "rotation", "keypoints", "keypoints_visible", "valid")
     rows: dict[str, list[np.ndarray]] = {}
     for local in batches:
         hm = heatmap_fn(to_global({k: v for k, v in local.items() if k != "source_id"}))
         hm_local = local_rows(hm)
-        pred, scores = predict_keypoints(hm_local, local["center"], local["scale"], local["rotation"],
-                                         input_wh, blur_kernel_size)
+        pred, scores = predict_keypoints(
+            hm_local, local["center"], local["scale"], local["rotation"], input_wh, blur_kernel_size
+        )
         out = {"pred": pred, "scores": scores, **{k: local[k] for k in keep}}
         for k, v in out.items():
             rows.setdefault(k, []).append(np.asarray(v))
@@ -104,15 +118,18 @@ def evaluate(heatmap_fn: Callable[[dict[str, jax.Array]], jax.Array], batches: I
     else:
         raise ValueError(f"pck_norm must be 'bbox' or 'torso', got {pck_norm!r}")
     pck = M.pck(every["pred"], gt, visible, norm, pck_threshold)
-    coarse = {f"pck@{t:g}": float(M.pck(every["pred"], gt, visible, norm, t)["pck"])
-              for t in (0.1, 0.2) if t != pck_threshold}
-    result: dict[str, Any] = {f"pck@{pck_threshold:g}": float(pck["pck"]), **coarse,
-                              "per_joint_pck": [float(v) for v in pck["per_joint"]],
-                              "g_error": float(M.g_error(every["pred"], visible)),
-                              "g_error_gt": float(M.g_error(gt, visible)),
-                              "num_samples": int(ok.sum())}
+    coarse = {
+        f"pck@{t:g}": float(M.pck(every["pred"], gt, visible, norm, t)["pck"]) for t in (0.1, 0.2) if t != pck_threshold
+    }
+    result: dict[str, Any] = {
+        f"pck@{pck_threshold:g}": float(pck["pck"]),
+        **coarse,
+        "per_joint_pck": [float(v) for v in pck["per_joint"]],
+        "g_error": float(M.g_error(every["pred"], visible)),
+        "g_error_gt": float(M.g_error(gt, visible)),
+        "num_samples": int(ok.sum()),
+    }
     if gt_file:
         res = M.keypoint_results(every["image_id"], every["pred"], every["scores"])
         result.update(M.coco_keypoint_ap(gt_file, res))
     return result
-

@@ -41,8 +41,7 @@ COCO_STAT_NAMES: tuple[str, ...] = ("ap", "ap50", "ap75", "ap_m", "ap_l", "ar", 
 
 
 def _check_points(name: str, a: np.ndarray, n: int | None = None, k: int | None = None) -> None:
-    if a.ndim != 3 or a.shape[-1] != 2 or (n is not None and a.shape[0] != n) or (
-            k is not None and a.shape[1] != k):
+    if a.ndim != 3 or a.shape[-1] != 2 or (n is not None and a.shape[0] != n) or (k is not None and a.shape[1] != k):
         want = f"({n if n is not None else 'N'}, {k if k is not None else 'K'}, 2)"
         raise ValueError(f"{name} must have shape {want}, got {a.shape}")
 
@@ -76,8 +75,9 @@ def torso_normalizer(keypoints_gt: np.ndarray, visible: np.ndarray) -> np.ndarra
     return np.where(ok, dist, np.nan)
 
 
-def pck(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, normalizer: np.ndarray,
-        threshold: float = 0.05) -> dict[str, Any]:
+def pck(
+    pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, normalizer: np.ndarray, threshold: float = 0.05
+) -> dict[str, Any]:
     """PCK@threshold of ``pred`` (N, K, 2) against ``gt`` (N, K, 2).
 
     A joint counts where ``visible`` (N, K) > 0 and the sample's ``normalizer`` (N,) is finite and
@@ -108,8 +108,7 @@ def pck(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, normalizer: np.nd
     return {"pck": float(hits.sum() / total) if total else float("nan"), "per_joint": per_joint, "count": count}
 
 
-def g_error(keypoints: np.ndarray, visible: np.ndarray,
-            bones: Sequence[tuple[int, int]] = COCO17_BODY_BONES) -> float:
+def g_error(keypoints: np.ndarray, visible: np.ndarray, bones: Sequence[tuple[int, int]] = COCO17_BODY_BONES) -> float:
     """G-Error: the variance of normalised bone lengths of ``keypoints`` (N, K, 2).
 
     Per sample, the lengths of the bones whose both ends are visible (``visible`` (N, K) > 0) are
@@ -144,9 +143,14 @@ def g_error(keypoints: np.ndarray, visible: np.ndarray,
     return float(var[ok_bone].mean())
 
 
-def keypoint_results(image_ids: np.ndarray, keypoints: np.ndarray, scores: np.ndarray,
-                     box_scores: np.ndarray | None = None, category_id: int = 1,
-                     score_threshold: float = 0.2) -> list[dict[str, Any]]:
+def keypoint_results(
+    image_ids: np.ndarray,
+    keypoints: np.ndarray,
+    scores: np.ndarray,
+    box_scores: np.ndarray | None = None,
+    category_id: int = 1,
+    score_threshold: float = 0.2,
+) -> list[dict[str, Any]]:
     """COCO keypoint-result entries, one per sample.
 
     ``image_ids`` (N,), ``keypoints`` (N, K, 2), per-keypoint ``scores`` (N, K), ``box_scores`` (N,)
@@ -169,8 +173,15 @@ def keypoint_results(image_ids: np.ndarray, keypoints: np.ndarray, scores: np.nd
     mean_above = np.where(above, scores, 0.0).sum(axis=1) / np.maximum(n_above, 1)
     rescored = np.where(n_above > 0, box * mean_above, 0.0)
     flat = np.concatenate([keypoints, scores[..., None]], axis=-1).reshape(n, 3 * k)
-    return [{"image_id": int(image_ids[i]), "category_id": int(category_id),
-             "keypoints": [float(v) for v in flat[i]], "score": float(rescored[i])} for i in range(n)]
+    return [
+        {
+            "image_id": int(image_ids[i]),
+            "category_id": int(category_id),
+            "keypoints": [float(v) for v in flat[i]],
+            "score": float(rescored[i]),
+        }
+        for i in range(n)
+    ]
 
 
 def _load_gt(gt: str | Path | dict[str, Any]) -> dict[str, Any]:
@@ -195,8 +206,9 @@ def _load_gt(gt: str | Path | dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def coco_keypoint_ap(gt: str | Path | dict[str, Any], results: list[dict[str, Any]],
-                     sigmas: np.ndarray | None = None) -> dict[str, float]:
+def coco_keypoint_ap(
+    gt: str | Path | dict[str, Any], results: list[dict[str, Any]], sigmas: np.ndarray | None = None
+) -> dict[str, float]:
     """COCO OKS keypoint AP/AR of ``results`` (see ``keypoint_results``) on ground-truth boxes.
 
     ``gt`` is a COCO annotation file or dataset dict ('images', 'annotations', 'categories');
@@ -233,8 +245,7 @@ def coco_keypoint_ap(gt: str | Path | dict[str, Any], results: list[dict[str, An
     return {name: float(v) for name, v in zip(COCO_STAT_NAMES, ev.stats, strict=True)}
 
 
-def per_joint_table(rows: dict[str, np.ndarray], names: Sequence[str] = COCO17_NAMES,
-                    fmt: str = "{:.3f}") -> str:
+def per_joint_table(rows: dict[str, np.ndarray], names: Sequence[str] = COCO17_NAMES, fmt: str = "{:.3f}") -> str:
     """A markdown table: one column per entry of ``rows`` (each (K,)), one line per joint of ``names``
     (K,), and a final "mean" line (nanmean over joints)."""
     cols = {}

@@ -24,8 +24,9 @@ def _masked_mean(per_sample: Array, mask: Array, normalizer: Array | None = None
     return jnp.sum(per_sample * mask) / jnp.maximum(count, 1.0)
 
 
-def pose_heatmap_loss(pred: Array, target: Array, target_weight: Array, has_pose: Array,
-                      normalizer: Array | None = None) -> Array:
+def pose_heatmap_loss(
+    pred: Array, target: Array, target_weight: Array, has_pose: Array, normalizer: Array | None = None
+) -> Array:
     """Per-pixel MSE x per-keypoint target weight (mmpose KeypointMSELoss with target weights).
 
     pred, target: (B, h, w, K); target_weight: (B, K); has_pose: (B,). With every flag set this is
@@ -35,22 +36,35 @@ def pose_heatmap_loss(pred: Array, target: Array, target_weight: Array, has_pose
     return _masked_mean(jnp.mean(sq, axis=(1, 2, 3)), has_pose, normalizer)
 
 
-def keypoint_coordinate_loss(pred_xy: Array, target_xy: Array, target_weight: Array, has_pose: Array,
-                             unit: float = 1.0, normalizer: Array | None = None) -> Array:
+def keypoint_coordinate_loss(
+    pred_xy: Array,
+    target_xy: Array,
+    target_weight: Array,
+    has_pose: Array,
+    unit: float = 1.0,
+    normalizer: Array | None = None,
+) -> Array:
     """L1 distance of decoded keypoints to the truth, per visible keypoint (integral regression).
 
     pred_xy, target_xy: (B, K, 2) in input pixels; target_weight: (B, K); ``unit``: pixels per unit
     (the heatmap stride makes it heatmap pixels). The heatmap MSE changes by only ~1.5% of a
     keypoint's loss for a half-pixel shift of a sigma-2 peak; this term is linear in the offset.
     """
-    err = jnp.sum(jnp.abs(pred_xy.astype(_F32) - target_xy.astype(_F32)), -1) / unit      # (B, K)
+    err = jnp.sum(jnp.abs(pred_xy.astype(_F32) - target_xy.astype(_F32)), -1) / unit  # (B, K)
     w = target_weight.astype(_F32)
     per_sample = jnp.sum(err * w, -1) / jnp.maximum(jnp.sum(w, -1), 1.0)
     return _masked_mean(per_sample, has_pose * (jnp.sum(w, -1) > 0), normalizer)
 
 
-def depth_silog_loss(pred: Array, target: Array, has_depth: Array, eps: float = 1e-6,
-                     lambd: float = 0.5, normalizer: Array | None = None, pred_floor: float = 1e-3) -> Array:
+def depth_silog_loss(
+    pred: Array,
+    target: Array,
+    has_depth: Array,
+    eps: float = 1e-6,
+    lambd: float = 0.5,
+    normalizer: Array | None = None,
+    pred_floor: float = 1e-3,
+) -> Array:
     """Scale-invariant log loss sqrt(mean(d^2) - lambd * mean(d)^2), d = log(gt) - log(pred).
 
     pred, target: (B, H, W, 1) relative depth (target: person in [0, 1], background -1). Computed

@@ -69,7 +69,7 @@ def peak_soft_argmax(heatmaps: Array, radius: int = 2, beta: float = 20.0) -> tu
 def pixel_rays(intrinsics: Array, height: int, width: int) -> Array:
     """Per-pixel camera rays (B, H, W, 3) with z = 1 for crop intrinsics (B, 3, 3)."""
     u, v = jnp.meshgrid(jnp.arange(width, dtype=_F32), jnp.arange(height, dtype=_F32))
-    pix = jnp.stack([u, v, jnp.ones_like(u)], -1)                       # (H, W, 3)
+    pix = jnp.stack([u, v, jnp.ones_like(u)], -1)  # (H, W, 3)
     rays = jnp.einsum("bij,hwj->bhwi", jnp.linalg.inv(intrinsics.astype(_F32)), pix)
     return rays / rays[..., 2:3]
 
@@ -99,8 +99,9 @@ def relative_to_metric(depth_rel: Array, near: float, extent: float) -> Array:
     return near + extent * depth_rel.astype(_F32)
 
 
-def depth_normal_consistency(depth_rel: Array, normal: Array, intrinsics: Array, weight: Array, *,
-                             near: float = 0.7, extent: float = 0.25) -> Array:
+def depth_normal_consistency(
+    depth_rel: Array, normal: Array, intrinsics: Array, weight: Array, *, near: float = 0.7, extent: float = 0.25
+) -> Array:
     """1 - cos between the predicted normals and the normals of the predicted depth, on the person.
 
     depth_rel: (B, H, W, 1) predicted relative depth (person >= 0, background -1); normal:
@@ -126,22 +127,27 @@ def depth_normal_consistency(depth_rel: Array, normal: Array, intrinsics: Array,
     return jnp.sum(per_sample * has) / jnp.maximum(has.sum(), 1.0)
 
 
-def backproject_keypoints(keypoints: Array, depth_rel: Array, intrinsics: Array, *, near: float = 0.7,
-                          extent: float = 0.25) -> Array:
+def backproject_keypoints(
+    keypoints: Array, depth_rel: Array, intrinsics: Array, *, near: float = 0.7, extent: float = 0.25
+) -> Array:
     """Keypoints (B, K, 2) in input pixels + predicted depth (B, H, W, 1) -> 3D points (B, K, 3).
 
     Depth is sampled bilinearly at each keypoint (differentiable in both) and made metric.
     """
     d = depth_rel.astype(_F32)[..., 0]
-    b, h, w = d.shape
+    _, h, w = d.shape
     x = jnp.clip(keypoints[..., 0], 0, w - 1)
     y = jnp.clip(keypoints[..., 1], 0, h - 1)
     x0, y0 = jnp.floor(x), jnp.floor(y)
     x1, y1 = jnp.minimum(x0 + 1, w - 1), jnp.minimum(y0 + 1, h - 1)
     fx, fy = x - x0, y - y0
     gather = jax.vmap(lambda img, yy, xx: img[yy.astype(jnp.int32), xx.astype(jnp.int32)])
-    z = ((1 - fx) * (1 - fy) * gather(d, y0, x0) + fx * (1 - fy) * gather(d, y0, x1)
-         + (1 - fx) * fy * gather(d, y1, x0) + fx * fy * gather(d, y1, x1))
+    z = (
+        (1 - fx) * (1 - fy) * gather(d, y0, x0)
+        + fx * (1 - fy) * gather(d, y0, x1)
+        + (1 - fx) * fy * gather(d, y1, x0)
+        + fx * fy * gather(d, y1, x1)
+    )
     z = relative_to_metric(jnp.maximum(z, 0.0), near, extent)
     pix = jnp.concatenate([keypoints.astype(_F32), jnp.ones(keypoints.shape[:-1] + (1,), _F32)], -1)
     rays = jnp.einsum("bij,bkj->bki", jnp.linalg.inv(intrinsics.astype(_F32)), pix)
@@ -164,12 +170,22 @@ def bone_ratios(points: Array, bones=RATIO_BONES) -> Array:
 def bone_ratio_stats(points, bones=RATIO_BONES) -> dict[str, list[float]]:
     """Reference statistics from skeletons (N, K, 3) of the synthetic set: per-bone ratio mean, std."""
     r = bone_ratios(jnp.asarray(points, _F32), bones)
-    return {"mean": [float(v) for v in r.mean(0)], "std": [float(v) for v in r.std(0)],
-            "bones": [list(b) for b in bones]}
+    return {
+        "mean": [float(v) for v in r.mean(0)],
+        "std": [float(v) for v in r.std(0)],
+        "bones": [list(b) for b in bones],
+    }
 
 
-def bone_ratio_loss(points: Array, confidence: Array, weight: Array, ref_mean: Array, ref_std: Array,
-                    bones=RATIO_BONES, min_std: float = 0.05) -> Array:
+def bone_ratio_loss(
+    points: Array,
+    confidence: Array,
+    weight: Array,
+    ref_mean: Array,
+    ref_std: Array,
+    bones=RATIO_BONES,
+    min_std: float = 0.05,
+) -> Array:
     """Robust bone-ratio penalty: the mean of log(1 + z^2), z the ratio's z-score against the reference.
 
     points: (B, K, 3) back-projected keypoints; confidence: (B, K) in [0, 1] (stop-gradient, a bone
@@ -186,8 +202,9 @@ def bone_ratio_loss(points: Array, confidence: Array, weight: Array, ref_mean: A
     return jnp.sum(jnp.log1p(jnp.square(z)) * bone_w) / jnp.maximum(bone_w.sum(), 1e-6)
 
 
-def limb_rigidity_loss(points: Array, confidence: Array, weight: Array, bones=RATIO_BONES,
-                       pairs=SYMMETRIC_PAIRS) -> Array:
+def limb_rigidity_loss(
+    points: Array, confidence: Array, weight: Array, bones=RATIO_BONES, pairs=SYMMETRIC_PAIRS
+) -> Array:
     """Left/right limbs of equal length: mean |l - r| / (l + r) over ``pairs`` of ``bones``."""
     lengths = bone_lengths(points, bones)
     left = jnp.array([i for i, _ in pairs])

@@ -5,5 +5,14 @@ from hyper_sapiens_jax.models.heads import DepthHead, NormalHead, PoseHead
 from hyper_sapiens_jax.models.sapiens import Sapiens
 from hyper_sapiens_jax.models.vit import SapiensViT
 
-__all__ = ["ARCHS", "HEADS", "ArchSpec", "ModelConfig", "SapiensViT", "PoseHead", "DepthHead",
-           "NormalHead", "Sapiens"]
+__all__ = [
+    "ARCHS",
+    "HEADS",
+    "ArchSpec",
+    "DepthHead",
+    "ModelConfig",
+    "NormalHead",
+    "PoseHead",
+    "Sapiens",
+    "SapiensViT",
+]

@@ -130,7 +130,7 @@ class ModelConfig:
     def compute_dtype(self):
         return _DTYPES[self.dtype]
 
-    def replace(self, **changes: Any) -> "ModelConfig":
+    def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> dict[str, Any]:
@@ -140,7 +140,7 @@ class ModelConfig:
         return d
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "ModelConfig":
+    def from_json(cls, d: dict[str, Any]) -> ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -151,7 +151,7 @@ class ModelConfig:
         Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "ModelConfig":
+    def load(cls, path: str | Path) -> ModelConfig:
         path = Path(path)
         try:
             d = json.loads(path.read_text())

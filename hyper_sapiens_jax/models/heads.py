@@ -44,8 +44,8 @@ def phase_kernels(kernel: Array) -> Array:
     torch_weight[i, o, a, b]`` (no spatial flip). A fixed gather (each of the 16 taps used once):
     exact in every dtype, and its gradient is a scatter back onto the 16 taps.
     """
-    taps = jnp.asarray(_PHASE_TAPS)                                       # (r, d)
-    return kernel[taps[:, None, :, None], taps[None, :, None, :]]         # (ry, rx, dy, dx, O, I)
+    taps = jnp.asarray(_PHASE_TAPS)  # (r, d)
+    return kernel[taps[:, None, :, None], taps[None, :, None, :]]  # (ry, rx, dy, dx, O, I)
 
 
 def deconv4x2_phases(x: Array, kernel: Array, precision=None) -> Array:
@@ -53,12 +53,19 @@ def deconv4x2_phases(x: Array, kernel: Array, precision=None) -> Array:
     k = phase_kernels(kernel)
     rows = []
     for ry in range(2):
-        row = [jax.lax.conv_general_dilated(x, k[ry, rx], (1, 1), (_PHASE_PADDING[ry], _PHASE_PADDING[rx]),
-                                            dimension_numbers=("NHWC", "HWOI", "NHWC"),
-                                            precision=precision)
-               for rx in range(2)]
-        rows.append(jnp.stack(row, axis=3))                                # (B, h, w, rx, C)
-    y = jnp.stack(rows, axis=2)                                            # (B, h, ry, w, rx, C)
+        row = [
+            jax.lax.conv_general_dilated(
+                x,
+                k[ry, rx],
+                (1, 1),
+                (_PHASE_PADDING[ry], _PHASE_PADDING[rx]),
+                dimension_numbers=("NHWC", "HWOI", "NHWC"),
+                precision=precision,
+            )
+            for rx in range(2)
+        ]
+        rows.append(jnp.stack(row, axis=3))  # (B, h, w, rx, C)
+    y = jnp.stack(rows, axis=2)  # (B, h, ry, w, rx, C)
     b, h, _, w, _, c = y.shape
     return y.reshape(b, 2 * h, 2 * w, c)
 
@@ -69,19 +76,25 @@ def subpixel_kernel(kernel: Array) -> Array:
     Output channel ``(ry * 2 + rx) * Cout + o`` is phase (ry, rx) of output channel o. A pure
     gather (plus zeros): exact in every dtype, and its gradient is a scatter-add onto the 16 taps.
     """
-    taps = jnp.asarray(_SUBPIXEL_TAPS)                                   # (d, r)
-    k = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))                # zero tap at index 4
-    k = k[taps[:, None, :, None], taps[None, :, None, :]]                # (dy, dx, ry, rx, Cout, Cin)
+    taps = jnp.asarray(_SUBPIXEL_TAPS)  # (d, r)
+    k = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))  # zero tap at index 4
+    k = k[taps[:, None, :, None], taps[None, :, None, :]]  # (dy, dx, ry, rx, Cout, Cin)
     c_out, c_in = kernel.shape[2], kernel.shape[3]
     return k.transpose(0, 1, 5, 2, 3, 4).reshape(3, 3, c_in, 4 * c_out)
 
 
 def deconv4x2_subpixel3x3(x: Array, kernel: Array, precision=None) -> Array:
     """The same deconv as one 3x3 conv with 4 * Cout channels + depth-to-space (9/4 of the MACs)."""
-    y = jax.lax.conv_general_dilated(x, subpixel_kernel(kernel), (1, 1), ((1, 1), (1, 1)),
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision)
+    y = jax.lax.conv_general_dilated(
+        x,
+        subpixel_kernel(kernel),
+        (1, 1),
+        ((1, 1), (1, 1)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=precision,
+    )
     b, h, w, c4 = y.shape
-    y = y.reshape(b, h, w, 2, 2, c4 // 4).transpose(0, 1, 3, 2, 4, 5)     # depth-to-space
+    y = y.reshape(b, h, w, 2, 2, c4 // 4).transpose(0, 1, 3, 2, 4, 5)  # depth-to-space
     return y.reshape(b, 2 * h, 2 * w, c4 // 4)
 
 
@@ -111,9 +124,18 @@ class Deconv4x2(nnx.Module):
     kernel are promoted to ``dtype`` (or their common type when ``dtype`` is None) before the conv.
     """
 
-    def __init__(self, in_features: int, out_features: int, *, dtype=None,
-                 param_dtype=jnp.float32, precision=None,
-                 kernel_init=_DECONV_KERNEL_INIT, method: str = "phases", rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        dtype=None,
+        param_dtype=jnp.float32,
+        precision=None,
+        kernel_init=_DECONV_KERNEL_INIT,
+        method: str = "phases",
+        rngs: nnx.Rngs,
+    ):
         if method not in _DECONV_METHODS:
             raise ValueError(f"method must be one of {sorted(_DECONV_METHODS)}, got {method!r}")
         self.in_features = in_features
@@ -122,8 +144,7 @@ class Deconv4x2(nnx.Module):
         self.param_dtype = param_dtype
         self.precision = precision
         self.method = method
-        self.kernel = nnx.Param(kernel_init(rngs.params(), (4, 4, out_features, in_features),
-                                            param_dtype))
+        self.kernel = nnx.Param(kernel_init(rngs.params(), (4, 4, out_features, in_features), param_dtype))
 
     def __call__(self, x: Array) -> Array:
         """x (B, h, w, Cin) -> (B, 2h, 2w, Cout)."""
@@ -159,9 +180,18 @@ class DenseHead(nnx.Module):
       dropout: Dropout2d rate before the output conv (applied only when a key is passed).
     """
 
-    def __init__(self, in_channels: int, deconv_channels: tuple[int, ...],
-                 conv_channels: tuple[int, ...], out_channels: int, *, output_name: str,
-                 dropout: float = 0.0, dtype=jnp.float32, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_channels: int,
+        deconv_channels: tuple[int, ...],
+        conv_channels: tuple[int, ...],
+        out_channels: int,
+        *,
+        output_name: str,
+        dropout: float = 0.0,
+        dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
         self.dtype = dtype
         self.dropout = dropout
         self.output_name = output_name
@@ -189,25 +219,49 @@ class DenseHead(nnx.Module):
 class PoseHead(DenseHead):
     """mmpose HeatmapHead as Sapiens uses it: 2 deconvs, 2 convs, ``final_layer`` -> K heatmaps (H/4, W/4)."""
 
-    def __init__(self, in_channels: int, num_keypoints: int, channels: int = 768, *,
-                 dtype=jnp.float32, rngs: nnx.Rngs):
-        super().__init__(in_channels, (channels,) * 2, (channels,) * 2, num_keypoints,
-                         output_name="final_layer", dtype=dtype, rngs=rngs)
+    def __init__(self, in_channels: int, num_keypoints: int, channels: int = 768, *, dtype=jnp.float32, rngs: nnx.Rngs):
+        super().__init__(
+            in_channels,
+            (channels,) * 2,
+            (channels,) * 2,
+            num_keypoints,
+            output_name="final_layer",
+            dtype=dtype,
+            rngs=rngs,
+        )
 
 
 class DepthHead(DenseHead):
     """Sapiens VitDepthHead: 4 deconvs, 2 convs, Dropout2d, ``conv_seg`` -> 1 channel at full res."""
 
-    def __init__(self, in_channels: int, channels: int = 384, dropout: float = 0.1, *,
-                 dtype=jnp.float32, rngs: nnx.Rngs):
-        super().__init__(in_channels, (channels,) * 4, (channels,) * 2, 1, output_name="conv_seg",
-                         dropout=dropout, dtype=dtype, rngs=rngs)
+    def __init__(
+        self, in_channels: int, channels: int = 384, dropout: float = 0.1, *, dtype=jnp.float32, rngs: nnx.Rngs
+    ):
+        super().__init__(
+            in_channels,
+            (channels,) * 4,
+            (channels,) * 2,
+            1,
+            output_name="conv_seg",
+            dropout=dropout,
+            dtype=dtype,
+            rngs=rngs,
+        )
 
 
 class NormalHead(DenseHead):
     """Sapiens normal head: 3 deconvs, 3 convs, Dropout2d, ``conv_seg`` -> 3 channels at H/2."""
 
-    def __init__(self, in_channels: int, channels: int = 768, dropout: float = 0.1, *,
-                 dtype=jnp.float32, rngs: nnx.Rngs):
-        super().__init__(in_channels, (channels,) * 3, (channels,) * 3, 3, output_name="conv_seg",
-                         dropout=dropout, dtype=dtype, rngs=rngs)
+    def __init__(
+        self, in_channels: int, channels: int = 768, dropout: float = 0.1, *, dtype=jnp.float32, rngs: nnx.Rngs
+    ):
+        super().__init__(
+            in_channels,
+            (channels,) * 3,
+            (channels,) * 3,
+            3,
+            output_name="conv_seg",
+            dropout=dropout,
+            dtype=dtype,
+            rngs=rngs,
+        )

@@ -60,7 +60,7 @@ def patchify(images: Array, p: int = PATCH_SIZE) -> Array:
     if h % p or w % p:
         raise ValueError(f"image size {h}x{w} is not a multiple of the patch size {p}")
     x = images.reshape(b, h // p, p, w // p, p, c)
-    x = x.transpose(0, 1, 3, 2, 4, 5)                      # (B, gh, gw, p, p, C)
+    x = x.transpose(0, 1, 3, 2, 4, 5)  # (B, gh, gw, p, p, C)
     return x.reshape(b, (h // p) * (w // p), p * p * c)
 
 
@@ -128,7 +128,7 @@ def mae_loss(pred: Array, target: Array, mask: Array, norm_pix: bool = True) -> 
       masked patches.
     """
     target = normalize_patches(target) if norm_pix else target.astype(jnp.float32)
-    per_patch = jnp.mean((pred.astype(jnp.float32) - target) ** 2, axis=-1)      # (B, N)
+    per_patch = jnp.mean((pred.astype(jnp.float32) - target) ** 2, axis=-1)  # (B, N)
     mask = mask.astype(jnp.float32)
     return jnp.sum(per_patch * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
@@ -172,9 +172,21 @@ class MaeDecoder(nnx.Module):
     LayerNorm and a linear Dd -> p*p*3. ``remat`` recomputes each block in the backward pass.
     """
 
-    def __init__(self, embed_dims: int, grid: tuple[int, int], *, dim: int = 512, depth: int = 8,
-                 num_heads: int = 16, patch_size: int = PATCH_SIZE, dtype=jnp.float32, attention: str = "xla",
-                 remat: bool = False, remat_policy: str = "nothing_saveable", rngs: nnx.Rngs):
+    def __init__(
+        self,
+        embed_dims: int,
+        grid: tuple[int, int],
+        *,
+        dim: int = 512,
+        depth: int = 8,
+        num_heads: int = 16,
+        patch_size: int = PATCH_SIZE,
+        dtype=jnp.float32,
+        attention: str = "xla",
+        remat: bool = False,
+        remat_policy: str = "nothing_saveable",
+        rngs: nnx.Rngs,
+    ):
         self.grid = tuple(grid)
         self.dtype = dtype
         self.remat = remat
@@ -190,20 +202,20 @@ class MaeDecoder(nnx.Module):
     def __call__(self, x: Array, mask: Array) -> Array:
         """x: (B, 1 + n_keep, D) encoder output (cls first, then the visible tokens in increasing
         index order); mask: (B, N), 1 = masked. Returns float32 (B, N, p*p*3)."""
-        x = self.embed(x.astype(self.dtype))                  # (B, 1 + n_keep, Dd)
+        x = self.embed(x.astype(self.dtype))  # (B, 1 + n_keep, Dd)
         cls, visible = x[:, :1], x[:, 1:]
         # Token n's slot among the visible ones = number of visible tokens before it (keep_idx is sorted).
         slot = jnp.clip(jnp.cumsum(1.0 - mask, axis=1).astype(jnp.int32) - 1, 0, visible.shape[1] - 1)
-        gathered = jnp.take_along_axis(visible, slot[..., None], axis=1)                 # (B, N, Dd)
+        gathered = jnp.take_along_axis(visible, slot[..., None], axis=1)  # (B, N, Dd)
         tokens = jnp.where(mask[..., None] > 0, self.mask_token[...].astype(x.dtype), gathered)
-        tokens = tokens + jnp.asarray(_cached_sincos(self.grid, self.dim), x.dtype)   # a constant
+        tokens = tokens + jnp.asarray(_cached_sincos(self.grid, self.dim), x.dtype)  # a constant
         x = jnp.concatenate([cls, tokens], axis=1)
         blocks = list(self.blocks)
         if blocks:
             # As SapiensViT.run_blocks: with remat, each block is recomputed in the backward pass (the
             # decoder attends over all N tokens, so its activations dominate the memory at 1024 x 1024).
             graphdef = nnx.graphdef(blocks[0])
-            apply = lambda state, h: nnx.merge(graphdef, state)(h)    # noqa: E731
+            apply = lambda state, h: nnx.merge(graphdef, state)(h)
             if self.remat:
                 apply = jax.checkpoint(apply, policy=getattr(jax.checkpoint_policies, self.remat_policy))
             for block in blocks:
@@ -244,29 +256,53 @@ class MAE(nnx.Module):
         ``cls_pos`` at 0; otherwise both are truncated-normal(0.02).
     """
 
-    def __init__(self, config: ModelConfig, *, mask_ratio: float = 0.75, decoder_dim: int = 512,
-                 decoder_depth: int = 8, decoder_heads: int = 16, norm_pix: bool = True,
-                 sincos_init: bool = True, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        config: ModelConfig,
+        *,
+        mask_ratio: float = 0.75,
+        decoder_dim: int = 512,
+        decoder_depth: int = 8,
+        decoder_heads: int = 16,
+        norm_pix: bool = True,
+        sincos_init: bool = True,
+        rngs: nnx.Rngs,
+    ):
         spec, dtype = config.spec, config.compute_dtype
-        num_masked(config.grid[0] * config.grid[1], mask_ratio)          # validates the ratio
+        num_masked(config.grid[0] * config.grid[1], mask_ratio)  # validates the ratio
         self.config = config
         self.mask_ratio = mask_ratio
         self.norm_pix = norm_pix
         self.backbone = SapiensViT(
-            spec, config.image_size, patch_padding=config.patch_padding, dtype=dtype,
-            attention=config.attention, remat=config.remat, remat_policy=config.remat_policy,
-            scan_blocks=config.scan_blocks, rngs=rngs)
+            spec,
+            config.image_size,
+            patch_padding=config.patch_padding,
+            dtype=dtype,
+            attention=config.attention,
+            remat=config.remat,
+            remat_policy=config.remat_policy,
+            scan_blocks=config.scan_blocks,
+            rngs=rngs,
+        )
         d = spec.embed_dims
         self.cls_token = nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), (1, 1, d), jnp.float32))
         if sincos_init:
             self.backbone.pos_embed[...] = jnp.asarray(sincos_pos_embed(config.grid, d))
             self.cls_pos = nnx.Param(jnp.zeros((1, 1, d), jnp.float32))
         else:
-            self.cls_pos = nnx.Param(
-                nnx.initializers.truncated_normal(0.02)(rngs.params(), (1, 1, d), jnp.float32))
-        self.decoder = MaeDecoder(d, config.grid, dim=decoder_dim, depth=decoder_depth, num_heads=decoder_heads,
-                                  dtype=dtype, attention=config.attention, remat=config.remat,
-                                  remat_policy=config.remat_policy, rngs=rngs)
+            self.cls_pos = nnx.Param(nnx.initializers.truncated_normal(0.02)(rngs.params(), (1, 1, d), jnp.float32))
+        self.decoder = MaeDecoder(
+            d,
+            config.grid,
+            dim=decoder_dim,
+            depth=decoder_depth,
+            num_heads=decoder_heads,
+            dtype=dtype,
+            attention=config.attention,
+            remat=config.remat,
+            remat_policy=config.remat_policy,
+            rngs=rngs,
+        )
         mae_init_(self, rngs.params())
 
     @property
@@ -275,8 +311,8 @@ class MAE(nnx.Module):
 
     def encode(self, images: Array, keep_idx: Array) -> Array:
         """images (B, H, W, 3), keep_idx (B, n_keep) -> normed encoder tokens (B, 1 + n_keep, D), cls first."""
-        x = self.backbone.embed(images)                                       # (B, N, D), pos added
-        x = jnp.take_along_axis(x, keep_idx[..., None], axis=1)               # (B, n_keep, D)
+        x = self.backbone.embed(images)  # (B, N, D), pos added
+        x = jnp.take_along_axis(x, keep_idx[..., None], axis=1)  # (B, n_keep, D)
         cls = (self.cls_token[...] + self.cls_pos[...]).astype(x.dtype)
         x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, x.shape[-1])), x], axis=1)
         return self.backbone.norm(self.backbone.run_blocks(x))

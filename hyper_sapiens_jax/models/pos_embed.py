@@ -22,6 +22,7 @@ def _cubic_weights(t: np.ndarray) -> np.ndarray:
     Evaluated in t's dtype (float32 to mirror PyTorch).
     """
     a = t.dtype.type(_A)
+
     def near(x):  # |x| <= 1
         return ((a + 2) * x - (a + 3)) * x * x + 1
 
@@ -79,13 +80,13 @@ def infer_grid(num_tokens: int, target_grid: tuple[int, int]) -> tuple[tuple[int
         if h > 0 and n % h == 0 and (n // h) * th == h * tw:
             candidates.append(((h, n // h), extra))
     if not candidates:
-        raise ValueError(f"cannot infer the token grid of a pos_embed with {num_tokens} tokens "
-                         f"(target grid {th}x{tw})")
+        raise ValueError(f"cannot infer the token grid of a pos_embed with {num_tokens} tokens (target grid {th}x{tw})")
     return candidates[0]
 
 
-def resize_pos_embed(pos_embed: np.ndarray, target_grid: tuple[int, int],
-                     source_grid: tuple[int, int] | None = None) -> np.ndarray:
+def resize_pos_embed(
+    pos_embed: np.ndarray, target_grid: tuple[int, int], source_grid: tuple[int, int] | None = None
+) -> np.ndarray:
     """Resize a (1, N, D) pos_embed to (1, H*W, D) for ``target_grid`` (H, W), dropping a cls entry.
 
     Args:

@@ -24,9 +24,16 @@ class Sapiens(nnx.Module):
         self.config = config
         spec, dtype = config.spec, config.compute_dtype
         self.backbone = SapiensViT(
-            spec, config.image_size, patch_padding=config.patch_padding, dtype=dtype,
-            attention=config.attention, remat=config.remat, remat_policy=config.remat_policy,
-            scan_blocks=config.scan_blocks, rngs=rngs)
+            spec,
+            config.image_size,
+            patch_padding=config.patch_padding,
+            dtype=dtype,
+            attention=config.attention,
+            remat=config.remat,
+            remat_policy=config.remat_policy,
+            scan_blocks=config.scan_blocks,
+            rngs=rngs,
+        )
         d = spec.embed_dims
         heads = {}
         if "pose" in config.heads:
@@ -34,16 +41,14 @@ class Sapiens(nnx.Module):
         if "depth" in config.heads:
             heads["depth"] = DepthHead(d, spec.depth_channels, config.head_dropout, dtype=dtype, rngs=rngs)
         if "normal" in config.heads:
-            heads["normal"] = NormalHead(d, spec.normal_channels, config.head_dropout, dtype=dtype,
-                                         rngs=rngs)
+            heads["normal"] = NormalHead(d, spec.normal_channels, config.head_dropout, dtype=dtype, rngs=rngs)
         self.heads = nnx.Dict(heads)
 
     def __call__(self, images: Array, *, dropout_key: Array | None = None) -> dict[str, Array]:
         """images: (B, H, W, 3) Sapiens-normalised RGB. ``dropout_key`` enables head dropout (training)."""
         features = self.backbone(images)
         out = {"features": features.astype(jnp.float32)}
-        keys = dict(zip(self.heads, jax.random.split(dropout_key, len(self.heads)))) \
-            if dropout_key is not None else {}
+        keys = dict(zip(self.heads, jax.random.split(dropout_key, len(self.heads)))) if dropout_key is not None else {}
         for name, head in self.heads.items():
             out[name] = head(features, dropout_key=keys.get(name)).astype(jnp.float32)
         return out

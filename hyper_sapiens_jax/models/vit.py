@@ -25,8 +25,7 @@ from hyper_sapiens_jax.models.config import PATCH_SIZE, ArchSpec
 
 Array = jax.Array
 
-_REMAT_POLICIES = ("nothing_saveable", "everything_saveable", "dots_saveable",
-                   "dots_with_no_batch_dims_saveable")
+_REMAT_POLICIES = ("nothing_saveable", "everything_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable")
 
 
 class Attention(nnx.Module):
@@ -81,10 +80,19 @@ def _apply_block(graphdef: nnx.GraphDef, state: nnx.State, x: Array) -> Array:
 class SapiensViT(nnx.Module):
     """Sapiens ViT backbone: images (B, H, W, 3) normalised RGB -> features (B, H/16, W/16, D)."""
 
-    def __init__(self, spec: ArchSpec, image_size: tuple[int, int], *, patch_padding: int = 2,
-                 dtype=jnp.float32, attention: str = "xla", remat: bool = False,
-                 remat_policy: str = "nothing_saveable", scan_blocks: bool = False,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self,
+        spec: ArchSpec,
+        image_size: tuple[int, int],
+        *,
+        patch_padding: int = 2,
+        dtype=jnp.float32,
+        attention: str = "xla",
+        remat: bool = False,
+        remat_policy: str = "nothing_saveable",
+        scan_blocks: bool = False,
+        rngs: nnx.Rngs,
+    ):
         if remat_policy not in _REMAT_POLICIES:
             raise ValueError(f"remat_policy {remat_policy!r} must be one of {_REMAT_POLICIES}")
         self.image_size = tuple(image_size)
@@ -95,20 +103,31 @@ class SapiensViT(nnx.Module):
         self.scan_blocks = scan_blocks
         d = spec.embed_dims
         p = patch_padding
-        self.patch_embed = nnx.Conv(3, d, (PATCH_SIZE, PATCH_SIZE), strides=(PATCH_SIZE, PATCH_SIZE),
-                                    padding=((p, p), (p, p)), dtype=dtype, rngs=rngs)
+        self.patch_embed = nnx.Conv(
+            3,
+            d,
+            (PATCH_SIZE, PATCH_SIZE),
+            strides=(PATCH_SIZE, PATCH_SIZE),
+            padding=((p, p), (p, p)),
+            dtype=dtype,
+            rngs=rngs,
+        )
         num_tokens = self.grid[0] * self.grid[1]
         self.pos_embed = nnx.Param(
-            nnx.initializers.truncated_normal(0.02)(rngs.params(), (1, num_tokens, d), jnp.float32))
+            nnx.initializers.truncated_normal(0.02)(rngs.params(), (1, num_tokens, d), jnp.float32)
+        )
         self.layers = nnx.List(
-            [Block(spec, dtype=dtype, attention=attention, rngs=rngs) for _ in range(spec.num_layers)])
+            [Block(spec, dtype=dtype, attention=attention, rngs=rngs) for _ in range(spec.num_layers)]
+        )
         self.norm = nnx.LayerNorm(d, epsilon=1e-6, dtype=dtype, rngs=rngs)
 
     def embed(self, images: Array) -> Array:
         """images (B, H, W, 3) -> tokens (B, H/16 * W/16, D), position embedding added."""
         if images.shape[1:3] != self.image_size:
-            raise ValueError(f"input images are {images.shape[1]}x{images.shape[2]} but the model "
-                             f"was built for {self.image_size[0]}x{self.image_size[1]}")
+            raise ValueError(
+                f"input images are {images.shape[1]}x{images.shape[2]} but the model "
+                f"was built for {self.image_size[0]}x{self.image_size[1]}"
+            )
         x = self.patch_embed(images.astype(self.dtype))
         b, gh, gw, d = x.shape
         x = x.reshape(b, gh * gw, d)

@@ -80,14 +80,22 @@ def build_model(config: ModelConfig, params: dict[Path_, Any]) -> Sapiens:
         raise WeightsError(f"parameters do not match the model: missing {missing[:3]}, unexpected {extra[:3]}")
     for path, shape in expected.items():
         if tuple(np.shape(params[path])) != tuple(shape):
-            raise WeightsError(f"parameter {'/'.join(map(str, path))} has shape "
-                               f"{tuple(np.shape(params[path]))}, expected {tuple(shape)}")
+            raise WeightsError(
+                f"parameter {'/'.join(map(str, path))} has shape "
+                f"{tuple(np.shape(params[path]))}, expected {tuple(shape)}"
+            )
     nnx.replace_by_pure_dict(state, nest({p: jnp.asarray(v, jnp.float32) for p, v in params.items()}))
     return nnx.merge(graphdef, state)
 
 
-def save_weights(directory: str | Path, config: ModelConfig, params: dict[Path_, Any],
-                 info: dict[str, Any] | None = None, *, overwrite: bool = False) -> Path:
+def save_weights(
+    directory: str | Path,
+    config: ModelConfig,
+    params: dict[Path_, Any],
+    info: dict[str, Any] | None = None,
+    *,
+    overwrite: bool = False,
+) -> Path:
     """Write ``config`` and ``params`` (flat path -> array) to ``directory``; returns its path.
 
     The config is written last, so a directory holding ``model_config.json`` is always complete.
@@ -125,15 +133,15 @@ def load_weights(path: str | Path) -> tuple[ModelConfig, dict[Path_, np.ndarray]
         config = ModelConfig.load(directory / CONFIG_FILE)
     except ValueError as e:
         raise WeightsError(str(e)) from None
-    graphdef, state = nnx.split(abstract_model(config))
-    target = nest({p: jax.ShapeDtypeStruct(v.get_value().shape, jnp.float32)
-                   for p, v in nnx.to_flat_state(state)})
+    _, state = nnx.split(abstract_model(config))
+    target = nest({p: jax.ShapeDtypeStruct(v.get_value().shape, jnp.float32) for p, v in nnx.to_flat_state(state)})
     try:
         with ocp.StandardCheckpointer() as ckptr:
             tree = ckptr.restore(directory / PARAMS_DIR, target)
     except (ValueError, KeyError, FileNotFoundError) as e:
-        raise WeightsError(f"{directory / PARAMS_DIR} does not match {CONFIG_FILE} "
-                           f"({config.arch}, heads {list(config.heads)}): {e}") from None
+        raise WeightsError(
+            f"{directory / PARAMS_DIR} does not match {CONFIG_FILE} ({config.arch}, heads {list(config.heads)}): {e}"
+        ) from None
     return config, {path: np.asarray(leaf) for path, leaf in flatten(tree).items()}
 
 

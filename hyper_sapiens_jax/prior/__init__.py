@@ -16,5 +16,16 @@ from hyper_sapiens_jax.prior.model import DiffusionPrior, PriorSpec
 from hyper_sapiens_jax.prior.normalize import Frame, NormSpec
 from hyper_sapiens_jax.prior.sds import sds_grad, sds_loss, sds_weight
 
-__all__ = ["Denoiser", "DenoiserSpec", "DiffusionPrior", "Frame", "NormSpec", "PriorSpec", "Schedule",
-           "make_schedule", "sds_grad", "sds_loss", "sds_weight"]
+__all__ = [
+    "Denoiser",
+    "DenoiserSpec",
+    "DiffusionPrior",
+    "Frame",
+    "NormSpec",
+    "PriorSpec",
+    "Schedule",
+    "make_schedule",
+    "sds_grad",
+    "sds_loss",
+    "sds_weight",
+]

@@ -23,13 +23,13 @@ class AugmentSpec:
     """What the train step does to each sampled skeleton."""
 
     rotate: bool = True
-    max_rotation_deg: float = 180.0   # infants lie in any orientation
-    flip: bool = True                 # left/right mirror with probability 0.5
-    dropout_prob: float = 0.5         # fraction of poses with random joint dropout ...
-    dropout_max_rate: float = 0.5     # ... each at a rate drawn from U(0, max_rate)
-    subset_prob: float = 0.2          # fraction of poses cut to ``subset`` (MINI-RGBD's 13 points)
+    max_rotation_deg: float = 180.0  # infants lie in any orientation
+    flip: bool = True  # left/right mirror with probability 0.5
+    dropout_prob: float = 0.5  # fraction of poses with random joint dropout ...
+    dropout_max_rate: float = 0.5  # ... each at a rate drawn from U(0, max_rate)
+    subset_prob: float = 0.2  # fraction of poses cut to ``subset`` (MINI-RGBD's 13 points)
     subset: str = "common13"
-    min_visible: int = 2              # dropout that leaves fewer joints is undone
+    min_visible: int = 2  # dropout that leaves fewer joints is undone
 
 
 def drop_joints(rng: jax.Array, visible: jax.Array, spec: AugmentSpec) -> jax.Array:
@@ -41,15 +41,19 @@ def drop_joints(rng: jax.Array, visible: jax.Array, spec: AugmentSpec) -> jax.Ar
     subset[list(KEYPOINT_SUBSETS[spec.subset])] = 1.0
     rate = jax.random.uniform(rate_key, (n, 1), maxval=spec.dropout_max_rate)
     thinned = (jax.random.uniform(drop_key, (n, k)) >= rate).astype(jnp.float32)
-    mask = jnp.where(u < spec.subset_prob, jnp.asarray(subset)[None],
-                     jnp.where(u < spec.subset_prob + spec.dropout_prob, thinned, 1.0))
+    mask = jnp.where(
+        u < spec.subset_prob,
+        jnp.asarray(subset)[None],
+        jnp.where(u < spec.subset_prob + spec.dropout_prob, thinned, 1.0),
+    )
     dropped = visible * mask
     enough = jnp.sum(dropped, -1, keepdims=True) >= spec.min_visible
     return jnp.where(enough, dropped, visible)
 
 
-def training_poses(rng: jax.Array, xy: jax.Array, visible: jax.Array, norm_spec: norm.NormSpec,
-                   spec: AugmentSpec) -> tuple[jax.Array, jax.Array]:
+def training_poses(
+    rng: jax.Array, xy: jax.Array, visible: jax.Array, norm_spec: norm.NormSpec, spec: AugmentSpec
+) -> tuple[jax.Array, jax.Array]:
     """Raw skeletons -> augmented normalised poses z (N, K, 2) and their visibility (N, K)."""
     drop_key, rot_key, flip_key = jax.random.split(rng, 3)
     n = xy.shape[0]
@@ -58,7 +62,7 @@ def training_poses(rng: jax.Array, xy: jax.Array, visible: jax.Array, norm_spec:
     if spec.rotate:
         limit = math.radians(spec.max_rotation_deg)
         angle = jax.random.uniform(rot_key, (n,), minval=-limit, maxval=limit)
-        if norm_spec.align_torso:   # aligned poses stay upright; those without a torso turn freely
+        if norm_spec.align_torso:  # aligned poses stay upright; those without a torso turn freely
             angle = jnp.where(norm.torso_length(xy, v)[1], 0.0, angle)
         z = norm.rotate(z, angle)
     if spec.flip:

@@ -18,14 +18,19 @@ from orbax.checkpoint.checkpoint_managers import save_decision_policy as sdp
 ITEMS = ("params", "ema", "opt_state")
 
 
-def manager(directory: str | Path, save_every: int = 1000, keep: int = 2,
-            read_only: bool = False) -> ocp.CheckpointManager:
+def manager(
+    directory: str | Path, save_every: int = 1000, keep: int = 2, read_only: bool = False
+) -> ocp.CheckpointManager:
     """A V0 CheckpointManager: async saves every ``save_every`` steps, the latest ``keep`` kept."""
     options = ocp.CheckpointManagerOptions(
-        save_decision_policy=sdp.AnySavePolicy([sdp.FixedIntervalPolicy(save_every),
-                                                sdp.PreemptionCheckpointingPolicy()]),
-        preservation_policy=pp.LatestN(keep), read_only=read_only,
-        create=not read_only, cleanup_tmp_directories=not read_only)
+        save_decision_policy=sdp.AnySavePolicy(
+            [sdp.FixedIntervalPolicy(save_every), sdp.PreemptionCheckpointingPolicy()]
+        ),
+        preservation_policy=pp.LatestN(keep),
+        read_only=read_only,
+        create=not read_only,
+        cleanup_tmp_directories=not read_only,
+    )
     return ocp.CheckpointManager(Path(directory).absolute(), options=options, item_names=ITEMS)
 
 
@@ -49,7 +54,7 @@ def save(mngr: ocp.CheckpointManager, step: int, state: dict[str, Any], force: b
 def _into(template: Any, restored: Any) -> Any:
     """Put a restored pure dict back into the structure of ``template`` (NNX state or pytree)."""
     if isinstance(template, nnx.State):
-        out = jax.tree.map(lambda x: x, template)   # a copy: replace_by_pure_dict works in place
+        out = jax.tree.map(lambda x: x, template)  # a copy: replace_by_pure_dict works in place
         nnx.replace_by_pure_dict(out, restored)
         return out
     leaves = [restored[str(i)] for i in range(len(restored))]

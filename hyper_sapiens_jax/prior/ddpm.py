@@ -33,7 +33,7 @@ class Schedule(NamedTuple):
 def beta_schedule(kind: str, num_steps: int = 1000) -> np.ndarray:
     """β_t (T,) float64. 'linear': Ho et al. 1e-4 → 0.02 (rescaled to T); 'cosine': Nichol & Dhariwal."""
     if kind == "linear":
-        scale = 1000.0 / num_steps   # keeps ᾱ_T ≈ 4e-5 for any T
+        scale = 1000.0 / num_steps  # keeps ᾱ_T ≈ 4e-5 for any T
         return np.linspace(scale * 1e-4, scale * 0.02, num_steps, dtype=np.float64)
     if kind == "cosine":
         s = 0.008
@@ -44,7 +44,7 @@ def beta_schedule(kind: str, num_steps: int = 1000) -> np.ndarray:
 
 def make_schedule(kind: str = "linear", num_steps: int = 1000) -> Schedule:
     betas = beta_schedule(kind, num_steps)
-    alpha_bars = np.cumprod(1.0 - betas)   # float64 product, then float32
+    alpha_bars = np.cumprod(1.0 - betas)  # float64 product, then float32
     return Schedule(*(jnp.asarray(a, jnp.float32) for a in (betas, 1.0 - betas, alpha_bars)))
 
 
@@ -79,8 +79,14 @@ def clip_prediction(x_t: jax.Array, eps: jax.Array, alpha_bar: jax.Array, radius
     return (x_t - jnp.sqrt(alpha_bar) * x0) / jnp.sqrt(1.0 - alpha_bar)
 
 
-def ancestral_sample(eps_fn: EpsFn, schedule: Schedule, rng: jax.Array, shape: tuple[int, int, int],
-                     visible: jax.Array | None = None, x0_clip: float = 0.0) -> jax.Array:
+def ancestral_sample(
+    eps_fn: EpsFn,
+    schedule: Schedule,
+    rng: jax.Array,
+    shape: tuple[int, int, int],
+    visible: jax.Array | None = None,
+    x0_clip: float = 0.0,
+) -> jax.Array:
     """DDPM ancestral sampling over all T steps with the posterior variance β̃_t -> x0 (N, K, 2)."""
     n, k, _ = shape
     visible = _full_visibility(n, k) if visible is None else visible
@@ -97,8 +103,9 @@ def ancestral_sample(eps_fn: EpsFn, schedule: Schedule, rng: jax.Array, shape: t
         return mean + jnp.where(t > 0, jnp.sqrt(post_var[t]), 0.0) * noise, None
 
     ts = jnp.arange(schedule.num_steps - 1, -1, -1, dtype=jnp.int32)
-    x, _ = jax.lax.scan(step, jax.random.normal(init, shape, jnp.float32),
-                        (ts, jax.random.split(rng, schedule.num_steps)))
+    x, _ = jax.lax.scan(
+        step, jax.random.normal(init, shape, jnp.float32), (ts, jax.random.split(rng, schedule.num_steps))
+    )
     return x * visible[..., None]
 
 
@@ -112,15 +119,22 @@ def ddim_timesteps(num_steps: int, sample_steps: int) -> np.ndarray:
     return np.unique(ts)[::-1].copy()
 
 
-def ddim_sample(eps_fn: EpsFn, schedule: Schedule, rng: jax.Array, shape: tuple[int, int, int],
-                sample_steps: int = 50, eta: float = 0.0, visible: jax.Array | None = None,
-                x0_clip: float = 0.0) -> jax.Array:
+def ddim_sample(
+    eps_fn: EpsFn,
+    schedule: Schedule,
+    rng: jax.Array,
+    shape: tuple[int, int, int],
+    sample_steps: int = 50,
+    eta: float = 0.0,
+    visible: jax.Array | None = None,
+    x0_clip: float = 0.0,
+) -> jax.Array:
     """DDIM (Song et al.) over ``sample_steps`` timesteps; eta=0 is deterministic given x_T."""
     n, k, _ = shape
     visible = _full_visibility(n, k) if visible is None else visible
     ts = jnp.asarray(ddim_timesteps(schedule.num_steps, sample_steps))
     sample_steps = ts.shape[0]
-    prev = jnp.concatenate([ts[1:], jnp.full((1,), -1, jnp.int32)])   # -1: ᾱ = 1 (the data)
+    prev = jnp.concatenate([ts[1:], jnp.full((1,), -1, jnp.int32)])  # -1: ᾱ = 1 (the data)
     ab = schedule.alpha_bars
     rng, init = jax.random.split(rng)
 
@@ -131,9 +145,10 @@ def ddim_sample(eps_fn: EpsFn, schedule: Schedule, rng: jax.Array, shape: tuple[
         ab_prev = jnp.where(t_prev >= 0, ab[jnp.maximum(t_prev, 0)], 1.0)
         sigma = eta * jnp.sqrt((1.0 - ab_prev) / (1.0 - ab[t]) * (1.0 - ab[t] / ab_prev))
         noise = jax.random.normal(key, x.shape, x.dtype)
-        direction = jnp.sqrt(jnp.maximum(1.0 - ab_prev - sigma ** 2, 0.0)) * eps
+        direction = jnp.sqrt(jnp.maximum(1.0 - ab_prev - sigma**2, 0.0)) * eps
         return jnp.sqrt(ab_prev) * x0 + direction + sigma * noise, None
 
-    x, _ = jax.lax.scan(step, jax.random.normal(init, shape, jnp.float32),
-                        (ts, prev, jax.random.split(rng, sample_steps)))
+    x, _ = jax.lax.scan(
+        step, jax.random.normal(init, shape, jnp.float32), (ts, prev, jax.random.split(rng, sample_steps))
+    )
     return x * visible[..., None]

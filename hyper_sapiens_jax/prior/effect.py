@@ -27,17 +27,26 @@ from hyper_sapiens_jax.prior.sds import sds_loss
 CORRUPTIONS = ("stretch", "swap", "jitter")
 _I = {n: i for i, n in enumerate(COCO17_NAMES)}
 # (parent, child, the joints that move with the child) for every limb bone that can be stretched.
-_LIMB_BONES = tuple((_I[f"{s}_{a}"], _I[f"{s}_{b}"], tuple(_I[f"{s}_{j}"] for j in moved))
-                    for s in ("left", "right")
-                    for a, b, moved in (("shoulder", "elbow", ("elbow", "wrist")), ("elbow", "wrist", ("wrist",)),
-                                        ("hip", "knee", ("knee", "ankle")), ("knee", "ankle", ("ankle",))))
+_LIMB_BONES = tuple(
+    (_I[f"{s}_{a}"], _I[f"{s}_{b}"], tuple(_I[f"{s}_{j}"] for j in moved))
+    for s in ("left", "right")
+    for a, b, moved in (
+        ("shoulder", "elbow", ("elbow", "wrist")),
+        ("elbow", "wrist", ("wrist",)),
+        ("hip", "knee", ("knee", "ankle")),
+        ("knee", "ankle", ("ankle",)),
+    )
+)
 # Left <-> right position swaps of a whole limb (elbow + wrist, or knee + ankle).
-_SWAPS = tuple((tuple(_I[f"left_{j}"] for j in js), tuple(_I[f"right_{j}"] for j in js))
-               for js in (("elbow", "wrist"), ("knee", "ankle")))
+_SWAPS = tuple(
+    (tuple(_I[f"left_{j}"] for j in js), tuple(_I[f"right_{j}"] for j in js))
+    for js in (("elbow", "wrist"), ("knee", "ankle"))
+)
 
 
-def corrupt(rng: np.random.Generator, z: np.ndarray, kinds: np.ndarray, stretch=(1.8, 2.4),
-            jitter: float = 0.3) -> np.ndarray:
+def corrupt(
+    rng: np.random.Generator, z: np.ndarray, kinds: np.ndarray, stretch=(1.8, 2.4), jitter: float = 0.3
+) -> np.ndarray:
     """Corrupt normalised poses z (N, K, 2); ``kinds`` (N,) indexes CORRUPTIONS per pose.
 
     stretch: one limb bone scaled by U(stretch) (the joints below it move along);
@@ -57,8 +66,18 @@ def corrupt(rng: np.random.Generator, z: np.ndarray, kinds: np.ndarray, stretch=
 
 
 @functools.partial(jax.jit, static_argnames=("steps", "lr", "t_range", "num_noise", "weighting"))
-def sds_descent(prior: DiffusionPrior, xy: jax.Array, visible: jax.Array, rng: jax.Array, *, steps: int,
-                lr: float, t_range: tuple[float, float], num_noise: int, weighting: str) -> jax.Array:
+def sds_descent(
+    prior: DiffusionPrior,
+    xy: jax.Array,
+    visible: jax.Array,
+    rng: jax.Array,
+    *,
+    steps: int,
+    lr: float,
+    t_range: tuple[float, float],
+    num_noise: int,
+    weighting: str,
+) -> jax.Array:
     """``steps`` of gradient descent on ``sds_loss`` in pixel space -> xy (N, K, 2).
 
     The step is lr·s² per pose (s: the pose's starting frame scale) so that it is lr in normalised
@@ -66,8 +85,9 @@ def sds_descent(prior: DiffusionPrior, xy: jax.Array, visible: jax.Array, rng: j
     """
     _, frame = prior.normalize(xy, visible, return_frame=True)
     step_size = lr * frame.scale[:, None, None] ** 2
-    grad = jax.grad(lambda p, key: sds_loss(prior, p, visible, key, t_range=t_range, num_noise=num_noise,
-                                            weighting=weighting))
+    grad = jax.grad(
+        lambda p, key: sds_loss(prior, p, visible, key, t_range=t_range, num_noise=num_noise, weighting=weighting)
+    )
 
     def body(i, p):
         return p - step_size * grad(p, jax.random.fold_in(rng, i))
@@ -90,11 +110,13 @@ class _Reference:
 
     def measure(self, z: np.ndarray, visible: np.ndarray) -> dict[str, np.ndarray]:
         ratios, ok = metrics.bone_ratios(z, visible)
-        nan = lambda a: np.where(ok, a, np.nan)   # bone measures need every body bone
-        return {"bone_ratio_error": nan(metrics.ratio_excess(ratios, self.bounds)),
-                "nn_distance": metrics.nn_distance(z, visible, self.train_z, self.train_v),
-                "ratio_nn_distance": nan(metrics.ratio_nn_distance(ratios, self.train_ratios)),
-                "restoration_error": nan(np.abs(ratios - self.clean_ratios).mean(-1))}
+        nan = lambda a: np.where(ok, a, np.nan)  # bone measures need every body bone
+        return {
+            "bone_ratio_error": nan(metrics.ratio_excess(ratios, self.bounds)),
+            "nn_distance": metrics.nn_distance(z, visible, self.train_z, self.train_v),
+            "ratio_nn_distance": nan(metrics.ratio_nn_distance(ratios, self.train_ratios)),
+            "restoration_error": nan(np.abs(ratios - self.clean_ratios).mean(-1)),
+        }
 
 
 def _summary(before: dict, after: dict, mask: np.ndarray) -> dict[str, float]:
@@ -106,11 +128,21 @@ def _summary(before: dict, after: dict, mask: np.ndarray) -> dict[str, float]:
     return out
 
 
-def measure_effect(prior: DiffusionPrior, xy: np.ndarray, visible: np.ndarray, train_z: np.ndarray,
-                   train_v: np.ndarray, seed: int = 0, steps: int = 400, lr: float = 0.1,
-                   t_range: tuple[float, float] = (0.01, 0.05), num_noise: int = 4,
-                   weighting: str = "one_minus_alpha_bar", stretch: tuple[float, float] = (1.8, 2.4),
-                   jitter: float = 0.3) -> dict:
+def measure_effect(
+    prior: DiffusionPrior,
+    xy: np.ndarray,
+    visible: np.ndarray,
+    train_z: np.ndarray,
+    train_v: np.ndarray,
+    seed: int = 0,
+    steps: int = 400,
+    lr: float = 0.1,
+    t_range: tuple[float, float] = (0.01, 0.05),
+    num_noise: int = 4,
+    weighting: str = "one_minus_alpha_bar",
+    stretch: tuple[float, float] = (1.8, 2.4),
+    jitter: float = 0.3,
+) -> dict:
     """Corrupt held-out poses xy (N, K, 2) (pixels), descend on SDS, and compare before / after.
 
     Measures (per pose, averaged; ``[before, after]`` and the relative drop):
@@ -129,24 +161,40 @@ def measure_effect(prior: DiffusionPrior, xy: np.ndarray, visible: np.ndarray, t
     kinds = np.arange(len(xy)) % len(CORRUPTIONS)
     z_bad = corrupt(np.random.default_rng(seed), np.asarray(z), kinds, stretch, jitter)
     xy_bad = np.asarray(prior.denormalize(z_bad, frame)) * visible[..., None]
-    descend = functools.partial(sds_descent, prior, visible=jnp.asarray(visible), steps=steps, lr=lr,
-                                t_range=tuple(t_range), num_noise=num_noise, weighting=weighting)
+    descend = functools.partial(
+        sds_descent,
+        prior,
+        visible=jnp.asarray(visible),
+        steps=steps,
+        lr=lr,
+        t_range=tuple(t_range),
+        num_noise=num_noise,
+        weighting=weighting,
+    )
     # How far the corruption moved the joints (RMS, normalised units): the scale "little" refers to.
     size = np.sqrt((np.sum((z_bad - np.asarray(z)) ** 2, -1) * visible).sum(-1) / np.maximum(visible.sum(-1), 1))
-    out = {"num_poses": len(xy), "steps": steps, "lr": lr, "t_range": list(t_range),
-           "num_noise": num_noise, "weighting": weighting, "corruption_size": float(size.mean())}
+    out = {
+        "num_poses": len(xy),
+        "steps": steps,
+        "lr": lr,
+        "t_range": list(t_range),
+        "num_noise": num_noise,
+        "weighting": weighting,
+        "corruption_size": float(size.mean()),
+    }
     for name, start in (("clean", np.asarray(xy, np.float32)), ("corrupted", xy_bad)):
         moved = np.asarray(descend(xy=jnp.asarray(start), rng=jax.random.key(seed)))
         before = ref.measure(np.asarray(prior.normalize(start, visible)), visible)
         after = ref.measure(np.asarray(prior.normalize(moved, visible)), visible)
         # Displacement in the starting pose's normalised units (the frame moves with the pose).
         disp = (moved - start) / np.asarray(frame.scale)[:, None, None]
-        disp = np.sqrt((np.sum(disp ** 2, -1) * visible).sum(-1) / np.maximum(visible.sum(-1), 1))
+        disp = np.sqrt((np.sum(disp**2, -1) * visible).sum(-1) / np.maximum(visible.sum(-1), 1))
         row = _summary(before, after, np.ones(len(xy), bool)) | {"displacement": float(disp.mean())}
         if name == "corrupted":
-            row["by_kind"] = {kind: _summary(before, after, kinds == k)
-                              | {"displacement": float(disp[kinds == k].mean())}
-                              for k, kind in enumerate(CORRUPTIONS)}
+            row["by_kind"] = {
+                kind: _summary(before, after, kinds == k) | {"displacement": float(disp[kinds == k].mean())}
+                for k, kind in enumerate(CORRUPTIONS)
+            }
         out[name] = row
     return out
 
@@ -172,11 +220,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     from hyper_sapiens_jax.prior.report import load_split_file
+
     prior = DiffusionPrior.load(args.workdir)
     data = load_split_file(Path(args.workdir))
     train_z = np.asarray(prior.normalize(data["train_xy"], data["train_vis"]))
-    result = measure_effect(prior, data["heldout_xy"][:args.num], data["heldout_vis"][:args.num], train_z,
-                            data["train_vis"], args.seed, args.steps, args.lr, tuple(args.t_range), args.num_noise)
+    result = measure_effect(
+        prior,
+        data["heldout_xy"][: args.num],
+        data["heldout_vis"][: args.num],
+        train_z,
+        data["train_vis"],
+        args.seed,
+        args.steps,
+        args.lr,
+        tuple(args.t_range),
+        args.num_noise,
+    )
     print(json.dumps(_round(result), indent=2))
     return 0
 

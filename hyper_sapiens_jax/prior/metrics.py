@@ -54,7 +54,7 @@ def wasserstein1(x: np.ndarray, y: np.ndarray, quantiles: int = 200) -> np.ndarr
 def _nn_chunk(za, va, zb, vb):
     """RMS joint distance to the nearest pose of b, over joints visible in both (chunk of a)."""
     fa, fb = za.reshape(za.shape[0], -1), zb.reshape(zb.shape[0], -1)
-    sq_a = jnp.sum(za * za, -1)   # (A, K); z is 0 at invisible joints
+    sq_a = jnp.sum(za * za, -1)  # (A, K); z is 0 at invisible joints
     sq_b = jnp.sum(zb * zb, -1)
     # Σ_k va vb |a_k - b_k|² expanded, so it is three matrix products instead of an (A, B, K) array.
     d2 = sq_a @ vb.T + va @ sq_b.T - 2.0 * fa @ fb.T
@@ -62,8 +62,9 @@ def _nn_chunk(za, va, zb, vb):
     return jnp.sqrt(jnp.maximum(jnp.min(d2 / count, axis=1), 0.0))
 
 
-def nn_distance(z: np.ndarray, visible: np.ndarray, ref_z: np.ndarray, ref_visible: np.ndarray,
-                chunk: int = 256) -> np.ndarray:
+def nn_distance(
+    z: np.ndarray, visible: np.ndarray, ref_z: np.ndarray, ref_visible: np.ndarray, chunk: int = 256
+) -> np.ndarray:
     """For each pose (N,), the RMS joint distance to its nearest neighbour among ``ref`` poses."""
     z = np.asarray(z, np.float32) * (np.asarray(visible) > 0)[..., None]
     ref = jnp.asarray(np.asarray(ref_z, np.float32) * (np.asarray(ref_visible) > 0)[..., None])
@@ -71,10 +72,10 @@ def nn_distance(z: np.ndarray, visible: np.ndarray, ref_z: np.ndarray, ref_visib
     v = (np.asarray(visible) > 0).astype(np.float32)
     parts = []
     for s in range(0, len(z), chunk):
-        za, va = z[s:s + chunk], v[s:s + chunk]
-        pad = chunk - len(za)   # one compiled shape for every chunk
+        za, va = z[s : s + chunk], v[s : s + chunk]
+        pad = chunk - len(za)  # one compiled shape for every chunk
         za, va = np.pad(za, ((0, pad), (0, 0), (0, 0))), np.pad(va, ((0, pad), (0, 0)))
-        parts.append(np.asarray(_nn_chunk(jnp.asarray(za), jnp.asarray(va), ref, ref_v))[:chunk - pad])
+        parts.append(np.asarray(_nn_chunk(jnp.asarray(za), jnp.asarray(va), ref, ref_v))[: chunk - pad])
     return np.concatenate(parts) if parts else np.zeros((0,), np.float32)
 
 
@@ -95,6 +96,6 @@ def ratio_nn_distance(ratios: np.ndarray, train_ratios: np.ndarray, chunk: int =
     """Mean absolute difference (N,) to the nearest training bone-ratio vector (joint structure)."""
     out = []
     for s in range(0, len(ratios), chunk):
-        d = np.abs(ratios[s:s + chunk, None, :] - train_ratios[None]).mean(-1)
+        d = np.abs(ratios[s : s + chunk, None, :] - train_ratios[None]).mean(-1)
         out.append(d.min(1))
     return np.concatenate(out) if out else np.zeros((0,))

@@ -38,16 +38,26 @@ class PriorSpec:
     norm: norm.NormSpec = dataclasses.field(default_factory=norm.NormSpec)
     schedule: str = "linear"
     num_steps: int = 1000
-    x0_clip: float = 0.0          # samplers clip x̂0's joint radius to this (0: off); from the data
+    x0_clip: float = 0.0  # samplers clip x̂0's joint radius to this (0: off); from the data
 
     def to_json(self) -> dict[str, Any]:
-        return {"denoiser": self.denoiser.to_json(), "norm": self.norm.to_json(),
-                "schedule": self.schedule, "num_steps": self.num_steps, "x0_clip": self.x0_clip}
+        return {
+            "denoiser": self.denoiser.to_json(),
+            "norm": self.norm.to_json(),
+            "schedule": self.schedule,
+            "num_steps": self.num_steps,
+            "x0_clip": self.x0_clip,
+        }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> PriorSpec:
-        return cls(DenoiserSpec(**d["denoiser"]), norm.NormSpec(**d["norm"]), d["schedule"],
-                   int(d["num_steps"]), float(d.get("x0_clip", 0.0)))
+        return cls(
+            DenoiserSpec(**d["denoiser"]),
+            norm.NormSpec(**d["norm"]),
+            d["schedule"],
+            int(d["num_steps"]),
+            float(d.get("x0_clip", 0.0)),
+        )
 
     def make_schedule(self) -> ddpm.Schedule:
         return ddpm.make_schedule(self.schedule, self.num_steps)
@@ -88,6 +98,7 @@ class DiffusionPrior:
     def load(cls, workdir: str | Path, step: int | None = None) -> DiffusionPrior:
         """The EMA weights of the latest (or the given) checkpoint of a prior training run."""
         from hyper_sapiens_jax.prior import checkpoint  # orbax is only needed when loading
+
         workdir = Path(workdir)
         spec = read_spec(workdir)
         graphdef, params = init_params(spec)
@@ -116,8 +127,15 @@ class DiffusionPrior:
         """The inverse of ``normalize(..., return_frame=True)``: z (N, K, 2) -> xy (N, K, 2)."""
         return norm.denormalize(z, frame)
 
-    def sample(self, rng: jax.Array, n: int, method: str = "ddim", steps: int = 50, eta: float = 0.0,
-               visible: jax.Array | None = None) -> jax.Array:
+    def sample(
+        self,
+        rng: jax.Array,
+        n: int,
+        method: str = "ddim",
+        steps: int = 50,
+        eta: float = 0.0,
+        visible: jax.Array | None = None,
+    ) -> jax.Array:
         """n poses (n, K, 2) in normalised coordinates; 'ddim' (``steps``, ``eta``) or 'ancestral' (T)."""
         return _sample(self, rng, visible, n=n, method=method, steps=steps, eta=eta)
 

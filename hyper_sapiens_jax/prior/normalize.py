@@ -32,17 +32,17 @@ from hyper_sapiens_jax.data.keypoints import COCO17_NAMES
 _I = {name: i for i, name in enumerate(COCO17_NAMES)}
 HIPS = (_I["left_hip"], _I["right_hip"])
 SHOULDERS = (_I["left_shoulder"], _I["right_shoulder"])
-_EPS = 1e-12   # inside square roots: keeps gradients finite at zero spread
+_EPS = 1e-12  # inside square roots: keeps gradients finite at zero spread
 
 
 @dataclasses.dataclass(frozen=True)
 class NormSpec:
     """The normalisation constants (saved in prior_config.json; frozen so it can be jit-static)."""
 
-    rms_to_torso: float = 1.0      # torso length / RMS spread, median over the training poses
-    unit: float = 1.0              # global divisor: per-coordinate RMS of the normalised training poses
-    min_torso_frac: float = 0.75   # torso floor, as a fraction of the RMS-based fallback scale
-    align_torso: bool = True       # rotate the torso upright (poses with a visible torso)
+    rms_to_torso: float = 1.0  # torso length / RMS spread, median over the training poses
+    unit: float = 1.0  # global divisor: per-coordinate RMS of the normalised training poses
+    min_torso_frac: float = 0.75  # torso floor, as a fraction of the RMS-based fallback scale
+    align_torso: bool = True  # rotate the torso upright (poses with a visible torso)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -140,8 +140,7 @@ def denormalize(z: jax.Array, frame: Frame) -> jax.Array:
     return z * frame.scale[:, None, None] + frame.centre[:, None]
 
 
-def fit_spec(xy: np.ndarray, visible: np.ndarray, min_torso_frac: float = 0.75,
-             align_torso: bool = True) -> NormSpec:
+def fit_spec(xy: np.ndarray, visible: np.ndarray, min_torso_frac: float = 0.75, align_torso: bool = True) -> NormSpec:
     """Fit ``rms_to_torso`` and ``unit`` on training poses (numpy in, plain floats out)."""
     xy, visible = jnp.asarray(xy, jnp.float32), jnp.asarray(visible, jnp.float32)
     _, rms = centroid_and_rms(xy, visible)

@@ -46,11 +46,14 @@ def set_stats(z: np.ndarray, visible: np.ndarray, ref: dict[str, Any], train_z, 
     ratios = ratios[ok]
     if len(ratios) < 2:
         return {"num_poses": len(z), "num_with_all_body_bones": len(ratios)}
-    return {"num_poses": len(z), "num_with_all_body_bones": len(ratios),
-            "bone_ratio": metrics.ratio_stats(ratios),
-            "frechet_bone_ratio": round(metrics.frechet_distance(ratios, ref["ratios"]), 6),
-            "w1_bone_ratio_mean": round(float(metrics.wasserstein1(ratios, ref["ratios"]).mean()), 6),
-            "nn_distance_to_train_mean": round(float(metrics.nn_distance(z, visible, train_z, train_v).mean()), 4)}
+    return {
+        "num_poses": len(z),
+        "num_with_all_body_bones": len(ratios),
+        "bone_ratio": metrics.ratio_stats(ratios),
+        "frechet_bone_ratio": round(metrics.frechet_distance(ratios, ref["ratios"]), 6),
+        "w1_bone_ratio_mean": round(float(metrics.wasserstein1(ratios, ref["ratios"]).mean()), 6),
+        "nn_distance_to_train_mean": round(float(metrics.nn_distance(z, visible, train_z, train_v).mean()), 4),
+    }
 
 
 def gaussian_baseline(rng: np.random.Generator, z: np.ndarray, n: int) -> np.ndarray:
@@ -59,9 +62,17 @@ def gaussian_baseline(rng: np.random.Generator, z: np.ndarray, n: int) -> np.nda
     return rng.multivariate_normal(flat.mean(0), np.cov(flat, rowvar=False), n).reshape(n, *z.shape[1:])
 
 
-def samples_png(path: Path, samples: np.ndarray, heldout: np.ndarray, heldout_vis: np.ndarray,
-                columns: int = 8, rows: int = 3, cell: int = 112) -> None:
+def samples_png(
+    path: Path,
+    samples: np.ndarray,
+    heldout: np.ndarray,
+    heldout_vis: np.ndarray,
+    columns: int = 8,
+    rows: int = 3,
+    cell: int = 112,
+) -> None:
     """Rows of sampled skeletons above rows of held-out ones (normalised coordinates, mid-hip centred)."""
+
     def panel(z, v, label):
         canvas = np.full((cell, cell, 3), 255, np.uint8)
         # ±3.5 normalised units fill the cell (unit RMS per coordinate); larger poses are shrunk to fit.
@@ -70,6 +81,7 @@ def samples_png(path: Path, samples: np.ndarray, heldout: np.ndarray, heldout_vi
         out = draw_skeleton(canvas, z * cell / (2 * extent) + cell / 2.0, np.asarray(v))
         cv2.putText(out, label, (3, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.33, (90, 90, 90), 1, cv2.LINE_AA)
         return out
+
     n = columns * rows
     panels = [panel(z, np.ones(len(z)), "sample") for z in samples[:n]]
     panels += [panel(z, v, "held-out") for z, v in zip(heldout[:columns], heldout_vis[:columns])]
@@ -77,8 +89,9 @@ def samples_png(path: Path, samples: np.ndarray, heldout: np.ndarray, heldout_vi
     cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
 
 
-def write_report(prior: DiffusionPrior, data: dict[str, np.ndarray], workdir: Path,
-                 cfg: ml_collections.ConfigDict, seed: int = 0) -> dict[str, Any]:
+def write_report(
+    prior: DiffusionPrior, data: dict[str, np.ndarray], workdir: Path, cfg: ml_collections.ConfigDict, seed: int = 0
+) -> dict[str, Any]:
     """Sample, compare, draw; writes REPORT_FILE and SAMPLES_PNG in ``workdir``; returns a summary."""
     t0 = time.perf_counter()
     save_split_file(workdir, data)
@@ -103,24 +116,33 @@ def write_report(prior: DiffusionPrior, data: dict[str, np.ndarray], workdir: Pa
     m = min(cfg.num_samples, len(data["train_xy"]) - n_train) if len(data["train_xy"]) > n_train else 0
     rest = np.setdiff1d(np.arange(len(data["train_xy"])), pick)[:m]
     if m >= 2:
-        sets["train_poses"] = (np.asarray(prior.normalize(data["train_xy"][rest], data["train_vis"][rest])),
-                               data["train_vis"][rest])
+        sets["train_poses"] = (
+            np.asarray(prior.normalize(data["train_xy"][rest], data["train_vis"][rest])),
+            data["train_vis"][rest],
+        )
     sets["gaussian_baseline"] = (gaussian_baseline(rng, train_z, cfg.num_samples), full)
 
-    report = {"bone_names": list(metrics.BONE_NAMES),
-              "heldout": {"num_poses": len(held_z), "num_with_all_body_bones": int(ok.sum()),
-                          "bone_ratio": metrics.ratio_stats(ref["ratios"]) if ok.sum() >= 2 else None,
-                          "nn_distance_to_train_mean": round(float(
-                              metrics.nn_distance(held_z, held_v, train_z, train_v).mean()), 4)},
-              "num_train_reference": int(n_train), "ddim_steps": cfg.ddim_steps}
+    report = {
+        "bone_names": list(metrics.BONE_NAMES),
+        "heldout": {
+            "num_poses": len(held_z),
+            "num_with_all_body_bones": int(ok.sum()),
+            "bone_ratio": metrics.ratio_stats(ref["ratios"]) if ok.sum() >= 2 else None,
+            "nn_distance_to_train_mean": round(float(metrics.nn_distance(held_z, held_v, train_z, train_v).mean()), 4),
+        },
+        "num_train_reference": int(n_train),
+        "ddim_steps": cfg.ddim_steps,
+    }
     if ok.sum() >= 2:
         for name, (z, v) in sets.items():
             report[name] = set_stats(z, v, ref, train_z, train_v)
     if cfg.effect_poses:
         from hyper_sapiens_jax.prior.effect import measure_effect
+
         n = min(cfg.effect_poses, len(held_z))
-        report["sds_effect"] = measure_effect(prior, data["heldout_xy"][:n], held_v[:n], train_z, train_v,
-                                              seed, cfg.effect_steps)
+        report["sds_effect"] = measure_effect(
+            prior, data["heldout_xy"][:n], held_v[:n], train_z, train_v, seed, cfg.effect_steps
+        )
     report["report_seconds"] = round(time.perf_counter() - t0, 2)
     (workdir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     samples_png(workdir / SAMPLES_PNG, samples, held_z, held_v)
@@ -130,8 +152,11 @@ def write_report(prior: DiffusionPrior, data: dict[str, np.ndarray], workdir: Pa
 def summary(report: dict[str, Any]) -> dict[str, Any]:
     """The headline numbers of a report (what the job logs)."""
     keys = ("frechet_bone_ratio", "w1_bone_ratio_mean", "nn_distance_to_train_mean")
-    out = {name: {k: report[name][k] for k in keys if k in report[name]}
-           for name in ("samples_ddim", "samples_ancestral", "train_poses", "gaussian_baseline") if name in report}
+    out = {
+        name: {k: report[name][k] for k in keys if k in report[name]}
+        for name in ("samples_ddim", "samples_ancestral", "train_poses", "gaussian_baseline")
+        if name in report
+    }
     out["heldout_nn_distance_to_train_mean"] = report["heldout"]["nn_distance_to_train_mean"]
     if "sds_effect" in report:
         e = report["sds_effect"]

@@ -42,8 +42,15 @@ def sample_timesteps(rng: jax.Array, n: int, num_steps: int, t_range: tuple[floa
     return jax.random.randint(rng, (n,), lo, hi + 1, jnp.int32)
 
 
-def sds_grad(prior: DiffusionPrior, z: jax.Array, visible: jax.Array, t: jax.Array, noise: jax.Array,
-             weighting: str = "one_minus_alpha_bar", params: nnx.State | None = None) -> jax.Array:
+def sds_grad(
+    prior: DiffusionPrior,
+    z: jax.Array,
+    visible: jax.Array,
+    t: jax.Array,
+    noise: jax.Array,
+    weighting: str = "one_minus_alpha_bar",
+    params: nnx.State | None = None,
+) -> jax.Array:
     """g = w(t)(ε̂ − ε)·visible (N, K, 2) at normalised poses z; no gradient flows through it."""
     z, visible = jax.lax.stop_gradient(z), jnp.asarray(visible, jnp.float32)
     params = jax.lax.stop_gradient(prior.params if params is None else params)
@@ -54,10 +61,20 @@ def sds_grad(prior: DiffusionPrior, z: jax.Array, visible: jax.Array, t: jax.Arr
     return jax.lax.stop_gradient(w[:, None, None] * (eps_hat - noise) * visible[..., None])
 
 
-def sds_loss(prior: DiffusionPrior, xy: jax.Array, visible: jax.Array, rng: jax.Array, *,
-             t_range: tuple[float, float] = (0.01, 0.05), weighting: str = "one_minus_alpha_bar",
-             normalize: bool = True, num_noise: int = 1, t: jax.Array | None = None,
-             noise: jax.Array | None = None, params: nnx.State | None = None) -> jax.Array:
+def sds_loss(
+    prior: DiffusionPrior,
+    xy: jax.Array,
+    visible: jax.Array,
+    rng: jax.Array,
+    *,
+    t_range: tuple[float, float] = (0.01, 0.05),
+    weighting: str = "one_minus_alpha_bar",
+    normalize: bool = True,
+    num_noise: int = 1,
+    t: jax.Array | None = None,
+    noise: jax.Array | None = None,
+    params: nnx.State | None = None,
+) -> jax.Array:
     """Scalar SDS loss of poses xy (N, K, 2) with visibility (N, K) under a frozen prior.
 
     Args:
@@ -86,7 +103,7 @@ def sds_loss(prior: DiffusionPrior, xy: jax.Array, visible: jax.Array, rng: jax.
     t = jnp.broadcast_to(jnp.asarray(t, jnp.int32), (n * reps,))
     if noise is None:
         noise = jax.random.normal(noise_key, (n * reps,) + z.shape[1:], jnp.float32)
-    tile = lambda a: jnp.tile(a, (reps,) + (1,) * (a.ndim - 1))   # (R·N, ...), draw-major
+    tile = lambda a: jnp.tile(a, (reps,) + (1,) * (a.ndim - 1))  # (R·N, ...), draw-major
     g = sds_grad(prior, tile(z), tile(visible), t, noise, weighting, params)
     g = jnp.mean(g.reshape((reps,) + z.shape), 0)
     surrogate = jnp.sum(g * z)

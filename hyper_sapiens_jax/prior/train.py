@@ -63,10 +63,22 @@ def load_split(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
     order = np.random.default_rng(config.seed).permutation(len(skel))
     n_held = min(max(1, round(config.data.heldout_fraction * len(skel))), len(skel) - 1)
     held, train = skel[order[:n_held]], skel[order[n_held:]]
-    log.info("skeletons: %d from %s (%d dropped: < %d joints); %d train, %d held out", len(skel), path,
-             int((~keep).sum()), config.data.min_visible, len(train), len(held))
-    return {"path": str(path), "train_xy": train[..., :2], "train_vis": train[..., 2],
-            "heldout_xy": held[..., :2], "heldout_vis": held[..., 2]}
+    log.info(
+        "skeletons: %d from %s (%d dropped: < %d joints); %d train, %d held out",
+        len(skel),
+        path,
+        int((~keep).sum()),
+        config.data.min_visible,
+        len(train),
+        len(held),
+    )
+    return {
+        "path": str(path),
+        "train_xy": train[..., :2],
+        "train_vis": train[..., 2],
+        "heldout_xy": held[..., :2],
+        "heldout_vis": held[..., 2],
+    }
 
 
 # =============================================================================================
@@ -74,10 +86,14 @@ def load_split(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
 # =============================================================================================
 def prior_spec(config: ml_collections.ConfigDict, data: dict[str, np.ndarray]) -> PriorSpec:
     m = config.model
-    denoiser = DenoiserSpec(num_keypoints=data["train_xy"].shape[1], width=m.width, depth=m.depth,
-                            hidden_mult=m.hidden_mult, time_dim=m.time_dim)
-    norm_spec = norm.fit_spec(data["train_xy"], data["train_vis"], config.norm.min_torso_frac,
-                              config.norm.align_torso)
+    denoiser = DenoiserSpec(
+        num_keypoints=data["train_xy"].shape[1],
+        width=m.width,
+        depth=m.depth,
+        hidden_mult=m.hidden_mult,
+        time_dim=m.time_dim,
+    )
+    norm_spec = norm.fit_spec(data["train_xy"], data["train_vis"], config.norm.min_torso_frac, config.norm.align_torso)
     z, _ = norm.normalize(data["train_xy"], data["train_vis"], norm_spec)
     x0_clip = config.diffusion.x0_clip_factor * float(jnp.sqrt(jnp.max(jnp.sum(z * z, -1))))
     return PriorSpec(denoiser, norm_spec, config.diffusion.schedule, config.diffusion.num_steps, x0_clip)
@@ -85,15 +101,23 @@ def prior_spec(config: ml_collections.ConfigDict, data: dict[str, np.ndarray]) -
 
 def augment_spec(config: ml_collections.ConfigDict) -> AugmentSpec:
     a, d = config.augment, config.dropout
-    return AugmentSpec(rotate=a.rotate, max_rotation_deg=a.max_rotation_deg, flip=a.flip,
-                       dropout_prob=d.prob, dropout_max_rate=d.max_rate, subset_prob=d.subset_prob,
-                       subset=d.subset, min_visible=d.min_visible)
+    return AugmentSpec(
+        rotate=a.rotate,
+        max_rotation_deg=a.max_rotation_deg,
+        flip=a.flip,
+        dropout_prob=d.prob,
+        dropout_max_rate=d.max_rate,
+        subset_prob=d.subset_prob,
+        subset=d.subset,
+        min_visible=d.min_visible,
+    )
 
 
 def optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
     o = config.optim
-    lr = optax.warmup_cosine_decay_schedule(0.0, o.lr, o.warmup_steps, max(config.num_steps, o.warmup_steps + 1),
-                                            o.lr * o.final_lr_frac)
+    lr = optax.warmup_cosine_decay_schedule(
+        0.0, o.lr, o.warmup_steps, max(config.num_steps, o.warmup_steps + 1), o.lr * o.final_lr_frac
+    )
     return optax.chain(optax.clip_by_global_norm(o.grad_clip), optax.adamw(lr, weight_decay=o.weight_decay))
 
 
@@ -117,8 +141,9 @@ def make_train_chunk(graphdef, spec: PriorSpec, aug: AugmentSpec, tx, batch_size
         z, v = training_poses(aug_key, data["xy"][idx], data["vis"][idx], spec.norm, aug)
         t = jax.random.randint(t_key, (batch_size,), 0, spec.num_steps)
         noise = jax.random.normal(noise_key, z.shape, jnp.float32)
-        loss, grads = jax.value_and_grad(
-            lambda p: denoising_loss(graphdef, p, schedule, z, v, t, noise))(state["params"])
+        loss, grads = jax.value_and_grad(lambda p: denoising_loss(graphdef, p, schedule, z, v, t, noise))(
+            state["params"]
+        )
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         # Warm-up of the EMA decay so short runs (tests) still get sensible EMA weights.
@@ -174,8 +199,16 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = "train") ->
     workdir.mkdir(parents=True, exist_ok=True)
     data = load_split(config)
     spec = prior_spec(config, data)
-    write_spec(workdir, spec, {"skeletons": data["path"], "num_train": len(data["train_xy"]),
-                               "num_heldout": len(data["heldout_xy"]), "config": config_to_dict(config)})
+    write_spec(
+        workdir,
+        spec,
+        {
+            "skeletons": data["path"],
+            "num_train": len(data["train_xy"]),
+            "num_heldout": len(data["heldout_xy"]),
+            "config": config_to_dict(config),
+        },
+    )
 
     graphdef, params = init_params(spec, config.seed)
     tx = optimizer(config)
@@ -205,8 +238,13 @@ def train(config, workdir: Path, spec: PriorSpec, graphdef, tx, state, data, sta
     eval_fn = make_eval(graphdef, spec)
     train_data = {"xy": jnp.asarray(data["train_xy"]), "vis": jnp.asarray(data["train_vis"])}
     evalsets = heldout_sets(data, spec, config.seed)
-    log.info("training the prior: %d -> %d steps, batch %d, %s", start, config.num_steps, config.batch_size,
-             json.dumps(dataclasses.asdict(spec.denoiser)))
+    log.info(
+        "training the prior: %d -> %d steps, batch %d, %s",
+        start,
+        config.num_steps,
+        config.batch_size,
+        json.dumps(dataclasses.asdict(spec.denoiser)),
+    )
     t0, step, losses = time.perf_counter(), start, []
     events = (config.eval_every, config.checkpoint_every)
     while step < config.num_steps:
@@ -216,14 +254,23 @@ def train(config, workdir: Path, spec: PriorSpec, graphdef, tx, state, data, sta
         step += n
         losses.append(chunk_losses)
         if step % config.eval_every == 0 or step == config.num_steps:
-            row = {"step": step, "train_loss": float(jnp.mean(jnp.concatenate(losses))),
-                   "elapsed_s": round(time.perf_counter() - t0, 2)}
+            row = {
+                "step": step,
+                "train_loss": float(jnp.mean(jnp.concatenate(losses))),
+                "elapsed_s": round(time.perf_counter() - t0, 2),
+            }
             for name, args in evalsets.items():
                 row[f"heldout_loss_{name}"] = float(eval_fn(state["ema"], *args))
             losses = []
             _append_metrics(workdir, row)
-            log.info("step %d  train %.4f  held-out (EMA) all %.4f  common13 %.4f  %.1fs", step,
-                     row["train_loss"], row["heldout_loss_all"], row["heldout_loss_common13"], row["elapsed_s"])
+            log.info(
+                "step %d  train %.4f  held-out (EMA) all %.4f  common13 %.4f  %.1fs",
+                step,
+                row["train_loss"],
+                row["heldout_loss_all"],
+                row["heldout_loss_common13"],
+                row["elapsed_s"],
+            )
         final = step == config.num_steps
         if final or mngr.should_save(step):
             # A copy: the async save must not read buffers the next (donating) call overwrites.

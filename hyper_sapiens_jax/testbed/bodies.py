@@ -43,20 +43,20 @@ HEAD_FRACTION = 0.25  # crown-to-chin over crown-to-sole in the template below.
 # 0.27, neck 0.34, chin 0.35, crown 0.60, sole -0.40.
 _TEMPLATE_OFFSETS = {
     0: (0.0, 0.0, 0.0),
-    1: (0.06, -0.03, 0.0),     # hip joint
+    1: (0.06, -0.03, 0.0),  # hip joint
     3: (0.0, 0.08, -0.01),
-    4: (0.0, -0.18, 0.0),      # knee: thigh 0.18
+    4: (0.0, -0.18, 0.0),  # knee: thigh 0.18
     6: (0.0, 0.08, 0.0),
-    7: (0.0, -0.175, 0.0),     # ankle: shin 0.175
+    7: (0.0, -0.175, 0.0),  # ankle: shin 0.175
     9: (0.0, 0.08, 0.005),
-    10: (0.0, -0.02, 0.065),   # toes: the foot points forward
-    12: (0.0, 0.07, -0.005),   # neck
-    13: (0.035, 0.045, 0.0),   # collar
-    15: (0.0, 0.04, -0.01),    # head joint (skull base)
+    10: (0.0, -0.02, 0.065),  # toes: the foot points forward
+    12: (0.0, 0.07, -0.005),  # neck
+    13: (0.035, 0.045, 0.0),  # collar
+    15: (0.0, 0.04, -0.01),  # head joint (skull base)
     16: (0.075, 0.005, -0.005),  # shoulder joint: shoulder breadth 0.22
-    18: (0.13, 0.0, 0.0),      # elbow: upper arm 0.13
-    20: (0.11, 0.0, 0.0),      # wrist: forearm 0.11
-    22: (0.06, 0.0, 0.0),      # knuckles: hand 0.06
+    18: (0.13, 0.0, 0.0),  # elbow: upper arm 0.13
+    20: (0.11, 0.0, 0.0),  # wrist: forearm 0.11
+    22: (0.06, 0.0, 0.0),  # knuckles: hand 0.06
 }
 # Head geometry relative to the head joint, in units of the head height H (crown to chin), head
 # frame. The nose (joint 24) is the nose tip; eyes and ears give COCO's face points.
@@ -64,16 +64,43 @@ _HEAD_CENTRE = (0.0, 0.38, 0.1)
 _HEAD_RADII = (0.36, 0.5, 0.45)
 _NOSE_TIP = (0.0, 0.30, 0.58)
 _FACE_POINTS = {  # COCO id -> offset from the head joint (H units, head frame)
-    1: (0.16, 0.40, 0.48), 2: (-0.16, 0.40, 0.48),    # eyes, just under the head surface
-    3: (0.36, 0.36, 0.08), 4: (-0.36, 0.36, 0.08),    # ears, on the sides
+    1: (0.16, 0.40, 0.48),
+    2: (-0.16, 0.40, 0.48),  # eyes, just under the head surface
+    3: (0.36, 0.36, 0.08),
+    4: (-0.36, 0.36, 0.08),  # ears, on the sides
 }
 _HEAD_JOINTS = (24,)  # joints whose offset scales with H rather than with L
 
 # Limb/trunk radius around each joint in units of L (before the girth factor): the limbs' thickness.
-_JOINT_RADII = np.array([
-    0.075, 0.064, 0.064, 0.085, 0.045, 0.045, 0.08, 0.032, 0.032, 0.07, 0.022, 0.022, 0.045,
-    0.042, 0.042, 0.05, 0.045, 0.045, 0.035, 0.035, 0.027, 0.027, 0.024, 0.024, 0.0,
-])
+_JOINT_RADII = np.array(
+    [
+        0.075,
+        0.064,
+        0.064,
+        0.085,
+        0.045,
+        0.045,
+        0.08,
+        0.032,
+        0.032,
+        0.07,
+        0.022,
+        0.022,
+        0.045,
+        0.042,
+        0.042,
+        0.05,
+        0.045,
+        0.045,
+        0.035,
+        0.035,
+        0.027,
+        0.027,
+        0.024,
+        0.024,
+        0.0,
+    ]
+)
 # How deep each joint lies under the nearest body surface (units of L): the limb radius, except
 # where the trunk is thicker than the limb (hip joints inside the pelvis, shoulders in the chest).
 # A joint only counts as occluded when something is in front of that surface.
@@ -85,14 +112,14 @@ _JOINT_DEPTHS[[13, 14, 16, 17]] = 0.065
 class Posture(enum.IntEnum):
     SUPINE = 0
     PRONE = 1
-    SIDE_LEFT = 2   # lying on the left side
+    SIDE_LEFT = 2  # lying on the left side
     SIDE_RIGHT = 3
-    SITTING = 4     # on the floor
+    SITTING = 4  # on the floor
     # Upright postures of the human corpus (adults and children, testbed/humans.py); infants never use them.
     STANDING = 5
     WALKING = 6
-    ACTIVE = 7      # arms and legs anywhere in their anatomical range: sport, dance, gestures
-    CHAIR = 8       # sitting on a seat, feet on the floor
+    ACTIVE = 7  # arms and legs anywhere in their anatomical range: sport, dance, gestures
+    CHAIR = 8  # sitting on a seat, feet on the floor
 
 
 # Infants' postures (the first five): their frequencies in the infant testbed.
@@ -102,6 +129,7 @@ UPRIGHT = (Posture.STANDING, Posture.WALKING, Posture.ACTIVE, Posture.CHAIR)
 
 class Part(enum.IntEnum):
     """Body part of each surface ellipsoid (decides skin or clothes when rendering)."""
+
     HEAD = 0
     EYE = 1
     NOSE = 2
@@ -124,45 +152,74 @@ class Part(enum.IntEnum):
 # ---------------------------------------------------------------------------------------------
 _ANATOMICAL_LIMITS = {
     # joint: ((a_lo, b_lo, c_lo), (a_hi, b_hi, c_hi))
-    3: ((-15, -12, -12), (25, 12, 12)),     # spine: +a bends forward
+    3: ((-15, -12, -12), (25, 12, 12)),  # spine: +a bends forward
     6: ((-15, -12, -12), (25, 12, 12)),
     9: ((-15, -12, -12), (25, 12, 12)),
-    12: ((-25, -35, -20), (30, 35, 20)),    # neck: b turns the head
-    15: ((-25, -45, -15), (30, 45, 15)),    # head: total head turn up to 80 degrees
-    1: ((-120, -40, -15), (15, 50, 60)),    # hip: -a flexes (thigh forward), +c abducts
-    4: ((0, 0, 0), (150, 0, 0)),            # knee: hinge, +a bends the shin backwards only
-    7: ((-30, -15, -15), (40, 15, 15)),     # ankle
-    13: ((-10, -15, -10), (10, 15, 20)),    # collar: +c shrugs the shoulder up
-    16: ((-70, -100, -85), (70, 35, 70)),   # shoulder: a twists, -b brings the arm forward, c lifts
-    18: ((0, -145, 0), (0, 0, 0)),          # elbow: hinge, -b bends the forearm forwards only
-    20: ((-80, -60, -25), (80, 60, 25)),    # wrist
+    12: ((-25, -35, -20), (30, 35, 20)),  # neck: b turns the head
+    15: ((-25, -45, -15), (30, 45, 15)),  # head: total head turn up to 80 degrees
+    1: ((-120, -40, -15), (15, 50, 60)),  # hip: -a flexes (thigh forward), +c abducts
+    4: ((0, 0, 0), (150, 0, 0)),  # knee: hinge, +a bends the shin backwards only
+    7: ((-30, -15, -15), (40, 15, 15)),  # ankle
+    13: ((-10, -15, -10), (10, 15, 20)),  # collar: +c shrugs the shoulder up
+    16: ((-70, -100, -85), (70, 35, 70)),  # shoulder: a twists, -b brings the arm forward, c lifts
+    18: ((0, -145, 0), (0, 0, 0)),  # elbow: hinge, -b bends the forearm forwards only
+    20: ((-80, -60, -25), (80, 60, 25)),  # wrist
 }
 # Narrower ranges per posture, so lying infants rest on the mat instead of pushing off it.
 _POSTURE_LIMITS = {
-    Posture.SUPINE: {1: ((-110, -40, -10), (0, 50, 60)), 16: ((-70, -100, -85), (70, 10, 70)),
-                     4: ((0, 0, 0), (130, 0, 0))},
-    Posture.PRONE: {1: ((-20, -30, -10), (15, 40, 45)), 16: ((-70, -45, -85), (70, 35, 70)),
-                    12: ((-35, -35, -20), (10, 35, 20)), 15: ((-30, -45, -15), (10, 45, 15)),
-                    3: ((-15, -10, -10), (5, 10, 10)), 6: ((-15, -10, -10), (5, 10, 10)),
-                    9: ((-15, -10, -10), (5, 10, 10))},
+    Posture.SUPINE: {
+        1: ((-110, -40, -10), (0, 50, 60)),
+        16: ((-70, -100, -85), (70, 10, 70)),
+        4: ((0, 0, 0), (130, 0, 0)),
+    },
+    Posture.PRONE: {
+        1: ((-20, -30, -10), (15, 40, 45)),
+        16: ((-70, -45, -85), (70, 35, 70)),
+        12: ((-35, -35, -20), (10, 35, 20)),
+        15: ((-30, -45, -15), (10, 45, 15)),
+        3: ((-15, -10, -10), (5, 10, 10)),
+        6: ((-15, -10, -10), (5, 10, 10)),
+        9: ((-15, -10, -10), (5, 10, 10)),
+    },
     Posture.SIDE_LEFT: {1: ((-100, -30, -10), (10, 40, 30))},
     Posture.SIDE_RIGHT: {1: ((-100, -30, -10), (10, 40, 30))},
-    Posture.SITTING: {1: ((-110, 0, 10), (-65, 50, 50)), 4: ((0, 0, 0), (100, 0, 0)),
-                      3: ((0, -10, -8), (25, 10, 8)), 6: ((-5, -10, -8), (20, 10, 8)),
-                      16: ((-70, -100, -80), (70, 20, 60))},
+    Posture.SITTING: {
+        1: ((-110, 0, 10), (-65, 50, 50)),
+        4: ((0, 0, 0), (100, 0, 0)),
+        3: ((0, -10, -8), (25, 10, 8)),
+        6: ((-5, -10, -8), (20, 10, 8)),
+        16: ((-70, -100, -80), (70, 20, 60)),
+    },
     # Upright: arms mostly hanging (c near -85 lowers the T-pose arm), small trunk bends.
-    Posture.STANDING: {1: ((-25, -15, -5), (12, 25, 15)), 4: ((0, 0, 0), (25, 0, 0)),
-                       7: ((-10, -10, -10), (15, 10, 10)), 16: ((-40, -70, -88), (40, 30, -20)),
-                       18: ((0, -100, 0), (0, 0, 0)), 3: ((-8, -8, -8), (12, 8, 8)),
-                       6: ((-8, -8, -8), (12, 8, 8)), 9: ((-8, -8, -8), (12, 8, 8))},
-    Posture.WALKING: {1: ((-40, -10, -5), (25, 20, 10)), 4: ((0, 0, 0), (60, 0, 0)),
-                      7: ((-20, -10, -10), (25, 10, 10)), 16: ((-30, -45, -88), (30, 35, -60)),
-                      18: ((0, -60, 0), (0, 0, 0)), 3: ((-5, -10, -5), (10, 10, 5)),
-                      6: ((-5, -10, -5), (10, 10, 5)), 9: ((-5, -10, -5), (10, 10, 5))},
+    Posture.STANDING: {
+        1: ((-25, -15, -5), (12, 25, 15)),
+        4: ((0, 0, 0), (25, 0, 0)),
+        7: ((-10, -10, -10), (15, 10, 10)),
+        16: ((-40, -70, -88), (40, 30, -20)),
+        18: ((0, -100, 0), (0, 0, 0)),
+        3: ((-8, -8, -8), (12, 8, 8)),
+        6: ((-8, -8, -8), (12, 8, 8)),
+        9: ((-8, -8, -8), (12, 8, 8)),
+    },
+    Posture.WALKING: {
+        1: ((-40, -10, -5), (25, 20, 10)),
+        4: ((0, 0, 0), (60, 0, 0)),
+        7: ((-20, -10, -10), (25, 10, 10)),
+        16: ((-30, -45, -88), (30, 35, -60)),
+        18: ((0, -60, 0), (0, 0, 0)),
+        3: ((-5, -10, -5), (10, 10, 5)),
+        6: ((-5, -10, -5), (10, 10, 5)),
+        9: ((-5, -10, -5), (10, 10, 5)),
+    },
     Posture.ACTIVE: {1: ((-70, -30, -5), (20, 40, 45)), 4: ((0, 0, 0), (100, 0, 0))},
-    Posture.CHAIR: {1: ((-100, -10, 0), (-75, 20, 20)), 4: ((70, 0, 0), (110, 0, 0)),
-                    16: ((-40, -70, -88), (40, 20, -30)), 18: ((0, -110, 0), (0, 0, 0)),
-                    3: ((-5, -8, -8), (20, 8, 8)), 6: ((-5, -8, -8), (15, 8, 8))},
+    Posture.CHAIR: {
+        1: ((-100, -10, 0), (-75, 20, 20)),
+        4: ((70, 0, 0), (110, 0, 0)),
+        16: ((-40, -70, -88), (40, 20, -30)),
+        18: ((0, -110, 0), (0, 0, 0)),
+        3: ((-5, -8, -8), (20, 8, 8)),
+        6: ((-5, -8, -8), (15, 8, 8)),
+    },
 }
 
 
@@ -196,6 +253,7 @@ class InfantShape:
     girth:       (N,) chubbiness factor applied to all radii.
     trunk_scale: (N,) metres per template unit of the trunk ellipsoids.
     """
+
     body_length: np.ndarray
     head_height: np.ndarray
     offsets: np.ndarray
@@ -204,25 +262,36 @@ class InfantShape:
     girth: np.ndarray
     trunk_scale: np.ndarray
 
-    def take(self, index) -> "InfantShape":
+    def take(self, index) -> InfantShape:
         """Select/repeat infants: ``index`` is anything numpy accepts on axis 0."""
-        return InfantShape(*(np.asarray(getattr(self, f.name))[index]
-                             for f in dataclasses.fields(self)))
+        return InfantShape(*(np.asarray(getattr(self, f.name))[index] for f in dataclasses.fields(self)))
 
 
 # Body proportions per kind of person, as ranges: body length L (m), head (crown to chin) over L,
 # and the leg / arm lengths and limb radii relative to the infant template. An adult's head is about
 # 1/8 of the height and the legs about half; a child's sit in between.
 BODY_KINDS = {
-    "adult": dict(length=(1.50, 1.95), head_fraction=(0.125, 0.14), leg=(1.17, 1.25), arm=(1.22, 1.32),
-                  radius=(0.72, 0.92), girth=(0.85, 1.25)),
-    "child": dict(length=(0.95, 1.45), head_fraction=(0.15, 0.20), leg=(1.05, 1.18), arm=(1.10, 1.22),
-                  radius=(0.78, 0.92), girth=(0.85, 1.15)),
+    "adult": dict(
+        length=(1.50, 1.95),
+        head_fraction=(0.125, 0.14),
+        leg=(1.17, 1.25),
+        arm=(1.22, 1.32),
+        radius=(0.72, 0.92),
+        girth=(0.85, 1.25),
+    ),
+    "child": dict(
+        length=(0.95, 1.45),
+        head_fraction=(0.15, 0.20),
+        leg=(1.05, 1.18),
+        arm=(1.10, 1.22),
+        radius=(0.78, 0.92),
+        girth=(0.85, 1.15),
+    ),
 }
 _LEG_JOINTS = (4, 5, 7, 8, 10, 11)
 _ARM_JOINTS = (18, 19, 20, 21, 22, 23)
-_TEMPLATE_LEG = 0.40      # hip joint to sole, units of L
-_TEMPLATE_TRUNK = 0.35    # hip joint to chin
+_TEMPLATE_LEG = 0.40  # hip joint to sole, units of L
+_TEMPLATE_TRUNK = 0.35  # hip joint to chin
 
 
 def _template_offsets(n: int, body_scale: np.ndarray) -> np.ndarray:
@@ -300,8 +369,9 @@ def axis_rotation(axis: str, angle: np.ndarray) -> np.ndarray:
     return euler_to_matrix(zeros)
 
 
-def forward_kinematics(offsets: np.ndarray, local_rotations: np.ndarray, root_rotation: np.ndarray,
-                       root_position: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def forward_kinematics(
+    offsets: np.ndarray, local_rotations: np.ndarray, root_rotation: np.ndarray, root_position: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Pose the tree.
 
     offsets (N, 25, 3), local_rotations (N, 25, 3, 3), root_rotation (N, 3, 3) body -> world,
@@ -333,6 +403,7 @@ class Skeletons:
     posture: (N,) Posture codes.
     shape:   the InfantShape (batch N).
     """
+
     joints: np.ndarray
     frames: np.ndarray
     angles: np.ndarray
@@ -342,9 +413,10 @@ class Skeletons:
     def __len__(self) -> int:
         return self.joints.shape[0]
 
-    def take(self, index) -> "Skeletons":
-        return Skeletons(self.joints[index], self.frames[index], self.angles[index],
-                         self.posture[index], self.shape.take(index))
+    def take(self, index) -> Skeletons:
+        return Skeletons(
+            self.joints[index], self.frames[index], self.angles[index], self.posture[index], self.shape.take(index)
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -354,20 +426,21 @@ class Ellipsoids:
     centres (..., P, 3), axes (..., P, 3, 3) (columns = principal directions), radii (..., P, 3),
     part (P,) Part codes, person (P,) bool (False for clutter like toys).
     """
+
     centres: np.ndarray
     axes: np.ndarray
     radii: np.ndarray
     part: np.ndarray
     person: np.ndarray
 
-    def take(self, index) -> "Ellipsoids":
+    def take(self, index) -> Ellipsoids:
         """Select along the batch axis (the axis before P)."""
         return Ellipsoids(self.centres[index], self.axes[index], self.radii[index], self.part, self.person)
 
     def half_extent(self, direction: np.ndarray) -> np.ndarray:
         """Half width (..., P) of each ellipsoid along the unit vector ``direction`` (3,)."""
         along = np.einsum("...ij,i->...j", self.axes, direction) * self.radii
-        return np.sqrt(np.sum(along ** 2, axis=-1))
+        return np.sqrt(np.sum(along**2, axis=-1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -377,36 +450,58 @@ class Cones:
 
     start, end (..., C, 3); start_radius, end_radius (..., C); part (C,) Part codes.
     """
+
     start: np.ndarray
     end: np.ndarray
     start_radius: np.ndarray
     end_radius: np.ndarray
     part: np.ndarray
 
-    def take(self, index) -> "Cones":
+    def take(self, index) -> Cones:
         """Select along the batch axis (the axis before C)."""
-        return Cones(self.start[index], self.end[index], self.start_radius[index],
-                     self.end_radius[index], self.part)
+        return Cones(self.start[index], self.end[index], self.start_radius[index], self.end_radius[index], self.part)
 
 
 # Limbs are round cones (the convex hull of two spheres, tapering from one joint's radius to the
 # next): (from joint, to joint, part). The spheres at their ends are ellipsoids below, so a bent
 # limb stays closed at the joint.
 _CONES = (
-    (1, 4, Part.THIGH), (4, 7, Part.SHIN), (2, 5, Part.THIGH), (5, 8, Part.SHIN),
-    (13, 16, Part.CHEST), (16, 18, Part.UPPER_ARM), (18, 20, Part.FOREARM),
-    (14, 17, Part.CHEST), (17, 19, Part.UPPER_ARM), (19, 21, Part.FOREARM),
+    (1, 4, Part.THIGH),
+    (4, 7, Part.SHIN),
+    (2, 5, Part.THIGH),
+    (5, 8, Part.SHIN),
+    (13, 16, Part.CHEST),
+    (16, 18, Part.UPPER_ARM),
+    (18, 20, Part.FOREARM),
+    (14, 17, Part.CHEST),
+    (17, 19, Part.UPPER_ARM),
+    (19, 21, Part.FOREARM),
     (12, 15, Part.NECK),
 )
-_JOINT_SPHERES = ((1, Part.THIGH), (2, Part.THIGH), (4, Part.SHIN), (5, Part.SHIN), (7, Part.FOOT),
-                  (8, Part.FOOT), (12, Part.NECK), (13, Part.CHEST), (14, Part.CHEST),
-                  (16, Part.UPPER_ARM), (17, Part.UPPER_ARM), (18, Part.FOREARM),
-                  (19, Part.FOREARM), (20, Part.HAND), (21, Part.HAND))
+_JOINT_SPHERES = (
+    (1, Part.THIGH),
+    (2, Part.THIGH),
+    (4, Part.SHIN),
+    (5, Part.SHIN),
+    (7, Part.FOOT),
+    (8, Part.FOOT),
+    (12, Part.NECK),
+    (13, Part.CHEST),
+    (14, Part.CHEST),
+    (16, Part.UPPER_ARM),
+    (17, Part.UPPER_ARM),
+    (18, Part.FOREARM),
+    (19, Part.FOREARM),
+    (20, Part.HAND),
+    (21, Part.HAND),
+)
 # Hands and feet: one flattened ellipsoid from the wrist/ankle to the knuckles/toes, in the
 # wrist/ankle frame: (from joint, to joint, long axis, per-axis multipliers of the radius, part).
 _HANDS_FEET = (
-    (7, 10, 2, (1.1, 0.75, 1), Part.FOOT), (8, 11, 2, (1.1, 0.75, 1), Part.FOOT),
-    (20, 22, 0, (1, 0.7, 1.15), Part.HAND), (21, 23, 0, (1, 0.7, 1.15), Part.HAND),
+    (7, 10, 2, (1.1, 0.75, 1), Part.FOOT),
+    (8, 11, 2, (1.1, 0.75, 1), Part.FOOT),
+    (20, 22, 0, (1, 0.7, 1.15), Part.HAND),
+    (21, 23, 0, (1, 0.7, 1.15), Part.HAND),
 )
 # Trunk ellipsoids: (joint whose frame they follow, centre offset (L), radii (L), part).
 _TRUNK = (
@@ -465,8 +560,9 @@ def body_ellipsoids(skel: Skeletons) -> Ellipsoids:
     the joint spheres, so bounds and contact with the mat can use the ellipsoids alone.
     """
     shape = skel.shape
-    trunk = _attached_primitives(skel.joints, skel.frames, [(c, r, p) for _, c, r, p in _TRUNK],
-                                 [j for j, *_ in _TRUNK], shape.trunk_scale)
+    trunk = _attached_primitives(
+        skel.joints, skel.frames, [(c, r, p) for _, c, r, p in _TRUNK], [j for j, *_ in _TRUNK], shape.trunk_scale
+    )
     # Trunk girth: widen/deepen (not lengthen) with the chubbiness factor.
     trunk[2][..., [0, 2]] *= shape.girth[:, None, None]
     head = _attached_primitives(skel.joints, skel.frames, _HEAD, [15] * len(_HEAD), shape.head_height)
@@ -476,7 +572,9 @@ def body_ellipsoids(skel: Skeletons) -> Ellipsoids:
         centres=np.concatenate([trunk[0], head[0], limbs[0]], axis=1),
         axes=np.concatenate([trunk[1], head[1], limbs[1]], axis=1),
         radii=np.concatenate([trunk[2], head[2], limbs[2]], axis=1),
-        part=parts, person=np.ones(len(parts), bool))
+        part=parts,
+        person=np.ones(len(parts), bool),
+    )
 
 
 def body_cones(skel: Skeletons) -> Cones:
@@ -484,8 +582,9 @@ def body_cones(skel: Skeletons) -> Cones:
     a = np.array([c[0] for c in _CONES])
     b = np.array([c[1] for c in _CONES])
     radii = skel.shape.joint_radii
-    return Cones(skel.joints[:, a], skel.joints[:, b], radii[:, a], radii[:, b],
-                 np.array([c[2] for c in _CONES], dtype=np.int32))
+    return Cones(
+        skel.joints[:, a], skel.joints[:, b], radii[:, a], radii[:, b], np.array([c[2] for c in _CONES], dtype=np.int32)
+    )
 
 
 def face_points(skel: Skeletons) -> np.ndarray:
@@ -526,7 +625,7 @@ def sample_angles(rng: np.random.Generator, postures: np.ndarray) -> np.ndarray:
 POSTURE_BASE = {
     Posture.SUPINE: np.eye(3),
     Posture.PRONE: axis_rotation("y", np.pi),
-    Posture.SIDE_LEFT: axis_rotation("y", np.pi / 2),    # body x (left) -> world -Z
+    Posture.SIDE_LEFT: axis_rotation("y", np.pi / 2),  # body x (left) -> world -Z
     Posture.SIDE_RIGHT: axis_rotation("y", -np.pi / 2),
     Posture.SITTING: np.array([[0.0, 0, 1], [1, 0, 0], [0, 1, 0]]),  # x->Y, y->Z (up), z->X
 }
@@ -540,16 +639,25 @@ def sample_root_rotations(rng: np.random.Generator, postures: np.ndarray) -> np.
     yaw = axis_rotation("z", rng.uniform(0, 2 * np.pi, n))
     base = np.stack([POSTURE_BASE[Posture(p)] for p in postures])
     # Lying infants roll a little about their long axis (more when on the side); sitting ones lean.
-    roll = np.where(np.isin(postures, (Posture.SIDE_LEFT, Posture.SIDE_RIGHT)),
-                    rng.uniform(-25, 25, n), rng.uniform(-10, 10, n))
+    roll = np.where(
+        np.isin(postures, (Posture.SIDE_LEFT, Posture.SIDE_RIGHT)), rng.uniform(-25, 25, n), rng.uniform(-10, 10, n)
+    )
     lean = rng.uniform(-10, 20, n)
-    tilt = np.where(np.isin(postures, (Posture.SITTING,) + UPRIGHT)[:, None, None],
-                    axis_rotation("x", np.deg2rad(lean)), axis_rotation("y", np.deg2rad(roll)))
+    tilt = np.where(
+        np.isin(postures, (Posture.SITTING,) + UPRIGHT)[:, None, None],
+        axis_rotation("x", np.deg2rad(lean)),
+        axis_rotation("y", np.deg2rad(roll)),
+    )
     return yaw @ base @ tilt
 
 
-def place_on_mat(shape: InfantShape, angles: np.ndarray, root_rotation: np.ndarray,
-                 postures: np.ndarray, xy: np.ndarray | None = None) -> tuple[Skeletons, np.ndarray]:
+def place_on_mat(
+    shape: InfantShape,
+    angles: np.ndarray,
+    root_rotation: np.ndarray,
+    postures: np.ndarray,
+    xy: np.ndarray | None = None,
+) -> tuple[Skeletons, np.ndarray]:
     """Pose infants and lift them so the lowest surface point touches the mat (Z = 0).
 
     Returns the skeletons and the support gap (N,): how far the trunk (lying) or the pelvis
@@ -561,7 +669,7 @@ def place_on_mat(shape: InfantShape, angles: np.ndarray, root_rotation: np.ndarr
     skel = Skeletons(joints, frames, angles, np.asarray(postures), shape)
     ells = body_ellipsoids(skel)
     up = np.array([0.0, 0.0, 1.0])
-    bottoms = ells.centres[..., 2] - ells.half_extent(up)             # (N, P)
+    bottoms = ells.centres[..., 2] - ells.half_extent(up)  # (N, P)
     lift = -bottoms.min(axis=1)
     shift = np.zeros((n, 3)) if xy is None else np.concatenate([xy, np.zeros((n, 1))], axis=1)
     shift[:, 2] = lift
@@ -573,8 +681,14 @@ def place_on_mat(shape: InfantShape, angles: np.ndarray, root_rotation: np.ndarr
     return skel, gap
 
 
-def sample_skeletons(rng: np.random.Generator, n: int, postures=None, shape: InfantShape | None = None,
-                     max_gap: float = 0.04, max_rounds: int = 200) -> Skeletons:
+def sample_skeletons(
+    rng: np.random.Generator,
+    n: int,
+    postures=None,
+    shape: InfantShape | None = None,
+    max_gap: float = 0.04,
+    max_rounds: int = 200,
+) -> Skeletons:
     """N random infants posed on the mat.
 
     postures: None (random, POSTURE_WEIGHTS), one Posture for all, or an (N,) array.
@@ -606,8 +720,9 @@ def rest_skeletons(shape: InfantShape) -> Skeletons:
     """The rest pose (standing, T-pose arms) in the body frame with the pelvis at the origin."""
     n = shape.body_length.shape[0]
     angles = np.zeros((n, NUM_JOINTS, 3))
-    joints, frames = forward_kinematics(shape.offsets, euler_to_matrix(angles),
-                                        np.broadcast_to(np.eye(3), (n, 3, 3)), np.zeros((n, 3)))
+    joints, frames = forward_kinematics(
+        shape.offsets, euler_to_matrix(angles), np.broadcast_to(np.eye(3), (n, 3, 3)), np.zeros((n, 3))
+    )
     return Skeletons(joints, frames, angles, np.full(n, -1), shape)
 
 
@@ -615,8 +730,9 @@ def _smoothstep(t: np.ndarray) -> np.ndarray:
     return t * t * (3 - 2 * t)
 
 
-def sample_motion(rng: np.random.Generator, num_frames: int, posture: Posture = Posture.SUPINE,
-                  frames_per_key: int = 25) -> Skeletons:
+def sample_motion(
+    rng: np.random.Generator, num_frames: int, posture: Posture = Posture.SUPINE, frames_per_key: int = 25
+) -> Skeletons:
     """A smoothly moving infant: (num_frames,) skeletons of one body and one posture.
 
     Random key poses every ``frames_per_key`` frames are eased into each other (smoothstep on the
@@ -633,6 +749,5 @@ def sample_motion(rng: np.random.Generator, num_frames: int, posture: Posture = 
     t = _smoothstep(np.clip(pos - k, 0.0, 1.0))[:, None, None]
     angles = (1 - t) * keys.angles[k] + t * keys.angles[k + 1]
     frame_shape = shape.take(np.zeros(num_frames, int))
-    skel, _ = place_on_mat(frame_shape, angles, np.repeat(root, num_frames, axis=0),
-                           np.full(num_frames, int(posture)))
+    skel, _ = place_on_mat(frame_shape, angles, np.repeat(root, num_frames, axis=0), np.full(num_frames, int(posture)))
     return skel

@@ -44,9 +44,11 @@ log = logging.getLogger(__name__)
 # The shipped foundation, read by configs/demo.py.
 FOUNDATION_DIR = Path(__file__).parent / "foundation"
 MANIFEST_FILE = "manifest.json"
-FOUNDATION_FILES = {"pose": "sapiens_cpu_humans_pose.safetensors",
-                    "depth": "sapiens_cpu_humans_depth.safetensors",
-                    "normal": "sapiens_cpu_humans_normal.safetensors"}
+FOUNDATION_FILES = {
+    "pose": "sapiens_cpu_humans_pose.safetensors",
+    "depth": "sapiens_cpu_humans_depth.safetensors",
+    "normal": "sapiens_cpu_humans_normal.safetensors",
+}
 PRETRAIN_FILE = "sapiens_cpu_humans_pretrain_clean.safetensors"
 
 
@@ -62,10 +64,16 @@ def code_revision() -> str:
     """The git commit of this checkout (with '+dirty' when it has uncommitted changes), or 'unknown'."""
     root = Path(__file__).resolve().parents[2]
     try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return rev + ("+dirty" if dirty else "")
@@ -120,6 +128,7 @@ def export(tasks_dir: Path, pretrain_file: Path, out: Path) -> dict[str, dict[st
     """Write the Sapiens-layout files (float16 safetensors) into ``out``; returns name -> sha256/bytes."""
     from convert_weights.flax_to_torch import export as export_task
     from convert_weights.torch_io import load_state_dict, save_state_dict
+
     out.mkdir(parents=True, exist_ok=True)
     for task, name in FOUNDATION_FILES.items():
         export_task(tasks_dir, task, out / name, dtype=np.float16)
@@ -153,8 +162,13 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
         mcfg, params, info = convert({"pretrain": pretrain_file}, tuple(config.pose.model.image_size))
         save_weights(weights, mcfg, params, info, overwrite=True)
     _timed(timings, "pose", loop.run, task_config(config, "pose", str(weights), corpus), workdir / "pose")
-    _timed(timings, "geometry", loop.run, task_config(config, "geometry", str(workdir / "pose"), corpus),
-           workdir / "geometry")
+    _timed(
+        timings,
+        "geometry",
+        loop.run,
+        task_config(config, "geometry", str(workdir / "pose"), corpus),
+        workdir / "geometry",
+    )
     humans_val = curriculum.last_eval(workdir / "geometry")
 
     out = workdir / "foundation"
@@ -178,6 +192,11 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
         "config": config_to_dict(config),
     }
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
-    log.info("foundation written to %s (%.1f MB): humans val %s, infant zero-shot %s", out,
-             manifest["total_bytes"] / 1e6, manifest["humans_val"], manifest["zero_shot_infant_val"])
+    log.info(
+        "foundation written to %s (%.1f MB): humans val %s, infant zero-shot %s",
+        out,
+        manifest["total_bytes"] / 1e6,
+        manifest["humans_val"],
+        manifest["zero_shot_infant_val"],
+    )
     return 0

@@ -45,11 +45,19 @@ from hyper_sapiens_jax.testbed.writer import COCO_CATEGORY, _run, write_cached
 
 FORMAT_VERSION = 1
 MANIFEST = "humans.json"
-SPLIT_STREAMS = {"train": 10, "val": 11}     # seed streams, apart from the infant testbed's (0-4)
+SPLIT_STREAMS = {"train": 10, "val": 11}  # seed streams, apart from the infant testbed's (0-4)
 HUMAN_KINDS = {"adult": 0.8, "child": 0.2}
-POSTURES = {Posture.STANDING: 0.32, Posture.WALKING: 0.2, Posture.ACTIVE: 0.16, Posture.CHAIR: 0.12,
-            Posture.SITTING: 0.06, Posture.SUPINE: 0.06, Posture.PRONE: 0.03, Posture.SIDE_LEFT: 0.025,
-            Posture.SIDE_RIGHT: 0.025}
+POSTURES = {
+    Posture.STANDING: 0.32,
+    Posture.WALKING: 0.2,
+    Posture.ACTIVE: 0.16,
+    Posture.CHAIR: 0.12,
+    Posture.SITTING: 0.06,
+    Posture.SUPINE: 0.06,
+    Posture.PRONE: 0.03,
+    Posture.SIDE_LEFT: 0.025,
+    Posture.SIDE_RIGHT: 0.025,
+}
 PEOPLE_PER_IMAGE = {1: 0.55, 2: 0.25, 3: 0.15, 4: 0.05}
 _LYING = (Posture.SUPINE, Posture.PRONE, Posture.SIDE_LEFT, Posture.SIDE_RIGHT, Posture.SITTING)
 
@@ -64,10 +72,12 @@ def _choice(rng: np.random.Generator, table: dict):
 
 def concat_skeletons(skels: list[Skeletons]) -> Skeletons:
     """Skeletons of several batches as one batch (people of one image)."""
-    shape = bodies.InfantShape(*(np.concatenate([getattr(s.shape, f.name) for s in skels])
-                                 for f in dataclasses.fields(bodies.InfantShape)))
-    return Skeletons(*(np.concatenate([getattr(s, f) for s in skels]) for f in ("joints", "frames", "angles",
-                                                                              "posture")), shape)
+    shape = bodies.InfantShape(
+        *(np.concatenate([getattr(s.shape, f.name) for s in skels]) for f in dataclasses.fields(bodies.InfantShape))
+    )
+    return Skeletons(
+        *(np.concatenate([getattr(s, f) for s in skels]) for f in ("joints", "frames", "angles", "posture")), shape
+    )
 
 
 def sample_people(rng: np.random.Generator, count: int) -> Skeletons:
@@ -78,7 +88,7 @@ def sample_people(rng: np.random.Generator, count: int) -> Skeletons:
         shape = bodies.sample_shapes(rng, 1, kind)
         skel = bodies.sample_skeletons(rng, 1, int(posture), shape)
         spacing = 0.55 * (shape.body_length[0] if posture in _LYING else 0.5)
-        for _ in range(50):                     # keep people ~ a body width apart
+        for _ in range(50):  # keep people ~ a body width apart
             xy = rng.uniform(-1.0, 1.0, 2) * (0.9 * len(placed) ** 0.5 + 0.01)
             if all(np.linalg.norm(xy - q) > spacing + r for q, r in placed):
                 break
@@ -100,8 +110,9 @@ def seat_props(skel: Skeletons) -> Ellipsoids | None:
     if not centres:
         return None
     n = len(centres)
-    return Ellipsoids(np.array(centres), np.tile(np.eye(3), (n, 1, 1)), np.array(radii),
-                      np.full(n, -1, np.int32), np.zeros(n, bool))
+    return Ellipsoids(
+        np.array(centres), np.tile(np.eye(3), (n, 1, 1)), np.array(radii), np.full(n, -1, np.int32), np.zeros(n, bool)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,8 +129,7 @@ def look_at(forward: np.ndarray, roll: float) -> np.ndarray:
     return np.stack([c * right + s * down, -s * right + c * down, forward])
 
 
-def sample_camera(rng: np.random.Generator, people: Ellipsoids, image_size: tuple[int, int],
-                  lying: bool) -> Camera:
+def sample_camera(rng: np.random.Generator, people: Ellipsoids, image_size: tuple[int, int], lying: bool) -> Camera:
     """A camera at a random heading that looks level or a little down at the group (more steeply
     when someone lies on the floor), backed off until everyone is in view."""
     pitch = np.deg2rad(rng.uniform(25, 65) if lying else rng.uniform(-5, 30))
@@ -128,11 +138,15 @@ def sample_camera(rng: np.random.Generator, people: Ellipsoids, image_size: tupl
     rotation = look_at(forward, np.deg2rad(rng.uniform(-8, 8)))
     lo, hi = people.centres.min(0), people.centres.max(0)
     target = (lo + hi) / 2
-    return renderer.fit_camera(rotation[None], forward[None], target[None],
-                               np.array([float(np.linalg.norm(hi - lo)) * rng.uniform(0.6, 1.0)]),
-                               dataclasses.replace(people, centres=people.centres[None], axes=people.axes[None],
-                                                   radii=people.radii[None]),
-                               image_size, margin=0.03)[0]
+    return renderer.fit_camera(
+        rotation[None],
+        forward[None],
+        target[None],
+        np.array([float(np.linalg.norm(hi - lo)) * rng.uniform(0.6, 1.0)]),
+        dataclasses.replace(people, centres=people.centres[None], axes=people.axes[None], radii=people.radii[None]),
+        image_size,
+        margin=0.03,
+    )[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,7 +154,7 @@ def sample_camera(rng: np.random.Generator, people: Ellipsoids, image_size: tupl
 # ---------------------------------------------------------------------------------------------
 _TOP = (Part.CHEST, Part.BELLY, Part.PELVIS)
 _SLEEVES = ((), (Part.UPPER_ARM,), (Part.UPPER_ARM, Part.FOREARM))
-_LEGS = ((Part.THIGH,), (Part.THIGH, Part.SHIN), (Part.THIGH, Part.SHIN, Part.FOOT))   # shorts .. trousers
+_LEGS = ((Part.THIGH,), (Part.THIGH, Part.SHIN), (Part.THIGH, Part.SHIN, Part.FOOT))  # shorts .. trousers
 
 
 def _colour(rng, sat=(0.2, 0.85), val=(0.15, 0.95)) -> np.ndarray:
@@ -148,8 +162,9 @@ def _colour(rng, sat=(0.2, 0.85), val=(0.15, 0.95)) -> np.ndarray:
 
 
 def _pattern(rng, period=(0.01, 0.08), kinds=(0, 0, 1, 2, 3, 4)) -> Pattern:
-    return Pattern(_colour(rng), _colour(rng), int(rng.choice(kinds)), float(rng.uniform(*period)),
-                   float(rng.uniform(0, np.pi)))
+    return Pattern(
+        _colour(rng), _colour(rng), int(rng.choice(kinds)), float(rng.uniform(*period)), float(rng.uniform(0, np.pi))
+    )
 
 
 def sample_outfit(rng: np.random.Generator, scene: Scene) -> Scene:
@@ -167,11 +182,16 @@ def sample_outfit(rng: np.random.Generator, scene: Scene) -> Scene:
     clothes = _pattern(rng)
     colours[clothed] = clothes.colour
     if rng.uniform() < 0.6:
-        colours[Part.FOOT] = _colour(rng, (0.0, 0.5), (0.05, 0.6))   # shoes
+        colours[Part.FOOT] = _colour(rng, (0.0, 0.5), (0.05, 0.6))  # shoes
         clothed[Part.FOOT] = False
     hair = renderer.HAIR_COLOURS[rng.integers(len(renderer.HAIR_COLOURS))] * rng.uniform(0.8, 1.2)
-    return dataclasses.replace(scene, part_colour=colours, clothed=clothed, clothes=clothes,
-                               hair_colour=np.clip(hair, 0, 1) if rng.uniform() < 0.85 else None)
+    return dataclasses.replace(
+        scene,
+        part_colour=colours,
+        clothed=clothed,
+        clothes=clothes,
+        hair_colour=np.clip(hair, 0, 1) if rng.uniform() < 0.85 else None,
+    )
 
 
 def sample_scene(rng: np.random.Generator, props: Ellipsoids | None) -> Scene:
@@ -183,13 +203,25 @@ def sample_scene(rng: np.random.Generator, props: Ellipsoids | None) -> Scene:
     placeholder = Pattern(np.zeros(3), np.zeros(3))
     n_props = 0 if props is None else len(props.part)
     return Scene(
-        "real", np.zeros((renderer.NUM_PARTS, 3)), np.zeros(renderer.NUM_PARTS, bool), placeholder,
-        background=floor, mat=floor, mat_half_size=np.zeros(2),           # no mat: the floor everywhere
-        toys=props, toy_colour=np.array([_colour(rng) for _ in range(n_props)]).reshape(n_props, 3),
-        light_dir=light, ambient=float(rng.uniform(0.2, 0.7)), light_colour=np.array([1 + warm, 1.0, 1 - warm]),
-        blur_sigma=float(rng.choice([0.0, rng.uniform(0.3, 1.8)])), noise_sigma=float(rng.uniform(0.5, 9.0)),
-        gain=rng.uniform(0.75, 1.15, 3), vignette=float(rng.uniform(0.0, 0.4)),
-        noise_seed=int(rng.integers(2 ** 31)), fabric=renderer._value_noise(rng))
+        "real",
+        np.zeros((renderer.NUM_PARTS, 3)),
+        np.zeros(renderer.NUM_PARTS, bool),
+        placeholder,
+        background=floor,
+        mat=floor,
+        mat_half_size=np.zeros(2),  # no mat: the floor everywhere
+        toys=props,
+        toy_colour=np.array([_colour(rng) for _ in range(n_props)]).reshape(n_props, 3),
+        light_dir=light,
+        ambient=float(rng.uniform(0.2, 0.7)),
+        light_colour=np.array([1 + warm, 1.0, 1 - warm]),
+        blur_sigma=float(rng.choice([0.0, rng.uniform(0.3, 1.8)])),
+        noise_sigma=float(rng.uniform(0.5, 9.0)),
+        gain=rng.uniform(0.75, 1.15, 3),
+        vignette=float(rng.uniform(0.0, 0.4)),
+        noise_seed=int(rng.integers(2**31)),
+        fabric=renderer._value_noise(rng),
+    )
 
 
 def sample_backdrop(rng: np.random.Generator, image_size: tuple[int, int]) -> np.ndarray:
@@ -202,41 +234,46 @@ def sample_backdrop(rng: np.random.Generator, image_size: tuple[int, int]) -> np
     image = np.broadcast_to(image, (h, w, 3)).copy()
     noise = cv2.resize(renderer._value_noise(rng, 64), (w, h), interpolation=cv2.INTER_LINEAR)
     image *= (1 + rng.uniform(0.05, 0.35) * noise)[..., None]
-    if rng.uniform() < 0.4:                   # stripes / bricks / planks
+    if rng.uniform() < 0.4:  # stripes / bricks / planks
         period, angle = rng.uniform(4, 30), rng.choice([0.0, np.pi / 2, rng.uniform(0, np.pi)])
         yy, xx = np.mgrid[:h, :w].astype(np.float32)
         stripes = 0.5 + 0.5 * np.sin(2 * np.pi * (xx * np.cos(angle) + yy * np.sin(angle)) / period)
         image *= (1 - rng.uniform(0.05, 0.3) * stripes)[..., None]
-    for _ in range(rng.integers(0, 7)):       # windows, doors, shelves, pictures, bushes
+    for _ in range(rng.integers(0, 7)):  # windows, doors, shelves, pictures, bushes
         x0, y0 = rng.integers(0, w), rng.integers(0, h)
         bw, bh = rng.integers(w // 12 + 1, w // 2 + 2), rng.integers(h // 12 + 1, h // 2 + 2)
         colour = tuple(float(c) for c in _colour(rng, (0.0, 0.9), (0.05, 1.0)))
         if rng.uniform() < 0.7:
             cv2.rectangle(image, (int(x0), int(y0)), (int(x0 + bw), int(y0 + bh)), colour, -1)
         else:
-            cv2.ellipse(image, (int(x0), int(y0)), (int(bw // 2), int(bh // 2)), float(rng.uniform(0, 180)),
-                        0, 360, colour, -1)
+            cv2.ellipse(
+                image, (int(x0), int(y0)), (int(bw // 2), int(bh // 2)), float(rng.uniform(0, 180)), 0, 360, colour, -1
+            )
     return np.clip(cv2.GaussianBlur(image, (0, 0), rng.uniform(0.5, 2.5)), 0, 1)
 
 
 # ---------------------------------------------------------------------------------------------
 # One image
 # ---------------------------------------------------------------------------------------------
-def render_sample(seed: int, split: str, index: int, image_size: tuple[int, int]
-                  ) -> tuple[renderer.GroupFrame, int]:
+def render_sample(seed: int, split: str, index: int, image_size: tuple[int, int]) -> tuple[renderer.GroupFrame, int]:
     """Image ``index`` of ``split``: (its GroupFrame, the labelled person: the most visible one)."""
     rng = np.random.default_rng([seed, SPLIT_STREAMS[split], index])
     count = _choice(rng, PEOPLE_PER_IMAGE)
     people = sample_people(rng, count)
     props = seat_props(people)
     ells = bodies.body_ellipsoids(people)
-    flat = Ellipsoids(ells.centres.reshape(-1, 3), ells.axes.reshape(-1, 3, 3), ells.radii.reshape(-1, 3),
-                      np.tile(ells.part, count), np.ones(ells.part.size * count, bool))
+    flat = Ellipsoids(
+        ells.centres.reshape(-1, 3),
+        ells.axes.reshape(-1, 3, 3),
+        ells.radii.reshape(-1, 3),
+        np.tile(ells.part, count),
+        np.ones(ells.part.size * count, bool),
+    )
     camera = sample_camera(rng, flat, image_size, lying=bool(np.isin(people.posture, _LYING).all()))
     scene = sample_scene(rng, props)
     outfits = [sample_outfit(rng, scene) for _ in range(count)]
     backdrop = sample_backdrop(rng, image_size)
-    wall = rng.uniform(3.0, 12.0)             # the floor ends where the backdrop begins
+    wall = rng.uniform(3.0, 12.0)  # the floor ends where the backdrop begins
 
     def paint_backdrop(image, info):
         far = ~np.isfinite(info["zbuffer"]) & ~(info["ground_depth"] < wall)
@@ -254,12 +291,20 @@ def person_record(frame: renderer.GroupFrame, person: int, camera_k: np.ndarray,
     uv = np.where(vis[:, None] > 0, frame.coco_uv[person], 0.0).astype(np.float32)
     mask = frame.owner == person
     bbox = _bbox(uv[vis > 0], mask)
-    return {"image": frame.rgb, "keypoints": np.concatenate([uv, vis[:, None]], 1),
-            "bbox": bbox, "image_id": np.int64(image_id), "ann_id": np.int64(image_id),
-            "depth": np.where(mask, frame.depth, -1.0).astype(np.float32),
-            "normal": np.where(mask[..., None], frame.normals, 0.0).astype(np.float32),
-            "intrinsics": camera_k.astype(np.float32), "is_real": np.float32(1),
-            "has_pose": np.float32(1), "has_depth": np.float32(1), "has_normal": np.float32(1)}
+    return {
+        "image": frame.rgb,
+        "keypoints": np.concatenate([uv, vis[:, None]], 1),
+        "bbox": bbox,
+        "image_id": np.int64(image_id),
+        "ann_id": np.int64(image_id),
+        "depth": np.where(mask, frame.depth, -1.0).astype(np.float32),
+        "normal": np.where(mask[..., None], frame.normals, 0.0).astype(np.float32),
+        "intrinsics": camera_k.astype(np.float32),
+        "is_real": np.float32(1),
+        "has_pose": np.float32(1),
+        "has_depth": np.float32(1),
+        "has_normal": np.float32(1),
+    }
 
 
 def _bbox(points: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -289,8 +334,8 @@ _ARRAYS = {  # name -> (per-sample shape given (H, W), dtype)
     "images": (lambda h, w: (h, w, 3), np.uint8),
     "keypoints": (lambda h, w: (17, 3), np.float32),
     "bbox": (lambda h, w: (4,), np.float32),
-    "depth": (lambda h, w: (h, w), np.float16),        # metres on the person, -1 elsewhere
-    "normal": (lambda h, w: (h, w, 3), np.int8),       # x 127
+    "depth": (lambda h, w: (h, w), np.float16),  # metres on the person, -1 elsewhere
+    "normal": (lambda h, w: (h, w, 3), np.int8),  # x 127
 }
 
 
@@ -318,20 +363,29 @@ def _write_coco_chunk(task: tuple) -> list[dict]:
         rng = np.random.default_rng([seed, 99, i])
         r = sample_record(seed, "val", i, size)
         name = f"human_{i:05d}.jpg"
-        if not cv2.imwrite(str(Path(root) / "images" / name), r["image"][..., ::-1],
-                           [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(75, 96))]):
+        if not cv2.imwrite(
+            str(Path(root) / "images" / name),
+            r["image"][..., ::-1],
+            [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(75, 96))],
+        ):
             raise OSError(f"could not write {Path(root) / 'images' / name}")
         kp = r["keypoints"]
-        out.append({"file_name": name, "keypoints": [float(v) if j % 3 < 2 else int(v)
-                                                     for j, v in enumerate(kp.ravel())],
-                    "num_keypoints": int((kp[:, 2] > 0).sum()), "bbox": [float(v) for v in r["bbox"]],
-                    "area": float((r["depth"] > 0).sum())})
+        out.append(
+            {
+                "file_name": name,
+                "keypoints": [float(v) if j % 3 < 2 else int(v) for j, v in enumerate(kp.ravel())],
+                "num_keypoints": int((kp[:, 2] > 0).sum()),
+                "bbox": [float(v) for v in r["bbox"]],
+                "area": float((r["depth"] > 0).sum()),
+            }
+        )
     return out
 
 
 @dataclasses.dataclass(frozen=True)
 class HumansPaths:
     """A written corpus: the train memmaps folder and the val COCO set."""
+
     root: Path
 
     @property
@@ -347,17 +401,28 @@ class HumansPaths:
         return self.root / "val" / "images"
 
 
-def write_humans(out_dir: str | os.PathLike, num_train: int = 20000, num_val: int = 300,
-                 image_size: tuple[int, int] = (160, 128), seed: int = 0, workers: int | None = None,
-                 force: bool = False) -> HumansPaths:
+def write_humans(
+    out_dir: str | os.PathLike,
+    num_train: int = 20000,
+    num_val: int = 300,
+    image_size: tuple[int, int] = (160, 128),
+    seed: int = 0,
+    workers: int | None = None,
+    force: bool = False,
+) -> HumansPaths:
     """Write (or reuse) the human corpus in ``out_dir``; returns its paths.
 
     ``image_size`` is (H, W). The same parameters again return at once; other parameters (or
     ``force``) rebuild it in a temporary sibling folder that replaces the old one when complete.
     ``workers`` processes (default: the available cores) never change the output.
     """
-    params = {"format_version": FORMAT_VERSION, "num_train": int(num_train), "num_val": int(num_val),
-              "image_size": [int(image_size[0]), int(image_size[1])], "seed": int(seed)}
+    params = {
+        "format_version": FORMAT_VERSION,
+        "num_train": int(num_train),
+        "num_val": int(num_val),
+        "image_size": [int(image_size[0]), int(image_size[1])],
+        "seed": int(seed),
+    }
     if workers is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         workers = 1 if num_train + num_val < 64 else max(1, min(cores, 8))
@@ -368,22 +433,37 @@ def write_humans(out_dir: str | os.PathLike, num_train: int = 20000, num_val: in
         paths.train.mkdir()
         paths.val_images.mkdir(parents=True)
         for name, (shape, dtype) in _ARRAYS.items():
-            np.lib.format.open_memmap(paths.train / f"{name}.npy", mode="w+", dtype=dtype,
-                                      shape=(num_train,) + shape(h, w)).flush()
+            np.lib.format.open_memmap(
+                paths.train / f"{name}.npy", mode="w+", dtype=dtype, shape=(num_train,) + shape(h, w)
+            ).flush()
         chunk = 64
-        tasks = [("train", (str(paths.train), seed, s, min(s + chunk, num_train), (h, w)))
-                 for s in range(0, num_train, chunk)]
-        tasks += [("val", (str(paths.val_json.parent), seed, s, min(s + chunk, num_val), (h, w)))
-                  for s in range(0, num_val, chunk)]
+        tasks = [
+            ("train", (str(paths.train), seed, s, min(s + chunk, num_train), (h, w)))
+            for s in range(0, num_train, chunk)
+        ]
+        tasks += [
+            ("val", (str(paths.val_json.parent), seed, s, min(s + chunk, num_val), (h, w)))
+            for s in range(0, num_val, chunk)
+        ]
         results = _run(tasks, _dispatch, workers)
         entries = [e for (kind, _), r in zip(tasks, results) if kind == "val" for e in r]
-        coco = {"info": {"description": "hyper-sapiens-jax human corpus, val", "version": str(FORMAT_VERSION)},
-                "images": [{"id": i + 1, "file_name": e["file_name"], "width": w, "height": h}
-                           for i, e in enumerate(entries)],
-                "annotations": [{"id": i + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0,
-                                 **{k: e[k] for k in ("keypoints", "num_keypoints", "bbox", "area")}}
-                                for i, e in enumerate(entries)],
-                "categories": [COCO_CATEGORY]}
+        coco = {
+            "info": {"description": "hyper-sapiens-jax human corpus, val", "version": str(FORMAT_VERSION)},
+            "images": [
+                {"id": i + 1, "file_name": e["file_name"], "width": w, "height": h} for i, e in enumerate(entries)
+            ],
+            "annotations": [
+                {
+                    "id": i + 1,
+                    "image_id": i + 1,
+                    "category_id": 1,
+                    "iscrowd": 0,
+                    **{k: e[k] for k in ("keypoints", "num_keypoints", "bbox", "area")},
+                }
+                for i, e in enumerate(entries)
+            ],
+            "categories": [COCO_CATEGORY],
+        }
         paths.val_json.write_text(json.dumps(coco, separators=(",", ":")))
         fx, fy, cx, cy = renderer.intrinsics_for((h, w))
         return {"intrinsics": {"fx": fx, "fy": fy, "cx": cx, "cy": cy}}
@@ -423,7 +503,7 @@ class HumansSource:
         self._k = intrinsics(self._size)
 
     @classmethod
-    def on_the_fly(cls, num: int, image_size: tuple[int, int] = (160, 128), seed: int = 0) -> "HumansSource":
+    def on_the_fly(cls, num: int, image_size: tuple[int, int] = (160, 128), seed: int = 0) -> HumansSource:
         return cls(_render=(int(num), tuple(image_size), int(seed)))
 
     def __len__(self) -> int:
@@ -434,12 +514,20 @@ class HumansSource:
         if self._arrays is None:
             return sample_record(self._seed, "train", index, self._size)
         a = self._arrays
-        return {"image": np.asarray(a["images"][index]), "keypoints": np.asarray(a["keypoints"][index]),
-                "bbox": np.asarray(a["bbox"][index]), "image_id": np.int64(index), "ann_id": np.int64(index),
-                "depth": np.asarray(a["depth"][index], np.float32),
-                "normal": np.asarray(a["normal"][index], np.float32) / 127.0,
-                "intrinsics": self._k.astype(np.float32), "is_real": np.float32(1),
-                "has_pose": np.float32(1), "has_depth": np.float32(1), "has_normal": np.float32(1)}
+        return {
+            "image": np.asarray(a["images"][index]),
+            "keypoints": np.asarray(a["keypoints"][index]),
+            "bbox": np.asarray(a["bbox"][index]),
+            "image_id": np.int64(index),
+            "ann_id": np.int64(index),
+            "depth": np.asarray(a["depth"][index], np.float32),
+            "normal": np.asarray(a["normal"][index], np.float32) / 127.0,
+            "intrinsics": self._k.astype(np.float32),
+            "is_real": np.float32(1),
+            "has_pose": np.float32(1),
+            "has_depth": np.float32(1),
+            "has_normal": np.float32(1),
+        }
 
     def __repr__(self) -> str:
         return f"HumansSource({self._num} images at {self._size[0]}x{self._size[1]})"
@@ -448,8 +536,9 @@ class HumansSource:
 def corpus_paths(data) -> HumansPaths:
     """Write (or reuse) the corpus that ``config.data.humans`` describes under ``config.data.humans_dir``."""
     h = data.humans
-    return write_humans(data.humans_dir, num_train=h.num_train, num_val=h.num_val,
-                        image_size=tuple(h.image_size), seed=h.seed)
+    return write_humans(
+        data.humans_dir, num_train=h.num_train, num_val=h.num_val, image_size=tuple(h.image_size), seed=h.seed
+    )
 
 
 def pretrain_source(data) -> HumansSource:
@@ -464,8 +553,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m hyper_sapiens_jax.testbed.humans",
         description="Render the human corpus (adults and children, mostly upright, 1-4 per image, with pose, "
-                    "depth and normal labels): the testbed foundation's pretraining data.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        "depth and normal labels): the testbed foundation's pretraining data.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--out", required=True, help="output folder (created; replaced only if it is a corpus)")
     parser.add_argument("--num", type=int, default=20000, help="training images")
     parser.add_argument("--num-val", type=int, default=300, help="validation images (a COCO keypoint set)")
@@ -475,8 +565,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="regenerate even if a matching corpus exists")
     args = parser.parse_args(argv)
     start = time.time()
-    paths = write_humans(args.out, args.num, args.num_val, tuple(args.image_size), args.seed, args.workers,
-                         args.force)
+    paths = write_humans(args.out, args.num, args.num_val, tuple(args.image_size), args.seed, args.workers, args.force)
     print(f"train {paths.train}\nval   {paths.val_json}\n{time.time() - start:.1f} s")
     return 0
 

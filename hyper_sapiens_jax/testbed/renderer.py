@@ -26,9 +26,9 @@ import dataclasses
 import cv2
 import numpy as np
 
-from hyper_sapiens_jax.testbed import bodies
 # The camera model lives in geometry.py (the readers use it too); re-exported here for the renderer's users.
 from hyper_sapiens_jax.data.geometry import MINI_RGBD_INTRINSICS, MINI_RGBD_SIZE, intrinsics_for  # noqa: F401
+from hyper_sapiens_jax.testbed import bodies
 from hyper_sapiens_jax.testbed.bodies import Cones, Ellipsoids, Part, Skeletons
 
 LOOKS = ("synthetic", "real")
@@ -41,6 +41,7 @@ OCCLUSION_MARGIN = 0.01  # metres a surface must be in front of a joint's own su
 @dataclasses.dataclass(frozen=True)
 class Camera:
     """Pinhole camera(s). rotation (..., 3, 3) and translation (..., 3) map world -> camera."""
+
     rotation: np.ndarray
     translation: np.ndarray
     fx: float
@@ -50,7 +51,7 @@ class Camera:
     height: int
     width: int
 
-    def __getitem__(self, index) -> "Camera":
+    def __getitem__(self, index) -> Camera:
         return dataclasses.replace(self, rotation=self.rotation[index], translation=self.translation[index])
 
     @property
@@ -65,8 +66,9 @@ class Camera:
     def project(self, points_cam: np.ndarray) -> np.ndarray:
         """Camera-frame points (..., 3) -> pixel coordinates (..., 2)."""
         z = points_cam[..., 2]
-        return np.stack([self.fx * points_cam[..., 0] / z + self.cx,
-                         self.fy * points_cam[..., 1] / z + self.cy], axis=-1)
+        return np.stack(
+            [self.fx * points_cam[..., 0] / z + self.cx, self.fy * points_cam[..., 1] / z + self.cy], axis=-1
+        )
 
     def rays(self) -> tuple[np.ndarray, np.ndarray]:
         """x' = (u - cx) / fx per column (W,) and y' = (v - cy) / fy per row (H,)."""
@@ -79,14 +81,21 @@ def _look_at_down(forward: np.ndarray, roll: np.ndarray) -> np.ndarray:
     right = ref - np.sum(ref * forward, -1, keepdims=True) * forward
     right /= np.linalg.norm(right, axis=-1, keepdims=True)
     down = np.cross(forward, right)
-    right, down = (np.cos(roll)[:, None] * right + np.sin(roll)[:, None] * down,
-                   -np.sin(roll)[:, None] * right + np.cos(roll)[:, None] * down)
+    right, down = (
+        np.cos(roll)[:, None] * right + np.sin(roll)[:, None] * down,
+        -np.sin(roll)[:, None] * right + np.cos(roll)[:, None] * down,
+    )
     return np.stack([right, down, forward], axis=-2)
 
 
-def sample_cameras(rng: np.random.Generator, ells: Ellipsoids, image_size: tuple[int, int],
-                   distance: tuple[float, float] = (0.5, 1.0), max_tilt_deg: float = 12.0,
-                   margin: float = 0.04) -> Camera:
+def sample_cameras(
+    rng: np.random.Generator,
+    ells: Ellipsoids,
+    image_size: tuple[int, int],
+    distance: tuple[float, float] = (0.5, 1.0),
+    max_tilt_deg: float = 12.0,
+    margin: float = 0.04,
+) -> Camera:
     """N cameras above N infants (ells batch N): random distance, tilt and in-plane roll.
 
     The camera looks at the body's centre from ``distance`` metres (uniform), tilted up to
@@ -94,8 +103,6 @@ def sample_cameras(rng: np.random.Generator, ells: Ellipsoids, image_size: tuple
     does not fit inside the image (minus ``margin`` of each side) it backs off until it does.
     """
     n = ells.centres.shape[0]
-    fx, fy, cx, cy = intrinsics_for(image_size)
-    height, width = image_size
     lo, hi = ells.centres.min(axis=1), ells.centres.max(axis=1)
     target = (lo + hi) / 2 + np.concatenate([rng.uniform(-0.03, 0.03, (n, 2)), np.zeros((n, 1))], 1)
     tilt = np.deg2rad(rng.uniform(0, max_tilt_deg, n))
@@ -106,8 +113,15 @@ def sample_cameras(rng: np.random.Generator, ells: Ellipsoids, image_size: tuple
     return fit_camera(rotation, forward, target, dist, ells, image_size, margin)
 
 
-def fit_camera(rotation: np.ndarray, forward: np.ndarray, target: np.ndarray, dist: np.ndarray,
-               ells: Ellipsoids, image_size: tuple[int, int], margin: float = 0.04) -> Camera:
+def fit_camera(
+    rotation: np.ndarray,
+    forward: np.ndarray,
+    target: np.ndarray,
+    dist: np.ndarray,
+    ells: Ellipsoids,
+    image_size: tuple[int, int],
+    margin: float = 0.04,
+) -> Camera:
     """N cameras with orientations ``rotation`` (N, 3, 3) (world -> camera; ``forward`` (N, 3) its
     viewing direction) looking at ``target`` (N, 3) from ``dist`` (N,) metres, each backed off until
     all of its body's ellipsoids (batch N) fit inside the image minus ``margin`` of each side."""
@@ -121,9 +135,13 @@ def fit_camera(rotation: np.ndarray, forward: np.ndarray, target: np.ndarray, di
         z = np.maximum(pc[..., 2] - reach, 1e-3)
         uv = cam.project(pc)
         ru, rv = fx * reach / z, fy * reach / z
-        fits = ((uv[..., 0] - ru >= margin * width) & (uv[..., 0] + ru <= (1 - margin) * width)
-                & (uv[..., 1] - rv >= margin * height) & (uv[..., 1] + rv <= (1 - margin) * height)
-                & (pc[..., 2] - reach > 0.05)).all(axis=1)
+        fits = (
+            (uv[..., 0] - ru >= margin * width)
+            & (uv[..., 0] + ru <= (1 - margin) * width)
+            & (uv[..., 1] - rv >= margin * height)
+            & (uv[..., 1] + rv <= (1 - margin) * height)
+            & (pc[..., 2] - reach > 0.05)
+        ).all(axis=1)
         if fits.all():
             break
         dist = np.where(fits, dist, dist * 1.06)
@@ -137,7 +155,7 @@ def fit_camera(rotation: np.ndarray, forward: np.ndarray, target: np.ndarray, di
 # ---------------------------------------------------------------------------------------------
 def quadrics(ells: Ellipsoids) -> np.ndarray:
     """Q (..., P, 3, 3) with the surface ``(x - c)^T Q (x - c) = 1``: Q = A diag(1/r^2) A^T."""
-    return np.einsum("...ik,...k,...jk->...ij", ells.axes, 1.0 / ells.radii ** 2, ells.axes)
+    return np.einsum("...ik,...k,...jk->...ij", ells.axes, 1.0 / ells.radii**2, ells.axes)
 
 
 def _matvec(m: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -146,8 +164,12 @@ def _matvec(m: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 def _quad(m: np.ndarray, dx, dy) -> np.ndarray:
     """d^T M d for d = (dx, dy, 1) and symmetric M (..., 3, 3), expanded so it broadcasts cheaply."""
-    return (m[..., 0, 0] * dx * dx + m[..., 1, 1] * dy * dy + m[..., 2, 2]
-            + 2 * (m[..., 0, 1] * dx * dy + m[..., 0, 2] * dx + m[..., 1, 2] * dy))
+    return (
+        m[..., 0, 0] * dx * dx
+        + m[..., 1, 1] * dy * dy
+        + m[..., 2, 2]
+        + 2 * (m[..., 0, 1] * dx * dy + m[..., 0, 2] * dx + m[..., 1, 2] * dy)
+    )
 
 
 def _lin(v: np.ndarray, dx, dy) -> np.ndarray:
@@ -161,7 +183,7 @@ def _ellipsoid_front(dx, dy, centre: np.ndarray, q: np.ndarray) -> np.ndarray:
     a = _quad(q, dx, dy)
     b = _lin(qc, dx, dy)
     cc = np.sum(centre * qc, -1) - 1.0
-    disc = b * b - a * cc                     # a z^2 - 2 b z + cc = 0
+    disc = b * b - a * cc  # a z^2 - 2 b z + cc = 0
     z = (b - np.sqrt(np.maximum(disc, 0.0))) / a
     return np.where((disc > 0) & (z > 0), z, np.inf)
 
@@ -172,6 +194,7 @@ class _ConeGeometry:
     valid for s in [s_lo, s_hi] (between the tangent circles on the two end spheres).
     In w = x - a the surface is w^T M w - 2 k0 k1 u.w - k0^2 = 0 with M = I - (1 + k1^2) u u^T.
     """
+
     a: np.ndarray
     u: np.ndarray
     m: np.ndarray
@@ -181,18 +204,25 @@ class _ConeGeometry:
     s_hi: np.ndarray
 
     @classmethod
-    def of(cls, cones: Cones) -> "_ConeGeometry":
+    def of(cls, cones: Cones) -> _ConeGeometry:
         axis = cones.end - cones.start
         length = np.maximum(np.linalg.norm(axis, axis=-1), 1e-9)
         u = axis / length[..., None]
         # The surface line leans by beta from the axis: sin(beta) = (r_start - r_end) / length.
         sin_b = np.clip((cones.start_radius - cones.end_radius) / length, -0.95, 0.95)
-        cos_b = np.sqrt(1 - sin_b ** 2)
+        cos_b = np.sqrt(1 - sin_b**2)
         m = np.eye(3) - (1 + (sin_b / cos_b) ** 2)[..., None, None] * u[..., :, None] * u[..., None, :]
-        return cls(cones.start, u, m, cones.start_radius / cos_b, -sin_b / cos_b,
-                   cones.start_radius * sin_b, length + cones.end_radius * sin_b)
+        return cls(
+            cones.start,
+            u,
+            m,
+            cones.start_radius / cos_b,
+            -sin_b / cos_b,
+            cones.start_radius * sin_b,
+            length + cones.end_radius * sin_b,
+        )
 
-    def take(self, index) -> "_ConeGeometry":
+    def take(self, index) -> _ConeGeometry:
         return _ConeGeometry(*(getattr(self, f.name)[index] for f in dataclasses.fields(self)))
 
 
@@ -207,7 +237,7 @@ def _cone_front(dx, dy, g: _ConeGeometry) -> np.ndarray:
     kk = g.k0 * g.k1
     ud, ua = _lin(g.u, dx, dy), np.sum(g.u * g.a, -1)
     half_b = -_lin(ma, dx, dy) - kk * ud
-    c = np.sum(g.a * ma, -1) + 2 * kk * ua - g.k0 ** 2
+    c = np.sum(g.a * ma, -1) + 2 * kk * ua - g.k0**2
     disc = half_b * half_b - dmd * c
     root = np.sqrt(np.maximum(disc, 0.0))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -217,6 +247,7 @@ def _cone_front(dx, dy, g: _ConeGeometry) -> np.ndarray:
     def on_segment(z):
         s = z * ud - ua
         return (disc > 0) & (z > 0) & (s >= g.s_lo) & (s <= g.s_hi)
+
     return np.where(on_segment(near), near, np.where(on_segment(far), far, np.inf))
 
 
@@ -229,6 +260,7 @@ def to_camera_frame(ells: Ellipsoids, cones: Cones, camera: Camera) -> tuple[Ell
 
     def move(points):
         return np.matmul(points, np.swapaxes(r, -1, -2)) + t[..., None, :]
+
     ells = dataclasses.replace(ells, centres=move(ells.centres), axes=np.matmul(r[..., None, :, :], ells.axes))
     cones = dataclasses.replace(cones, start=move(cones.start), end=move(cones.end))
     return ells, cones
@@ -241,7 +273,7 @@ def _sphere_boxes(centres: np.ndarray, reach: np.ndarray, camera: Camera) -> np.
     the hull of its projected corners (all in front of the camera).
     """
     signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], float)
-    corners = centres[:, None] + signs[None] * reach[:, None, None]           # (P, 8, 3)
+    corners = centres[:, None] + signs[None] * reach[:, None, None]  # (P, 8, 3)
     corners[..., 2] = np.maximum(corners[..., 2], 1e-3)
     uv = camera.project(corners)
     u0 = np.clip(np.floor(uv[..., 0].min(1)), 0, camera.width).astype(int)
@@ -256,8 +288,15 @@ def _boxes(ells_cam: Ellipsoids, cones_cam: Cones, camera: Camera) -> np.ndarray
     ell_boxes = _sphere_boxes(ells_cam.centres, ells_cam.radii.max(axis=-1), camera)
     start = _sphere_boxes(cones_cam.start, cones_cam.start_radius, camera)
     end = _sphere_boxes(cones_cam.end, cones_cam.end_radius, camera)
-    cone_boxes = np.concatenate([np.minimum(start, end)[:, [0]], np.maximum(start, end)[:, [1]],
-                                 np.minimum(start, end)[:, [2]], np.maximum(start, end)[:, [3]]], 1)
+    cone_boxes = np.concatenate(
+        [
+            np.minimum(start, end)[:, [0]],
+            np.maximum(start, end)[:, [1]],
+            np.minimum(start, end)[:, [2]],
+            np.maximum(start, end)[:, [3]],
+        ],
+        1,
+    )
     return np.concatenate([ell_boxes, cone_boxes])
 
 
@@ -288,8 +327,9 @@ def rasterize(ells_cam: Ellipsoids, cones_cam: Cones, camera: Camera) -> tuple[n
     return depth, index
 
 
-def surface_normals(depth: np.ndarray, index: np.ndarray, ells_cam: Ellipsoids, cones_cam: Cones,
-                    camera: Camera) -> np.ndarray:
+def surface_normals(
+    depth: np.ndarray, index: np.ndarray, ells_cam: Ellipsoids, cones_cam: Cones, camera: Camera
+) -> np.ndarray:
     """Outward unit normals (H, W, 3), camera frame, of the primitive hit at each pixel (0 elsewhere)."""
     normals = np.zeros(depth.shape + (3,))
     rows, cols = np.nonzero(index >= 0)
@@ -309,8 +349,8 @@ def surface_normals(depth: np.ndarray, index: np.ndarray, ells_cam: Ellipsoids, 
 
 def mat_depth(camera: Camera) -> tuple[np.ndarray, np.ndarray]:
     """Depth (H, W) of the mat plane Z = 0 and its normal (3,) in the camera frame."""
-    normal = camera.rotation[:, 2]               # world +Z seen from the camera
-    offset = normal @ camera.translation         # plane: normal . x = offset (= -camera height)
+    normal = camera.rotation[:, 2]  # world +Z seen from the camera
+    offset = normal @ camera.translation  # plane: normal . x = offset (= -camera height)
     xs, ys = camera.rays()
     denom = normal[0] * xs[None] + normal[1] * ys[:, None] + normal[2]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -323,12 +363,12 @@ def mat_depth(camera: Camera) -> tuple[np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------------------------------------
 def in_image(uv: np.ndarray, camera: Camera) -> np.ndarray:
     """(..., 2) pixel coordinates -> (...) bool: inside [0, W-1] x [0, H-1]."""
-    return ((uv[..., 0] >= 0) & (uv[..., 0] <= camera.width - 1)
-            & (uv[..., 1] >= 0) & (uv[..., 1] <= camera.height - 1))
+    return (uv[..., 0] >= 0) & (uv[..., 0] <= camera.width - 1) & (uv[..., 1] >= 0) & (uv[..., 1] <= camera.height - 1)
 
 
-def zbuffer_visibility(points_cam: np.ndarray, burial: np.ndarray, depth: np.ndarray,
-                       camera: Camera, margin: float = OCCLUSION_MARGIN) -> np.ndarray:
+def zbuffer_visibility(
+    points_cam: np.ndarray, burial: np.ndarray, depth: np.ndarray, camera: Camera, margin: float = OCCLUSION_MARGIN
+) -> np.ndarray:
     """COCO visibility (K,) int of points (K, 3) from a z-buffer (H, W).
 
     A joint sits inside its own limb, so the surface in front of it is ~``burial`` (K,) metres
@@ -342,8 +382,15 @@ def zbuffer_visibility(points_cam: np.ndarray, burial: np.ndarray, depth: np.nda
     return np.where(inside, np.where(hidden, 1, 2), 0).astype(np.int32)
 
 
-def ray_visibility(points_cam: np.ndarray, burial: np.ndarray, ells_cam: Ellipsoids, cones_cam: Cones,
-                   camera: Camera, margin: float = OCCLUSION_MARGIN, chunk: int = 256) -> np.ndarray:
+def ray_visibility(
+    points_cam: np.ndarray,
+    burial: np.ndarray,
+    ells_cam: Ellipsoids,
+    cones_cam: Cones,
+    camera: Camera,
+    margin: float = OCCLUSION_MARGIN,
+    chunk: int = 256,
+) -> np.ndarray:
     """COCO visibility (N, K) of points (N, K, 3) against N bodies' ellipsoids and cones.
 
     The rule of ``zbuffer_visibility``, but each point's ray is intersected analytically with
@@ -357,10 +404,11 @@ def ray_visibility(points_cam: np.ndarray, burial: np.ndarray, ells_cam: Ellipso
     for s in range(0, points_cam.shape[0], chunk):
         part = slice(s, s + chunk)
         pts = points_cam[part]
-        dx, dy = (pts[..., :1] / pts[..., 2:]), (pts[..., 1:2] / pts[..., 2:])   # (n, K, 1)
+        dx, dy = (pts[..., :1] / pts[..., 2:]), (pts[..., 1:2] / pts[..., 2:])  # (n, K, 1)
         first = np.minimum(
             _ellipsoid_front(dx, dy, ells_cam.centres[part, None], q_all[part, None]).min(-1),
-            _cone_front(dx, dy, cones.take(part).take((slice(None), None))).min(-1))
+            _cone_front(dx, dy, cones.take(part).take((slice(None), None))).min(-1),
+        )
         hidden[part] = first < pts[..., 2] - burial[part] - margin
     return np.where(inside, np.where(hidden, 1, 2), 0).astype(np.int32)
 
@@ -368,10 +416,26 @@ def ray_visibility(points_cam: np.ndarray, burial: np.ndarray, ells_cam: Ellipso
 # ---------------------------------------------------------------------------------------------
 # Scenes: everything about appearance, sampled once per image (or once per sequence)
 # ---------------------------------------------------------------------------------------------
-SKIN_TONES = np.array([(0.98, 0.84, 0.74), (0.94, 0.76, 0.63), (0.87, 0.67, 0.52),
-                       (0.76, 0.55, 0.40), (0.60, 0.42, 0.30), (0.45, 0.30, 0.21)])
-HAIR_COLOURS = np.array([(0.08, 0.06, 0.05), (0.22, 0.14, 0.08), (0.40, 0.26, 0.14),
-                         (0.62, 0.45, 0.25), (0.85, 0.72, 0.45), (0.55, 0.25, 0.12)])
+SKIN_TONES = np.array(
+    [
+        (0.98, 0.84, 0.74),
+        (0.94, 0.76, 0.63),
+        (0.87, 0.67, 0.52),
+        (0.76, 0.55, 0.40),
+        (0.60, 0.42, 0.30),
+        (0.45, 0.30, 0.21),
+    ]
+)
+HAIR_COLOURS = np.array(
+    [
+        (0.08, 0.06, 0.05),
+        (0.22, 0.14, 0.08),
+        (0.40, 0.26, 0.14),
+        (0.62, 0.45, 0.25),
+        (0.85, 0.72, 0.45),
+        (0.55, 0.25, 0.12),
+    ]
+)
 _TORSO = (Part.CHEST, Part.BELLY, Part.PELVIS)
 _SLEEVES = ((), (Part.UPPER_ARM,), (Part.UPPER_ARM, Part.FOREARM))
 _LEGS = ((), (Part.THIGH,), (Part.THIGH, Part.SHIN), (Part.THIGH, Part.SHIN, Part.FOOT))
@@ -384,6 +448,7 @@ class Pattern:
 
     kind: 0 plain, 1 stripes, 2 checker, 3 plaid, 4 dots. period (metres), angle (radians).
     """
+
     colour: np.ndarray
     colour2: np.ndarray
     kind: int = 0
@@ -394,6 +459,7 @@ class Pattern:
 @dataclasses.dataclass(frozen=True)
 class Blanket:
     """A rectangle lying on the mat: centre (2,) world XY, half_size (2,), angle, its surface."""
+
     centre: np.ndarray
     half_size: np.ndarray
     angle: float
@@ -411,6 +477,7 @@ class Scene:
     (world), ambient fraction and colour. Post-processing: blur sigma (px), noise sigma (of 255),
     per-channel gain, vignetting strength, and the seed of the sensor noise.
     """
+
     look: str
     part_colour: np.ndarray
     clothed: np.ndarray
@@ -440,8 +507,13 @@ def _random_colour(rng, sat=(0.25, 0.8), val=(0.45, 0.95)) -> np.ndarray:
 
 
 def _random_pattern(rng, period=(0.02, 0.12), kinds=(0, 1, 2, 3, 4), sat=(0.15, 0.7)) -> Pattern:
-    return Pattern(_random_colour(rng, sat), _random_colour(rng, sat), int(rng.choice(kinds)),
-                   float(rng.uniform(*period)), float(rng.uniform(0, np.pi)))
+    return Pattern(
+        _random_colour(rng, sat),
+        _random_colour(rng, sat),
+        int(rng.choice(kinds)),
+        float(rng.uniform(*period)),
+        float(rng.uniform(0, np.pi)),
+    )
 
 
 def _outfit(rng, look: str) -> tuple[np.ndarray, np.ndarray, Pattern]:
@@ -452,14 +524,17 @@ def _outfit(rng, look: str) -> tuple[np.ndarray, np.ndarray, Pattern]:
     colours = np.tile(skin, (NUM_PARTS, 1))
     colours[Part.EYE] = (0.12, 0.09, 0.08)
     clothed = np.zeros(NUM_PARTS, bool)
-    if rng.uniform() < 0.15:      # just a nappy
+    if rng.uniform() < 0.15:  # just a nappy
         clothed[Part.PELVIS] = True
         clothes = Pattern(np.array([0.95, 0.95, 0.93]), np.array([0.85, 0.88, 0.95]))
     else:
         for part in _TORSO + _SLEEVES[rng.integers(3)] + _LEGS[rng.integers(4)]:
             clothed[part] = True
-        clothes = (_random_pattern(rng, (0.015, 0.05), sat=(0.2, 0.8)) if look == "real"
-                   else Pattern(_random_colour(rng), _random_colour(rng)))  # synthetic: uniform colour
+        clothes = (
+            _random_pattern(rng, (0.015, 0.05), sat=(0.2, 0.8))
+            if look == "real"
+            else Pattern(_random_colour(rng), _random_colour(rng))
+        )  # synthetic: uniform colour
     colours[clothed] = clothes.colour
     return colours, clothed, clothes
 
@@ -468,11 +543,11 @@ def _value_noise(rng, size: int = 256, octaves: int = 4) -> np.ndarray:
     """Tileable fractal noise (size, size) float32 in about [-1, 1]."""
     out = np.zeros((size, size), np.float32)
     for o in range(octaves):
-        cells = 4 * 2 ** o
+        cells = 4 * 2**o
         grid = rng.uniform(-1, 1, (cells, cells)).astype(np.float32)
         grid = np.pad(grid, ((0, 1), (0, 1)), mode="wrap")  # wrap so the texture tiles
         big = cv2.resize(grid, (size + size // cells, size + size // cells), interpolation=cv2.INTER_CUBIC)
-        out += big[:size, :size] / 2 ** o
+        out += big[:size, :size] / 2**o
     return out / np.abs(out).max()
 
 
@@ -491,8 +566,13 @@ def _place_toys(rng, body: Ellipsoids, count: int) -> tuple[Ellipsoids, np.ndarr
             radii.append(r)
             axes.append(bodies.axis_rotation("z", rng.uniform(0, np.pi)))
     t = len(centres)
-    toys = Ellipsoids(np.array(centres).reshape(t, 3), np.array(axes).reshape(t, 3, 3),
-                      np.array(radii).reshape(t, 3), np.full(t, -1, np.int32), np.zeros(t, bool))
+    toys = Ellipsoids(
+        np.array(centres).reshape(t, 3),
+        np.array(axes).reshape(t, 3, 3),
+        np.array(radii).reshape(t, 3),
+        np.full(t, -1, np.int32),
+        np.zeros(t, bool),
+    )
     colours = np.array([_random_colour(rng, (0.6, 1.0), (0.6, 1.0)) for _ in range(t)]).reshape(t, 3)
     return toys, colours
 
@@ -503,31 +583,54 @@ def sample_scene(rng: np.random.Generator, look: str, body: Ellipsoids | None = 
         raise ValueError(f"look must be one of {LOOKS}, got {look!r}")
     colours, clothed, clothes = _outfit(rng, look)
     if look == "synthetic":
-        return Scene(look, colours, clothed, clothes,
-                     background=Pattern(_random_colour(rng, (0.0, 0.5), (0.3, 0.95)), np.zeros(3)))
+        return Scene(
+            look,
+            colours,
+            clothed,
+            clothes,
+            background=Pattern(_random_colour(rng, (0.0, 0.5), (0.3, 0.95)), np.zeros(3)),
+        )
     centre = np.zeros(2) if body is None else body.centres[:, :2].mean(0)
     elevation = np.deg2rad(rng.uniform(35, 80))
     azimuth = rng.uniform(0, 2 * np.pi)
     light = np.array([np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth), np.sin(elevation)])
     blankets = tuple(
-        Blanket(centre + rng.uniform(-0.3, 0.3, 2), rng.uniform(0.15, 0.4, 2), float(rng.uniform(0, np.pi)),
-                _random_pattern(rng, (0.02, 0.08)))
-        for _ in range(rng.integers(0, 3)))
+        Blanket(
+            centre + rng.uniform(-0.3, 0.3, 2),
+            rng.uniform(0.15, 0.4, 2),
+            float(rng.uniform(0, np.pi)),
+            _random_pattern(rng, (0.02, 0.08)),
+        )
+        for _ in range(rng.integers(0, 3))
+    )
     toys, toy_colour = (None, None) if body is None else _place_toys(rng, body, int(rng.integers(0, 5)))
     warm = rng.uniform(-0.08, 0.08)
     return Scene(
-        look, colours, clothed, clothes,
+        look,
+        colours,
+        clothed,
+        clothes,
         background=_random_pattern(rng, (0.08, 0.25), kinds=(0, 1, 3), sat=(0.05, 0.4)),
-        hair_colour=(HAIR_COLOURS[rng.integers(len(HAIR_COLOURS))] * rng.uniform(0.85, 1.15)
-                     if rng.uniform() < 0.6 else None),
+        hair_colour=(
+            HAIR_COLOURS[rng.integers(len(HAIR_COLOURS))] * rng.uniform(0.85, 1.15) if rng.uniform() < 0.6 else None
+        ),
         mat=_random_pattern(rng, (0.03, 0.15), sat=(0.1, 0.6)),
-        mat_centre=centre + rng.uniform(-0.1, 0.1, 2), mat_half_size=rng.uniform([0.35, 0.25], [0.7, 0.5]),
-        mat_angle=float(rng.uniform(0, np.pi)), blankets=blankets, toys=toys, toy_colour=toy_colour,
-        light_dir=light, ambient=float(rng.uniform(0.25, 0.5)),
+        mat_centre=centre + rng.uniform(-0.1, 0.1, 2),
+        mat_half_size=rng.uniform([0.35, 0.25], [0.7, 0.5]),
+        mat_angle=float(rng.uniform(0, np.pi)),
+        blankets=blankets,
+        toys=toys,
+        toy_colour=toy_colour,
+        light_dir=light,
+        ambient=float(rng.uniform(0.25, 0.5)),
         light_colour=np.array([1 + warm, 1.0, 1 - warm]),
-        blur_sigma=float(rng.uniform(0.4, 1.3)), noise_sigma=float(rng.uniform(2.0, 6.0)),
-        gain=rng.uniform(0.85, 1.1, 3), vignette=float(rng.uniform(0.1, 0.4)),
-        noise_seed=int(rng.integers(2 ** 31)), fabric=_value_noise(rng))
+        blur_sigma=float(rng.uniform(0.4, 1.3)),
+        noise_sigma=float(rng.uniform(2.0, 6.0)),
+        gain=rng.uniform(0.85, 1.1, 3),
+        vignette=float(rng.uniform(0.1, 0.4)),
+        noise_seed=int(rng.integers(2**31)),
+        fabric=_value_noise(rng),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -570,10 +673,12 @@ def _ground_xy(camera: Camera, ground_depth: np.ndarray) -> tuple[np.ndarray, np
     xs, ys = (r.astype(np.float32) for r in camera.rays())
     z = np.minimum(ground_depth, 1e3).astype(np.float32)
     rot = camera.rotation.astype(np.float32)
-    origin = (camera.rotation.T @ camera.translation).astype(np.float32)   # world = R^T (cam - t)
+    origin = (camera.rotation.T @ camera.translation).astype(np.float32)  # world = R^T (cam - t)
     xc, yc = xs[None] * z, ys[:, None] * z
-    return (rot[0, 0] * xc + rot[1, 0] * yc + rot[2, 0] * z - origin[0],
-            rot[0, 1] * xc + rot[1, 1] * yc + rot[2, 1] * z - origin[1])
+    return (
+        rot[0, 0] * xc + rot[1, 0] * yc + rot[2, 0] * z - origin[0],
+        rot[0, 1] * xc + rot[1, 1] * yc + rot[2, 1] * z - origin[1],
+    )
 
 
 def _ground_albedo(scene: Scene, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -581,7 +686,7 @@ def _ground_albedo(scene: Scene, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     albedo = _paint(scene.background, x, y)
     if scene.look == "synthetic":
         return np.array(albedo)
-    albedo = albedo * (1 + 0.25 * _fabric(scene, x, y, 0.02))[..., None]          # carpet / wood grain
+    albedo = albedo * (1 + 0.25 * _fabric(scene, x, y, 0.02))[..., None]  # carpet / wood grain
     rectangles = [(scene.mat_centre, scene.mat_half_size, scene.mat_angle, scene.mat)]
     rectangles += [(b.centre, b.half_size, b.angle, b.surface) for b in scene.blankets]
     for centre, half, angle, surface in rectangles:
@@ -589,7 +694,7 @@ def _ground_albedo(scene: Scene, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         du, dv = x - np.float32(centre[0]), y - np.float32(centre[1])
         inside = (np.abs(du * ca + dv * sa) < half[0]) & (np.abs(dv * ca - du * sa) < half[1])
         albedo = np.where(inside[..., None], _paint(surface, x, y), albedo)
-    return albedo * (1 + 0.12 * _fabric(scene, x, y, 0.004))[..., None]          # fine weave
+    return albedo * (1 + 0.12 * _fabric(scene, x, y, 0.004))[..., None]  # fine weave
 
 
 def _body_albedo(scene: Scene, parts: np.ndarray, world: np.ndarray, head: tuple) -> np.ndarray:
@@ -602,7 +707,7 @@ def _body_albedo(scene: Scene, parts: np.ndarray, world: np.ndarray, head: tuple
         pts = world[clothed].astype(np.float32)
         albedo[clothed] = _paint(scene.clothes, pts[:, 0] + pts[:, 2], pts[:, 1] - pts[:, 2])
     if scene.hair_colour is not None:
-        centre, axes, radii = head   # hair covers the top/back of the head in the head's frame
+        centre, axes, radii = head  # hair covers the top/back of the head in the head's frame
         local = (world - centre) @ axes / radii
         hair = (parts == Part.HEAD) & (local[:, 1] - 0.6 * local[:, 2] > 0.25)
         albedo[hair] = scene.hair_colour
@@ -619,8 +724,7 @@ def _shadow(mask: np.ndarray, scene: Scene, camera: Camera, mat_distance: float)
     shift_world = -height * scene.light_dir[:2] / max(scene.light_dir[2], 0.2)
     shift_cam = camera.rotation[:, :2] @ shift_world
     du, dv = camera.fx * shift_cam[0] / mat_distance, camera.fy * shift_cam[1] / mat_distance
-    moved = cv2.warpAffine(mask.astype(np.float32), np.float32([[1, 0, du], [0, 1, dv]]),
-                           (camera.width, camera.height))
+    moved = cv2.warpAffine(mask.astype(np.float32), np.float32([[1, 0, du], [0, 1, dv]]), (camera.width, camera.height))
     return cv2.GaussianBlur(moved, (0, 0), 6.0)
 
 
@@ -665,6 +769,7 @@ class Frame:
     joints_visibility (25,) 0/1/2; coco_uv (17, 2), coco_depth (17,) metres, coco_visibility (17,)
     0/1/2 (eyes and ears derived from the head).
     """
+
     rgb: np.ndarray
     depth: np.ndarray
     scene_depth: np.ndarray
@@ -684,19 +789,36 @@ def _ground_image(scene: Scene, camera: Camera) -> np.ndarray:
     Textures are evaluated at half resolution and upsampled: 4x cheaper, and the real look's
     camera blur hides the difference.
     """
-    if scene.background.kind == 0 and scene.mat is None:     # plain synthetic background
+    if scene.background.kind == 0 and scene.mat is None:  # plain synthetic background
         image = np.empty((camera.height, camera.width, 3), np.float32)
         image[:] = scene.background.colour
         return image
     half = dataclasses.replace(
-        camera, fx=camera.fx / 2, fy=camera.fy / 2, cx=(camera.cx + 0.5) / 2 - 0.5,
-        cy=(camera.cy + 0.5) / 2 - 0.5, height=(camera.height + 1) // 2, width=(camera.width + 1) // 2)
+        camera,
+        fx=camera.fx / 2,
+        fy=camera.fy / 2,
+        cx=(camera.cx + 0.5) / 2 - 0.5,
+        cy=(camera.cy + 0.5) / 2 - 0.5,
+        height=(camera.height + 1) // 2,
+        width=(camera.width + 1) // 2,
+    )
     albedo = _ground_albedo(scene, *_ground_xy(half, mat_depth(half)[0]))
     return cv2.resize(albedo, (camera.width, camera.height), interpolation=cv2.INTER_LINEAR)
 
 
-def _shade(scene: Scene, camera: Camera, ells: Ellipsoids, part: np.ndarray, owner: np.ndarray,
-           depth, index, normals, ground_depth, ground_normal, outfits=None) -> np.ndarray:
+def _shade(
+    scene: Scene,
+    camera: Camera,
+    ells: Ellipsoids,
+    part: np.ndarray,
+    owner: np.ndarray,
+    depth,
+    index,
+    normals,
+    ground_depth,
+    ground_normal,
+    outfits=None,
+) -> np.ndarray:
     """Float32 RGB (H, W, 3) in [0, 1] before post-processing.
 
     ells: the world ellipsoids (every person's, then props); part/owner (E + C,) per rasterised
@@ -714,18 +836,22 @@ def _shade(scene: Scene, camera: Camera, ells: Ellipsoids, part: np.ndarray, own
     rows, cols = np.nonzero(hit)
     prim, n = index[rows, cols], normals[rows, cols]
     xs, ys = camera.rays()
-    view = np.stack([xs[cols], ys[rows], np.ones(rows.size)], -1)      # rays with z = 1
+    view = np.stack([xs[cols], ys[rows], np.ones(rows.size)], -1)  # rays with z = 1
     world = (view * depth[rows, cols, None] - camera.translation) @ camera.rotation
     pixel_owner = owner[prim]
     is_person = pixel_owner >= 0
     albedo = np.zeros((rows.size, 3), np.float32)
-    ell_owner = owner[:len(ells.part)]
+    ell_owner = owner[: len(ells.part)]
     for k in range(int(owner.max()) + 1):
         sel = pixel_owner == k
         head = int(np.argmax((ells.part == Part.HEAD) & (ell_owner == k)))
-        albedo[sel] = _body_albedo(scene if outfits is None else outfits[k], part[prim[sel]], world[sel],
-                                   (ells.centres[head], ells.axes[head], ells.radii[head]))
-    if (~is_person).any():   # props sit right after the people's ellipsoids
+        albedo[sel] = _body_albedo(
+            scene if outfits is None else outfits[k],
+            part[prim[sel]],
+            world[sel],
+            (ells.centres[head], ells.axes[head], ells.radii[head]),
+        )
+    if (~is_person).any():  # props sit right after the people's ellipsoids
         albedo[~is_person] = scene.toy_colour[prim[~is_person] - int(ells.person.sum())]
 
     if scene.look == "synthetic":
@@ -734,7 +860,7 @@ def _shade(scene: Scene, camera: Camera, ells: Ellipsoids, part: np.ndarray, own
         image[rows, cols] = albedo * (0.55 + 0.45 * np.clip(facing, 0, 1))[:, None]
         return image
     shade = _lambert(n, light_cam, scene.ambient, wrap=np.where(is_person, 0.3, 0.0))  # skin: soft wrap
-    half = light_cam - np.array([0.0, 0.0, 1.0])   # Blinn half-vector, view direction ~ -z
+    half = light_cam - np.array([0.0, 0.0, 1.0])  # Blinn half-vector, view direction ~ -z
     gloss = np.where(is_person, 0.05, 0.35) * np.clip(n @ (half / np.linalg.norm(half)), 0, 1) ** 30
     image[rows, cols] = albedo * shade[:, None] + gloss[:, None]
     return image * scene.light_colour.astype(np.float32)
@@ -751,6 +877,7 @@ class GroupFrame:
     Per person: joints_cam (P, 25, 3), coco_uv (P, 17, 2), coco_depth (P, 17), coco_visibility
     (P, 17) 0/1/2 against everything in the image (other people hide joints too).
     """
+
     rgb: np.ndarray
     zbuffer: np.ndarray
     depth: np.ndarray
@@ -772,17 +899,31 @@ def render_group(skel: Skeletons, camera: Camera, scene: Scene, outfits=None, im
     """
     people = bodies.body_ellipsoids(skel)
     num = len(skel)
-    flat = lambda x: x.reshape((-1,) + x.shape[2:])  # noqa: E731 - (P, E, ...) -> (P * E, ...)
-    ells = Ellipsoids(flat(people.centres), flat(people.axes), flat(people.radii),
-                      np.tile(people.part, num), np.ones(num * len(people.part), bool))
+    flat = lambda x: x.reshape((-1,) + x.shape[2:])
+    ells = Ellipsoids(
+        flat(people.centres),
+        flat(people.axes),
+        flat(people.radii),
+        np.tile(people.part, num),
+        np.ones(num * len(people.part), bool),
+    )
     ell_owner = np.repeat(np.arange(num), len(people.part))
-    if scene.toys is not None and len(scene.toys.part):   # props go after the people's ellipsoids
-        ells = Ellipsoids(*(np.concatenate([getattr(ells, f), getattr(scene.toys, f)])
-                            for f in ("centres", "axes", "radii", "part", "person")))
+    if scene.toys is not None and len(scene.toys.part):  # props go after the people's ellipsoids
+        ells = Ellipsoids(
+            *(
+                np.concatenate([getattr(ells, f), getattr(scene.toys, f)])
+                for f in ("centres", "axes", "radii", "part", "person")
+            )
+        )
         ell_owner = np.concatenate([ell_owner, np.full(len(scene.toys.part), -1)])
     body_cones = bodies.body_cones(skel)
-    cones = Cones(flat(body_cones.start), flat(body_cones.end), flat(body_cones.start_radius),
-                  flat(body_cones.end_radius), np.tile(body_cones.part, num))
+    cones = Cones(
+        flat(body_cones.start),
+        flat(body_cones.end),
+        flat(body_cones.start_radius),
+        flat(body_cones.end_radius),
+        np.tile(body_cones.part, num),
+    )
     ells_cam, cones_cam = to_camera_frame(ells, cones, camera)
     zbuffer, index = rasterize(ells_cam, cones_cam, camera)
     normals = surface_normals(zbuffer, index, ells_cam, cones_cam, camera)
@@ -801,13 +942,19 @@ def render_group(skel: Skeletons, camera: Camera, scene: Scene, outfits=None, im
     joints_cam = np.stack([camera.to_camera(skel.joints[k]) for k in range(num)])
     coco_cam = np.stack([camera.to_camera(coco[k]) for k in range(num)])
     return GroupFrame(
-        rgb=rgb, zbuffer=zbuffer,
+        rgb=rgb,
+        zbuffer=zbuffer,
         depth=np.where(mask, zbuffer, 0).astype(np.float32),
         normals=np.where(mask[..., None], normals, 0).astype(np.float32),
-        owner=pixel_owner, ground_depth=ground_depth, joints_cam=joints_cam,
-        coco_uv=camera.project(coco_cam), coco_depth=coco_cam[..., 2],
-        coco_visibility=np.stack([zbuffer_visibility(coco_cam[k], coco_burial[k], zbuffer, camera)
-                                  for k in range(num)]))
+        owner=pixel_owner,
+        ground_depth=ground_depth,
+        joints_cam=joints_cam,
+        coco_uv=camera.project(coco_cam),
+        coco_depth=coco_cam[..., 2],
+        coco_visibility=np.stack(
+            [zbuffer_visibility(coco_cam[k], coco_burial[k], zbuffer, camera) for k in range(num)]
+        ),
+    )
 
 
 def render(skel: Skeletons, camera: Camera, scene: Scene) -> Frame:
@@ -817,11 +964,17 @@ def render(skel: Skeletons, camera: Camera, scene: Scene) -> Frame:
     g = render_group(skel, camera, scene)
     mask = g.owner == 0
     return Frame(
-        rgb=g.rgb, depth=g.depth,
-        scene_depth=np.where(np.isfinite(g.zbuffer), g.zbuffer,
-                             np.nan_to_num(g.ground_depth, posinf=0.0)).astype(np.float32),
-        normals=g.normals, mask=mask, joints_cam=g.joints_cam[0],
+        rgb=g.rgb,
+        depth=g.depth,
+        scene_depth=np.where(np.isfinite(g.zbuffer), g.zbuffer, np.nan_to_num(g.ground_depth, posinf=0.0)).astype(
+            np.float32
+        ),
+        normals=g.normals,
+        mask=mask,
+        joints_cam=g.joints_cam[0],
         joints_uv=camera.project(g.joints_cam[0]),
         joints_visibility=zbuffer_visibility(g.joints_cam[0], skel.shape.joint_depths[0], g.zbuffer, camera),
-        coco_uv=g.coco_uv[0], coco_depth=g.coco_depth[0], coco_visibility=g.coco_visibility[0],
+        coco_uv=g.coco_uv[0],
+        coco_depth=g.coco_depth[0],
+        coco_visibility=g.coco_visibility[0],
     )

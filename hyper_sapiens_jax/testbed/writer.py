@@ -41,12 +41,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from hyper_sapiens_jax.testbed import bodies, renderer
 from hyper_sapiens_jax.data.keypoints import COCO17_BONES, COCO17_NAMES
+from hyper_sapiens_jax.testbed import bodies, renderer
 
-FORMAT_VERSION = 1   # bump when the output changes, so cached sets get rebuilt
+FORMAT_VERSION = 1  # bump when the output changes, so cached sets get rebuilt
 MANIFEST = "testbed.json"
-COCO_MAX_TILT_DEG = 35.0       # SyRIP-like photos: the camera may lean well off vertical
+COCO_MAX_TILT_DEG = 35.0  # SyRIP-like photos: the camera may lean well off vertical
 MINI_RGBD_MAX_TILT_DEG = 10.0  # MINI-RGBD: a camera looking straight down at the infant
 
 # COCO splits: name -> (image file prefix, extension, look, seed stream).
@@ -61,6 +61,7 @@ _SEQUENCE_STREAM, _SKELETON_STREAM = 3, 4
 @dataclasses.dataclass(frozen=True)
 class Paths:
     """Where a testbed lives. COCO sets are (annotation file, image folder) pairs."""
+
     root: Path
     manifest: Path
     syrip: Path
@@ -75,35 +76,43 @@ class Paths:
     skeletons: Path
 
     @classmethod
-    def under(cls, root: str | os.PathLike, num_sequences: int) -> "Paths":
+    def under(cls, root: str | os.PathLike, num_sequences: int) -> Paths:
         root = Path(root)
         syrip = root / "syrip"
         ann = syrip / "annotations"
-        return cls(root=root, manifest=root / MANIFEST, syrip=syrip,
-                   train_syn_json=ann / "person_keypoints_train_syn.json",
-                   train_real_json=ann / "person_keypoints_train_real.json",
-                   val_json=ann / "person_keypoints_validate.json",
-                   train_syn_images=syrip / "images" / "train_syn",
-                   train_real_images=syrip / "images" / "train_real",
-                   val_images=syrip / "images" / "validate",
-                   mini_rgbd=root / "mini_rgbd",
-                   sequences=tuple(root / "mini_rgbd" / f"{k + 1:02d}" for k in range(num_sequences)),
-                   skeletons=root / "skeletons.npz")
+        return cls(
+            root=root,
+            manifest=root / MANIFEST,
+            syrip=syrip,
+            train_syn_json=ann / "person_keypoints_train_syn.json",
+            train_real_json=ann / "person_keypoints_train_real.json",
+            val_json=ann / "person_keypoints_validate.json",
+            train_syn_images=syrip / "images" / "train_syn",
+            train_real_images=syrip / "images" / "train_real",
+            val_images=syrip / "images" / "validate",
+            mini_rgbd=root / "mini_rgbd",
+            sequences=tuple(root / "mini_rgbd" / f"{k + 1:02d}" for k in range(num_sequences)),
+            skeletons=root / "skeletons.npz",
+        )
 
     def coco_sets(self) -> dict[str, tuple[Path, Path]]:
         """Split name -> (annotation file, image folder)."""
-        return {"train_syn": (self.train_syn_json, self.train_syn_images),
-                "train_real": (self.train_real_json, self.train_real_images),
-                "validate": (self.val_json, self.val_images)}
+        return {
+            "train_syn": (self.train_syn_json, self.train_syn_images),
+            "train_real": (self.train_real_json, self.train_real_images),
+            "validate": (self.val_json, self.val_images),
+        }
 
 
 # ---------------------------------------------------------------------------------------------
 # COCO (SyRIP layout)
 # ---------------------------------------------------------------------------------------------
 COCO_CATEGORY = {
-    "id": 1, "name": "person", "supercategory": "person",
+    "id": 1,
+    "name": "person",
+    "supercategory": "person",
     "keypoints": list(COCO17_NAMES),
-    "skeleton": [[a + 1, b + 1] for a, b in COCO17_BONES],   # 1-based, as in COCO files
+    "skeleton": [[a + 1, b + 1] for a, b in COCO17_BONES],  # 1-based, as in COCO files
 }
 
 
@@ -172,13 +181,13 @@ def _coco_json(split: str, results: list[tuple[str, dict]], image_size: tuple[in
     synthetic = SPLITS[split][2] == "synthetic"
     images, annotations = [], []
     for i, (name, ann) in enumerate(results, start=1):
-        images.append({"id": i, "file_name": name, "width": width, "height": height,
-                       "is_synthetic": synthetic})
+        images.append({"id": i, "file_name": name, "width": width, "height": height, "is_synthetic": synthetic})
         annotations.append({"id": i, "image_id": i, **ann})
     return {
-        "info": {"description": f"hyper-sapiens-jax synthetic infant testbed, {split}",
-                 "version": str(FORMAT_VERSION)},
-        "images": images, "annotations": annotations, "categories": [COCO_CATEGORY],
+        "info": {"description": f"hyper-sapiens-jax synthetic infant testbed, {split}", "version": str(FORMAT_VERSION)},
+        "images": images,
+        "annotations": annotations,
+        "categories": [COCO_CATEGORY],
     }
 
 
@@ -191,7 +200,7 @@ def render_sequence(seed: int, index: int, num_frames: int, image_size: tuple[in
     skel = bodies.sample_motion(rng, num_frames, bodies.Posture.SUPINE)
     ells = bodies.body_ellipsoids(skel)
     # One camera that keeps the infant in view in every frame: fit it to all frames at once.
-    flat = [x.reshape((1, -1) + x.shape[2:]) for x in (ells.centres, ells.axes, ells.radii)]   # (1, F*P, ...)
+    flat = [x.reshape((1, -1) + x.shape[2:]) for x in (ells.centres, ells.axes, ells.radii)]  # (1, F*P, ...)
     all_frames = bodies.Ellipsoids(*flat, np.tile(ells.part, num_frames), np.tile(ells.person, num_frames))
     camera = renderer.sample_cameras(rng, all_frames, image_size, max_tilt_deg=MINI_RGBD_MAX_TILT_DEG)[0]
     scene = renderer.sample_scene(rng, "synthetic")
@@ -213,9 +222,11 @@ def _write_sequence(task: tuple) -> int:
     png = [cv2.IMWRITE_PNG_COMPRESSION, 3]
     for f, frame in enumerate(render_sequence(seed, index, num_frames, image_size)):
         depth_mm = np.clip(np.rint(frame.scene_depth * 1000.0), 0, 65535).astype(np.uint16)
-        ok = (cv2.imwrite(str(folder / "rgb" / f"syn_{f:05d}.png"), frame.rgb[..., ::-1], png)
-              and cv2.imwrite(str(folder / "depth" / f"syn_{f:05d}_depth.png"), depth_mm, png)
-              and cv2.imwrite(str(folder / "fg_mask" / f"mask_{f:05d}.png"), frame.mask.astype(np.uint8) * 255, png))
+        ok = (
+            cv2.imwrite(str(folder / "rgb" / f"syn_{f:05d}.png"), frame.rgb[..., ::-1], png)
+            and cv2.imwrite(str(folder / "depth" / f"syn_{f:05d}_depth.png"), depth_mm, png)
+            and cv2.imwrite(str(folder / "fg_mask" / f"mask_{f:05d}.png"), frame.mask.astype(np.uint8) * 255, png)
+        )
         if not ok:
             raise OSError(f"could not write frame {f} of {folder}")
         uvd = np.concatenate([frame.joints_uv, frame.joints_cam[:, 2:] * 1000.0], axis=1)
@@ -227,8 +238,7 @@ def _write_sequence(task: tuple) -> int:
 # ---------------------------------------------------------------------------------------------
 # Skeleton-only samples for the pose prior
 # ---------------------------------------------------------------------------------------------
-def sample_skeleton_keypoints(seed: int, num: int, image_size: tuple[int, int],
-                              chunk: int = 2000) -> np.ndarray:
+def sample_skeleton_keypoints(seed: int, num: int, image_size: tuple[int, int], chunk: int = 2000) -> np.ndarray:
     """COCO-17 projections (num, 17, 3) float32 = (x, y, visibility) of random infants and views.
 
     Visibility follows the renderer's rule (2 seen, 1 hidden by the body, 0 outside the image,
@@ -236,7 +246,7 @@ def sample_skeleton_keypoints(seed: int, num: int, image_size: tuple[int, int],
     """
     rng = np.random.default_rng([seed, _SKELETON_STREAM])
     out = np.zeros((num, 17, 3), np.float32)
-    for start in range(0, num, chunk):   # chunks bound the memory of the ray tests
+    for start in range(0, num, chunk):  # chunks bound the memory of the ray tests
         n = min(chunk, num - start)
         skel = bodies.sample_skeletons(rng, n)
         ells = bodies.body_ellipsoids(skel)
@@ -246,7 +256,7 @@ def sample_skeleton_keypoints(seed: int, num: int, image_size: tuple[int, int],
         ells_cam, cones_cam = renderer.to_camera_frame(ells, bodies.body_cones(skel), cameras)
         vis = renderer.ray_visibility(points_cam, burial, ells_cam, cones_cam, cameras)
         uv = np.where(vis[..., None] > 0, cameras.project(points_cam), 0.0)
-        out[start:start + n] = np.concatenate([uv, vis[..., None]], axis=-1)
+        out[start : start + n] = np.concatenate([uv, vis[..., None]], axis=-1)
     return out
 
 
@@ -264,7 +274,7 @@ def _run(tasks: list, worker, workers: int) -> list:
 
 def _default_workers(total_images: int) -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return 1 if total_images < 64 else max(1, min(cores, 8))   # process start-up beats tiny sets
+    return 1 if total_images < 64 else max(1, min(cores, 8))  # process start-up beats tiny sets
 
 
 def _generate(root: Path, params: dict, workers: int) -> dict:
@@ -276,8 +286,9 @@ def _generate(root: Path, params: dict, workers: int) -> dict:
         folder.mkdir(parents=True)
     paths.train_syn_json.parent.mkdir(parents=True, exist_ok=True)
     # The long tasks (sequences, skeletons) go first so they do not trail at the end.
-    tasks = [("seq", (str(folder), seed, k, params["frames_per_sequence"], size))
-             for k, folder in enumerate(paths.sequences)]
+    tasks = [
+        ("seq", (str(folder), seed, k, params["frames_per_sequence"], size)) for k, folder in enumerate(paths.sequences)
+    ]
     tasks.append(("skeletons", (str(paths.skeletons), seed, params["num_skeletons"], size)))
     for split, (_, folder) in paths.coco_sets().items():
         tasks += [(split, (str(folder), seed, split, i, size)) for i in range(counts[split])]
@@ -286,9 +297,12 @@ def _generate(root: Path, params: dict, workers: int) -> dict:
         split_results = [r for (kind, _), r in zip(tasks, results) if kind == split]
         text = json.dumps(_coco_json(split, split_results, size), separators=(",", ":"))
         json_path.write_text(text)
-    return {**counts, "sequences": params["num_sequences"],
-            "frames": params["num_sequences"] * params["frames_per_sequence"],
-            "skeletons": params["num_skeletons"]}
+    return {
+        **counts,
+        "sequences": params["num_sequences"],
+        "frames": params["num_sequences"] * params["frames_per_sequence"],
+        "skeletons": params["num_skeletons"],
+    }
 
 
 def _write_skeletons(task: tuple) -> int:
@@ -327,11 +341,11 @@ def write_cached(out: Path, manifest_name: str, params: dict, build, force: bool
         return
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.with_name(f".{out.name}.lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)            # released when the file closes, or the process dies
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
         try:
             manifest = read_manifest(out, manifest_name)
             if manifest is not None and manifest.get("params") == params and not force:
-                return                              # another process built it while we waited
+                return  # another process built it while we waited
             _build_and_swap(out, manifest_name, params, build, manifest)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
@@ -344,8 +358,11 @@ def _build_and_swap(out: Path, manifest_name: str, params: dict, build, manifest
     try:
         start = time.perf_counter()
         entries = build(tmp)
-        (tmp / manifest_name).write_text(json.dumps(
-            {"params": params, **entries, "generation_seconds": round(time.perf_counter() - start, 2)}, indent=2))
+        (tmp / manifest_name).write_text(
+            json.dumps(
+                {"params": params, **entries, "generation_seconds": round(time.perf_counter() - start, 2)}, indent=2
+            )
+        )
         old = None
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
@@ -358,10 +375,19 @@ def _build_and_swap(out: Path, manifest_name: str, params: dict, build, manifest
         raise
 
 
-def write_testbed(out_dir: str | os.PathLike, num_syn: int = 600, num_real: int = 200, num_val: int = 200,
-                  num_sequences: int = 2, frames_per_sequence: int = 100, num_skeletons: int = 10000,
-                  image_size: tuple[int, int] = (480, 640), seed: int = 0, workers: int | None = None,
-                  force: bool = False) -> Paths:
+def write_testbed(
+    out_dir: str | os.PathLike,
+    num_syn: int = 600,
+    num_real: int = 200,
+    num_val: int = 200,
+    num_sequences: int = 2,
+    frames_per_sequence: int = 100,
+    num_skeletons: int = 10000,
+    image_size: tuple[int, int] = (480, 640),
+    seed: int = 0,
+    workers: int | None = None,
+    force: bool = False,
+) -> Paths:
     """Write (or reuse) the synthetic infant testbed in ``out_dir`` and return its paths.
 
     image_size is (H, W); the MINI-RGBD intrinsics are scaled to it. ``workers`` processes
@@ -370,10 +396,17 @@ def write_testbed(out_dir: str | os.PathLike, num_syn: int = 600, num_real: int 
     other parameters (or ``force``) it is rebuilt in a temporary sibling folder that replaces
     it only once complete. A non-empty ``out_dir`` that is not a testbed is left alone (error).
     """
-    params = {"format_version": FORMAT_VERSION, "num_syn": int(num_syn), "num_real": int(num_real),
-              "num_val": int(num_val), "num_sequences": int(num_sequences),
-              "frames_per_sequence": int(frames_per_sequence), "num_skeletons": int(num_skeletons),
-              "image_size": [int(image_size[0]), int(image_size[1])], "seed": int(seed)}
+    params = {
+        "format_version": FORMAT_VERSION,
+        "num_syn": int(num_syn),
+        "num_real": int(num_real),
+        "num_val": int(num_val),
+        "num_sequences": int(num_sequences),
+        "frames_per_sequence": int(frames_per_sequence),
+        "num_skeletons": int(num_skeletons),
+        "image_size": [int(image_size[0]), int(image_size[1])],
+        "seed": int(seed),
+    }
     paths = Paths.under(out_dir, num_sequences)
     if workers is None:
         workers = _default_workers(num_syn + num_real + num_val + num_sequences * frames_per_sequence)
@@ -381,9 +414,17 @@ def write_testbed(out_dir: str | os.PathLike, num_syn: int = 600, num_real: int 
     def build(folder: Path) -> dict:
         counts = _generate(folder, params, workers)
         fx, fy, cx, cy = renderer.intrinsics_for(tuple(image_size))
-        return {"counts": counts, "intrinsics": {"fx": fx, "fy": fy, "cx": cx, "cy": cy,
-                                                 "height": params["image_size"][0],
-                                                 "width": params["image_size"][1]}}
+        return {
+            "counts": counts,
+            "intrinsics": {
+                "fx": fx,
+                "fy": fy,
+                "cx": cx,
+                "cy": cy,
+                "height": params["image_size"][0],
+                "width": params["image_size"][1],
+            },
+        }
 
     write_cached(Path(out_dir), MANIFEST, params, build, force)
     return paths
@@ -395,16 +436,21 @@ def write_testbed(out_dir: str | os.PathLike, num_syn: int = 600, num_real: int 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m hyper_sapiens_jax.testbed.writer",
-        description=("Render the synthetic infant testbed: SyRIP-style COCO keypoint sets "
-                     "(train_syn in a flat 'synthetic' look, train_real and validate in a textured "
-                     "'real' look), MINI-RGBD-style RGB-D sequences, and skeleton-only 2D poses for "
-                     "the diffusion pose prior. Deterministic for a given --seed; rerunning with the "
-                     "same options reuses the existing set."),
-        epilog=("Layout: OUT/syrip/{annotations,images}/..., OUT/mini_rgbd/01/{rgb,depth,fg_mask,"
-                "joints_2Ddep,joints_3D}/..., OUT/skeletons.npz, OUT/testbed.json. "
-                "Example (tiny set): --out /tmp/tb --num-syn 20 --num-real 10 --num-val 10 "
-                "--num-sequences 1 --frames-per-sequence 10 --num-skeletons 500"),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description=(
+            "Render the synthetic infant testbed: SyRIP-style COCO keypoint sets "
+            "(train_syn in a flat 'synthetic' look, train_real and validate in a textured "
+            "'real' look), MINI-RGBD-style RGB-D sequences, and skeleton-only 2D poses for "
+            "the diffusion pose prior. Deterministic for a given --seed; rerunning with the "
+            "same options reuses the existing set."
+        ),
+        epilog=(
+            "Layout: OUT/syrip/{annotations,images}/..., OUT/mini_rgbd/01/{rgb,depth,fg_mask,"
+            "joints_2Ddep,joints_3D}/..., OUT/skeletons.npz, OUT/testbed.json. "
+            "Example (tiny set): --out /tmp/tb --num-syn 20 --num-real 10 --num-val 10 "
+            "--num-sequences 1 --frames-per-sequence 10 --num-skeletons 500"
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--out", required=True, help="output folder (created; replaced only if it is a testbed)")
     parser.add_argument("--num-syn", type=int, default=600, help="synthetic-look COCO training images")
     parser.add_argument("--num-real", type=int, default=200, help="real-look COCO training images")
@@ -412,11 +458,21 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-sequences", type=int, default=2, help="MINI-RGBD-style sequences (01, 02, ...)")
     parser.add_argument("--frames-per-sequence", type=int, default=100, help="frames in each sequence")
     parser.add_argument("--num-skeletons", type=int, default=10000, help="skeleton-only 2D poses for the pose prior")
-    parser.add_argument("--image-size", type=int, nargs=2, default=(480, 640), metavar=("H", "W"),
-                        help="image height and width (intrinsics scale with it)")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        nargs=2,
+        default=(480, 640),
+        metavar=("H", "W"),
+        help="image height and width (intrinsics scale with it)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="worker processes (default: available cores; never changes the output)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes (default: available cores; never changes the output)",
+    )
     parser.add_argument("--force", action="store_true", help="regenerate even if a matching set exists")
     return parser
 
@@ -424,10 +480,19 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     start = time.time()
-    paths = write_testbed(args.out, num_syn=args.num_syn, num_real=args.num_real, num_val=args.num_val,
-                          num_sequences=args.num_sequences, frames_per_sequence=args.frames_per_sequence,
-                          num_skeletons=args.num_skeletons, image_size=tuple(args.image_size), seed=args.seed,
-                          workers=args.workers, force=args.force)
+    paths = write_testbed(
+        args.out,
+        num_syn=args.num_syn,
+        num_real=args.num_real,
+        num_val=args.num_val,
+        num_sequences=args.num_sequences,
+        frames_per_sequence=args.frames_per_sequence,
+        num_skeletons=args.num_skeletons,
+        image_size=tuple(args.image_size),
+        seed=args.seed,
+        workers=args.workers,
+        force=args.force,
+    )
     manifest = read_manifest(paths.root)
     for field in dataclasses.fields(paths):
         value = getattr(paths, field.name)

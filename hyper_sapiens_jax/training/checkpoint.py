@@ -36,25 +36,41 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 MODEL_CONFIG_FILE = "model_config.json"
-BEST_METRIC = "pck"               # validation PCK (at config.eval.pck_threshold)
+BEST_METRIC = "pck"  # validation PCK (at config.eval.pck_threshold)
 TREE_ITEMS = ("params", "frozen", "opt_state", "ema")
 
 
-def manager(directory: str | Path, *, every: int = 1000, keep: int = 2, keep_best: int = 1,
-            read_only: bool = False, async_save: bool = True) -> ocp.CheckpointManager:
+def manager(
+    directory: str | Path,
+    *,
+    every: int = 1000,
+    keep: int = 2,
+    keep_best: int = 1,
+    read_only: bool = False,
+    async_save: bool = True,
+) -> ocp.CheckpointManager:
     """A V0 CheckpointManager for ``directory`` (see the module docstring for the policies)."""
     keep_policy = [pp.LatestN(keep)]
     if keep_best:
-        keep_policy.append(pp.BestN(get_metric_fn=lambda m: m[BEST_METRIC], reverse=False, n=keep_best,
-                                    keep_checkpoints_without_metrics=False))
+        keep_policy.append(
+            pp.BestN(
+                get_metric_fn=lambda m: m[BEST_METRIC],
+                reverse=False,
+                n=keep_best,
+                keep_checkpoints_without_metrics=False,
+            )
+        )
     options = ocp.CheckpointManagerOptions(
-        save_decision_policy=sdp.AnySavePolicy([sdp.FixedIntervalPolicy(every),
-                                                sdp.PreemptionCheckpointingPolicy()]),
+        save_decision_policy=sdp.AnySavePolicy([sdp.FixedIntervalPolicy(every), sdp.PreemptionCheckpointingPolicy()]),
         preservation_policy=pp.AnyPreservationPolicy(keep_policy),
         # best_fn makes the manager store the metrics passed to save() (the policies rank by them).
-        best_fn=lambda m: m[BEST_METRIC], best_mode="max",
-        enable_async_checkpointing=async_save, read_only=read_only, create=not read_only,
-        cleanup_tmp_directories=not read_only)
+        best_fn=lambda m: m[BEST_METRIC],
+        best_mode="max",
+        enable_async_checkpointing=async_save,
+        read_only=read_only,
+        create=not read_only,
+        cleanup_tmp_directories=not read_only,
+    )
     return ocp.CheckpointManager(Path(directory).absolute(), options=options)
 
 
@@ -63,16 +79,23 @@ def _opt_leaves(opt_state: Any) -> dict[str, Any]:
     return {str(i): leaf for i, leaf in enumerate(jax.tree.leaves(opt_state))}
 
 
-def save(mngr: ocp.CheckpointManager, state: TrainState, data_iter: Any, meta: dict[str, Any], *,
-         metrics: dict[str, float] | None = None, force: bool = False) -> bool:
+def save(
+    mngr: ocp.CheckpointManager,
+    state: TrainState,
+    data_iter: Any,
+    meta: dict[str, Any],
+    *,
+    metrics: dict[str, float] | None = None,
+    force: bool = False,
+) -> bool:
     """Save ``state`` at ``int(state.step)`` when the policy (or ``force``) says so; async."""
     step = int(jax.device_get(state.step))
-    args = {"params": state.params, "frozen": state.frozen, "opt_state": _opt_leaves(state.opt_state),
-            "ema": state.ema}
+    args = {"params": state.params, "frozen": state.frozen, "opt_state": _opt_leaves(state.opt_state), "ema": state.ema}
     # A copy: the async writer must not read buffers that the next (donating) step overwrites.
     # Empty trees (nothing frozen) are not saved: Orbax refuses empty items.
-    items = {k: ocp.args.StandardSave(jax.tree.map(lambda x: x.copy(), v)) for k, v in args.items()
-             if jax.tree.leaves(v)}
+    items = {
+        k: ocp.args.StandardSave(jax.tree.map(lambda x: x.copy(), v)) for k, v in args.items() if jax.tree.leaves(v)
+    }
     items["meta"] = ocp.args.JsonSave({**meta, "step": step})
     if data_iter is not None:
         items["data"] = grain.checkpoint.CheckpointSave(data_iter)
@@ -87,23 +110,27 @@ def _abstract(template: Any, shardings: Any) -> Any:
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), template, shardings)
 
 
-def restore(mngr: ocp.CheckpointManager, step: int, template: TrainState, shardings: TrainState,
-            data_iter: Any = None) -> TrainState:
+def restore(
+    mngr: ocp.CheckpointManager, step: int, template: TrainState, shardings: TrainState, data_iter: Any = None
+) -> TrainState:
     """The train state at ``step``, laid out like ``template`` (same trainable split) in ``shardings``;
     ``data_iter`` (if given) is set to the saved position in place."""
     abstract = _abstract(template, shardings)
-    trees = {"params": abstract.params, "frozen": abstract.frozen, "ema": abstract.ema,
-             "opt_state": _opt_leaves(abstract.opt_state)}
+    trees = {
+        "params": abstract.params,
+        "frozen": abstract.frozen,
+        "ema": abstract.ema,
+        "opt_state": _opt_leaves(abstract.opt_state),
+    }
     items = {k: ocp.args.StandardRestore(v) for k, v in trees.items() if jax.tree.leaves(v)}
     if data_iter is not None:
         items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
     out = mngr.restore(step, args=ocp.args.Composite(**items))
-    out = {k: (out[k] if k in items else trees[k]) for k in trees}     # empty trees stay empty
+    out = {k: (out[k] if k in items else trees[k]) for k in trees}  # empty trees stay empty
     leaves = [out["opt_state"][str(i)] for i in range(len(out["opt_state"]))]
     opt_state = jax.tree.unflatten(jax.tree.structure(template.opt_state), leaves)
     step_arr = jax.device_put(np.asarray(step, np.int32), shardings.step)
-    return TrainState(step=step_arr, params=out["params"], frozen=out["frozen"], opt_state=opt_state,
-                      ema=out["ema"])
+    return TrainState(step=step_arr, params=out["params"], frozen=out["frozen"], opt_state=opt_state, ema=out["ema"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,13 +158,16 @@ def final_stage_dir(path: str | Path) -> Path:
         return path
     stages = sorted((p for p in path.glob("stage[0-9]*") if is_run_dir(p)), key=lambda p: int(p.name[5:]))
     if not stages:
-        raise WeightsError(f"{path} holds no model weights (expected {MODEL_CONFIG_FILE} with {PARAMS_DIR}/ "
-                           f"(converted), with {CHECKPOINT_DIR}/ (a training workdir), or stageN/ runs)")
+        raise WeightsError(
+            f"{path} holds no model weights (expected {MODEL_CONFIG_FILE} with {PARAMS_DIR}/ "
+            f"(converted), with {CHECKPOINT_DIR}/ (a training workdir), or stageN/ runs)"
+        )
     return stages[-1]
 
 
-def load_any(path: str | Path, *, raw: bool = False, step: int | str = "latest"
-             ) -> tuple[ModelConfig, dict[tuple, np.ndarray], dict[str, Any]]:
+def load_any(
+    path: str | Path, *, raw: bool = False, step: int | str = "latest"
+) -> tuple[ModelConfig, dict[tuple, np.ndarray], dict[str, Any]]:
     """(config, flat params, info) from a converted checkpoint directory, a training workdir or a
     multi-stage workdir (its final stage); ``info`` says which and, for runs, the step and EMA/raw."""
     path = Path(path)
@@ -151,8 +181,9 @@ def load_any(path: str | Path, *, raw: bool = False, step: int | str = "latest"
     return config, params, {"source": str(run_dir), "kind": "run", "step": step, "weights": "raw" if raw else "ema"}
 
 
-def load_run_params(workdir: str | Path, *, raw: bool = False, step: int | str = "latest"
-                    ) -> tuple[ModelConfig, dict[tuple, np.ndarray], int]:
+def load_run_params(
+    workdir: str | Path, *, raw: bool = False, step: int | str = "latest"
+) -> tuple[ModelConfig, dict[tuple, np.ndarray], int]:
     """(model config, flat float32 params, step) of a training workdir's checkpoint.
 
     ``raw=False`` gives the EMA weights (the default for export/predict/init_from), ``raw=True`` the
@@ -169,22 +200,25 @@ def load_run_params(workdir: str | Path, *, raw: bool = False, step: int | str =
         if step == "latest":
             step = max(steps)
         elif step == "best":
-            step = mngr.best_step() or max(steps)     # best_fn ranks by validation PCK
+            step = mngr.best_step() or max(steps)  # best_fn ranks by validation PCK
         elif int(step) not in steps:
             raise WeightsError(f"{workdir / CHECKPOINT_DIR}: no checkpoint at step {step}; have {sorted(steps)}")
         step = int(step)
         meta = read_meta(mngr, step)
         shapes = param_shapes(config)
-        train, frozen = split_flat(shapes, config.spec.num_layers, meta.get("trainable_blocks"),
-                                   meta.get("train_pos_embed", True))
+        train, frozen = split_flat(
+            shapes, config.spec.num_layers, meta.get("trainable_blocks"), meta.get("train_pos_embed", True)
+        )
         # Onto this process's first device, whatever topology saved it (a pod run read on a laptop).
         here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        sds = lambda flat: nest({p: jax.ShapeDtypeStruct(s, np.float32, sharding=here)  # noqa: E731
-                                 for p, s in flat.items()})
+        sds = lambda flat: nest({p: jax.ShapeDtypeStruct(s, np.float32, sharding=here) for p, s in flat.items()})
         key = "params" if raw else "ema"
         wanted = {key: sds(train), "frozen": sds(frozen)}
-        out = mngr.restore(step, args=ocp.args.Composite(**{
-            k: ocp.args.StandardRestore(v) for k, v in wanted.items() if jax.tree.leaves(v)}))
+        out = mngr.restore(
+            step,
+            args=ocp.args.Composite(
+                **{k: ocp.args.StandardRestore(v) for k, v in wanted.items() if jax.tree.leaves(v)}
+            ),
+        )
     flat = {**flatten(out["frozen"] if frozen else {}), **flatten(out[key])}
     return config, {p: np.asarray(v, np.float32) for p, v in flat.items()}, step
-

@@ -18,8 +18,18 @@ from hyper_sapiens_jax.models.config import ModelConfig
 from hyper_sapiens_jax.models.weights import abstract_model
 
 # Dense bf16 peak TFLOP/s per device, matched as substrings of ``device.device_kind``.
-PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0,
-               "TPU v6": 918.0, "TPU v5p": 459.0, "TPU v5": 197.0, "TPU v4": 275.0}
+PEAK_TFLOPS = {
+    "H200": 989.0,
+    "H100": 989.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "L4": 121.0,
+    "A10": 125.0,
+    "TPU v6": 918.0,
+    "TPU v5p": 459.0,
+    "TPU v5": 197.0,
+    "TPU v4": 275.0,
+}
 
 
 @functools.lru_cache(maxsize=16)
@@ -47,8 +57,7 @@ def peak_flops_per_device(configured_tflops: float = 0.0, device: jax.Device | N
     return None
 
 
-def mfu(flops_per_step: float, step_seconds: float, peak_per_device: float | None,
-        num_devices: int) -> float | None:
+def mfu(flops_per_step: float, step_seconds: float, peak_per_device: float | None, num_devices: int) -> float | None:
     """Model FLOPs utilisation in [0, 1], or None when the peak is unknown."""
     if not peak_per_device or step_seconds <= 0:
         return None

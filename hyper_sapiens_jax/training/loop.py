@@ -66,8 +66,9 @@ class TrainingError(RuntimeError):
 def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
     m = config.model
     known = {f.name for f in dataclasses.fields(ModelConfig)} - {"arch"}
-    return ModelConfig(arch=config.arch, **{k: (tuple(v) if isinstance(v, list) else v)
-                                            for k, v in m.items() if k in known})
+    return ModelConfig(
+        arch=config.arch, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in m.items() if k in known}
+    )
 
 
 def unfreeze_schedule(config: ml_collections.ConfigDict) -> list[tuple[int, int | None]]:
@@ -96,9 +97,16 @@ def learning_rate(config: ml_collections.ConfigDict) -> optax.Schedule:
 
 def make_optimizer(config: ml_collections.ConfigDict, trainable: Any, num_layers: int):
     o = config.optim
-    return sapiens_adamw(trainable, num_layers=num_layers, learning_rate=learning_rate(config),
-                         layer_decay=o.layer_decay, weight_decay=o.weight_decay, b1=o.b1, b2=o.b2,
-                         clip_norm=o.grad_clip or None)
+    return sapiens_adamw(
+        trainable,
+        num_layers=num_layers,
+        learning_rate=learning_rate(config),
+        layer_decay=o.layer_decay,
+        weight_decay=o.weight_decay,
+        b1=o.b1,
+        b2=o.b2,
+        clip_norm=o.grad_clip or None,
+    )
 
 
 def initial_params(config: ml_collections.ConfigDict, mcfg: ModelConfig) -> dict[tuple, np.ndarray]:
@@ -111,10 +119,12 @@ def initial_params(config: ml_collections.ConfigDict, mcfg: ModelConfig) -> dict
     except WeightsError as e:
         raise TrainingError(f"config.init_from: {e}") from None
     if src_cfg.arch != mcfg.arch:
-        raise TrainingError(f"config.init_from={config.init_from} holds a {src_cfg.arch} model, "
-                            f"the config trains {mcfg.arch} (set the config argument, e.g. stage2.py:{src_cfg.arch})")
+        raise TrainingError(
+            f"config.init_from={config.init_from} holds a {src_cfg.arch} model, "
+            f"the config trains {mcfg.arch} (set the config argument, e.g. stage2.py:{src_cfg.arch})"
+        )
     shapes = param_shapes(mcfg)
-    missing = sorted({"/".join(map(str, p[:2])) for p in shapes if p not in src})   # e.g. heads/depth
+    missing = sorted({"/".join(map(str, p[:2])) for p in shapes if p not in src})  # e.g. heads/depth
     # A random model only when something is missing (a 2B init is not free).
     out = flat_params(Sapiens(mcfg, rngs=nnx.Rngs(config.seed))) if missing else {}
     for path, shape in shapes.items():
@@ -124,20 +134,27 @@ def initial_params(config: ml_collections.ConfigDict, mcfg: ModelConfig) -> dict
         if path == ("backbone", "pos_embed") and value.shape != shape:
             value = resize_pos_embed(value, mcfg.grid, src_cfg.grid)
         if value.shape != shape:
-            raise TrainingError(f"config.init_from: {'/'.join(map(str, path))} has shape {value.shape}, "
-                                f"the model needs {shape}")
+            raise TrainingError(
+                f"config.init_from: {'/'.join(map(str, path))} has shape {value.shape}, the model needs {shape}"
+            )
         out[path] = value
-    log.info("init: %s (%s%s)%s", info["source"], info["kind"],
-             f", step {info['step']}, {info['weights']} weights" if info["kind"] == "run" else "",
-             f"; {', '.join(missing)} start random" if missing else "")
+    log.info(
+        "init: %s (%s%s)%s",
+        info["source"],
+        info["kind"],
+        f", step {info['step']}, {info['weights']} weights" if info["kind"] == "run" else "",
+        f"; {', '.join(missing)} start random" if missing else "",
+    )
     return out
 
 
 def put(tree: Any, shardings: Any) -> Any:
     """Host arrays (identical on every process) -> global arrays with the given shardings."""
+
     def one(x, s):
         x = np.asarray(x)
         return jax.make_array_from_callback(x.shape, s, lambda idx: x[idx])
+
     return jax.tree.map(one, tree, shardings)
 
 
@@ -163,16 +180,20 @@ def make_layout(config, mcfg: ModelConfig, mesh, graphdef, template, blocks: int
     train, frozen = split_flat(shapes, mcfg.spec.num_layers, blocks, pos_embed)
     train, frozen = nest(train), nest(frozen)
     tx = make_optimizer(config, train, mcfg.spec.num_layers)
-    abstract = jax.eval_shape(lambda p, f: TrainState(step=jnp.zeros((), jnp.int32), params=p, frozen=f,
-                                                      opt_state=tx.init(p), ema=p), train, frozen)
+    abstract = jax.eval_shape(
+        lambda p, f: TrainState(step=jnp.zeros((), jnp.int32), params=p, frozen=f, opt_state=tx.init(p), ema=p),
+        train,
+        frozen,
+    )
     shardings = param_shardings(abstract, mesh)
     b_sh, rep = batch_sharding(mesh), replicated(None, mesh)
-    step_fn = make_train_step(graphdef, template, tx, objective_fn, micro_batches=config.micro_batches,
-                              ema_decay=config.ema_decay)
+    step_fn = make_train_step(
+        graphdef, template, tx, objective_fn, micro_batches=config.micro_batches, ema_decay=config.ema_decay
+    )
     step = jax.jit(step_fn, in_shardings=(shardings, b_sh, rep), out_shardings=(shardings, rep), donate_argnums=0)
 
     def heatmaps(ema, frozen, images):
-        forward = lambda x: merge_model(graphdef, template, ema, frozen)(x)["pose"]  # noqa: E731
+        forward = lambda x: merge_model(graphdef, template, ema, frozen)(x)["pose"]
         return flip_test(forward, images) if config.eval.flip_test else forward(images)
 
     hm = jax.jit(heatmaps, in_shardings=(shardings.ema, shardings.frozen, b_sh), out_shardings=b_sh)
@@ -183,9 +204,16 @@ def fresh_state(layout: Layout, flat: dict[tuple, np.ndarray], num_layers: int) 
     train, frozen = split_flat(flat, num_layers, layout.blocks, layout.pos_embed)
     params = put(nest(train), layout.shardings.params)
     frozen = put(nest(frozen), layout.shardings.frozen)
-    init = jax.jit(lambda p, f: TrainState(step=jnp.zeros((), jnp.int32), params=p, frozen=f,
-                                           opt_state=layout.tx.init(p), ema=jax.tree.map(jnp.copy, p)),
-                   out_shardings=layout.shardings)
+    init = jax.jit(
+        lambda p, f: TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=p,
+            frozen=f,
+            opt_state=layout.tx.init(p),
+            ema=jax.tree.map(jnp.copy, p),
+        ),
+        out_shardings=layout.shardings,
+    )
     return init(params, frozen)
 
 
@@ -201,14 +229,21 @@ def _transplant(new: Any, old: Any) -> Any:
 def resplit(state: TrainState, old: Layout, new: Layout, num_layers: int) -> TrainState:
     """Progressive unfreezing: move parameters between the frozen and trainable trees; newly trainable
     ones start their EMA at their value and their Adam moments at 0, the others keep theirs."""
+
     def fn(state: TrainState) -> TrainState:
         every = {**flatten(state.frozen), **flatten(state.params)}
         train, frozen = split_flat(every, num_layers, new.blocks, new.pos_embed)
         ema_old = flatten(state.ema)
         params = nest(train)
         opt_state = _transplant(new.tx.init(params), state.opt_state)
-        return TrainState(step=state.step, params=params, frozen=nest(frozen), opt_state=opt_state,
-                          ema=nest({p: ema_old.get(p, v) for p, v in train.items()}))
+        return TrainState(
+            step=state.step,
+            params=params,
+            frozen=nest(frozen),
+            opt_state=opt_state,
+            ema=nest({p: ema_old.get(p, v) for p, v in train.items()}),
+        )
+
     return jax.jit(fn, in_shardings=(old.shardings,), out_shardings=new.shardings, donate_argnums=0)(state)
 
 
@@ -221,6 +256,7 @@ def load_prior(config: ml_collections.ConfigDict):
     if not config.prior_ckpt:
         raise TrainingError("config.loss.sds > 0 needs config.prior_ckpt (a workdir of configs/prior.py)")
     from hyper_sapiens_jax.prior import DiffusionPrior
+
     try:
         prior = DiffusionPrior.load(config.prior_ckpt)
     except (FileNotFoundError, OSError, ValueError) as e:
@@ -231,21 +267,35 @@ def load_prior(config: ml_collections.ConfigDict):
 
 def make_objective(config: ml_collections.ConfigDict, bone_ref: dict | None, prior):
     weights = loss_weights(config)
-    ref = None if bone_ref is None else (jnp.asarray(bone_ref["mean"], jnp.float32),
-                                         jnp.asarray(bone_ref["std"], jnp.float32))
+    ref = (
+        None
+        if bone_ref is None
+        else (jnp.asarray(bone_ref["mean"], jnp.float32), jnp.asarray(bone_ref["std"], jnp.float32))
+    )
     prior_loss = None
     if prior is not None:
         from hyper_sapiens_jax.prior import sds_loss
+
         t_range = (config.loss.sds_t_min, config.loss.sds_t_max)
 
         def prior_loss(xy, visible, weight, key):
-            value = sds_loss(prior, xy, visible * weight[:, None], key, t_range=t_range,
-                             weighting=config.loss.sds_weighting)
+            value = sds_loss(
+                prior, xy, visible * weight[:, None], key, t_range=t_range, weighting=config.loss.sds_weighting
+            )
             return value / jnp.maximum(jnp.sum(weight), 1.0)
 
     def fn(outputs, batch, normalizers, key, step):
-        return objective(outputs, batch, weights, normalizers, bone_ref=ref, prior_loss=prior_loss, key=key,
-                         scales={"sds": sds_scale(config, step)})
+        return objective(
+            outputs,
+            batch,
+            weights,
+            normalizers,
+            bone_ref=ref,
+            prior_loss=prior_loss,
+            key=key,
+            scales={"sds": sds_scale(config, step)},
+        )
+
     return fn
 
 
@@ -265,6 +315,7 @@ class Writer:
         if self.main:
             try:
                 from tensorboardX import SummaryWriter
+
                 self.tb = SummaryWriter(str(workdir / "tensorboard"))
             except ImportError:  # pragma: no cover - tensorboardX is a dependency
                 log.warning("tensorboardX missing: no TensorBoard events")
@@ -319,19 +370,31 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
     mcfg = model_config(config)
     n_dev = mesh.devices.size
     if config.batch_size % (config.micro_batches * n_dev):
-        raise ValueError(f"batch_size {config.batch_size} must be a multiple of micro_batches x devices = "
-                         f"{config.micro_batches} x {n_dev}")
+        raise ValueError(
+            f"batch_size {config.batch_size} must be a multiple of micro_batches x devices = "
+            f"{config.micro_batches} x {n_dev}"
+        )
     if jax.process_index() == 0:
         mcfg.save(workdir / ckpt.MODEL_CONFIG_FILE)
         (workdir / "config.json").write_text(json.dumps(config_to_dict(config), indent=1))
-    log.info("stage %d: %s, image %dx%d, heads %s, %d devices (mesh data=%d fsdp=%d), %d process(es)",
-             config.stage, mcfg.arch, *mcfg.image_size, list(mcfg.heads), n_dev, mesh.shape["data"],
-             mesh.shape["fsdp"], jax.process_count())
+    log.info(
+        "stage %d: %s, image %dx%d, heads %s, %d devices (mesh data=%d fsdp=%d), %d process(es)",
+        config.stage,
+        mcfg.arch,
+        *mcfg.image_size,
+        list(mcfg.heads),
+        n_dev,
+        mesh.shape["data"],
+        mesh.shape["fsdp"],
+        jax.process_count(),
+    )
 
     graphdef, template = nnx.split(abstract_model(mcfg))
     schedule = unfreeze_schedule(config)
-    mix, paths = builders.build_train_mix(config, ["val"]) if mode == "train" else (None, builders.resolved_paths(config.data))
-    objective_fn = None                    # evaluation needs neither the prior nor the bone reference
+    mix, paths = (
+        builders.build_train_mix(config, ["val"]) if mode == "train" else (None, builders.resolved_paths(config.data))
+    )
+    objective_fn = None  # evaluation needs neither the prior nor the bone reference
     if mode == "train":
         bone_ref = None
         if needs_bone_reference(config):
@@ -353,19 +416,34 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
     def run_eval(state: TrainState, layout: Layout) -> dict[str, Any]:
         t0 = time.perf_counter()
         local = config.eval_batch_size // jax.process_count()
-        batches = eval_batches(val, sample_cfg, local, process_index=jax.process_index(),
-                               process_count=jax.process_count())
-        result = evaluate(lambda b: layout.heatmaps(state.ema, state.frozen, b["image"]), batches,
-                          lambda b: global_batch(b, mesh), input_wh=sample_cfg.input_wh,
-                          gt_file=paths.get("val_ann"), pck_threshold=config.eval.pck_threshold,
-                          pck_norm=config.eval.pck_norm)
+        batches = eval_batches(
+            val, sample_cfg, local, process_index=jax.process_index(), process_count=jax.process_count()
+        )
+        result = evaluate(
+            lambda b: layout.heatmaps(state.ema, state.frozen, b["image"]),
+            batches,
+            lambda b: global_batch(b, mesh),
+            input_wh=sample_cfg.input_wh,
+            gt_file=paths.get("val_ann"),
+            pck_threshold=config.eval.pck_threshold,
+            pck_norm=config.eval.pck_norm,
+        )
         step = int(jax.device_get(state.step))
         row = {"step": step, "stage": config.stage, **result, "eval_s": round(time.perf_counter() - t0, 2)}
         writer.row(METRICS_FILE, row, "val")
-        log.info("eval @ %d: PCK@%g %.4f (@0.2 %.3f)  AP %.4f  AP50 %.4f  G-Error %.5f (GT %.5f)  %d samples  %.1fs",
-                 step, config.eval.pck_threshold, row[f"pck@{config.eval.pck_threshold:g}"],
-                 row.get("pck@0.2", float("nan")), row.get("ap", float("nan")),
-                 row.get("ap50", float("nan")), row["g_error"], row["g_error_gt"], row["num_samples"], row["eval_s"])
+        log.info(
+            "eval @ %d: PCK@%g %.4f (@0.2 %.3f)  AP %.4f  AP50 %.4f  G-Error %.5f (GT %.5f)  %d samples  %.1fs",
+            step,
+            config.eval.pck_threshold,
+            row[f"pck@{config.eval.pck_threshold:g}"],
+            row.get("pck@0.2", float("nan")),
+            row.get("ap", float("nan")),
+            row.get("ap50", float("nan")),
+            row["g_error"],
+            row["g_error_gt"],
+            row["num_samples"],
+            row["eval_s"],
+        )
         return row
 
     try:
@@ -377,8 +455,14 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
             state = ckpt.restore(mngr, start, layout.abstract, layout.shardings)
             run_eval(state, layout)
             return 0
-        dataset = train_dataset(mix, sample_cfg, seed=config.seed, num_batches=config.num_steps,
-                                process_index=jax.process_index(), process_count=jax.process_count())
+        dataset = train_dataset(
+            mix,
+            sample_cfg,
+            seed=config.seed,
+            num_batches=config.num_steps,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
         data_iter = train_iterator(dataset, worker_count=config.data.worker_count)
         if start:
             layout = layout_for(ckpt.read_meta(mngr, start)["trainable_blocks"])
@@ -398,20 +482,32 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
         writer.close()
 
 
-def _train(config, mcfg, mesh, state, layout, layout_for, schedule, data_iter, mngr, writer, run_eval,
-           start: int) -> None:
+def _train(
+    config, mcfg, mesh, state, layout, layout_for, schedule, data_iter, mngr, writer, run_eval, start: int
+) -> None:
     num_layers = mcfg.spec.num_layers
     stop = StopFlag()
-    meta = lambda lay: {"stage": config.stage, "trainable_blocks": lay.blocks,  # noqa: E731
-                        "train_pos_embed": lay.pos_embed, "arch": mcfg.arch}
+    meta = lambda lay: {
+        "stage": config.stage,
+        "trainable_blocks": lay.blocks,
+        "train_pos_embed": lay.pos_embed,
+        "arch": mcfg.arch,
+    }
     flops_per_step = flops.train_flops_per_image(mcfg) * config.batch_size
     peak = flops.peak_flops_per_device(config.peak_tflops)
     lr = learning_rate(config)
     n_train = sum(x.size for x in jax.tree.leaves(layout.abstract.params))
-    log.info("training steps %d -> %d: batch %d (%d micro-batches), %.2fM trainable params (blocks: %s), "
-             "%.1f GFLOPs/image (train)", start, config.num_steps, config.batch_size, config.micro_batches,
-             n_train / 1e6, "all" if layout.blocks is None else layout.blocks,
-             flops_per_step / config.batch_size / 1e9)
+    log.info(
+        "training steps %d -> %d: batch %d (%d micro-batches), %.2fM trainable params (blocks: %s), "
+        "%.1f GFLOPs/image (train)",
+        start,
+        config.num_steps,
+        config.batch_size,
+        config.micro_batches,
+        n_train / 1e6,
+        "all" if layout.blocks is None else layout.blocks,
+        flops_per_step / config.batch_size / 1e9,
+    )
     key = jax.random.key(config.seed)
     pending: list[dict[str, jax.Array]] = []
     t_last, last_step = time.perf_counter(), start
@@ -435,30 +531,46 @@ def _train(config, mcfg, mesh, state, layout, layout_for, schedule, data_iter, m
             stop_now = log_now and stop.agreed()
             save_now = final or eval_now or stop_now or mngr.should_save(step)
             if log_now or save_now:
-                means = {k: float(np.mean(v)) for k, v in jax.tree.map(
-                    lambda *xs: np.stack(xs), *jax.device_get(pending)).items()}
+                means = {
+                    k: float(np.mean(v))
+                    for k, v in jax.tree.map(lambda *xs: np.stack(xs), *jax.device_get(pending)).items()
+                }
                 pending = []
                 if means.pop("nonfinite") > 0:
-                    raise TrainingError(f"non-finite loss between steps {last_step} and {step} "
-                                        f"({means}); no checkpoint written after step {mngr.latest_step()}")
+                    raise TrainingError(
+                        f"non-finite loss between steps {last_step} and {step} "
+                        f"({means}); no checkpoint written after step {mngr.latest_step()}"
+                    )
                 now = time.perf_counter()
                 dt = (now - t_last) / max(step - last_step, 1)
                 t_last, last_step = now, step
                 util = flops.mfu(flops_per_step, dt, peak, mesh.devices.size)
-                row = {"step": step, "stage": config.stage, **means, "lr": float(lr(step)),
-                       "step_s": round(dt, 4), "images_per_s": round(config.batch_size / dt, 2),
-                       **({"mfu": round(util, 4)} if util is not None else {})}
+                row = {
+                    "step": step,
+                    "stage": config.stage,
+                    **means,
+                    "lr": float(lr(step)),
+                    "step_s": round(dt, 4),
+                    "images_per_s": round(config.batch_size / dt, 2),
+                    **({"mfu": round(util, 4)} if util is not None else {}),
+                }
                 writer.row(TRAIN_LOG_FILE, row, "train")
-                log.info("step %5d/%d  loss %.4f  (%s)  %.3fs/step  %.1f img/s  MFU %s", step, config.num_steps,
-                         means["loss"], " ".join(f"{k} {v:.4f}" for k, v in means.items()
-                                                  if k not in ("loss", "grad_norm")),
-                         dt, config.batch_size / dt, "n/a" if util is None else f"{100 * util:.1f}%")
+                log.info(
+                    "step %5d/%d  loss %.4f  (%s)  %.3fs/step  %.1f img/s  MFU %s",
+                    step,
+                    config.num_steps,
+                    means["loss"],
+                    " ".join(f"{k} {v:.4f}" for k, v in means.items() if k not in ("loss", "grad_norm")),
+                    dt,
+                    config.batch_size / dt,
+                    "n/a" if util is None else f"{100 * util:.1f}%",
+                )
             metrics_row = run_eval(state, layout) if eval_now else None
             if save_now:
                 pck_key = f"pck@{config.eval.pck_threshold:g}"
                 best = None if metrics_row is None else {ckpt.BEST_METRIC: metrics_row[pck_key]}
                 ckpt.save(mngr, state, data_iter, meta(layout), metrics=best, force=final or eval_now or stop_now)
-                t_last = time.perf_counter()            # evaluation / save time is not step time
+                t_last = time.perf_counter()  # evaluation / save time is not step time
             if stop_now:
                 log.warning("stopped at step %d on request; restart with the same command to resume", step)
                 return

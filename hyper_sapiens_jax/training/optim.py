@@ -41,8 +41,9 @@ def applies_weight_decay(path: Path, value: Any) -> bool:
     return jnp.ndim(value) > 1 and path[-1] != "bias" and path[-1] != "pos_embed"
 
 
-def warmup_schedule(base_lr: float, warmup_steps: int, total_steps: int, warmup_ratio: float = 1e-3,
-                    final_ratio: float = 0.0) -> optax.Schedule:
+def warmup_schedule(
+    base_lr: float, warmup_steps: int, total_steps: int, warmup_ratio: float = 1e-3, final_ratio: float = 0.0
+) -> optax.Schedule:
     """Linear warm-up from ``warmup_ratio * base_lr`` over ``warmup_steps``, then cosine to
     ``final_ratio * base_lr`` at ``total_steps``."""
     warm = optax.linear_schedule(base_lr * warmup_ratio, base_lr, max(warmup_steps, 1))
@@ -52,6 +53,7 @@ def warmup_schedule(base_lr: float, warmup_steps: int, total_steps: int, warmup_
 
 def scale_by_tree(scales: Any) -> optax.GradientTransformation:
     """Multiply updates by a matching pytree of constant per-parameter factors."""
+
     def init(params):
         del params
         return optax.EmptyState()
@@ -63,9 +65,17 @@ def scale_by_tree(scales: Any) -> optax.GradientTransformation:
     return optax.GradientTransformation(init, update)
 
 
-def sapiens_adamw(params: Any, *, num_layers: int, learning_rate: float | optax.Schedule = 5e-4,
-                  layer_decay: float = 0.85, weight_decay: float = 0.1, b1: float = 0.9,
-                  b2: float = 0.999, clip_norm: float | None = 1.0) -> optax.GradientTransformation:
+def sapiens_adamw(
+    params: Any,
+    *,
+    num_layers: int,
+    learning_rate: float | optax.Schedule = 5e-4,
+    layer_decay: float = 0.85,
+    weight_decay: float = 0.1,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    clip_norm: float | None = 1.0,
+) -> optax.GradientTransformation:
     """AdamW for the given parameter tree (nested dicts of arrays keyed like the model's params).
 
     Only the parameters in ``params`` get optimizer state: pass the trainable subset.
@@ -75,8 +85,10 @@ def sapiens_adamw(params: Any, *, num_layers: int, learning_rate: float | optax.
     decay_mask = nest({p: applies_weight_decay(p, v) for p, v in flat.items()})
     lr = learning_rate if callable(learning_rate) else (lambda step: learning_rate)
     chain = [optax.clip_by_global_norm(clip_norm)] if clip_norm else []
-    chain += [optax.scale_by_adam(b1=b1, b2=b2, eps=1e-8),
-              optax.add_decayed_weights(weight_decay, mask=decay_mask),
-              scale_by_tree(scales),
-              optax.scale_by_learning_rate(lr)]
+    chain += [
+        optax.scale_by_adam(b1=b1, b2=b2, eps=1e-8),
+        optax.add_decayed_weights(weight_decay, mask=decay_mask),
+        scale_by_tree(scales),
+        optax.scale_by_learning_rate(lr),
+    ]
     return optax.chain(*chain)

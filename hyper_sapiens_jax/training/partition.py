@@ -22,18 +22,19 @@ def is_trainable(path: Path, num_layers: int, trainable_blocks: int | None, pos_
     if trainable_blocks is None or trainable_blocks >= num_layers:
         return True
     if path[0] != "backbone":
-        return True                                   # heads
+        return True  # heads
     if path[1] == "patch_embed":
         return False
     if path[1] == "layers":
         return int(path[2]) >= num_layers - trainable_blocks
     if path[1] == "pos_embed":
         return pos_embed
-    return True                                       # final norm
+    return True  # final norm
 
 
-def split_flat(flat: dict[Path, Any], num_layers: int, trainable_blocks: int | None, pos_embed: bool = True
-               ) -> tuple[dict[Path, Any], dict[Path, Any]]:
+def split_flat(
+    flat: dict[Path, Any], num_layers: int, trainable_blocks: int | None, pos_embed: bool = True
+) -> tuple[dict[Path, Any], dict[Path, Any]]:
     """Flat params -> (trainable, frozen) flat dicts (see ``is_trainable``)."""
     train = {p: v for p, v in flat.items() if is_trainable(p, num_layers, trainable_blocks, pos_embed)}
     return train, {p: v for p, v in flat.items() if p not in train}

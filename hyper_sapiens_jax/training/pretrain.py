@@ -92,8 +92,11 @@ class PretrainError(RuntimeError):
 def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
     """The backbone's ``ModelConfig`` (no heads) from ``config.arch`` and ``config.model``; square."""
     known = {f.name for f in dataclasses.fields(ModelConfig)} - {"arch", "heads"}
-    mcfg = ModelConfig(arch=config.arch, heads=(), **{k: (tuple(v) if isinstance(v, list) else v)
-                                                       for k, v in config.model.items() if k in known})
+    mcfg = ModelConfig(
+        arch=config.arch,
+        heads=(),
+        **{k: (tuple(v) if isinstance(v, list) else v) for k, v in config.model.items() if k in known},
+    )
     if mcfg.image_size[0] != mcfg.image_size[1]:
         raise PretrainError(f"config.model.image_size {mcfg.image_size}: MAE pretraining uses square inputs")
     return mcfg
@@ -102,9 +105,16 @@ def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
 def build_model(config: ml_collections.ConfigDict, mcfg: ModelConfig, *, seed: int | None = None) -> MAE:
     """The ``MAE`` of the config (random MAE init with ``seed``, default ``config.seed``)."""
     m = config.mae
-    return MAE(mcfg, mask_ratio=m.mask_ratio, decoder_dim=m.decoder_dim, decoder_depth=m.decoder_depth,
-               decoder_heads=m.decoder_heads, norm_pix=m.norm_pix, sincos_init=not m.learn_pos_embed,
-               rngs=nnx.Rngs(config.seed if seed is None else seed))
+    return MAE(
+        mcfg,
+        mask_ratio=m.mask_ratio,
+        decoder_dim=m.decoder_dim,
+        decoder_depth=m.decoder_depth,
+        decoder_heads=m.decoder_heads,
+        norm_pix=m.norm_pix,
+        sincos_init=not m.learn_pos_embed,
+        rngs=nnx.Rngs(config.seed if seed is None else seed),
+    )
 
 
 def build_source(config: ml_collections.ConfigDict):
@@ -112,17 +122,21 @@ def build_source(config: ml_collections.ConfigDict):
     d = config.data
     if d.source == "files":
         if not d.images:
-            raise PretrainError("config.data.source='files' needs config.data.images (a folder of "
-                                ".jpg/.jpeg/.png images, searched recursively): set "
-                                "--config.data.images=/path/to/frames")
+            raise PretrainError(
+                "config.data.source='files' needs config.data.images (a folder of "
+                ".jpg/.jpeg/.png images, searched recursively): set "
+                "--config.data.images=/path/to/frames"
+            )
         return ImageFolderSource(d.images)
     if d.source == "testbed":
         try:
             from hyper_sapiens_jax.testbed.humans import pretrain_source
         except ImportError as e:
-            raise PretrainError(f"config.data.source='testbed' needs hyper_sapiens_jax.testbed.humans."
-                                f"pretrain_source ({e}); use --config.data.source=files "
-                                f"--config.data.images=FOLDER instead") from None
+            raise PretrainError(
+                f"config.data.source='testbed' needs hyper_sapiens_jax.testbed.humans."
+                f"pretrain_source ({e}); use --config.data.source=files "
+                f"--config.data.images=FOLDER instead"
+            ) from None
         return pretrain_source(d)
     raise PretrainError(f"config.data.source={d.source!r} must be 'files' or 'testbed'")
 
@@ -145,8 +159,7 @@ def make_optimizer(config: ml_collections.ConfigDict, params: Any) -> optax.Grad
     o = config.optim
     mask = nest({p: applies_weight_decay(p, v) for p, v in flatten(params).items()})
     chain = [optax.clip_by_global_norm(o.grad_clip)] if o.grad_clip else []
-    chain.append(optax.adamw(learning_rate(config), b1=o.b1, b2=o.b2, eps=1e-8, weight_decay=o.weight_decay,
-                             mask=mask))
+    chain.append(optax.adamw(learning_rate(config), b1=o.b1, b2=o.b2, eps=1e-8, weight_decay=o.weight_decay, mask=mask))
     return optax.chain(*chain)
 
 
@@ -157,8 +170,10 @@ def fixed_paths(config: ml_collections.ConfigDict) -> set[tuple]:
 
 def split_params(flat: dict[tuple, Any], fixed: set[tuple]) -> tuple[dict, dict]:
     """Flat params -> (trainable, fixed) nested dicts."""
-    return (nest({p: v for p, v in flat.items() if p not in fixed}),
-            nest({p: v for p, v in flat.items() if p in fixed}))
+    return (
+        nest({p: v for p, v in flat.items() if p not in fixed}),
+        nest({p: v for p, v in flat.items() if p in fixed}),
+    )
 
 
 # =============================================================================================
@@ -169,6 +184,7 @@ def _backbone_from_safetensors(path: Path, mcfg: ModelConfig, shapes: dict[tuple
     for the backbone, ``cls_token`` and ``cls_pos`` (when the file has them)."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
+
     try:
         raw = {k: np.asarray(v, np.float32) for k, v in load_file(str(path)).items()}
     except (SafetensorError, OSError) as e:
@@ -179,15 +195,16 @@ def _backbone_from_safetensors(path: Path, mcfg: ModelConfig, shapes: dict[tuple
     try:
         arch = layout.infer_backbone(sd, str(path))[0]
         if arch != mcfg.arch:
-            raise PretrainError(f"config.init_from={path} holds a {arch} backbone, the config pretrains "
-                                f"{mcfg.arch} (use configs/pretrain.py:{arch})")
+            raise PretrainError(
+                f"config.init_from={path} holds a {arch} backbone, the config pretrains "
+                f"{mcfg.arch} (use configs/pretrain.py:{arch})"
+            )
         layout.check_keys(sd, rules, str(path), (layout.BACKBONE_PREFIX,))
         pos = sd[layout.BACKBONE_PREFIX + "pos_embed"]
         _, extra = infer_grid(pos.shape[1], mcfg.grid)
         if extra and CLS_TOKEN[0] in raw:
             out[CLS_POS] = pos[:, :1].astype(np.float32)
-        out.update(layout.torch_to_flax_params(sd, rules, shapes, str(path),
-                                               lambda w: resize_pos_embed(w, mcfg.grid)))
+        out.update(layout.torch_to_flax_params(sd, rules, shapes, str(path), lambda w: resize_pos_embed(w, mcfg.grid)))
     except layout.LayoutError as e:
         raise PretrainError(f"config.init_from: {e}") from None
     if CLS_TOKEN[0] in raw:
@@ -202,8 +219,10 @@ def _backbone_from_dir(path: Path, mcfg: ModelConfig, shapes: dict[tuple, tuple]
     except WeightsError as e:
         raise PretrainError(f"config.init_from: {e}") from None
     if src_cfg.arch != mcfg.arch:
-        raise PretrainError(f"config.init_from={path} holds a {src_cfg.arch} model, the config pretrains "
-                            f"{mcfg.arch} (use configs/pretrain.py:{src_cfg.arch})")
+        raise PretrainError(
+            f"config.init_from={path} holds a {src_cfg.arch} model, the config pretrains "
+            f"{mcfg.arch} (use configs/pretrain.py:{src_cfg.arch})"
+        )
     out = {}
     for p, value in src.items():
         if p[0] != "backbone":
@@ -211,8 +230,10 @@ def _backbone_from_dir(path: Path, mcfg: ModelConfig, shapes: dict[tuple, tuple]
         if p == POS_EMBED and value.shape != shapes[p]:
             value = resize_pos_embed(value, mcfg.grid, src_cfg.grid)
         if p not in shapes or value.shape != shapes[p]:
-            raise PretrainError(f"config.init_from={path}: {'/'.join(map(str, p))} has shape {value.shape}, "
-                                f"the model needs {shapes.get(p)}")
+            raise PretrainError(
+                f"config.init_from={path}: {'/'.join(map(str, p))} has shape {value.shape}, "
+                f"the model needs {shapes.get(p)}"
+            )
         out[p] = value
     log.info("init_from %s (%s)", info["source"], info["kind"])
     return out
@@ -261,8 +282,11 @@ def make_train_step(graphdef: nnx.GraphDef, template: nnx.State, tx: optax.Gradi
         loss, grads = jax.value_and_grad(loss_fn)(state.params, state.frozen, images, key)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
-                   "nonfinite": jnp.logical_not(jnp.isfinite(loss)).astype(jnp.float32)}
+        metrics = {
+            "loss": loss,
+            "grad_norm": optax.tree.norm(grads),
+            "nonfinite": jnp.logical_not(jnp.isfinite(loss)).astype(jnp.float32),
+        }
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     return step
@@ -276,7 +300,7 @@ def pretrain_state_dict(flat: dict[tuple, np.ndarray], mcfg: ModelConfig) -> dic
     torch layouts, ``cls_token`` (1, 1, D) and ``pos_embed`` (1, 1 + N, D) = [cls_pos, grid]."""
     out = {}
     for rule in layout.backbone_rules(mcfg.spec):
-        key = rule.key[len(layout.BACKBONE_PREFIX):]
+        key = rule.key[len(layout.BACKBONE_PREFIX) :]
         value = layout.to_torch(rule.kind, np.asarray(flat[rule.path], np.float32))
         if rule.path == POS_EMBED:
             value = np.concatenate([np.asarray(flat[CLS_POS], np.float32), value], axis=1)
@@ -288,11 +312,19 @@ def pretrain_state_dict(flat: dict[tuple, np.ndarray], mcfg: ModelConfig) -> dic
 def export_meta(config: ml_collections.ConfigDict, mcfg: ModelConfig, step: int) -> dict[str, Any]:
     """The ``meta`` of the exported file (like ``convert_weights.flax_to_torch.export_meta``)."""
     spec = mcfg.spec
-    return {"arch": mcfg.arch, "embed_dims": spec.embed_dims, "num_layers": spec.num_layers,
-            "num_heads": spec.num_heads, "image_size": list(mcfg.image_size),
-            "patch_padding": mcfg.patch_padding, "task": "pretrain", "step": int(step),
-            "pos_embed": f"1 cls + {mcfg.grid[0]}x{mcfg.grid[1]} grid", "mae": config.mae.to_dict(),
-            "exported_by": "hyper_sapiens_jax.training.pretrain"}
+    return {
+        "arch": mcfg.arch,
+        "embed_dims": spec.embed_dims,
+        "num_layers": spec.num_layers,
+        "num_heads": spec.num_heads,
+        "image_size": list(mcfg.image_size),
+        "patch_padding": mcfg.patch_padding,
+        "task": "pretrain",
+        "step": int(step),
+        "pos_embed": f"1 cls + {mcfg.grid[0]}x{mcfg.grid[1]} grid",
+        "mae": config.mae.to_dict(),
+        "exported_by": "hyper_sapiens_jax.training.pretrain",
+    }
 
 
 def _host(tree: Any) -> Any:
@@ -310,12 +342,13 @@ def export_backbone(workdir: Path, config: ml_collections.ConfigDict, mcfg: Mode
     ``backbone_pretrain.safetensors``: ``pretrain_state_dict`` with ``export_meta`` as JSON strings.
     """
     from safetensors.numpy import save_file
+
     flat = {**flatten(_host(state.frozen)), **flatten(_host(state.params))}
     step = int(jax.device_get(state.step))
     backbone = nest({p: v for p, v in flat.items() if p[0] == "backbone"})
     main = jax.process_index() == 0
     if main:
-        (workdir / CONFIG_FILE).unlink(missing_ok=True)      # incomplete until rewritten below
+        (workdir / CONFIG_FILE).unlink(missing_ok=True)  # incomplete until rewritten below
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(workdir / PARAMS_DIR, backbone, force=True)
         ckptr.wait_until_finished()
@@ -333,14 +366,19 @@ def export_backbone(workdir: Path, config: ml_collections.ConfigDict, mcfg: Mode
 # =============================================================================================
 # The job
 # =============================================================================================
-def checkpoint_manager(directory: str | Path, *, every: int, keep: int, read_only: bool = False
-                       ) -> ocp.CheckpointManager:
+def checkpoint_manager(
+    directory: str | Path, *, every: int, keep: int, read_only: bool = False
+) -> ocp.CheckpointManager:
     """Async saves every ``every`` steps and on preemption; the latest ``keep`` kept. The items are
     ``training.checkpoint``'s (``save`` / ``restore`` work on it), without its best-by-PCK policy."""
     options = ocp.CheckpointManagerOptions(
         save_decision_policy=sdp.AnySavePolicy([sdp.FixedIntervalPolicy(every), sdp.PreemptionCheckpointingPolicy()]),
-        preservation_policy=pp.LatestN(keep), enable_async_checkpointing=True, read_only=read_only,
-        create=not read_only, cleanup_tmp_directories=not read_only)
+        preservation_policy=pp.LatestN(keep),
+        enable_async_checkpointing=True,
+        read_only=read_only,
+        create=not read_only,
+        cleanup_tmp_directories=not read_only,
+    )
     return ocp.CheckpointManager(Path(directory).absolute(), options=options)
 
 
@@ -368,18 +406,36 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
     shapes = {p: jax.ShapeDtypeStruct(v.get_value().shape, jnp.float32) for p, v in nnx.to_flat_state(template)}
     train_sds, fixed_sds = split_params(shapes, fixed)
     tx = make_optimizer(config, train_sds)
-    abstract = jax.eval_shape(lambda p, f: TrainState(step=jnp.zeros((), jnp.int32), params=p, frozen=f,
-                                                      opt_state=tx.init(p), ema={}), train_sds, fixed_sds)
+    abstract = jax.eval_shape(
+        lambda p, f: TrainState(step=jnp.zeros((), jnp.int32), params=p, frozen=f, opt_state=tx.init(p), ema={}),
+        train_sds,
+        fixed_sds,
+    )
     shardings = param_shardings(abstract, mesh)
     b_sh, rep = batch_sharding(mesh), replicated(None, mesh)
-    step_fn = jax.jit(make_train_step(graphdef, template, tx), in_shardings=(shardings, b_sh, rep),
-                      out_shardings=(shardings, rep), donate_argnums=0)
+    step_fn = jax.jit(
+        make_train_step(graphdef, template, tx),
+        in_shardings=(shardings, b_sh, rep),
+        out_shardings=(shardings, rep),
+        donate_argnums=0,
+    )
     n_params = sum(int(np.prod(s.shape)) for s in shapes.values())
     n_backbone = sum(int(np.prod(s.shape)) for p, s in shapes.items() if p[0] == "backbone")
-    log.info("MAE pretraining: %s, %dx%d, mask %.2f, decoder %dx%d, %.2fM params (backbone %.2fM), "
-             "%d devices (mesh data=%d fsdp=%d), %d process(es)", mcfg.arch, *mcfg.image_size,
-             config.mae.mask_ratio, config.mae.decoder_depth, config.mae.decoder_dim, n_params / 1e6,
-             n_backbone / 1e6, n_dev, mesh.shape["data"], mesh.shape["fsdp"], jax.process_count())
+    log.info(
+        "MAE pretraining: %s, %dx%d, mask %.2f, decoder %dx%d, %.2fM params (backbone %.2fM), "
+        "%d devices (mesh data=%d fsdp=%d), %d process(es)",
+        mcfg.arch,
+        *mcfg.image_size,
+        config.mae.mask_ratio,
+        config.mae.decoder_depth,
+        config.mae.decoder_dim,
+        n_params / 1e6,
+        n_backbone / 1e6,
+        n_dev,
+        mesh.shape["data"],
+        mesh.shape["fsdp"],
+        jax.process_count(),
+    )
 
     source = build_source(config)
     params = crop_params(mcfg.image_size, config.data.aug)
@@ -394,8 +450,14 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
             _evaluate(config, workdir, mesh, graphdef, template, state, source, params)
             export_backbone(workdir, config, mcfg, state)
             return 0
-        dataset = pretrain_dataset(source, params, seed=config.seed, global_batch=config.batch_size,
-                                   process_index=jax.process_index(), process_count=jax.process_count())
+        dataset = pretrain_dataset(
+            source,
+            params,
+            seed=config.seed,
+            global_batch=config.batch_size,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
         data_iter = train_iterator(dataset, worker_count=config.data.worker_count)
         log.info("data: %s (%d images), crops %s", source, len(source), params)
         if start:
@@ -403,8 +465,12 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
             log.info("resumed from %s at step %d", workdir / ckpt.CHECKPOINT_DIR, start)
         else:
             train, frozen = split_params(initial_params(config, mcfg), fixed)
-            init = jax.jit(lambda p, f: TrainState(step=jnp.zeros((), jnp.int32), params=p, frozen=f,
-                                                   opt_state=tx.init(p), ema={}), out_shardings=shardings)
+            init = jax.jit(
+                lambda p, f: TrainState(
+                    step=jnp.zeros((), jnp.int32), params=p, frozen=f, opt_state=tx.init(p), ema={}
+                ),
+                out_shardings=shardings,
+            )
             state = init(put(train, shardings.params), put(frozen, shardings.frozen))
         if start < config.num_steps:
             state, finished = _train(config, workdir, mesh, state, step_fn, data_iter, mngr, start)
@@ -420,16 +486,22 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
         mngr.close()
 
 
-def _train(config, workdir: Path, mesh, state: TrainState, step_fn, data_iter, mngr, start: int
-           ) -> tuple[TrainState, bool]:
+def _train(
+    config, workdir: Path, mesh, state: TrainState, step_fn, data_iter, mngr, start: int
+) -> tuple[TrainState, bool]:
     """Steps ``start`` -> ``num_steps``; returns (state, finished) (False after a SIGTERM stop)."""
     stop = StopFlag()
     lr = learning_rate(config)
     meta = {"job": "pretrain", "arch": config.arch, "trainable_blocks": None}
     key = jax.random.key(config.seed)
     pending: list[dict[str, jax.Array]] = []
-    log.info("training steps %d -> %d: batch %d, peak lr %.3g", start, config.num_steps, config.batch_size,
-             float(lr(config.optim.warmup_steps)))
+    log.info(
+        "training steps %d -> %d: batch %d, peak lr %.3g",
+        start,
+        config.num_steps,
+        config.batch_size,
+        float(lr(config.optim.warmup_steps)),
+    )
     t_last, last_step, step = time.perf_counter(), start, start
     try:
         while step < config.num_steps:
@@ -442,23 +514,40 @@ def _train(config, workdir: Path, mesh, state: TrainState, step_fn, data_iter, m
             stop_now = log_now and stop.agreed()
             save_now = final or stop_now or mngr.should_save(step)
             if log_now or save_now:
-                means = {k: float(np.mean(v)) for k, v in jax.tree.map(
-                    lambda *xs: np.stack(xs), *jax.device_get(pending)).items()}
+                means = {
+                    k: float(np.mean(v))
+                    for k, v in jax.tree.map(lambda *xs: np.stack(xs), *jax.device_get(pending)).items()
+                }
                 pending = []
                 if means.pop("nonfinite") > 0:
-                    raise PretrainError(f"non-finite loss between steps {last_step} and {step} ({means}); "
-                                        f"no checkpoint written after step {mngr.latest_step()}")
+                    raise PretrainError(
+                        f"non-finite loss between steps {last_step} and {step} ({means}); "
+                        f"no checkpoint written after step {mngr.latest_step()}"
+                    )
                 now = time.perf_counter()
                 dt = (now - t_last) / max(step - last_step, 1)
                 t_last, last_step = now, step
-                row = {"step": step, **means, "lr": float(lr(step)), "step_s": round(dt, 4),
-                       "images_per_s": round(config.batch_size / dt, 2)}
+                row = {
+                    "step": step,
+                    **means,
+                    "lr": float(lr(step)),
+                    "step_s": round(dt, 4),
+                    "images_per_s": round(config.batch_size / dt, 2),
+                }
                 _append(workdir, TRAIN_LOG_FILE, row)
-                log.info("step %5d/%d  loss %.4f  grad_norm %.3f  lr %.3g  %.3fs/step  %.1f img/s", step,
-                         config.num_steps, means["loss"], means["grad_norm"], row["lr"], dt, row["images_per_s"])
+                log.info(
+                    "step %5d/%d  loss %.4f  grad_norm %.3f  lr %.3g  %.3fs/step  %.1f img/s",
+                    step,
+                    config.num_steps,
+                    means["loss"],
+                    means["grad_norm"],
+                    row["lr"],
+                    dt,
+                    row["images_per_s"],
+                )
             if save_now:
                 ckpt.save(mngr, state, data_iter, meta, force=final or stop_now)
-                t_last = time.perf_counter()            # save time is not step time
+                t_last = time.perf_counter()  # save time is not step time
             if stop_now and not final:
                 log.warning("stopped at step %d on request; restart with the same command to resume", step)
                 return state, False
@@ -469,12 +558,20 @@ def _train(config, workdir: Path, mesh, state: TrainState, step_fn, data_iter, m
 
 def _evaluate(config, workdir: Path, mesh, graphdef, template, state: TrainState, source, params) -> float:
     """Mean MAE loss of the state over ``config.eval_batches`` batches (a fixed stream, fixed masks)."""
-    dataset = pretrain_dataset(source, params, seed=config.seed + 1, global_batch=config.batch_size,
-                               process_index=jax.process_index(), process_count=jax.process_count())
+    dataset = pretrain_dataset(
+        source,
+        params,
+        seed=config.seed + 1,
+        global_batch=config.batch_size,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
     loss_fn = jax.jit(lambda p, f, x, k: merge_model(graphdef, template, p, f).loss(x, k))
     key = jax.random.key(config.seed + 1)
-    losses = [float(loss_fn(state.params, state.frozen, global_batch(dataset[i], mesh)["image"],
-                            jax.random.fold_in(key, i))) for i in range(config.eval_batches)]
+    losses = [
+        float(loss_fn(state.params, state.frozen, global_batch(dataset[i], mesh)["image"], jax.random.fold_in(key, i)))
+        for i in range(config.eval_batches)
+    ]
     row = {"step": int(jax.device_get(state.step)), "loss": float(np.mean(losses)), "batches": len(losses)}
     _append(workdir, METRICS_FILE, row)
     log.info("eval @ %d: MAE loss %.4f over %d batches", row["step"], row["loss"], row["batches"])

@@ -73,8 +73,9 @@ def compute_reference(sources: dict[str, Any], max_samples: int = 5000, seed: in
     return stats
 
 
-def reference_from_crops(mix, sample_cfg, near: float, extent: float, seed: int = 0,
-                         max_samples: int = 256) -> dict[str, Any]:
+def reference_from_crops(
+    mix, sample_cfg, near: float, extent: float, seed: int = 0, max_samples: int = 256
+) -> dict[str, Any]:
     """Reference ratio mean/std of the synthetic training crops (with depth) of ``mix``, back-projected
     exactly as the loss back-projects predictions (``backproject_keypoints``); only the synthetic
     sources are decoded (``max_samples`` crops take a few seconds)."""
@@ -94,14 +95,21 @@ def reference_from_crops(mix, sample_cfg, near: float, extent: float, seed: int 
     for batch in ds:
         keep = (batch["has_depth"] > 0) & (batch["is_real"] == 0) & (batch["keypoints_visible"][:, ends] > 0).all(-1)
         if keep.any():
-            pts = backproject_keypoints(jnp.asarray(batch["keypoints"][keep]), jnp.asarray(batch["depth"][keep]),
-                                        jnp.asarray(batch["intrinsics"][keep]), near=near, extent=extent)
+            pts = backproject_keypoints(
+                jnp.asarray(batch["keypoints"][keep]),
+                jnp.asarray(batch["depth"][keep]),
+                jnp.asarray(batch["intrinsics"][keep]),
+                near=near,
+                extent=extent,
+            )
             points.append(np.asarray(pts))
         if sum(len(p) for p in points) >= max_samples:
             break
     if not points or sum(len(p) for p in points) < 2:
-        raise ValueError("bone-ratio reference ('crops'): fewer than 2 synthetic crops with depth and every "
-                         "bone end visible in the mix; use config.loss.bone_reference='joints'")
+        raise ValueError(
+            "bone-ratio reference ('crops'): fewer than 2 synthetic crops with depth and every "
+            "bone end visible in the mix; use config.loss.bone_reference='joints'"
+        )
     points = np.concatenate(points)[:max_samples]
     stats = bone_ratio_stats(points)
     stats["origin"] = f"{len(points)} synthetic training crops (ground-truth keypoints and depth, back-projected)"

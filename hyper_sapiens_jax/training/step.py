@@ -8,7 +8,8 @@ AdamW (``optim.sapiens_adamw``), then EMA of the trainable parameters.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -24,9 +25,16 @@ Batch = dict[str, jax.Array]
 Objective = Callable[[dict, Batch, dict, jax.Array, jax.Array], tuple[jax.Array, dict]]
 
 
-def make_train_step(graphdef: nnx.GraphDef, template: nnx.State, tx: optax.GradientTransformation,
-                    objective: Objective, *, micro_batches: int = 1, ema_decay: float = 0.999,
-                    dropout: bool = True) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, dict]]:
+def make_train_step(
+    graphdef: nnx.GraphDef,
+    template: nnx.State,
+    tx: optax.GradientTransformation,
+    objective: Objective,
+    *,
+    micro_batches: int = 1,
+    ema_decay: float = 0.999,
+    dropout: bool = True,
+) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, dict]]:
     """Build ``step(state, batch, key) -> (state, metrics)``; jit it with donated state."""
 
     def loss_fn(params: Any, frozen: Any, batch: Batch, normalizers: dict, key: jax.Array, step: jax.Array):
@@ -51,14 +59,20 @@ def make_train_step(graphdef: nnx.GraphDef, template: nnx.State, tx: optax.Gradi
                 return jax.tree.map(jnp.add, total, out), None
 
             first = jax.tree.map(lambda x: x[0], split)
-            zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(
-                grad_fn, state.params, state.frozen, first, normalizers, keys[0], state.step))
+            zeros = jax.tree.map(
+                lambda x: jnp.zeros(x.shape, x.dtype),
+                jax.eval_shape(grad_fn, state.params, state.frozen, first, normalizers, keys[0], state.step),
+            )
             ((loss, parts), grads), _ = jax.lax.scan(accumulate, zeros, (split, keys))
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema, params)
-        metrics = {"loss": loss, **parts, "grad_norm": optax.tree.norm(grads),
-                   "nonfinite": jnp.logical_not(jnp.isfinite(loss)).astype(jnp.float32)}
+        metrics = {
+            "loss": loss,
+            **parts,
+            "grad_norm": optax.tree.norm(grads),
+            "nonfinite": jnp.logical_not(jnp.isfinite(loss)).astype(jnp.float32),
+        }
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema=ema), metrics
 
     return step

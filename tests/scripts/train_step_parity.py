@@ -15,11 +15,11 @@ import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from train_helpers import first_batch, make_step_and_state  # noqa: E402
+from train_helpers import first_batch, make_step_and_state
 
-from hyper_sapiens_jax.models.weights import flatten  # noqa: E402
-from hyper_sapiens_jax.sharding import batch_sharding, make_mesh, param_shardings, replicated  # noqa: E402
-from hyper_sapiens_jax.training.objective import LossWeights  # noqa: E402
+from hyper_sapiens_jax.models.weights import flatten
+from hyper_sapiens_jax.sharding import batch_sharding, make_mesh, param_shardings, replicated
+from hyper_sapiens_jax.training.objective import LossWeights
 
 assert len(jax.devices()) == 8, jax.devices()
 batch = first_batch(Path(sys.argv[1]))
@@ -34,8 +34,9 @@ for name, weights in (("no_depth", LossWeights(depth=0.0)), ("full", LossWeights
     step, state = make_step_and_state(sgd=True, lr=1.0, weights=weights)
     s_shard = param_shardings(state, mesh)
     b_shard = jax.tree.map(lambda _: batch_sharding(mesh), batch)
-    sharded = jax.jit(step, in_shardings=(s_shard, b_shard, replicated(key, mesh)),
-                      out_shardings=(s_shard, None), donate_argnums=0)
+    sharded = jax.jit(
+        step, in_shardings=(s_shard, b_shard, replicated(key, mesh)), out_shardings=(s_shard, None), donate_argnums=0
+    )
     new_state, metrics = sharded(jax.device_put(state, s_shard), jax.device_put(batch, b_shard), key)
     n_sharded = sum(1 for x in jax.tree.leaves(new_state.params) if not x.sharding.is_fully_replicated)
 
@@ -47,5 +48,7 @@ for name, weights in (("no_depth", LossWeights(depth=0.0)), ("full", LossWeights
         err = max(err, float(np.linalg.norm(da - db) / (np.linalg.norm(da) + 1e-12)))
         worst = max(worst, float(np.abs(da - db).max() / (np.abs(da).max() + 1e-12)))
     loss_err = abs(float(metrics["loss"]) - float(ref_metrics["loss"])) / abs(float(ref_metrics["loss"]))
-    print(f"objective={name} params_rel_err={err:.3e} elementwise_rel_err={worst:.3e} "
-          f"loss_rel_err={loss_err:.3e} fsdp_sharded={n_sharded}")
+    print(
+        f"objective={name} params_rel_err={err:.3e} elementwise_rel_err={worst:.3e} "
+        f"loss_rel_err={loss_err:.3e} fsdp_sharded={n_sharded}"
+    )
