@@ -25,9 +25,12 @@ frozen, not one of the things compared.
 ``seedS/scratch/stage{1,2,3}`` (ordinary training workdirs: ``predict``/``flax_to_torch`` take them),
 ``study.md`` (table: mean ± the half-width of a 95% confidence interval, Student's t over the
 seeds), ``study.json`` (per-seed values, std and CI) and ``study.png`` (bars with CI error bars and
-per-seed dots). Re-running the command resumes: finished runs are skipped (their final evaluation
-is read back), an interrupted one resumes from its checkpoint, and the report is written again at
-the end; a run whose saved config differs from the one asked for (other overrides) is refused, naming the
+per-seed dots). ``--merge A/study.json,B/study.json`` adds the seeds of the same study run
+elsewhere (files made with other settings are refused), so the seeds can be spread over machines
+or sessions: ``--seeds 2,3 --merge benchmarks/results/study_demo.json``. Re-running the command
+resumes: finished runs are skipped (their final evaluation is read back), an interrupted one resumes
+from its checkpoint, and the report is written again at the end; a run whose saved config differs
+from the one asked for (other overrides) is refused, naming the
 fields: use a new ``--out`` for a variant.
 """
 
@@ -323,6 +326,8 @@ def write_report(
         references["g_error"] = (gt_g, "ground truth")
         table += curriculum.ground_truth_note(gt_g)
     (out / "study.md").write_text(table + "\n")
+    from hyper_sapiens_jax.testbed.foundation import code_revision
+
     (out / "study.json").write_text(
         json.dumps(
             {
@@ -331,6 +336,8 @@ def write_report(
                 },
                 "mean_pose": {m: baseline.get(m) for m, _, _ in METRICS},
                 "g_error_gt": gt_g,
+                "config": config_to_dict(config),
+                "code": code_revision(),
             },
             indent=1,
         )
@@ -339,8 +346,58 @@ def write_report(
     return table
 
 
-def run(config: ml_collections.ConfigDict, out: str | Path, seeds: list[int], keys: list[str]) -> int:
-    """Runs the rows ``keys`` for every seed (resuming), then writes study.md / .json / .png."""
+def _differing_settings(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """Flattened config keys whose values differ, paths aside (another checkout or --out moves them)."""
+    a, b = (traverse_util.flatten_dict(d, sep=".") for d in (saved, wanted))
+    is_path = lambda v: isinstance(v, str) and "/" in v
+    return sorted(
+        k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and not (is_path(a.get(k)) and is_path(b.get(k)))
+    )
+
+
+def merge_results(
+    results: dict[str, dict[int, dict[str, Any]]], files: list[str | Path], config: ml_collections.ConfigDict
+) -> dict[str, dict[int, dict[str, Any]]]:
+    """Add the per-seed values of earlier ``study.json`` files (other machines or sessions, the same
+    study) to ``results`` (row -> seed -> metrics). A file made with other settings, or a seed whose
+    values disagree with the ones in hand, is refused, naming the file; one from another code revision
+    is merged with a warning. Returns the merged results (rows of ``results`` only)."""
+    merged = {k: dict(v) for k, v in results.items()}
+    wanted = config_to_dict(config)
+    for path in map(Path, files):
+        try:
+            saved = json.loads(path.read_text())
+            saved_rows = saved["rows"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"--merge {path}: not a study.json ({e})") from None
+        if "config" not in saved:
+            raise ValueError(f"--merge {path}: holds no config (written before merging existed); re-run its report")
+        differ = _differing_settings(saved["config"], wanted)
+        if differ:
+            raise ValueError(f"--merge {path}: made with other settings ({', '.join(differ[:5])}); not the same study")
+        from hyper_sapiens_jax.testbed.foundation import code_revision
+
+        if saved.get("code") != code_revision():
+            log.warning("--merge %s: made at code revision %s (this is %s)", path, saved.get("code"), code_revision())
+        for key, row in saved_rows.items():
+            if key not in merged:
+                continue
+            for i, seed in enumerate(row["seeds"]):
+                values = {m: row[m]["values"][i] for m, _, _ in METRICS if m in row}
+                have = merged[key].get(seed)
+                if have is not None and any(
+                    not np.isclose(have.get(m, np.nan), v, equal_nan=True) for m, v in values.items()
+                ):
+                    raise ValueError(f"--merge {path}: row {key} seed {seed} disagrees with the runs in hand")
+                merged[key].setdefault(seed, values)
+    return merged
+
+
+def run(
+    config: ml_collections.ConfigDict, out: str | Path, seeds: list[int], keys: list[str], merge: list[str] = ()
+) -> int:
+    """Runs the rows ``keys`` for every seed (resuming), adds the seeds of the ``merge`` study.json
+    files, then writes study.md / .json / .png."""
     out = Path(out).absolute()
     out.mkdir(parents=True, exist_ok=True)
     rows = study_rows(config)
@@ -349,7 +406,7 @@ def run(config: ml_collections.ConfigDict, out: str | Path, seeds: list[int], ke
         raise ValueError(f"unknown study rows {unknown}; choose from {sorted(rows)}")
     rows = {k: rows[k] for k in keys}
     t0 = time.perf_counter()
-    results = train_rows(config, rows, seeds, out)
+    results = merge_results(train_rows(config, rows, seeds, out), list(merge), config)
     table = write_report(config, rows, results, out)
     print("\n" + table + "\n")
     print(f"wrote {out / 'study.md'}, {out / 'study.json'}, {out / 'study.png'} ({time.perf_counter() - t0:.0f} s)")
@@ -378,6 +435,12 @@ def exit_with(fn, *args) -> None:
 def define_flags() -> None:
     define_common_flags("study.md, study.json and study.png", ["0", "1", "2", "3", "4"])
     flags.DEFINE_list("rows", ["z", "a", "b", "c", "d", "e", "f", "s"], "which rows to run (z, a-f, s; see above)")
+    flags.DEFINE_list(
+        "merge",
+        [],
+        "study.json files of the same study run elsewhere (other seeds, other machines or sessions): their "
+        "per-seed values join the table; other settings are refused",
+    )
 
 
 def main(argv) -> None:
@@ -388,7 +451,7 @@ def main(argv) -> None:
         seeds = [int(s) for s in f.seeds]
     except ValueError as e:
         raise app.UsageError(f"--seeds must be integers, got {f.seeds}") from e
-    exit_with(run, f.config, f.out, seeds, [k.strip() for k in f.rows])
+    exit_with(run, f.config, f.out, seeds, [k.strip() for k in f.rows], f.merge)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import pytest
 from conftest import REPO, point_at_testbed
 
 from hyper_sapiens_jax import study
-from hyper_sapiens_jax.config import load_config_file, rescale_unfreeze
+from hyper_sapiens_jax.config import config_to_dict, load_config_file, rescale_unfreeze
 
 
 def demo_config(arch="tiny"):
@@ -133,3 +133,40 @@ def test_two_seeds_run_resume_and_report(testbed, tmp_path):
     config.stage2.optim.lr = 0.5
     with pytest.raises(ValueError, match=r"seed0/b was trained with a different config \(optim.lr: 0.001 -> 0.5\)"):
         study.run(config, out, [0, 1], ["a", "b"])
+
+
+def test_merge_adds_seeds_and_refuses_other_studies(tmp_path):
+    config = demo_config()
+    config.foundation.dir = "/checkout/a/foundation"
+    rows = {k: r for k, r in study.study_rows(config).items() if k in ("a", "c")}
+    here = {"a": {0: {"pck@0.05": 0.1, "ap": 0.0, "pck@0.2": 0.5, "g_error": 0.3}}, "c": {}}
+    elsewhere = {
+        "a": {1: {"pck@0.05": 0.3, "ap": 0.0, "pck@0.2": 0.7, "g_error": 0.1}},
+        "c": {1: {"pck@0.05": 0.2, "ap": 0.1, "pck@0.2": 0.6, "g_error": 0.2}},
+    }
+    saved = {
+        "rows": {k: {"label": rows[k].label, **v} for k, v in study.summarize(elsewhere).items()},
+        "config": config_to_dict(config),
+        "code": "elsewhere",
+    }
+    path = tmp_path / "study.json"
+    path.write_text(json.dumps(saved))
+    merged = study.merge_results(here, [path], config)
+    assert sorted(merged["a"]) == [0, 1] and sorted(merged["c"]) == [1]
+    assert merged["a"][1]["pck@0.05"] == pytest.approx(0.3) and merged["a"][0]["pck@0.05"] == 0.1
+    assert study.summarize(merged)["a"]["pck@0.05"]["mean"] == pytest.approx(0.2)
+    # The same seed with other values: not the same runs.
+    clash = {"a": {1: {"pck@0.05": 0.9, "ap": 0.0, "pck@0.2": 0.7, "g_error": 0.1}}, "c": {}}
+    with pytest.raises(ValueError, match="row a seed 1 disagrees"):
+        study.merge_results(clash, [path], config)
+    # Other settings (another step count) are another study; a moved path is not.
+    other = demo_config()
+    other.foundation.dir, other.stage2.num_steps = config.foundation.dir, other.stage2.num_steps + 1
+    with pytest.raises(ValueError, match=r"other settings \(stage2.num_steps"):
+        study.merge_results(here, [path], other)
+    moved = demo_config()
+    moved.foundation.dir = "/checkout/b/foundation"
+    assert sorted(study.merge_results(here, [path], moved)["a"]) == [0, 1]
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ValueError, match="bad.json: not a study.json"):
+        study.merge_results(here, [tmp_path / "bad.json"], config)
