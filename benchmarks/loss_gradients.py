@@ -38,7 +38,7 @@ from hyper_sapiens_jax.data.pipeline import train_dataset, train_iterator
 from hyper_sapiens_jax.losses.geometry import backproject_keypoints, bone_ratio_loss
 from hyper_sapiens_jax.models import Sapiens
 from hyper_sapiens_jax.models.weights import nest
-from hyper_sapiens_jax.training import loop, reference
+from hyper_sapiens_jax.training import adapters, loop, reference
 from hyper_sapiens_jax.training.objective import batch_normalizers, heatmap_keypoints
 from hyper_sapiens_jax.training.state import merge_model
 
@@ -53,7 +53,7 @@ def term_gradients(config, init: str, num_batches: int) -> dict[str, dict[str, f
     """Median over batches of each term's value, weight, weighted value and backbone gradient norm."""
     sc = curriculum.shared_data(config[_STAGE.value], config.get("data"))
     sc.init_from = init
-    mcfg = loop.model_config(sc)
+    mcfg = adapters.model_config(sc)
     model = Sapiens(mcfg, rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(model)
     flat = loop.initial_params(sc, mcfg)
@@ -64,7 +64,7 @@ def term_gradients(config, init: str, num_batches: int) -> dict[str, dict[str, f
     mix, _ = builders.build_train_mix(sc)
     bone_ref = reference.compute(sc, mix, builders.sample_config(sc)) if loop.needs_bone_reference(sc) else None
     objective = loop.make_objective(sc, bone_ref, loop.load_prior(sc))
-    weights = loop.loss_weights(sc)
+    weights = adapters.loss_weights(sc)
 
     def parts_fn(bb, batch, key):
         outputs = merge_model(graphdef, state, nest(bb), nest(rest))(batch["image"])
@@ -77,7 +77,7 @@ def term_gradients(config, init: str, num_batches: int) -> dict[str, dict[str, f
         parts = parts_fn(bb, batch, key)
         out = {}
         for name in parts:
-            w = getattr(weights, name) * (loop.sds_scale(sc, jnp.int32(0)) if name == "sds" else 1.0)
+            w = getattr(weights, name) * (adapters.sds_scale(sc, jnp.int32(0)) if name == "sds" else 1.0)
             grad = jax.grad(lambda b, w=w, name=name: w * parts_fn(b, batch, key)[name])(bb)
             out[name] = (parts[name], jnp.float32(w), jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in grad.values())))
         return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -11,7 +12,8 @@ from flax import nnx
 
 from hyper_sapiens_jax.models import ModelConfig
 from hyper_sapiens_jax.models.weights import abstract_model, flatten, nest
-from hyper_sapiens_jax.training.optim import applies_weight_decay, layer_id, lr_scale, sapiens_adamw, warmup_schedule
+from hyper_sapiens_jax.training.adapters import cosine_schedule
+from hyper_sapiens_jax.training.optim import applies_weight_decay, layer_id, lr_scale, sapiens_adamw
 
 
 def test_layer_ids_and_lr_scales_follow_mmpretrain():
@@ -60,11 +62,15 @@ def test_each_parameter_moves_by_its_own_learning_rate():
 
 
 def test_clipping_and_warmup():
-    sched = warmup_schedule(5e-4, warmup_steps=500, total_steps=10_000)
+    optim = ml_collections.ConfigDict({"warmup_steps": 500, "final_lr_frac": 0.0})
+    sched = cosine_schedule(5e-4, optim, 10_000)
     assert float(sched(0)) == pytest.approx(5e-7, rel=1e-4)
     assert float(sched(250)) == pytest.approx(5e-7 + 0.5 * (5e-4 - 5e-7), rel=1e-5)
     assert float(sched(500)) == pytest.approx(5e-4, rel=1e-5)
     assert float(sched(10_000)) == pytest.approx(0.0, abs=1e-9)
+    assert float(sched(5250)) == pytest.approx(2.5e-4, rel=1e-4)  # half-way down the cosine
+    optim.final_lr_frac = 0.1
+    assert float(cosine_schedule(5e-4, optim, 10_000)(10_000)) == pytest.approx(5e-5, rel=1e-5)
     params = {"w": jnp.zeros((3, 3))}
     tx = sapiens_adamw(params, num_layers=1, learning_rate=1.0, weight_decay=0.0, clip_norm=1.0)
     # path ('w',) is not in the backbone -> scale 1; a huge gradient is clipped to norm 1 first,

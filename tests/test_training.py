@@ -21,8 +21,8 @@ from hyper_sapiens_jax.config import base_config
 from hyper_sapiens_jax.models import Sapiens
 from hyper_sapiens_jax.models.weights import abstract_model, flat_params, flatten
 from hyper_sapiens_jax.sharding import make_mesh
+from hyper_sapiens_jax.training import adapters, flops, loop
 from hyper_sapiens_jax.training import checkpoint as ckpt
-from hyper_sapiens_jax.training import flops, loop
 
 TINY = MODEL  # tiny arch, 64x48, three heads
 
@@ -36,13 +36,31 @@ def _config(**changes):
 
 def test_unfreeze_schedule_and_prior_annealing():
     c = _config(trainable_blocks=1, unfreeze="50:3, 80:all", num_steps=100)
-    assert loop.unfreeze_schedule(c) == [(0, 1), (50, 3), (80, None)]
+    assert adapters.unfreeze_schedule(c) == [(0, 1), (50, 3), (80, None)]
     with pytest.raises(ValueError, match="STEP:BLOCKS"):
-        loop.unfreeze_schedule(_config(unfreeze="50"))
+        adapters.unfreeze_schedule(_config(unfreeze="50"))
     c = _config(num_steps=100, **{"loss.sds": 0.01, "loss.sds_final": 0.0})
-    scale = [float(loop.sds_scale(c, jnp.int32(s))) for s in (0, 50, 100, 150)]
+    scale = [float(adapters.sds_scale(c, jnp.int32(s))) for s in (0, 50, 100, 150)]
     assert scale == pytest.approx([1.0, 0.5, 0.0, 0.0])
-    assert float(loop.sds_scale(_config(**{"loss.sds": 0.01}), jnp.int32(90))) == 1.0  # stage 2: constant
+    assert float(adapters.sds_scale(_config(**{"loss.sds": 0.01}), jnp.int32(90))) == 1.0  # stage 2: constant
+
+
+def test_adapters_refuse_unknown_fields():
+    """A typo in config.model / config.loss stops the run, naming the field (it used to be dropped)."""
+    c = _config()
+    assert adapters.model_config(c).image_size == TINY.image_size
+    assert adapters.loss_weights(c).pose == c.loss.pose
+    with c.unlocked():
+        c.model.hedas = ("pose",)
+    with pytest.raises(ValueError, match=r"unknown config.model fields \['hedas'\]"):
+        adapters.model_config(c)
+    c = _config()
+    with c.unlocked():
+        c.loss.bone_ratoi = 0.1
+    with pytest.raises(ValueError, match=r"unknown config.loss fields \['bone_ratoi'\]"):
+        adapters.loss_weights(c)
+    c = _config(**{"loss.sds_final": 0.0, "loss.bone_reference": "joints"})  # read elsewhere: accepted
+    assert adapters.loss_weights(c).bone_ratio == c.loss.bone_ratio
 
 
 def _layout(config, blocks):

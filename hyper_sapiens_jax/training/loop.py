@@ -35,7 +35,7 @@ import optax
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from hyper_sapiens_jax.config import config_to_dict, parse_unfreeze
+from hyper_sapiens_jax.config import config_to_dict
 from hyper_sapiens_jax.data import builders
 from hyper_sapiens_jax.data.pipeline import eval_batches, train_dataset, train_iterator
 from hyper_sapiens_jax.evaluation.evaluate import evaluate, flip_test
@@ -45,8 +45,15 @@ from hyper_sapiens_jax.models.weights import WeightsError, abstract_model, flat_
 from hyper_sapiens_jax.sharding import batch_sharding, global_batch, make_mesh, param_shardings, replicated
 from hyper_sapiens_jax.training import checkpoint as ckpt
 from hyper_sapiens_jax.training import flops, reference
-from hyper_sapiens_jax.training.objective import LossWeights, objective
-from hyper_sapiens_jax.training.optim import sapiens_adamw, warmup_schedule
+from hyper_sapiens_jax.training.adapters import (
+    learning_rate,
+    loss_weights,
+    make_optimizer,
+    model_config,
+    sds_scale,
+    unfreeze_schedule,
+)
+from hyper_sapiens_jax.training.objective import objective
 from hyper_sapiens_jax.training.partition import split_flat, trainable_blocks_at
 from hyper_sapiens_jax.training.state import TrainState, merge_model
 from hyper_sapiens_jax.training.step import make_train_step
@@ -63,52 +70,6 @@ class TrainingError(RuntimeError):
 # =============================================================================================
 # Config -> pieces
 # =============================================================================================
-def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
-    m = config.model
-    known = {f.name for f in dataclasses.fields(ModelConfig)} - {"arch"}
-    return ModelConfig(
-        arch=config.arch, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in m.items() if k in known}
-    )
-
-
-def unfreeze_schedule(config: ml_collections.ConfigDict) -> list[tuple[int, int | None]]:
-    """[(from_step, trainable_blocks)] from ``trainable_blocks`` and ``unfreeze`` ("STEP:BLOCKS,...")."""
-    return sorted([(0, config.trainable_blocks)] + parse_unfreeze(config.unfreeze), key=lambda s: s[0])
-
-
-def loss_weights(config: ml_collections.ConfigDict) -> LossWeights:
-    names = {f.name for f in dataclasses.fields(LossWeights)}
-    return LossWeights(**{k: v for k, v in config.loss.items() if k in names})
-
-
-def sds_scale(config: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
-    """The prior weight's annealing factor at ``step`` (stage 3: linear from sds to sds_final)."""
-    a, a_final = config.loss.sds, config.loss.sds_final
-    if a <= 0 or a_final < 0:
-        return jnp.float32(1.0)
-    frac = jnp.clip(step.astype(jnp.float32) / max(config.num_steps, 1), 0.0, 1.0)
-    return 1.0 + (a_final / a - 1.0) * frac
-
-
-def learning_rate(config: ml_collections.ConfigDict) -> optax.Schedule:
-    o = config.optim
-    return warmup_schedule(o.lr, o.warmup_steps, config.num_steps, final_ratio=o.final_lr_frac)
-
-
-def make_optimizer(config: ml_collections.ConfigDict, trainable: Any, num_layers: int):
-    o = config.optim
-    return sapiens_adamw(
-        trainable,
-        num_layers=num_layers,
-        learning_rate=learning_rate(config),
-        layer_decay=o.layer_decay,
-        weight_decay=o.weight_decay,
-        b1=o.b1,
-        b2=o.b2,
-        clip_norm=o.grad_clip or None,
-    )
-
-
 def initial_params(config: ml_collections.ConfigDict, mcfg: ModelConfig) -> dict[tuple, np.ndarray]:
     """Flat float32 parameters to start from: ``config.init_from`` where it has them, random elsewhere."""
     if not config.init_from:

@@ -41,16 +41,6 @@ def applies_weight_decay(path: Path, value: Any) -> bool:
     return jnp.ndim(value) > 1 and path[-1] != "bias" and path[-1] != "pos_embed"
 
 
-def warmup_schedule(
-    base_lr: float, warmup_steps: int, total_steps: int, warmup_ratio: float = 1e-3, final_ratio: float = 0.0
-) -> optax.Schedule:
-    """Linear warm-up from ``warmup_ratio * base_lr`` over ``warmup_steps``, then cosine to
-    ``final_ratio * base_lr`` at ``total_steps``."""
-    warm = optax.linear_schedule(base_lr * warmup_ratio, base_lr, max(warmup_steps, 1))
-    decay = optax.cosine_decay_schedule(base_lr, max(total_steps - warmup_steps, 1), alpha=final_ratio)
-    return optax.join_schedules([warm, decay], [warmup_steps])
-
-
 def scale_by_tree(scales: Any) -> optax.GradientTransformation:
     """Multiply updates by a matching pytree of constant per-parameter factors."""
 

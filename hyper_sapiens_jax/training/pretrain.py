@@ -40,7 +40,6 @@ No torch is imported here.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -67,9 +66,9 @@ from hyper_sapiens_jax.models.mae import MAE
 from hyper_sapiens_jax.models.pos_embed import infer_grid, resize_pos_embed
 from hyper_sapiens_jax.models.weights import CONFIG_FILE, PARAMS_DIR, WeightsError, flatten, nest
 from hyper_sapiens_jax.sharding import batch_sharding, global_batch, make_mesh, param_shardings, replicated
+from hyper_sapiens_jax.training import adapters
 from hyper_sapiens_jax.training import checkpoint as ckpt
 from hyper_sapiens_jax.training.loop import StopFlag, put
-from hyper_sapiens_jax.training.optim import warmup_schedule
 from hyper_sapiens_jax.training.state import TrainState, merge_model
 
 log = logging.getLogger(__name__)
@@ -90,13 +89,9 @@ class PretrainError(RuntimeError):
 # Config -> pieces
 # =============================================================================================
 def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
-    """The backbone's ``ModelConfig`` (no heads) from ``config.arch`` and ``config.model``; square."""
-    known = {f.name for f in dataclasses.fields(ModelConfig)} - {"arch", "heads"}
-    mcfg = ModelConfig(
-        arch=config.arch,
-        heads=(),
-        **{k: (tuple(v) if isinstance(v, list) else v) for k, v in config.model.items() if k in known},
-    )
+    """The backbone's ``ModelConfig`` (no heads: ``config.model.heads`` is ignored) from ``config.arch``
+    and ``config.model`` (unknown fields refused); square."""
+    mcfg = adapters.model_config(config, ignore=("heads",)).replace(heads=())
     if mcfg.image_size[0] != mcfg.image_size[1]:
         raise PretrainError(f"config.model.image_size {mcfg.image_size}: MAE pretraining uses square inputs")
     return mcfg
@@ -146,7 +141,7 @@ def learning_rate(config: ml_collections.ConfigDict) -> optax.Schedule:
     batch_size / 256 when ``optim.scale_lr`` (MAE's rule)."""
     o = config.optim
     peak = o.lr * (config.batch_size / 256 if o.scale_lr else 1.0)
-    return warmup_schedule(peak, o.warmup_steps, config.num_steps, final_ratio=o.final_lr_frac)
+    return adapters.cosine_schedule(peak, o, config.num_steps)
 
 
 def applies_weight_decay(path: tuple, value: Any) -> bool:
