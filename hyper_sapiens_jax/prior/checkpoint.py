@@ -12,8 +12,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 from flax import nnx
-from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
-from orbax.checkpoint.checkpoint_managers import save_decision_policy as sdp
+
+from hyper_sapiens_jax.training import checkpoint as ckpt
 
 ITEMS = ("params", "ema", "opt_state")
 
@@ -21,17 +21,9 @@ ITEMS = ("params", "ema", "opt_state")
 def manager(
     directory: str | Path, save_every: int = 1000, keep: int = 2, read_only: bool = False
 ) -> ocp.CheckpointManager:
-    """A V0 CheckpointManager: async saves every ``save_every`` steps, the latest ``keep`` kept."""
-    options = ocp.CheckpointManagerOptions(
-        save_decision_policy=sdp.AnySavePolicy(
-            [sdp.FixedIntervalPolicy(save_every), sdp.PreemptionCheckpointingPolicy()]
-        ),
-        preservation_policy=pp.LatestN(keep),
-        read_only=read_only,
-        create=not read_only,
-        cleanup_tmp_directories=not read_only,
-    )
-    return ocp.CheckpointManager(Path(directory).absolute(), options=options, item_names=ITEMS)
+    """The prior run's manager (``training.checkpoint.manager`` with this module's ``ITEMS``): async
+    saves every ``save_every`` steps and on preemption, the latest ``keep`` kept."""
+    return ckpt.manager(directory, every=save_every, keep=keep, keep_best=0, read_only=read_only, item_names=ITEMS)
 
 
 def _pure(tree: Any) -> Any:

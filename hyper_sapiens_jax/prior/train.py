@@ -15,7 +15,6 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +39,7 @@ from hyper_sapiens_jax.prior.model import (
     init_params,
     write_spec,
 )
+from hyper_sapiens_jax.training.monitor import MetricsWriter, StopFlag
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
@@ -48,6 +48,10 @@ METRICS_FILE = "metrics.jsonl"
 # =============================================================================================
 # Data: skeletons -> (train, held-out) arrays
 # =============================================================================================
+class PriorTrainingError(RuntimeError):
+    """The prior run cannot go on (a non-finite loss); the message says why."""
+
+
 def load_split(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
     """Skeletons from ``config.data.skeletons`` (or the testbed), filtered and split.
 
@@ -189,11 +193,6 @@ def make_eval(graphdef, spec: PriorSpec):
 # =============================================================================================
 # The job
 # =============================================================================================
-def _append_metrics(workdir: Path, row: dict[str, Any]) -> None:
-    with open(workdir / METRICS_FILE, "a") as f:
-        f.write(json.dumps(row) + "\n")
-
-
 def run(config: ml_collections.ConfigDict, workdir: str, mode: str = "train") -> int:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -221,10 +220,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = "train") ->
 
     if mode == "eval" and not start:
         raise FileNotFoundError(f"--mode eval: no checkpoint in {workdir / CHECKPOINT_DIR}")
+    finished = True
     if mode == "train" and start < config.num_steps:
-        state = train(config, workdir, spec, graphdef, tx, state, data, start, mngr)
+        state, finished = train(config, workdir, spec, graphdef, tx, state, data, start, mngr)
     mngr.wait_until_finished()
     mngr.close()
+    if not finished:
+        return 0
 
     prior = DiffusionPrior(graphdef, state["ema"], spec)
     summary = report.write_report(prior, data, workdir, config.report, config.seed)
@@ -233,7 +235,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = "train") ->
 
 
 def train(config, workdir: Path, spec: PriorSpec, graphdef, tx, state, data, start: int, mngr):
-    """Train from ``start`` to ``config.num_steps``; returns the final state (saved)."""
+    """Train from ``start`` to ``config.num_steps``; returns (state, finished): the final state (saved),
+    or, after a SIGTERM, the state saved at the chunk where it stopped and False. A non-finite loss
+    raises before any save."""
     chunk_fn = make_train_chunk(graphdef, spec, augment_spec(config), tx, config.batch_size, config.ema_decay)
     eval_fn = make_eval(graphdef, spec)
     train_data = {"xy": jnp.asarray(data["train_xy"]), "vis": jnp.asarray(data["train_vis"])}
@@ -247,33 +251,46 @@ def train(config, workdir: Path, spec: PriorSpec, graphdef, tx, state, data, sta
     )
     t0, step, losses = time.perf_counter(), start, []
     events = (config.eval_every, config.checkpoint_every)
-    while step < config.num_steps:
-        # Chunks end on eval / checkpoint boundaries; most have the same length (one compile).
-        n = min([config.steps_per_call, config.num_steps - step] + [e - step % e for e in events])
-        state, chunk_losses = chunk_fn(state, train_data, *step_inputs(config.seed, step, n))
-        step += n
-        losses.append(chunk_losses)
-        if step % config.eval_every == 0 or step == config.num_steps:
-            row = {
-                "step": step,
-                "train_loss": float(jnp.mean(jnp.concatenate(losses))),
-                "elapsed_s": round(time.perf_counter() - t0, 2),
-            }
-            for name, args in evalsets.items():
-                row[f"heldout_loss_{name}"] = float(eval_fn(state["ema"], *args))
-            losses = []
-            _append_metrics(workdir, row)
-            log.info(
-                "step %d  train %.4f  held-out (EMA) all %.4f  common13 %.4f  %.1fs",
-                step,
-                row["train_loss"],
-                row["heldout_loss_all"],
-                row["heldout_loss_common13"],
-                row["elapsed_s"],
-            )
-        final = step == config.num_steps
-        if final or mngr.should_save(step):
-            # A copy: the async save must not read buffers the next (donating) call overwrites.
-            checkpoint.save(mngr, step, jax.tree.map(jnp.copy, state), force=final)
+    stop = StopFlag()
+    try:
+        while step < config.num_steps:
+            # Chunks end on eval / checkpoint boundaries; most have the same length (one compile).
+            n = min([config.steps_per_call, config.num_steps - step] + [e - step % e for e in events])
+            state, chunk_losses = chunk_fn(state, train_data, *step_inputs(config.seed, step, n))
+            step += n
+            if not np.isfinite(float(jnp.sum(chunk_losses))):
+                raise PriorTrainingError(
+                    f"prior: non-finite loss between steps {step - n} and {step}; "
+                    f"no checkpoint written after step {mngr.latest_step()}"
+                )
+            losses.append(chunk_losses)
+            if step % config.eval_every == 0 or step == config.num_steps:
+                row = {
+                    "step": step,
+                    "train_loss": float(jnp.mean(jnp.concatenate(losses))),
+                    "elapsed_s": round(time.perf_counter() - t0, 2),
+                }
+                for name, args in evalsets.items():
+                    row[f"heldout_loss_{name}"] = float(eval_fn(state["ema"], *args))
+                losses = []
+                MetricsWriter(workdir, tensorboard=False).row(METRICS_FILE, row)
+                log.info(
+                    "step %d  train %.4f  held-out (EMA) all %.4f  common13 %.4f  %.1fs",
+                    step,
+                    row["train_loss"],
+                    row["heldout_loss_all"],
+                    row["heldout_loss_common13"],
+                    row["elapsed_s"],
+                )
+            final = step == config.num_steps
+            stop_now = not final and stop.agreed()
+            if final or stop_now or mngr.should_save(step):
+                # A copy: the async save must not read buffers the next (donating) call overwrites.
+                checkpoint.save(mngr, step, jax.tree.map(jnp.copy, state), force=final or stop_now)
+            if stop_now:
+                log.warning("prior: stopped at step %d on request; restart with the same command to resume", step)
+                return state, False
+    finally:
+        stop.restore()
     log.info("trained %d steps in %.1fs", config.num_steps - start, time.perf_counter() - t0)
-    return state
+    return state, True

@@ -48,9 +48,14 @@ def manager(
     keep_best: int = 1,
     read_only: bool = False,
     async_save: bool = True,
+    item_names: tuple[str, ...] | None = None,
 ) -> ocp.CheckpointManager:
-    """A V0 CheckpointManager for ``directory`` (see the module docstring for the policies)."""
+    """The one Orbax CheckpointManager setup of every job (fine-tuning, pretraining, the prior): saves
+    every ``every`` steps and on preemption (async unless ``async_save=False``), keeps the latest
+    ``keep`` and, with ``keep_best`` > 0, the ``keep_best`` best by ``metrics[BEST_METRIC]`` (see the
+    module docstring). ``item_names``: fixed item names (the prior's), else the items ``save`` names."""
     keep_policy = [pp.LatestN(keep)]
+    best = {}
     if keep_best:
         keep_policy.append(
             pp.BestN(
@@ -60,18 +65,18 @@ def manager(
                 keep_checkpoints_without_metrics=False,
             )
         )
+        # best_fn makes the manager store the metrics passed to save() (the policies rank by them).
+        best = {"best_fn": lambda m: m[BEST_METRIC], "best_mode": "max"}
     options = ocp.CheckpointManagerOptions(
         save_decision_policy=sdp.AnySavePolicy([sdp.FixedIntervalPolicy(every), sdp.PreemptionCheckpointingPolicy()]),
-        preservation_policy=pp.AnyPreservationPolicy(keep_policy),
-        # best_fn makes the manager store the metrics passed to save() (the policies rank by them).
-        best_fn=lambda m: m[BEST_METRIC],
-        best_mode="max",
+        preservation_policy=pp.AnyPreservationPolicy(keep_policy) if keep_best else keep_policy[0],
         enable_async_checkpointing=async_save,
         read_only=read_only,
         create=not read_only,
         cleanup_tmp_directories=not read_only,
+        **best,
     )
-    return ocp.CheckpointManager(Path(directory).absolute(), options=options)
+    return ocp.CheckpointManager(Path(directory).absolute(), options=options, item_names=item_names)
 
 
 def _opt_leaves(opt_state: Any) -> dict[str, Any]:

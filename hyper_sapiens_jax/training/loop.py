@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,6 @@ import ml_collections
 import numpy as np
 import optax
 from flax import nnx
-from jax.experimental import multihost_utils
 
 from hyper_sapiens_jax.config import config_to_dict
 from hyper_sapiens_jax.data import builders
@@ -53,6 +51,7 @@ from hyper_sapiens_jax.training.adapters import (
     sds_scale,
     unfreeze_schedule,
 )
+from hyper_sapiens_jax.training.monitor import MetricsWriter, StopFlag, interval_means
 from hyper_sapiens_jax.training.objective import objective
 from hyper_sapiens_jax.training.partition import split_flat, trainable_blocks_at
 from hyper_sapiens_jax.training.state import TrainState, merge_model
@@ -265,61 +264,6 @@ def needs_bone_reference(config: ml_collections.ConfigDict) -> bool:
 
 
 # =============================================================================================
-# Logging helpers
-# =============================================================================================
-class Writer:
-    """metrics.jsonl / train_log.jsonl / TensorBoard on process 0 (no-ops elsewhere)."""
-
-    def __init__(self, workdir: Path):
-        self.workdir, self.main = workdir, jax.process_index() == 0
-        self.tb = None
-        if self.main:
-            try:
-                from tensorboardX import SummaryWriter
-
-                self.tb = SummaryWriter(str(workdir / "tensorboard"))
-            except ImportError:  # pragma: no cover - tensorboardX is a dependency
-                log.warning("tensorboardX missing: no TensorBoard events")
-
-    def row(self, filename: str, row: dict[str, Any], prefix: str) -> None:
-        if not self.main:
-            return
-        with open(self.workdir / filename, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        if self.tb is not None:
-            for k, v in row.items():
-                if isinstance(v, (int, float)) and k != "step" and np.isfinite(v):
-                    self.tb.add_scalar(f"{prefix}/{k}", v, row["step"])
-            self.tb.flush()
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-
-
-class StopFlag:
-    """SIGTERM (preemption notice) -> finish the step, save, exit cleanly."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = signal.signal(signal.SIGTERM, self._handler)
-
-    def _handler(self, signum, frame):
-        log.warning("SIGTERM: saving a checkpoint after this step, then exiting")
-        self.requested = True
-
-    def agreed(self) -> bool:
-        """Whether any process was asked to stop (a collective: call it at the same steps everywhere)."""
-        if jax.process_count() == 1:
-            return self.requested
-        flags = multihost_utils.process_allgather(np.asarray(self.requested))
-        return bool(np.any(flags))
-
-    def restore(self) -> None:
-        signal.signal(signal.SIGTERM, self._previous)
-
-
-# =============================================================================================
 # The job
 # =============================================================================================
 def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "train") -> int:
@@ -370,7 +314,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
 
     c = config.checkpoint
     mngr = ckpt.manager(workdir / ckpt.CHECKPOINT_DIR, every=c.every, keep=c.keep, keep_best=c.keep_best)
-    writer = Writer(workdir)
+    writer = MetricsWriter(workdir)
     val = builders.build_source("val", paths, config.data.skip_bad_records)
     sample_cfg = builders.sample_config(config)
 
@@ -492,16 +436,8 @@ def _train(
             stop_now = log_now and stop.agreed()
             save_now = final or eval_now or stop_now or mngr.should_save(step)
             if log_now or save_now:
-                means = {
-                    k: float(np.mean(v))
-                    for k, v in jax.tree.map(lambda *xs: np.stack(xs), *jax.device_get(pending)).items()
-                }
+                means = interval_means(pending, last_step, step, mngr.latest_step(), TrainingError)
                 pending = []
-                if means.pop("nonfinite") > 0:
-                    raise TrainingError(
-                        f"non-finite loss between steps {last_step} and {step} "
-                        f"({means}); no checkpoint written after step {mngr.latest_step()}"
-                    )
                 now = time.perf_counter()
                 dt = (now - t_last) / max(step - last_step, 1)
                 t_last, last_step = now, step

@@ -54,8 +54,6 @@ import optax
 import orbax.checkpoint as ocp
 from flax import nnx
 from jax.experimental import multihost_utils
-from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
-from orbax.checkpoint.checkpoint_managers import save_decision_policy as sdp
 
 from convert_weights import layout
 from hyper_sapiens_jax.config import config_to_dict
@@ -68,7 +66,8 @@ from hyper_sapiens_jax.models.weights import CONFIG_FILE, PARAMS_DIR, WeightsErr
 from hyper_sapiens_jax.sharding import batch_sharding, global_batch, make_mesh, param_shardings, replicated
 from hyper_sapiens_jax.training import adapters
 from hyper_sapiens_jax.training import checkpoint as ckpt
-from hyper_sapiens_jax.training.loop import StopFlag, put
+from hyper_sapiens_jax.training.loop import put
+from hyper_sapiens_jax.training.monitor import MetricsWriter, StopFlag, interval_means
 from hyper_sapiens_jax.training.state import TrainState, merge_model
 
 log = logging.getLogger(__name__)
@@ -361,28 +360,6 @@ def export_backbone(workdir: Path, config: ml_collections.ConfigDict, mcfg: Mode
 # =============================================================================================
 # The job
 # =============================================================================================
-def checkpoint_manager(
-    directory: str | Path, *, every: int, keep: int, read_only: bool = False
-) -> ocp.CheckpointManager:
-    """Async saves every ``every`` steps and on preemption; the latest ``keep`` kept. The items are
-    ``training.checkpoint``'s (``save`` / ``restore`` work on it), without its best-by-PCK policy."""
-    options = ocp.CheckpointManagerOptions(
-        save_decision_policy=sdp.AnySavePolicy([sdp.FixedIntervalPolicy(every), sdp.PreemptionCheckpointingPolicy()]),
-        preservation_policy=pp.LatestN(keep),
-        enable_async_checkpointing=True,
-        read_only=read_only,
-        create=not read_only,
-        cleanup_tmp_directories=not read_only,
-    )
-    return ocp.CheckpointManager(Path(directory).absolute(), options=options)
-
-
-def _append(workdir: Path, filename: str, row: dict[str, Any]) -> None:
-    if jax.process_index() == 0:
-        with open(workdir / filename, "a") as f:
-            f.write(json.dumps(row) + "\n")
-
-
 def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "train") -> int:
     """Pretrain (resuming from ``workdir``'s latest checkpoint) and export; or, with ``mode='eval'``,
     evaluate and export the latest checkpoint. Returns 0; raises PretrainError when it cannot go on."""
@@ -435,7 +412,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
     source = build_source(config)
     params = crop_params(mcfg.image_size, config.data.aug)
     c = config.checkpoint
-    mngr = checkpoint_manager(workdir / ckpt.CHECKPOINT_DIR, every=c.every, keep=c.keep)
+    mngr = ckpt.manager(workdir / ckpt.CHECKPOINT_DIR, every=c.every, keep=c.keep, keep_best=0)
     try:
         start = mngr.latest_step() or 0
         if mode == "eval":
@@ -485,7 +462,7 @@ def _train(
     config, workdir: Path, mesh, state: TrainState, step_fn, data_iter, mngr, start: int
 ) -> tuple[TrainState, bool]:
     """Steps ``start`` -> ``num_steps``; returns (state, finished) (False after a SIGTERM stop)."""
-    stop = StopFlag()
+    stop, writer = StopFlag(), MetricsWriter(workdir)
     lr = learning_rate(config)
     meta = {"job": "pretrain", "arch": config.arch, "trainable_blocks": None}
     key = jax.random.key(config.seed)
@@ -509,16 +486,8 @@ def _train(
             stop_now = log_now and stop.agreed()
             save_now = final or stop_now or mngr.should_save(step)
             if log_now or save_now:
-                means = {
-                    k: float(np.mean(v))
-                    for k, v in jax.tree.map(lambda *xs: np.stack(xs), *jax.device_get(pending)).items()
-                }
+                means = interval_means(pending, last_step, step, mngr.latest_step(), PretrainError)
                 pending = []
-                if means.pop("nonfinite") > 0:
-                    raise PretrainError(
-                        f"non-finite loss between steps {last_step} and {step} ({means}); "
-                        f"no checkpoint written after step {mngr.latest_step()}"
-                    )
                 now = time.perf_counter()
                 dt = (now - t_last) / max(step - last_step, 1)
                 t_last, last_step = now, step
@@ -529,7 +498,7 @@ def _train(
                     "step_s": round(dt, 4),
                     "images_per_s": round(config.batch_size / dt, 2),
                 }
-                _append(workdir, TRAIN_LOG_FILE, row)
+                writer.row(TRAIN_LOG_FILE, row, "train")
                 log.info(
                     "step %5d/%d  loss %.4f  grad_norm %.3f  lr %.3g  %.3fs/step  %.1f img/s",
                     step,
@@ -548,6 +517,7 @@ def _train(
                 return state, False
     finally:
         stop.restore()
+        writer.close()
     return state, True
 
 
@@ -568,6 +538,6 @@ def _evaluate(config, workdir: Path, mesh, graphdef, template, state: TrainState
         for i in range(config.eval_batches)
     ]
     row = {"step": int(jax.device_get(state.step)), "loss": float(np.mean(losses)), "batches": len(losses)}
-    _append(workdir, METRICS_FILE, row)
+    MetricsWriter(workdir, tensorboard=False).row(METRICS_FILE, row)
     log.info("eval @ %d: MAE loss %.4f over %d batches", row["step"], row["loss"], row["batches"])
     return row["loss"]

@@ -1,0 +1,89 @@
+"""What every training job (fine-tuning, MAE pretraining, the prior) shares around its loop: the
+metrics writer, the preemption (SIGTERM) flag, and the interval means with the non-finite guard."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+log = logging.getLogger(__name__)
+
+
+class MetricsWriter:
+    """Appends rows to JSON-lines files in ``workdir`` (``metrics.jsonl``, ``train_log.jsonl``) and,
+    with ``tensorboard``, their numbers to TensorBoard events in ``workdir/tensorboard``. Process 0
+    writes; the others are no-ops."""
+
+    def __init__(self, workdir: Path, tensorboard: bool = True):
+        self.workdir, self.main = Path(workdir), jax.process_index() == 0
+        self.tb = None
+        if self.main and tensorboard:
+            try:
+                from tensorboardX import SummaryWriter
+
+                self.tb = SummaryWriter(str(self.workdir / "tensorboard"))
+            except ImportError:  # pragma: no cover - tensorboardX is a dependency
+                log.warning("tensorboardX missing: no TensorBoard events")
+
+    def row(self, filename: str, row: dict[str, Any], prefix: str = "") -> None:
+        """Append ``row`` (JSON-able, with a ``step``) to ``filename``; numbers go to TensorBoard as
+        ``prefix/key``."""
+        if not self.main:
+            return
+        with open(self.workdir / filename, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.tb is not None:
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and k != "step" and np.isfinite(v):
+                    self.tb.add_scalar(f"{prefix}/{k}" if prefix else k, v, row["step"])
+            self.tb.flush()
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+class StopFlag:
+    """SIGTERM (preemption notice) -> finish the step, save, exit cleanly. ``restore()`` puts the
+    previous handler back."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = signal.signal(signal.SIGTERM, self._handler)
+
+    def _handler(self, signum, frame):
+        log.warning("SIGTERM: saving a checkpoint after this step, then exiting")
+        self.requested = True
+
+    def agreed(self) -> bool:
+        """Whether any process was asked to stop (a collective: call it at the same steps everywhere)."""
+        if jax.process_count() == 1:
+            return self.requested
+        flags = multihost_utils.process_allgather(np.asarray(self.requested))
+        return bool(np.any(flags))
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+def interval_means(
+    pending: list[dict[str, Any]], first_step: int, step: int, last_saved: int | None, error: type[Exception]
+) -> dict[str, float]:
+    """Means of the per-step metrics of steps ``first_step``..``step`` (device arrays, fetched here),
+    without their ``nonfinite`` flag; raises ``error`` naming the steps and the last checkpoint when
+    any step's loss was not finite (so the caller never saves after it)."""
+    stacked = jax.tree.map(lambda *xs: np.stack(xs), *jax.device_get(pending))
+    means = {k: float(np.mean(v)) for k, v in stacked.items()}
+    if means.pop("nonfinite", 0.0) > 0:
+        raise error(
+            f"non-finite loss between steps {first_step} and {step} ({means}); "
+            f"no checkpoint written after step {last_saved}"
+        )
+    return means
