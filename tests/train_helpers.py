@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import optax
 from conftest import REPO, tiny_data_config
@@ -18,8 +19,25 @@ from hyper_sapiens_jax.testbed.writer import Paths
 from hyper_sapiens_jax.training.objective import LossWeights, objective
 from hyper_sapiens_jax.training.optim import sapiens_adamw
 from hyper_sapiens_jax.training.partition import split_flat
-from hyper_sapiens_jax.training.state import create_state
+from hyper_sapiens_jax.training.state import TrainState
 from hyper_sapiens_jax.training.step import make_train_step
+
+
+def create_state(model, tx, trainable_blocks):
+    """(graphdef, parameter template, TrainState) of ``model`` for the given trainable subset."""
+    graphdef, template = nnx.split(model)
+    flat = {p: v.get_value() for p, v in nnx.to_flat_state(template)}
+    train, frozen = split_flat(flat, model.config.spec.num_layers, trainable_blocks)
+    params, frozen = nest(train), nest(frozen)
+    state = TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        frozen=frozen,
+        opt_state=tx.init(params),
+        ema=jax.tree.map(jnp.copy, params),
+    )
+    return graphdef, template, state
+
 
 MODEL = ModelConfig(arch="tiny", image_size=(64, 48), heads=("pose", "depth", "normal"))
 

@@ -11,8 +11,6 @@ its own encoder; we use the exact inverse.) Sizes are ``(W, H)`` with a ``_wh`` 
 
 from __future__ import annotations
 
-import dataclasses
-
 import cv2
 import numpy as np
 
@@ -182,33 +180,3 @@ def flip_heatmaps(heatmaps: Array, flip_indices: Array | None = None) -> Array:
     if flip_indices is None:
         flip_indices = flip_permutation(heatmaps.shape[-1])
     return np.ascontiguousarray(heatmaps[..., ::-1, :][..., flip_indices])
-
-
-def average_flip_heatmaps(heatmaps: Array, heatmaps_of_flipped: Array, flip_indices: Array | None = None) -> Array:
-    """Flip test: mean of ``heatmaps`` and the flipped-back heatmaps of the mirrored input."""
-    return 0.5 * (np.asarray(heatmaps) + flip_heatmaps(heatmaps_of_flipped, flip_indices))
-
-
-# ----------------------------------------------------------------------------------------------
-# Config bundle
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class UDPHeatmapCodec:
-    """The codec settings in one place (defaults: Sapiens 1024x768 input, 256x192 heatmaps)."""
-
-    input_wh: tuple[int, int] = (768, 1024)
-    heatmap_wh: tuple[int, int] = (192, 256)
-    sigma: float = 6.0
-    blur_kernel_size: int = 11
-
-    def encode(self, keypoints: Array, keypoints_visible: Array | None = None) -> tuple[Array, Array]:
-        """See :func:`encode_udp_heatmaps`."""
-        return encode_udp_heatmaps(
-            keypoints, keypoints_visible, input_wh=self.input_wh, heatmap_wh=self.heatmap_wh, sigma=self.sigma
-        )
-
-    def decode(self, heatmaps: Array) -> tuple[Array, Array]:
-        """See :func:`decode_udp_heatmaps`."""
-        return decode_udp_heatmaps(heatmaps, input_wh=self.input_wh, blur_kernel_size=self.blur_kernel_size)

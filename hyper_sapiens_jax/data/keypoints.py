@@ -173,11 +173,3 @@ def smil25_to_coco17(joints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     out[..., has, :] = joints[..., src[has], :]
     visible = np.broadcast_to(has.astype(np.float32), out.shape[:-1]).copy()
     return out, visible
-
-
-def subset_indices(name: str) -> tuple[int, ...]:
-    """The keypoint indices of a named subset (``all17`` or ``common13``)."""
-    try:
-        return KEYPOINT_SUBSETS[name]
-    except KeyError:
-        raise ValueError(f"unknown keypoint subset {name!r}; known: {sorted(KEYPOINT_SUBSETS)}") from None

@@ -150,12 +150,6 @@ def get_udp_warp_matrix(center: Array, scale: Array, rot_deg: float, output_wh: 
     return np.concatenate([linear, offset[:, None]], axis=1)
 
 
-def invert_affine(matrix: Array) -> Array:
-    """Inverse of a ``(2, 3)`` affine map."""
-    linear_inv = np.linalg.inv(matrix[:, :2])
-    return np.concatenate([linear_inv, -linear_inv @ matrix[:, 2:]], axis=1)
-
-
 def apply_affine(points: Array, matrix: Array) -> Array:
     """Apply a ``(2, 3)`` affine to points ``(..., 2)``."""
     points = np.asarray(points, dtype=np.float64)
@@ -182,19 +176,6 @@ def crop_to_image_coords(
     dx = c * u[..., 0] + s * u[..., 1]
     dy = -s * u[..., 0] + c * u[..., 1]
     return np.stack([dx, dy], axis=-1) + center
-
-
-def heatmap_to_image_coords(
-    points: Array,
-    center: Array,
-    scale: Array,
-    rot_deg: Array | float,
-    input_wh: tuple[int, int] = DEFAULT_INPUT_WH,
-    heatmap_wh: tuple[int, int] = (192, 256),
-) -> Array:
-    """Heatmap-pixel points ``(..., K, 2)`` -> source-image pixels (UDP: factor (in-1)/(hm-1))."""
-    factor = (np.asarray(input_wh, np.float64) - 1.0) / (np.asarray(heatmap_wh, np.float64) - 1.0)
-    return crop_to_image_coords(np.asarray(points) * factor, center, scale, rot_deg, input_wh)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -145,13 +145,6 @@ def load_weights(path: str | Path) -> tuple[ModelConfig, dict[Path_, np.ndarray]
     return config, {path: np.asarray(leaf) for path, leaf in flatten(tree).items()}
 
 
-def load_model(path: str | Path, **overrides: Any) -> Sapiens:
-    """Build the model stored in a weights directory; ``overrides`` replace config fields
-    that do not change the parameters (dtype, attention, remat, scan_blocks, ...)."""
-    config, params = load_weights(path)
-    return build_model(config.replace(**overrides), params)
-
-
 def with_options(model: Sapiens, **overrides: Any) -> Sapiens:
     """The same parameters (shared, not copied) under a config with other execution options
     (remat, scan_blocks, dtype, attention): those live in the graph, not in the parameters."""

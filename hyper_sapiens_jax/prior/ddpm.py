@@ -54,12 +54,6 @@ def q_sample(schedule: Schedule, x0: jax.Array, t: jax.Array, noise: jax.Array) 
     return jnp.sqrt(ab) * x0 + jnp.sqrt(1.0 - ab) * noise
 
 
-def predict_x0(schedule: Schedule, x_t: jax.Array, t: jax.Array, eps: jax.Array) -> jax.Array:
-    """x̂0 = (x_t − √(1−ᾱ_t) ε̂) / √ᾱ_t."""
-    ab = schedule.alpha_bars[t][:, None, None]
-    return (x_t - jnp.sqrt(1.0 - ab) * eps) / jnp.sqrt(ab)
-
-
 def _full_visibility(n: int, k: int) -> jax.Array:
     return jnp.ones((n, k), jnp.float32)
 
