@@ -32,7 +32,7 @@ from ml_collections import config_flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hyper_sapiens_jax import curriculum
+from hyper_sapiens_jax import demo
 from hyper_sapiens_jax.data import builders
 from hyper_sapiens_jax.data.pipeline import train_dataset, train_iterator
 from hyper_sapiens_jax.losses.geometry import backproject_keypoints, bone_ratio_loss
@@ -51,7 +51,7 @@ _OUT = flags.DEFINE_string("out", None, "optional JSON output")
 
 def term_gradients(config, init: str, num_batches: int) -> dict[str, dict[str, float]]:
     """Median over batches of each term's value, weight, weighted value and backbone gradient norm."""
-    sc = curriculum.shared_data(config[_STAGE.value], config.get("data"))
+    sc = demo.shared_data(config[_STAGE.value], config.get("data"))
     sc.init_from = init
     mcfg = adapters.model_config(sc)
     model = Sapiens(mcfg, rngs=nnx.Rngs(0))

@@ -1,4 +1,8 @@
-"""The base experiment config; ``configs/*.py`` files start from it and set their stage.
+"""The experiment config's defaults (``base_config``) and helpers; the files in ``configs/`` start from them.
+
+The three config places: ``configs/*.py`` (one file per job, what you pass to ``--config``), this
+module (the defaults every job shares), and ``models/config.py`` (the architecture presets and the
+model's own dataclass, saved next to the weights as ``model_config.json``).
 
 Config files follow big_vision: ``get_config(arg)`` where ``arg`` names the arch (``tiny``,
 ``sapiens_0.3b`` (default), ``sapiens_0.6b``, ``sapiens_1b``, ``sapiens_2b``), selected on the

@@ -42,7 +42,7 @@ _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resuming i
 JOBS = {
     "prior": "hyper_sapiens_jax.prior.train",
     "finetune": "hyper_sapiens_jax.training.loop",
-    "demo": "hyper_sapiens_jax.curriculum",
+    "demo": "hyper_sapiens_jax.demo",
     "pretrain": "hyper_sapiens_jax.training.pretrain",
     "foundation": "hyper_sapiens_jax.testbed.foundation",
 }

@@ -50,7 +50,7 @@ from absl import app, flags
 from flax import traverse_util
 from ml_collections import config_flags
 
-from hyper_sapiens_jax import curriculum
+from hyper_sapiens_jax import demo
 from hyper_sapiens_jax.config import config_to_dict, rescale_unfreeze
 from hyper_sapiens_jax.data import builders
 from hyper_sapiens_jax.logs import setup_logging
@@ -112,7 +112,7 @@ def study_rows(config: ml_collections.ConfigDict) -> dict[str, Row]:
     (with ``config.data`` shared by every stage, as the demo does)."""
     config = _copy(config)
     for name in ("stage1", "stage2", "stage3"):
-        config[name] = curriculum.shared_data(config[name], config.get("data"))
+        config[name] = demo.shared_data(config[name], config.get("data"))
     s1 = config.stage1
     real = {name: w for name, w in config.stage2.data.mix.items() if name.endswith("_real")}
     if not real:
@@ -146,7 +146,7 @@ def study_rows(config: ml_collections.ConfigDict) -> dict[str, Row]:
 
 def finished(workdir: Path, num_steps: int) -> dict[str, Any] | None:
     """The final evaluation row of a run that reached ``num_steps``, else None."""
-    last = curriculum.last_eval(workdir)
+    last = demo.last_eval(workdir)
     return last if last is not None and last.get("step") == num_steps else None
 
 
@@ -294,14 +294,14 @@ def train_rows(
     """Trains (or finds finished) every row for every seed; returns row -> seed -> final eval row."""
     prior_dir = out / "prior"
     if any(c.loss.sds > 0 and not c.prior_ckpt for r in rows.values() for _, c in r.runs):
-        prior_train.run(curriculum.shared_data(config.prior, config.get("data")), prior_dir, "train")
-    stage1 = curriculum.shared_data(config.stage1, config.get("data"))
-    foundation = curriculum.prepare_foundation(config, out, stage1.model.image_size)
+        prior_train.run(demo.shared_data(config.prior, config.get("data")), prior_dir, "train")
+    stage1 = demo.shared_data(config.stage1, config.get("data"))
+    foundation = demo.prepare_foundation(config, out, stage1.model.image_size)
     if "z" in rows and not foundation:
         raise ValueError("row z (zero-shot) needs config.foundation.dir")
     results: dict[str, dict[int, dict[str, Any]]] = {k: {} for k in rows}
     if "z" in rows:
-        results["z"][0] = curriculum.evaluate_weights(foundation, stage1)
+        results["z"][0] = demo.evaluate_weights(foundation, stage1)
     for seed in seeds:
         for key, row in rows.items():
             if key == "z":
@@ -317,14 +317,14 @@ def write_report(
     """study.md (returned), study.json and study.png from the per-seed results, with the mean-pose
     baseline of the validation split and the ground truth's own G-Error as references."""
     summary = summarize(results)
-    stage1 = curriculum.shared_data(config.stage1, config.get("data"))
-    baseline = curriculum.mean_pose_baseline(stage1)
+    stage1 = demo.shared_data(config.stage1, config.get("data"))
+    baseline = demo.mean_pose_baseline(stage1)
     table = study_table(rows, summary, baseline, builders.eval_split_name(stage1.data))
     references = {m: (baseline[m], "mean pose") for m, _, _ in METRICS if m != "g_error" and m in baseline}
     gt_g = next((r["g_error_gt"] for per in results.values() for r in per.values() if "g_error_gt" in r), None)
     if gt_g is not None:
         references["g_error"] = (gt_g, "ground truth")
-        table += curriculum.ground_truth_note(gt_g)
+        table += demo.ground_truth_note(gt_g)
     (out / "study.md").write_text(table + "\n")
     from hyper_sapiens_jax.testbed.foundation import code_revision
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from hyper_sapiens_jax import curriculum
+from hyper_sapiens_jax import demo
 from hyper_sapiens_jax.config import load_config_file
 from hyper_sapiens_jax.testbed import foundation
 from hyper_sapiens_jax.testbed.writer import write_testbed
@@ -51,7 +51,7 @@ def test_shipped_files_convert_and_reproduce_the_zero_shot_row(tmp_path):
     exactly the zero-shot numbers in the manifest."""
     manifest = foundation.check_manifest(SHIPPED)
     config = load_config_file(REPO / "configs/demo.py")
-    stage = curriculum.shared_data(config.stage1, config.data)
+    stage = demo.shared_data(config.stage1, config.data)
     counts = manifest["config"]["zero_shot"]["data"]["testbed"]
     tb = write_testbed(
         tmp_path / "tb",
@@ -64,12 +64,12 @@ def test_shipped_files_convert_and_reproduce_the_zero_shot_row(tmp_path):
         seed=counts["seed"],
     )
     stage.data.source, stage.data.val_ann, stage.data.val_images = "files", str(tb.val_json), str(tb.val_images)
-    weights = curriculum.prepare_foundation(config, tmp_path, stage.model.image_size)
+    weights = demo.prepare_foundation(config, tmp_path, stage.model.image_size)
     from hyper_sapiens_jax.models.weights import load_weights
 
     mcfg, params = load_weights(weights)
     assert mcfg.arch == "cpu" and set(mcfg.heads) == {"pose", "depth", "normal"}
-    got = curriculum.evaluate_weights(weights, stage)
+    got = demo.evaluate_weights(weights, stage)
     want = manifest["zero_shot_infant_val"]
     for key in ("pck@0.05", "pck@0.2", "ap", "g_error", "num_samples"):
         assert got[key] == pytest.approx(want[key], abs=1e-6), key
@@ -85,13 +85,13 @@ def test_demo_data_overrides_reach_every_stage_and_the_prior():
     config.data.source = "files"
     config.data.syrip_real_ann = "/data/real.json"
     config.data.aug.rotate_prob = 0.25
-    stages = dict(curriculum.stage_configs(config, REPO / "unused"))
+    stages = dict(demo.stage_configs(config, REPO / "unused"))
     for name in ("stage1", "stage2", "stage3"):
         s = stages[name]
         assert s.data.source == "files" and s.data.syrip_real_ann == "/data/real.json"
         assert s.data.aug.rotate_prob == 0.25
         assert dict(s.data.mix) == dict(config[name].data.mix)  # each stage keeps its own mix
-    prior = curriculum.shared_data(config.prior, config.data)
+    prior = demo.shared_data(config.prior, config.data)
     assert prior.data.source == "files" and prior.data.heldout_fraction == config.prior.data.heldout_fraction
     assert "aug" not in config.prior.data or prior.data.aug.rotate_prob == 0.25
 

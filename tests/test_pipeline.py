@@ -161,11 +161,11 @@ print("ok")
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
 
 
-def _inspect(config_args, out, env_extra=None):
+def _preview(config_args, out, env_extra=None):
     cmd = [
         sys.executable,
         "-m",
-        "hyper_sapiens_jax.data.inspect",
+        "hyper_sapiens_jax.data.preview",
         "--config",
         str(REPO / "configs/stage2.py:tiny"),
         *config_args,
@@ -183,7 +183,7 @@ def _inspect(config_args, out, env_extra=None):
     )
 
 
-def test_inspect_cli_summary_and_bad_records(testbed, tmp_path):
+def test_preview_cli_summary_and_bad_records(testbed, tmp_path):
     ann = json.loads(testbed.train_real_json.read_text())
     bad_id = ann["annotations"][0]["id"]
     ann["annotations"][0]["keypoints"][0] = float("nan")
@@ -199,9 +199,9 @@ def test_inspect_cli_summary_and_bad_records(testbed, tmp_path):
         "--config.data.mini_rgbd_sequences=01-02",
         "--config.model.image_size=(64, 48)",
     ]
-    r = _inspect(args, tmp_path / "fail")
+    r = _preview(args, tmp_path / "fail")
     assert r.returncode != 0 and f"{bad_ann} annotation {bad_id}: NaN or infinite keypoints" in r.stderr
-    r = _inspect(args + ["--config.data.skip_bad_records=True"], tmp_path / "ok")
+    r = _preview(args + ["--config.data.skip_bad_records=True"], tmp_path / "ok")
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads((tmp_path / "ok" / "summary.json").read_text())
     assert [b["counts"] for b in summary["batches"]] == [{"synthetic": 8, "real": 8}] * 2

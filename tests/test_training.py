@@ -323,7 +323,7 @@ def test_the_tiny_pipeline_learns(learn_testbed, tmp_path):
     96 synthetic images for 1000 steps, scored by the evaluation pass on those images: PCK far above
     the mean-pose predictor (which knows this split's own mean pose). Held-out and
     sim-to-real numbers at demo scale are in the demo table (README)."""
-    from hyper_sapiens_jax.curriculum import mean_pose_baseline
+    from hyper_sapiens_jax.demo import mean_pose_baseline
 
     p = learn_testbed
     config = _config(

@@ -1,4 +1,6 @@
-"""Architecture presets and the model configuration (a plain, JSON-serialisable dataclass).
+"""The model's own configuration: architecture presets and ``ModelConfig`` (saved as model_config.json).
+
+Not the experiment config: that is ``hyper_sapiens_jax/config.py`` (defaults) and ``configs/*.py``.
 
 The Sapiens presets follow docs/design.md §2 exactly; ``tiny`` is a small model of the same
 structure for tests and CPU demos. Head widths are part of the preset because ``tiny`` shrinks them

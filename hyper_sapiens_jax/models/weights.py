@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
-from flax import nnx
+from flax import nnx, traverse_util
 
 from hyper_sapiens_jax.models.config import ModelConfig
 from hyper_sapiens_jax.models.sapiens import Sapiens
@@ -49,25 +49,14 @@ def flat_params(model: nnx.Module) -> dict[Path_, np.ndarray]:
 
 
 def nest(flat: dict[Path_, Any]) -> dict:
-    """Flat path -> value map to the nested dict Orbax and ``nnx.State.replace_by_pure_dict`` use."""
-    tree: dict = {}
-    for path, value in flat.items():
-        node = tree
-        for k in path[:-1]:
-            node = node.setdefault(k, {})
-        node[path[-1]] = value
-    return tree
+    """Flat path -> value map to the nested dict Orbax and ``nnx.State.replace_by_pure_dict`` use
+    (``flax.traverse_util.unflatten_dict``)."""
+    return traverse_util.unflatten_dict(flat)
 
 
-def flatten(tree: dict, prefix: tuple = ()) -> dict[Path_, Any]:
-    """Nested dict -> flat path -> value map (the inverse of ``nest``)."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, prefix + (key,)))
-        else:
-            flat[prefix + (key,)] = value
-    return flat
+def flatten(tree: dict) -> dict[Path_, Any]:
+    """Nested dict -> flat path -> value map, the inverse of ``nest`` (``flax.traverse_util.flatten_dict``)."""
+    return traverse_util.flatten_dict(tree)
 
 
 def build_model(config: ModelConfig, params: dict[Path_, Any]) -> Sapiens:

@@ -140,7 +140,7 @@ def export(tasks_dir: Path, pretrain_file: Path, out: Path) -> dict[str, dict[st
 
 def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "train") -> int:
     from convert_weights.torch_to_flax import convert
-    from hyper_sapiens_jax import curriculum
+    from hyper_sapiens_jax import demo
     from hyper_sapiens_jax.models.weights import save_weights
     from hyper_sapiens_jax.testbed.humans import corpus_paths
     from hyper_sapiens_jax.training import loop, pretrain
@@ -169,7 +169,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
         task_config(config, "geometry", str(workdir / "pose"), corpus),
         workdir / "geometry",
     )
-    humans_val = curriculum.last_eval(workdir / "geometry")
+    humans_val = demo.last_eval(workdir / "geometry")
 
     out = workdir / "foundation"
     files = _timed(timings, "export", export, workdir / "geometry", pretrain_file, out)
@@ -177,8 +177,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
     zs_dir = workdir / "zero_shot"
     shutil.rmtree(zs_dir, ignore_errors=True)
     zs_cfg = ml_collections.ConfigDict({"foundation": {"dir": str(out), **FOUNDATION_FILES}})
-    converted = curriculum.prepare_foundation(zs_cfg, zs_dir, config.zero_shot.model.image_size)
-    zero_shot = _timed(timings, "zero_shot", curriculum.evaluate_weights, converted, config.zero_shot)
+    converted = demo.prepare_foundation(zs_cfg, zs_dir, config.zero_shot.model.image_size)
+    zero_shot = _timed(timings, "zero_shot", demo.evaluate_weights, converted, config.zero_shot)
 
     keep = ("pck@0.05", "pck@0.1", "pck@0.2", "ap", "ap50", "g_error", "num_samples")
     manifest = {

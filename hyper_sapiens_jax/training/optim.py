@@ -17,10 +17,11 @@ import optax
 
 from hyper_sapiens_jax.models.weights import flatten, nest
 
-Path = tuple
+# A parameter's key path, e.g. ('backbone', 'layers', 3, 'attn', 'qkv', 'kernel').
+KeyPath = tuple
 
 
-def layer_id(path: Path, num_layers: int) -> int:
+def layer_id(path: KeyPath, num_layers: int) -> int:
     """mmpretrain layer id of a parameter path (0 embeddings, i + 1 block i, L + 1 norm and heads)."""
     if path[0] != "backbone":
         return num_layers + 1
@@ -31,12 +32,12 @@ def layer_id(path: Path, num_layers: int) -> int:
     return num_layers + 1
 
 
-def lr_scale(path: Path, num_layers: int, decay_rate: float) -> float:
+def lr_scale(path: KeyPath, num_layers: int, decay_rate: float) -> float:
     """The factor on the base learning rate of one parameter."""
     return decay_rate ** (num_layers + 1 - layer_id(path, num_layers))
 
 
-def applies_weight_decay(path: Path, value: Any) -> bool:
+def applies_weight_decay(path: KeyPath, value: Any) -> bool:
     """No decay for 1-D parameters (norm scales), biases and the position embedding."""
     return jnp.ndim(value) > 1 and path[-1] != "bias" and path[-1] != "pos_embed"
 

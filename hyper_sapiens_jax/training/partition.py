@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-Path = tuple
+# A parameter's key path, e.g. ('backbone', 'layers', 3, 'attn', 'qkv', 'kernel').
+KeyPath = tuple
 
 
-def is_trainable(path: Path, num_layers: int, trainable_blocks: int | None, pos_embed: bool = True) -> bool:
+def is_trainable(path: KeyPath, num_layers: int, trainable_blocks: int | None, pos_embed: bool = True) -> bool:
     """``trainable_blocks`` None (or >= L) trains everything; else the last N blocks + final norm +
     heads, and pos_embed unless ``pos_embed`` is False."""
     if trainable_blocks is None or trainable_blocks >= num_layers:
@@ -33,8 +34,8 @@ def is_trainable(path: Path, num_layers: int, trainable_blocks: int | None, pos_
 
 
 def split_flat(
-    flat: dict[Path, Any], num_layers: int, trainable_blocks: int | None, pos_embed: bool = True
-) -> tuple[dict[Path, Any], dict[Path, Any]]:
+    flat: dict[KeyPath, Any], num_layers: int, trainable_blocks: int | None, pos_embed: bool = True
+) -> tuple[dict[KeyPath, Any], dict[KeyPath, Any]]:
     """Flat params -> (trainable, frozen) flat dicts (see ``is_trainable``)."""
     train = {p: v for p, v in flat.items() if is_trainable(p, num_layers, trainable_blocks, pos_embed)}
     return train, {p: v for p, v in flat.items() if p not in train}

@@ -1,6 +1,6 @@
 r"""See what the model is fed: build a config's training batches and write them out.
 
-  python -m hyper_sapiens_jax.data.inspect --config configs/stage2.py:tiny \
+  python -m hyper_sapiens_jax.data.preview --config configs/stage2.py:tiny \
       [--config.data.syrip_real_ann=... --config.data.skip_bad_records=True] --batches 2 --out DIR
 
 Writes ``DIR/summary.json``::
