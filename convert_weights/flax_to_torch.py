@@ -83,6 +83,8 @@ def export(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``sapiens-flax-to-torch`` console script (``python -m convert_weights.flax_to_torch``);
+    ``--help`` lists the flags."""
     parser = argparse.ArgumentParser(
         prog="python -m convert_weights.flax_to_torch", description=__doc__.split("\n\n")[0]
     )

@@ -165,6 +165,8 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``sapiens-torch-to-flax`` console script (``python -m convert_weights.torch_to_flax``);
+    ``--help`` lists the flags."""
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(
         prog="python -m convert_weights.torch_to_flax",

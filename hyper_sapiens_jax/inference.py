@@ -82,6 +82,8 @@ def load_predictor(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``hyper-sapiens-inference`` console script (``python -m hyper_sapiens_jax.inference``);
+    ``--help`` lists the flags."""
     parser = argparse.ArgumentParser(
         prog="python -m hyper_sapiens_jax.inference",
         description="Run one forward pass of a converted Sapiens checkpoint on random normalised "

@@ -80,6 +80,11 @@ def main(argv) -> None:
     sys.exit(module.run(config, _WORKDIR.value, _MODE.value) or 0)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``hyper-sapiens`` console script (``python -m hyper_sapiens_jax.main``)."""
     flags.mark_flags_as_required(["config"])
     app.run(main)
+
+
+if __name__ == "__main__":
+    cli()

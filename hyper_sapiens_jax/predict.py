@@ -153,6 +153,8 @@ def overlay(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``hyper-sapiens-predict`` console script (``python -m hyper_sapiens_jax.predict``);
+    ``--help`` lists the flags."""
     parser = argparse.ArgumentParser(
         prog="python -m hyper_sapiens_jax.predict",
         description=__doc__.split("\n\n")[0],

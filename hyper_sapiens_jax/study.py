@@ -454,6 +454,11 @@ def main(argv) -> None:
     exit_with(run, f.config, f.out, seeds, [k.strip() for k in f.rows], f.merge)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``hyper-sapiens-study`` console script (``python -m hyper_sapiens_jax.study``)."""
     define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    cli()

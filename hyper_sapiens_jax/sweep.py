@@ -117,6 +117,11 @@ def main(argv) -> None:
     study.exit_with(run, f.config, f.out, alphas, betas, seeds)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``hyper-sapiens-sweep`` console script (``python -m hyper_sapiens_jax.sweep``)."""
     define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    cli()

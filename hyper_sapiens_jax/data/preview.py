@@ -84,6 +84,11 @@ def main(argv) -> None:
     print(f"wrote {_OUT.value}/summary.json and {len(summary['batches'])} PNG grids")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``hyper-sapiens-preview`` console script (``python -m hyper_sapiens_jax.data.preview``)."""
     flags.mark_flag_as_required("config")
     app.run(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -478,6 +478,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``hyper-sapiens-testbed`` console script (``python -m hyper_sapiens_jax.testbed.writer``);
+    ``--help`` lists the flags."""
     args = _parser().parse_args(argv)
     start = time.time()
     paths = write_testbed(
