@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
 
 _OURS = ("hyper_sapiens_jax", "convert_weights")
 
@@ -21,3 +27,21 @@ def setup_logging(level: int = logging.INFO) -> None:
         absl_logging.set_verbosity(absl_logging.WARNING)
     except ImportError:  # pragma: no cover
         pass
+
+
+def progress_enabled() -> bool:
+    """Progress bars only on an interactive terminal, and never under CI (``CI`` set) or
+    ``HYPER_SAPIENS_NO_PROGRESS=1``."""
+    if os.environ.get("CI") or os.environ.get("HYPER_SAPIENS_NO_PROGRESS"):
+        return False
+    return sys.stderr.isatty()
+
+
+def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> Iterator[T]:
+    """``items`` with a tqdm bar on stderr (see ``progress_enabled``); plain ``items`` otherwise."""
+    if not progress_enabled():
+        yield from items
+        return
+    from tqdm import tqdm
+
+    yield from tqdm(items, desc=desc, total=total, unit=unit, dynamic_ncols=True, leave=False)

@@ -30,6 +30,7 @@ from hyper_sapiens_jax.data.visualize import colorize_depth, colorize_normals, d
 from hyper_sapiens_jax.evaluation.evaluate import predict_keypoints
 from hyper_sapiens_jax.evaluation.metrics import keypoint_results
 from hyper_sapiens_jax.inference import Predictor, load_predictor
+from hyper_sapiens_jax.logs import progress
 from hyper_sapiens_jax.models.weights import WeightsError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
-    for n, path in enumerate(images, 1):
+    for n, path in enumerate(progress(images, "predict", len(images), unit="image"), 1):
         try:
             image = read_image(path)
         except DataError as e:
@@ -196,7 +197,6 @@ def main(argv: list[str] | None = None) -> int:
             np.array([b["image_id"] for b in image_boxes]), kps, scores, np.array([b["score"] for b in image_boxes])
         )
         Image.fromarray(overlay(image, kps, scores, dense, crop)).save(out_dir / f"{path.stem}.png")
-        print(f"[{n}/{len(images)}] {path.name}: {len(image_boxes)} box(es)", file=sys.stderr, flush=True)
     (out_dir / RESULTS_FILE).write_text(json.dumps(results))
     print(f"wrote {len(results)} results to {out_dir / RESULTS_FILE} and {len(images)} overlays", file=sys.stderr)
     return 0

@@ -53,7 +53,7 @@ from ml_collections import config_flags
 from hyper_sapiens_jax import demo
 from hyper_sapiens_jax.config import config_to_dict, rescale_unfreeze
 from hyper_sapiens_jax.data import builders
-from hyper_sapiens_jax.logs import setup_logging
+from hyper_sapiens_jax.logs import progress, setup_logging
 from hyper_sapiens_jax.prior import train as prior_train
 from hyper_sapiens_jax.training import loop
 
@@ -302,12 +302,10 @@ def train_rows(
     results: dict[str, dict[int, dict[str, Any]]] = {k: {} for k in rows}
     if "z" in rows:
         results["z"][0] = demo.evaluate_weights(foundation, stage1)
-    for seed in seeds:
-        for key, row in rows.items():
-            if key == "z":
-                continue
-            results[key][seed] = run_row(row, seed, out / f"seed{seed}", prior_dir, foundation)
-            log.info("row %s seed %d: %s", key, seed, {m: results[key][seed].get(m) for m, _, _ in METRICS})
+    todo = [(seed, key) for seed in seeds for key in rows if key != "z"]
+    for seed, key in progress(todo, "study runs", len(todo), unit="row"):
+        results[key][seed] = run_row(rows[key], seed, out / f"seed{seed}", prior_dir, foundation)
+        log.info("row %s seed %d: %s", key, seed, {m: results[key][seed].get(m) for m, _, _ in METRICS})
     return results
 
 

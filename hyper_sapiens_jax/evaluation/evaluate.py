@@ -22,6 +22,7 @@ from hyper_sapiens_jax.data.codec import decode_udp_heatmaps
 from hyper_sapiens_jax.data.keypoints import flip_permutation
 from hyper_sapiens_jax.data.transforms import crop_to_image_coords
 from hyper_sapiens_jax.evaluation import metrics as M
+from hyper_sapiens_jax.logs import progress
 
 log = logging.getLogger(__name__)
 Batch = dict[str, np.ndarray]
@@ -95,7 +96,7 @@ def evaluate(
     """
     keep = ("image_id", "ann_id", "bbox", "center", "scale", "rotation", "keypoints", "keypoints_visible", "valid")
     rows: dict[str, list[np.ndarray]] = {}
-    for local in batches:
+    for local in progress(batches, "eval", unit="batch"):
         hm = heatmap_fn(to_global({k: v for k, v in local.items() if k != "source_id"}))
         hm_local = local_rows(hm)
         pred, scores = predict_keypoints(

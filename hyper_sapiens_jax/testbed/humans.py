@@ -445,7 +445,7 @@ def write_humans(
             ("val", (str(paths.val_json.parent), seed, s, min(s + chunk, num_val), (h, w)))
             for s in range(0, num_val, chunk)
         ]
-        results = _run(tasks, _dispatch, workers)
+        results = _run(tasks, _dispatch, workers, "humans corpus")
         entries = [e for (kind, _), r in zip(tasks, results) if kind == "val" for e in r]
         coco = {
             "info": {"description": "hyper-sapiens-jax human corpus, val", "version": str(FORMAT_VERSION)},

@@ -42,6 +42,7 @@ import cv2
 import numpy as np
 
 from hyper_sapiens_jax.data.keypoints import COCO17_BONES, COCO17_NAMES
+from hyper_sapiens_jax.logs import progress
 from hyper_sapiens_jax.testbed import bodies, renderer
 
 FORMAT_VERSION = 1  # bump when the output changes, so cached sets get rebuilt
@@ -263,13 +264,13 @@ def sample_skeleton_keypoints(seed: int, num: int, image_size: tuple[int, int], 
 # ---------------------------------------------------------------------------------------------
 # The writer
 # ---------------------------------------------------------------------------------------------
-def _run(tasks: list, worker, workers: int) -> list:
+def _run(tasks: list, worker, workers: int, desc: str = "testbed") -> list:
     """Map ``worker`` over ``tasks`` in order, in-process or in a spawn pool (safe next to JAX)."""
     if workers <= 1 or len(tasks) <= 1:
-        return [worker(t) for t in tasks]
+        return [worker(t) for t in progress(tasks, desc, len(tasks))]
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(min(workers, len(tasks)), initializer=cv2.setNumThreads, initargs=(1,)) as pool:
-        return pool.map(worker, tasks, chunksize=1)
+        return list(progress(pool.imap(worker, tasks, chunksize=1), desc, len(tasks)))
 
 
 def _default_workers(total_images: int) -> int:
@@ -292,7 +293,7 @@ def _generate(root: Path, params: dict, workers: int) -> dict:
     tasks.append(("skeletons", (str(paths.skeletons), seed, params["num_skeletons"], size)))
     for split, (_, folder) in paths.coco_sets().items():
         tasks += [(split, (str(folder), seed, split, i, size)) for i in range(counts[split])]
-    results = _run(tasks, _dispatch, workers)
+    results = _run(tasks, _dispatch, workers, "infant testbed")
     for split, (json_path, _) in paths.coco_sets().items():
         split_results = [r for (kind, _), r in zip(tasks, results) if kind == split]
         text = json.dumps(_coco_json(split, split_results, size), separators=(",", ":"))
