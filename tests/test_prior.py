@@ -440,9 +440,9 @@ def test_corruptions_leave_the_manifold(skeletons):
     assert not np.allclose(bad, held)
     np.testing.assert_allclose(bad[kinds == 1].sum(1), held[kinds == 1].sum(1), atol=1e-4)  # swaps permute
     ones = np.ones(held.shape[:2])
-    bounds = metrics.ratio_range(metrics.bone_ratios(train, np.ones(train.shape[:2]))[0])
+    bounds = metrics.ratio_range(metrics.bone_length_shares(train, np.ones(train.shape[:2]))[0])
     for k, kind in enumerate(CORRUPTIONS):
         m = kinds == k
-        err = [metrics.ratio_excess(metrics.bone_ratios(s[m], ones[m])[0], bounds).mean() for s in (held, bad)]
+        err = [metrics.ratio_excess(metrics.bone_length_shares(s[m], ones[m])[0], bounds).mean() for s in (held, bad)]
         nn = [metrics.nn_distance(s[m], ones[m], train, np.ones(train.shape[:2])).mean() for s in (held, bad)]
         assert err[1] > 2 * err[0] and nn[1] > 1.1 * nn[0], (kind, err, nn)

@@ -162,7 +162,8 @@ def bone_lengths(points: Array, bones=RATIO_BONES) -> Array:
 
 
 def bone_ratios(points: Array, bones=RATIO_BONES) -> Array:
-    """Scale-free bone proportions (..., nB): each length divided by the mean bone length."""
+    """Scale-free bone proportions (..., nB): each length divided by the mean bone length (the
+    bone-ratio loss and its reference; the prior's report uses ``prior.metrics.bone_length_shares``)."""
     lengths = bone_lengths(points, bones)
     return lengths / (jnp.mean(lengths, axis=-1, keepdims=True) + 1e-9)
 

@@ -103,13 +103,13 @@ class _Reference:
     """What poses are measured against: the training poses and the clean poses' own bone ratios."""
 
     def __init__(self, train_z, train_v, clean_ratios):
-        ratios, ok = metrics.bone_ratios(train_z, train_v)
+        ratios, ok = metrics.bone_length_shares(train_z, train_v)
         self.train_z, self.train_v, self.train_ratios = train_z, train_v, ratios[ok]
         self.bounds = metrics.ratio_range(self.train_ratios)
         self.clean_ratios = clean_ratios
 
     def measure(self, z: np.ndarray, visible: np.ndarray) -> dict[str, np.ndarray]:
-        ratios, ok = metrics.bone_ratios(z, visible)
+        ratios, ok = metrics.bone_length_shares(z, visible)
         nan = lambda a: np.where(ok, a, np.nan)  # bone measures need every body bone
         return {
             "bone_ratio_error": nan(metrics.ratio_excess(ratios, self.bounds)),
@@ -157,7 +157,7 @@ def measure_effect(
     """
     visible = (np.asarray(visible) > 0).astype(np.float32)
     z, frame = prior.normalize(xy, visible, return_frame=True)
-    ref = _Reference(train_z, train_v, metrics.bone_ratios(np.asarray(z), visible)[0])
+    ref = _Reference(train_z, train_v, metrics.bone_length_shares(np.asarray(z), visible)[0])
     kinds = np.arange(len(xy)) % len(CORRUPTIONS)
     z_bad = corrupt(np.random.default_rng(seed), np.asarray(z), kinds, stretch, jitter)
     xy_bad = np.asarray(prior.denormalize(z_bad, frame)) * visible[..., None]

@@ -18,8 +18,10 @@ from hyper_sapiens_jax.data.keypoints import COCO17_NAMES
 BONE_NAMES: tuple[str, ...] = tuple(f"{COCO17_NAMES[a]}-{COCO17_NAMES[b]}" for a, b in BODY_BONES)
 
 
-def bone_ratios(z: np.ndarray, visible: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Body-bone lengths over their sum (N, B) and whether every body bone is visible (N,)."""
+def bone_length_shares(z: np.ndarray, visible: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each body bone's share of the skeleton's total bone length (N, B; rows sum to 1), and whether
+    every body bone is visible (N,). The prior's report measures poses by these (its "bone_ratio"
+    fields); the training loss's ``losses.geometry.bone_ratios`` divide by the mean length instead."""
     z, visible = np.asarray(z, np.float64), np.asarray(visible) > 0
     a, b = np.array(BODY_BONES).T
     lengths = np.linalg.norm(z[:, a] - z[:, b], axis=-1)

@@ -42,7 +42,7 @@ def load_split_file(workdir: Path) -> dict[str, np.ndarray]:
 
 def set_stats(z: np.ndarray, visible: np.ndarray, ref: dict[str, Any], train_z, train_v) -> dict[str, Any]:
     """Bone-ratio statistics of poses z (N, K, 2) and their distances to the reference (held-out) set."""
-    ratios, ok = metrics.bone_ratios(z, visible)
+    ratios, ok = metrics.bone_length_shares(z, visible)
     ratios = ratios[ok]
     if len(ratios) < 2:
         return {"num_poses": len(z), "num_with_all_body_bones": len(ratios)}
@@ -102,7 +102,7 @@ def write_report(
     pick = rng.choice(len(data["train_xy"]), n_train, replace=False)
     train_z = np.asarray(prior.normalize(data["train_xy"][pick], data["train_vis"][pick]))
     train_v = data["train_vis"][pick]
-    ratios, ok = metrics.bone_ratios(held_z, held_v)
+    ratios, ok = metrics.bone_length_shares(held_z, held_v)
     ref = {"ratios": ratios[ok]}
 
     key = jax.random.key(seed)
