@@ -40,6 +40,7 @@ import dataclasses
 import json
 import logging
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -281,7 +282,7 @@ def study_plot(
         ax.set_xlabel("row")
     fig.suptitle(
         "Ablation on the held-out real split (mean ± 95% CI over seeds; dots: seeds)\n"
-        + "; ".join(f"{k}: {rows[k].label}" for k in keys),
+        + "\n".join(textwrap.wrap("; ".join(f"{k}: {rows[k].label}" for k in keys), 75 * cols)),
         fontsize=7,
     )
     fig.savefig(path, dpi=120)
