@@ -45,13 +45,13 @@ log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
 
 
-# =============================================================================================
-# Data: skeletons -> (train, held-out) arrays
-# =============================================================================================
 class PriorTrainingError(RuntimeError):
     """The prior run cannot go on (a non-finite loss); the message says why."""
 
 
+# =============================================================================================
+# Data: skeletons -> (train, held-out) arrays
+# =============================================================================================
 def load_split(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
     """Skeletons from ``config.data.skeletons`` (or the testbed), filtered and split.
 

@@ -51,7 +51,7 @@ from hyper_sapiens_jax.training.adapters import (
     sds_scale,
     unfreeze_schedule,
 )
-from hyper_sapiens_jax.training.monitor import MetricsWriter, StopFlag, interval_means
+from hyper_sapiens_jax.training.monitor import IntervalClock, MetricsWriter, StopFlag, interval_means
 from hyper_sapiens_jax.training.objective import objective
 from hyper_sapiens_jax.training.partition import split_flat, trainable_blocks_at
 from hyper_sapiens_jax.training.state import TrainState, merge_model
@@ -415,7 +415,7 @@ def _train(
     )
     key = jax.random.key(config.seed)
     pending: list[dict[str, jax.Array]] = []
-    t_last, last_step = time.perf_counter(), start
+    clock = IntervalClock(start)
     step = start
     try:
         while step < config.num_steps:
@@ -436,11 +436,9 @@ def _train(
             stop_now = log_now and stop.agreed()
             save_now = final or eval_now or stop_now or mngr.should_save(step)
             if log_now or save_now:
-                means = interval_means(pending, last_step, step, mngr.latest_step(), TrainingError)
+                means = interval_means(pending, clock.first_step, step, mngr.latest_step(), TrainingError)
                 pending = []
-                now = time.perf_counter()
-                dt = (now - t_last) / max(step - last_step, 1)
-                t_last, last_step = now, step
+                dt = clock.lap(step)
                 util = flops.mfu(flops_per_step, dt, peak, mesh.devices.size)
                 row = {
                     "step": step,
@@ -467,7 +465,7 @@ def _train(
                 pck_key = f"pck@{config.eval.pck_threshold:g}"
                 best = None if metrics_row is None else {ckpt.BEST_METRIC: metrics_row[pck_key]}
                 ckpt.save(mngr, state, data_iter, meta(layout), metrics=best, force=final or eval_now or stop_now)
-                t_last = time.perf_counter()  # evaluation / save time is not step time
+                clock.restart()  # evaluation / save time is not step time
             if stop_now:
                 log.warning("stopped at step %d on request; restart with the same command to resume", step)
                 return

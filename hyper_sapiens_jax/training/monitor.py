@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,24 @@ class StopFlag:
 
     def restore(self) -> None:
         signal.signal(signal.SIGTERM, self._previous)
+
+
+class IntervalClock:
+    """Seconds per step over each log interval, from step ``first_step`` on; ``restart()`` after
+    work that is not step time (evaluation, saves)."""
+
+    def __init__(self, step: int):
+        self.first_step, self._t = step, time.perf_counter()
+
+    def lap(self, step: int) -> float:
+        """Seconds per step since the last lap (or the start); the next interval starts at ``step``."""
+        now = time.perf_counter()
+        dt = (now - self._t) / max(step - self.first_step, 1)
+        self.first_step, self._t = step, now
+        return dt
+
+    def restart(self) -> None:
+        self._t = time.perf_counter()
 
 
 def interval_means(

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +66,7 @@ from hyper_sapiens_jax.sharding import batch_sharding, global_batch, make_mesh, 
 from hyper_sapiens_jax.training import adapters
 from hyper_sapiens_jax.training import checkpoint as ckpt
 from hyper_sapiens_jax.training.loop import put
-from hyper_sapiens_jax.training.monitor import MetricsWriter, StopFlag, interval_means
+from hyper_sapiens_jax.training.monitor import IntervalClock, MetricsWriter, StopFlag, interval_means
 from hyper_sapiens_jax.training.state import TrainState, merge_model
 
 log = logging.getLogger(__name__)
@@ -474,7 +473,7 @@ def _train(
         config.batch_size,
         float(lr(config.optim.warmup_steps)),
     )
-    t_last, last_step, step = time.perf_counter(), start, start
+    clock, step = IntervalClock(start), start
     try:
         while step < config.num_steps:
             batch = global_batch(next(data_iter), mesh)
@@ -486,11 +485,9 @@ def _train(
             stop_now = log_now and stop.agreed()
             save_now = final or stop_now or mngr.should_save(step)
             if log_now or save_now:
-                means = interval_means(pending, last_step, step, mngr.latest_step(), PretrainError)
+                means = interval_means(pending, clock.first_step, step, mngr.latest_step(), PretrainError)
                 pending = []
-                now = time.perf_counter()
-                dt = (now - t_last) / max(step - last_step, 1)
-                t_last, last_step = now, step
+                dt = clock.lap(step)
                 row = {
                     "step": step,
                     **means,
@@ -511,7 +508,7 @@ def _train(
                 )
             if save_now:
                 ckpt.save(mngr, state, data_iter, meta, force=final or stop_now)
-                t_last = time.perf_counter()  # save time is not step time
+                clock.restart()  # save time is not step time
             if stop_now and not final:
                 log.warning("stopped at step %d on request; restart with the same command to resume", step)
                 return state, False
