@@ -13,7 +13,7 @@ import torch
 from flax import nnx
 
 from convert_weights import layout
-from hyper_sapiens_jax.models.heads import Deconv4x2, DepthHead, NormalHead, PoseHead
+from hyper_sapiens_jax.models.heads import Conv1x1, Deconv4x2, DepthHead, NormalHead, PoseHead
 
 TOL = 1e-5  # max |a - b| <= TOL * max |b|
 
@@ -101,6 +101,34 @@ def test_param_matches_nnx_conv_transpose():
     assert new.kernel.shape == old.kernel.shape == (4, 4, 4, 6)
     assert new.kernel.dtype == old.kernel.dtype == jnp.float32
     np.testing.assert_array_equal(new.kernel[...], old.kernel[...])
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_conv1x1_equals_nnx_conv(dtype):
+    """Same params and initial values as nnx.Conv(k=1); the matmul gives its outputs and gradients."""
+    new, old = Conv1x1(6, 5, dtype=dtype, rngs=nnx.Rngs(4)), nnx.Conv(6, 5, (1, 1), dtype=dtype, rngs=nnx.Rngs(4))
+    s_new, s_old = nnx.state(new, nnx.Param), nnx.state(old, nnx.Param)
+    assert jax.tree.structure(s_new) == jax.tree.structure(s_old)
+    jax.tree.map(np.testing.assert_array_equal, s_new, s_old)
+    new.bias[...] = jnp.linspace(-1.0, 1.0, 5)  # a non-zero bias, so its gradient is tested too
+    old.bias[...] = new.bias[...]
+    x = jax.random.normal(jax.random.key(0), (2, 4, 3, 6))
+
+    def loss(module, x):
+        return jnp.sum(jnp.sin(module(x).astype(jnp.float32)))
+
+    (v_new, (g_new, gx_new)), (v_old, (g_old, gx_old)) = (
+        nnx.value_and_grad(loss, argnums=(0, 1))(m, x) for m in (new, old)
+    )
+    assert new(x).dtype == old(x).dtype == dtype
+    tol = 1e-5 if dtype == jnp.float32 else 2e-2  # float32: summation order only
+    assert abs(float(v_new - v_old)) <= tol * abs(float(v_old)) + tol
+    for a, b in [
+        (g_new["kernel"][...], g_old["kernel"][...]),
+        (g_new["bias"][...], g_old["bias"][...]),
+        (gx_new, gx_old),
+    ]:
+        assert rel(a.astype(jnp.float32), b.astype(jnp.float32)) <= tol
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -18,7 +18,7 @@ from flax import nnx
 from train_helpers import MODEL, first_batch, stage_command
 
 from hyper_sapiens_jax.config import base_config
-from hyper_sapiens_jax.models import Sapiens
+from hyper_sapiens_jax.models import ModelConfig, Sapiens
 from hyper_sapiens_jax.models.weights import abstract_model, flat_params, flatten
 from hyper_sapiens_jax.sharding import make_mesh
 from hyper_sapiens_jax.training import adapters, flops, loop
@@ -291,6 +291,19 @@ def test_eval_mode_appends_one_metrics_row(testbed, tmp_path):
         assert key in rows[1], key
     assert rows[1]["pck@0.05"] == rows[0]["pck@0.05"] and rows[1]["num_samples"] == 7
     assert list((tmp_path / "tensorboard").glob("events.*"))
+
+
+@pytest.mark.parametrize("heads", [("pose",), ("depth",), ("normal",), ("pose", "depth", "normal")])
+def test_analytic_flops_match_xlas_count(heads):
+    """The analytic count (matmuls and convs only) sits just below XLA's count of the lowered forward,
+    which adds the norms, activations and softmax: within 1% at Sapiens width, 12% at tiny."""
+    for cfg, tol in (
+        (TINY.replace(image_size=(64, 48), heads=heads), 0.12),
+        (ModelConfig(arch="sapiens_0.3b", image_size=(256, 192), heads=heads), 0.01),
+    ):
+        analytic, xla = flops.analytic_forward_flops(cfg), flops.forward_flops(cfg)
+        assert abs(analytic / xla - 1) < tol, (cfg.arch, heads, analytic, xla)
+    assert flops.train_flops_per_image_analytic(cfg) == 3 * analytic
 
 
 def test_forward_flops_scale_with_the_image_and_mfu():

@@ -43,7 +43,13 @@ def forward_flops(config: ModelConfig) -> float:
 
 
 def train_flops_per_image(config: ModelConfig) -> float:
+    """3 x XLA's forward count: the FLOPs of one image's training step, as MFU counts them."""
     return 3.0 * forward_flops(config)
+
+
+def train_flops_per_image_analytic(config: ModelConfig) -> float:
+    """3 x ``analytic_forward_flops``: the same figure without compiling anything."""
+    return 3.0 * analytic_forward_flops(config)
 
 
 def peak_flops_per_device(configured_tflops: float = 0.0, device: jax.Device | None = None) -> float | None:
@@ -62,3 +68,34 @@ def mfu(flops_per_step: float, step_seconds: float, peak_per_device: float | Non
     if not peak_per_device or step_seconds <= 0:
         return None
     return flops_per_step / step_seconds / (peak_per_device * num_devices)
+
+
+def analytic_forward_flops(config: ModelConfig) -> float:
+    """FLOPs (2 per multiply-add) of one image's forward pass, counted from the architecture alone.
+
+    Counts the matmuls and convolutions, which are all but a sliver of the work: the patch
+    embedding, per block qkv (T x D x 3D), attention scores and values (2 x T^2 x D), output
+    projection (T x D^2) and MLP (2 x T x D x 4D), then each head's stride-2 deconvolutions (each
+    output pixel reads a 2x2 input window per phase: 4 x Cin x Cout), 1x1 convolutions and output
+    conv. Norms, activations and softmax are left out (XLA's count includes them; the test bounds
+    the difference).
+    """
+    spec = config.spec
+    h, w = config.grid
+    tokens, d = h * w, spec.embed_dims
+    macs = tokens * 16 * 16 * 3 * d  # patch embedding
+    per_block = tokens * d * 3 * d + 2 * tokens * tokens * d + tokens * d * d + 2 * tokens * d * spec.mlp_dims
+    macs += spec.num_layers * per_block
+    for head in config.heads:
+        n_deconv, n_conv, width, out = {
+            "pose": (2, 2, spec.pose_channels, config.num_keypoints),
+            "depth": (4, 2, spec.depth_channels, 1),
+            "normal": (3, 3, spec.normal_channels, 3),
+        }[head]
+        hh, ww, c_in = h, w, d
+        for _ in range(n_deconv):
+            hh, ww = 2 * hh, 2 * ww
+            macs += hh * ww * 4 * c_in * width
+            c_in = width
+        macs += hh * ww * width * (n_conv * width + out)
+    return 2.0 * macs

@@ -1,0 +1,64 @@
+"""Smoke runs of the benchmark scripts at ``tiny`` (1-2 steps): they must run and report what they
+promise. Nothing here times anything; the figures come from the scripts themselves."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+from conftest import REPO
+
+
+def load_script(name: str):
+    """benchmarks/<name>.py as a module (the folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_step_both_frameworks_share_weights_batch_and_loss(tmp_path):
+    """JAX and the torch reference start from the same weights on the same batch with a loss of the
+    same form, so their first-step losses agree (float32); the JSON holds every promised field."""
+    out = tmp_path / "step.json"
+    argv = ["--arch", "tiny", "--image-size", "64,48", "--heads", "pose,depth,normal", "--batch", "2"]
+    assert load_script("train_step").main([*argv, "--framework", "both", "--steps", "2", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    for name in ("jax", "torch"):
+        r = result[name]
+        assert r["step_s"] > 0 and r["img_per_s"] == pytest.approx(2 / r["step_s"])
+        assert r["tflop_per_img"] > 0 and r["mfu"] is None  # CPU: no known peak
+        assert len(r["step_s_all"]) == 2
+    assert result["jax"]["peak_bytes"] > 0 and result["torch"]["peak_bytes"] is None
+    assert result["jax"]["initial_loss"] == pytest.approx(result["torch"]["initial_loss"], rel=1e-5)
+    assert result["torch_over_jax"] == pytest.approx(result["torch"]["step_s"] / result["jax"]["step_s"])
+    # XLA's count of the compiled step: ~3x the forward, plus the optimizer's elementwise work.
+    assert 2.5 < result["jax"]["xla_tflop_per_img"] / (result["jax"]["tflop_per_img"] / 3) < 4.0
+
+
+def test_train_step_frozen_prefix_costs_fewer_flops(tmp_path):
+    """Training the last block with pos_embed frozen skips the prefix's backward: XLA counts fewer
+    FLOPs than for the whole model, and fewer than with pos_embed trainable; the peak MFU option holds."""
+    script = load_script("train_step")
+    base = ["--arch", "tiny", "--image-size", "64,48", "--heads", "pose", "--batch", "2", "--steps", "1"]
+    counts = {}
+    for name, extra in {
+        "all": [],
+        "last1": ["--trainable-blocks", "1"],
+        "last1_frozen_pos": ["--trainable-blocks", "1", "--freeze-pos-embed"],
+    }.items():
+        out = tmp_path / f"{name}.json"
+        assert script.main([*base, *extra, "--peak-tflops", "1", "--out", str(out)]) == 0
+        result = json.loads(out.read_text())["jax"]
+        counts[name] = result["xla_tflop_per_img"]
+        assert result["mfu"] == pytest.approx(result["tflop_per_img"] * result["img_per_s"] / 1.0)
+    assert counts["last1_frozen_pos"] < counts["last1"] < counts["all"]
+
+
+def test_train_step_refuses_bad_arguments():
+    script = load_script("train_step")
+    with pytest.raises(SystemExit):
+        script.parse_args(["--image-size", "100,48"])
+    with pytest.raises(SystemExit):
+        script.parse_args(["--heads", "pose,segmentation"])
