@@ -75,41 +75,54 @@ def parse_heads(text: str) -> tuple[str, ...]:
 # =============================================================================================
 # The batch both frameworks train on
 # =============================================================================================
-def synthetic_batch(mcfg: ModelConfig, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """A batch with the pipeline's keys and shapes (docs/design.md §4): image (B, H, W, 3)
-    normalised, heatmaps (B, H/4, W/4, K) Gaussian blobs, relative depth (B, H, W, 1) in [0, 1]
-    over a person box (-1 elsewhere), unit normals (B, H/2, W/2, 3), every target present."""
-    rng = np.random.default_rng(seed)
+def batch_shapes(mcfg: ModelConfig, batch: int) -> dict[str, tuple[int, ...]]:
+    """The shapes of the train batch the step reads (the pipeline's keys, docs/design.md §4)."""
     h, w = mcfg.image_size
     k = mcfg.num_keypoints
-    hm_h, hm_w = h // 4, w // 4
+    return {
+        "image": (batch, h, w, 3),
+        "heatmaps": (batch, h // 4, w // 4, k),
+        "target_weight": (batch, k),
+        "keypoints": (batch, k, 2),
+        "depth": (batch, h, w, 1),
+        "normal": (batch, h // 2, w // 2, 3),
+        **{name: (batch,) for name in ("has_pose", "has_depth", "has_normal", "is_real", "valid")},
+        "intrinsics": (batch, 3, 3),
+    }
+
+
+def synthetic_batch(mcfg: ModelConfig, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """A batch of ``batch_shapes``: image normalised, heatmaps Gaussian blobs, relative depth in
+    [0, 1] over a person box (-1 elsewhere), unit normals, every target present."""
+    rng = np.random.default_rng(seed)
+    shapes = batch_shapes(mcfg, batch)
+    h, w = mcfg.image_size
+    _, hm_h, hm_w, k = shapes["heatmaps"]
     centers = rng.uniform([0, 0], [hm_w - 1, hm_h - 1], size=(batch, k, 2))
     yy, xx = np.mgrid[0:hm_h, 0:hm_w]
     sigma = 2.0
     d2 = (xx[None, :, :, None] - centers[:, None, None, :, 0]) ** 2 + (
         yy[None, :, :, None] - centers[:, None, None, :, 1]
     ) ** 2
-    depth = np.full((batch, h, w, 1), -1.0, np.float32)
+    depth = np.full(shapes["depth"], -1.0, np.float32)
     depth[:, h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = rng.uniform(0.05, 1.0, (batch, h // 2, w // 2, 1))
-    normal = rng.normal(size=(batch, h // 2, w // 2, 3)).astype(np.float32)
+    normal = rng.normal(size=shapes["normal"]).astype(np.float32)
     normal /= np.linalg.norm(normal, axis=-1, keepdims=True)
     focal = float(max(h, w))
     intrinsics = np.tile(np.array([[focal, 0, w / 2], [0, focal, h / 2], [0, 0, 1]], np.float32), (batch, 1, 1))
     ones = np.ones((batch,), np.float32)
-    return {
-        "image": rng.normal(size=(batch, h, w, 3)).astype(np.float32),
+    out = {
+        "image": rng.normal(size=shapes["image"]).astype(np.float32),
         "heatmaps": np.exp(-d2 / (2 * sigma**2)).astype(np.float32),
-        "target_weight": np.ones((batch, k), np.float32),
+        "target_weight": np.ones(shapes["target_weight"], np.float32),
         "keypoints": (centers * 4).astype(np.float32),
         "depth": depth,
         "normal": normal,
-        "has_pose": ones,
-        "has_depth": ones,
-        "has_normal": ones,
-        "is_real": ones,
-        "valid": ones,
+        **{name: ones for name in ("has_pose", "has_depth", "has_normal", "is_real", "valid")},
         "intrinsics": intrinsics,
     }
+    assert {k: v.shape for k, v in out.items()} == shapes
+    return out
 
 
 # =============================================================================================
@@ -121,6 +134,7 @@ def bench_config(args: argparse.Namespace):
     m = config.model
     m.image_size, m.heads, m.dtype = tuple(args.image_size), tuple(args.heads), args.dtype
     m.remat, m.remat_policy, m.scan_blocks, m.attention = args.remat, args.remat_policy, args.scan, args.attention
+    m.remat_heads = args.remat_heads
     m.head_dropout = 0.0  # the reference has no dropout in train mode here; keep the two alike
     config.batch_size, config.micro_batches = args.batch, 1
     config.train_pos_embed = not args.freeze_pos_embed
@@ -361,6 +375,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype")
     p.add_argument("--remat", action="store_true", help="rematerialise each block in the backward")
     p.add_argument("--remat-policy", default="nothing_saveable", help="a jax.checkpoint_policies name")
+    p.add_argument("--remat-heads", action="store_true", help="rematerialise each head layer in the backward")
     p.add_argument("--scan", action="store_true", help="run the blocks under lax.scan")
     p.add_argument("--attention", choices=("xla", "cudnn"), default="xla", help="JAX attention implementation")
     p.add_argument("--trainable-blocks", type=int, default=None, help="train only the last N blocks (+ heads)")

@@ -184,6 +184,7 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.dtype = "float32" if cpu_sized else "bfloat16"
     c.model.attention = "xla"
     c.model.remat = not cpu_sized
+    c.model.remat_heads = not cpu_sized  # the heads' full-resolution activations dominate at 1024x768
     c.model.scan_blocks = arch in ("sapiens_1b", "sapiens_2b")
     c.model.head_dropout = 0.1  # Dropout2d before the depth/normal output convs
 

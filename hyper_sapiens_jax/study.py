@@ -346,11 +346,17 @@ def write_report(
 
 
 def _differing_settings(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    """Flattened config keys whose values differ, paths aside (another checkout or --out moves them)."""
+    """Flattened config keys whose values differ, paths aside (another checkout or --out moves them).
+
+    A key only one side has counts as equal when its value there is off (False, 0, '' or None): a
+    switch added to the config after a file was written, left at its off default, changes nothing."""
     a, b = (traverse_util.flatten_dict(d, sep=".") for d in (saved, wanted))
     is_path = lambda v: isinstance(v, str) and "/" in v
+    added_off = lambda k: (k not in a or k not in b) and not a.get(k, b.get(k))
     return sorted(
-        k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and not (is_path(a.get(k)) and is_path(b.get(k)))
+        k
+        for k in a.keys() | b.keys()
+        if a.get(k) != b.get(k) and not (is_path(a.get(k)) and is_path(b.get(k))) and not added_off(k)
     )
 
 

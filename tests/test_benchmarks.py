@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 
 import pytest
-from conftest import REPO
+from conftest import REPO, subprocess_env
 
 
 def load_script(name: str):
@@ -62,3 +64,29 @@ def test_train_step_refuses_bad_arguments():
         script.parse_args(["--image-size", "100,48"])
     with pytest.raises(SystemExit):
         script.parse_args(["--heads", "pose,segmentation"])
+
+
+def test_fsdp_memory_shards_the_state_over_the_devices(tmp_path):
+    """The AOT-compiled FSDP step on 4 fake devices: the per-device arguments shrink well below the
+    one-device ones (not to a quarter at ``tiny``: tensors under 2^14 elements stay replicated), and
+    a bigger per-device batch needs more memory."""
+    results = {}
+    for devices in (1, 4):
+        out = tmp_path / f"fsdp{devices}.json"
+        cmd = [sys.executable, str(REPO / "benchmarks" / "fsdp_memory.py"), "--arch", "tiny", "--image-size", "64,48"]
+        cmd += ["--devices", str(devices), "--per-device-batch", "1,2", "--dtype", "float32", "--out", str(out)]
+        subprocess.run(cmd, check=True, env=subprocess_env(), cwd=REPO, capture_output=True, timeout=600)
+        results[devices] = json.loads(out.read_text())
+    one, four = (results[d]["rows"] for d in (1, 4))
+    assert results[4]["args"]["fsdp"] == 4 and one[0]["params"] == four[0]["params"]
+    # Arguments: the state shard (params, Adam moments, EMA: 4 x float32 per parameter) + the batch.
+    state_bytes = 16 * one[0]["params"]
+    assert one[0]["argument_bytes"] > state_bytes
+    assert four[0]["argument_bytes"] < 0.5 * one[0]["argument_bytes"]  # measured 0.42
+    for rows in (one, four):
+        assert rows[1]["per_device_bytes"] > rows[0]["per_device_bytes"]
+        assert (
+            rows[0]["per_device_bytes"]
+            == rows[0]["argument_bytes"] + rows[0]["output_bytes"] + rows[0]["temp_bytes"] - rows[0]["alias_bytes"]
+        )
+    assert set(results[4]["per_device_bytes"]) == {"1", "2"}

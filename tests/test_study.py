@@ -167,6 +167,17 @@ def test_merge_adds_seeds_and_refuses_other_studies(tmp_path):
     moved = demo_config()
     moved.foundation.dir = "/checkout/b/foundation"
     assert sorted(study.merge_results(here, [path], moved)["a"]) == [0, 1]
+    # A switch added to the config since the file was written: off is the same study, on is not.
+    for value, same in ((False, True), (True, False)):
+        newer = demo_config()
+        newer.foundation.dir = config.foundation.dir
+        newer.stage2.model.unlock()
+        newer.stage2.model.new_switch = value
+        if same:
+            assert sorted(study.merge_results(here, [path], newer)["a"]) == [0, 1]
+        else:
+            with pytest.raises(ValueError, match=r"other settings \(stage2.model.new_switch"):
+                study.merge_results(here, [path], newer)
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ValueError, match="bad.json: not a study.json"):
         study.merge_results(here, [tmp_path / "bad.json"], config)

@@ -86,6 +86,9 @@ class ModelConfig:
       attention: 'xla' or 'cudnn' (GPU, bf16, head dim a multiple of 8).
       remat: rematerialise each transformer block in the backward pass.
       remat_policy: a ``jax.checkpoint_policies`` name used when ``remat`` is on.
+      remat_heads: rematerialise each head layer (deconv / conv + InstanceNorm + SiLU): the backward
+        keeps only each layer's input. The heads' full-resolution activations are most of a
+        large-image step's memory (benchmarks/fsdp_memory.py).
       scan_blocks: run the blocks with ``jax.lax.scan`` (one compiled block instead of L).
       head_dropout: Dropout2d rate before the depth/normal ``conv_seg`` (train mode only).
     """
@@ -99,6 +102,7 @@ class ModelConfig:
     attention: str = "xla"
     remat: bool = False
     remat_policy: str = "nothing_saveable"
+    remat_heads: bool = False
     scan_blocks: bool = False
     head_dropout: float = 0.1
 

@@ -13,6 +13,8 @@ also differentiates faster than its convolution path.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -186,6 +188,11 @@ def dropout2d(x: Array, rate: float, key: Array | None) -> Array:
     return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
 
 
+def _hidden_layer(graphdef: nnx.GraphDef, state: nnx.State, x: Array) -> Array:
+    """One hidden head layer as a pure function (so it can be remat-ed): SiLU(IN(layer(x)))."""
+    return jax.nn.silu(instance_norm(nnx.merge(graphdef, state)(x)))
+
+
 class DenseHead(nnx.Module):
     """Deconvs -> 1x1 convs -> (dropout) -> 1x1 output conv; each hidden layer IN + SiLU.
 
@@ -196,6 +203,7 @@ class DenseHead(nnx.Module):
       out_channels: channels of the linear output.
       output_name: attribute name of the output conv (``final_layer`` for pose, ``conv_seg`` else).
       dropout: Dropout2d rate before the output conv (applied only when a key is passed).
+      remat: rematerialise each hidden layer in the backward pass (only its input is kept).
     """
 
     def __init__(
@@ -208,9 +216,11 @@ class DenseHead(nnx.Module):
         output_name: str,
         dropout: float = 0.0,
         dtype=jnp.float32,
+        remat: bool = False,
         rngs: nnx.Rngs,
     ):
         self.dtype = dtype
+        self.remat = remat
         self.dropout = dropout
         self.output_name = output_name
         deconvs, c = [], in_channels
@@ -229,7 +239,10 @@ class DenseHead(nnx.Module):
         """x (B, h, w, D) -> (B, h * 2^n_deconv, w * 2^n_deconv, out_channels)."""
         x = x.astype(self.dtype)
         for layer in [*self.deconv_layers, *self.conv_layers]:
-            x = jax.nn.silu(instance_norm(layer(x)))
+            step = functools.partial(_hidden_layer, nnx.graphdef(layer))
+            if self.remat:
+                step = jax.checkpoint(step, policy=jax.checkpoint_policies.nothing_saveable)
+            x = step(nnx.state(layer), x)
         x = dropout2d(x, self.dropout, dropout_key)
         return getattr(self, self.output_name)(x)
 
@@ -237,7 +250,16 @@ class DenseHead(nnx.Module):
 class PoseHead(DenseHead):
     """mmpose HeatmapHead as Sapiens uses it: 2 deconvs, 2 convs, ``final_layer`` -> K heatmaps (H/4, W/4)."""
 
-    def __init__(self, in_channels: int, num_keypoints: int, channels: int = 768, *, dtype=jnp.float32, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_channels: int,
+        num_keypoints: int,
+        channels: int = 768,
+        *,
+        dtype=jnp.float32,
+        remat: bool = False,
+        rngs: nnx.Rngs,
+    ):
         super().__init__(
             in_channels,
             (channels,) * 2,
@@ -245,6 +267,7 @@ class PoseHead(DenseHead):
             num_keypoints,
             output_name="final_layer",
             dtype=dtype,
+            remat=remat,
             rngs=rngs,
         )
 
@@ -253,7 +276,14 @@ class DepthHead(DenseHead):
     """Sapiens VitDepthHead: 4 deconvs, 2 convs, Dropout2d, ``conv_seg`` -> 1 channel at full res."""
 
     def __init__(
-        self, in_channels: int, channels: int = 384, dropout: float = 0.1, *, dtype=jnp.float32, rngs: nnx.Rngs
+        self,
+        in_channels: int,
+        channels: int = 384,
+        dropout: float = 0.1,
+        *,
+        dtype=jnp.float32,
+        remat: bool = False,
+        rngs: nnx.Rngs,
     ):
         super().__init__(
             in_channels,
@@ -263,6 +293,7 @@ class DepthHead(DenseHead):
             output_name="conv_seg",
             dropout=dropout,
             dtype=dtype,
+            remat=remat,
             rngs=rngs,
         )
 
@@ -271,7 +302,14 @@ class NormalHead(DenseHead):
     """Sapiens normal head: 3 deconvs, 3 convs, Dropout2d, ``conv_seg`` -> 3 channels at H/2."""
 
     def __init__(
-        self, in_channels: int, channels: int = 768, dropout: float = 0.1, *, dtype=jnp.float32, rngs: nnx.Rngs
+        self,
+        in_channels: int,
+        channels: int = 768,
+        dropout: float = 0.1,
+        *,
+        dtype=jnp.float32,
+        remat: bool = False,
+        rngs: nnx.Rngs,
     ):
         super().__init__(
             in_channels,
@@ -281,5 +319,6 @@ class NormalHead(DenseHead):
             output_name="conv_seg",
             dropout=dropout,
             dtype=dtype,
+            remat=remat,
             rngs=rngs,
         )

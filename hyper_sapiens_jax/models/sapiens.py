@@ -37,11 +37,17 @@ class Sapiens(nnx.Module):
         d = spec.embed_dims
         heads = {}
         if "pose" in config.heads:
-            heads["pose"] = PoseHead(d, config.num_keypoints, spec.pose_channels, dtype=dtype, rngs=rngs)
+            heads["pose"] = PoseHead(
+                d, config.num_keypoints, spec.pose_channels, dtype=dtype, remat=config.remat_heads, rngs=rngs
+            )
         if "depth" in config.heads:
-            heads["depth"] = DepthHead(d, spec.depth_channels, config.head_dropout, dtype=dtype, rngs=rngs)
+            heads["depth"] = DepthHead(
+                d, spec.depth_channels, config.head_dropout, dtype=dtype, remat=config.remat_heads, rngs=rngs
+            )
         if "normal" in config.heads:
-            heads["normal"] = NormalHead(d, spec.normal_channels, config.head_dropout, dtype=dtype, rngs=rngs)
+            heads["normal"] = NormalHead(
+                d, spec.normal_channels, config.head_dropout, dtype=dtype, remat=config.remat_heads, rngs=rngs
+            )
         self.heads = nnx.Dict(heads)
 
     def __call__(self, images: Array, *, dropout_key: Array | None = None) -> dict[str, Array]:

@@ -136,6 +136,6 @@ def load_weights(path: str | Path) -> tuple[ModelConfig, dict[Path_, np.ndarray]
 
 def with_options(model: Sapiens, **overrides: Any) -> Sapiens:
     """The same parameters (shared, not copied) under a config with other execution options
-    (remat, scan_blocks, dtype, attention): those live in the graph, not in the parameters."""
+    (remat, remat_heads, scan_blocks, dtype, attention): those live in the graph, not in the parameters."""
     config = model.config.replace(**overrides)
     return nnx.merge(nnx.graphdef(abstract_model(config)), nnx.state(model))
