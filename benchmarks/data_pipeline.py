@@ -13,6 +13,11 @@ a Grain worker should not count on other cores). With --workers N it also times 
 ``train_iterator`` (mp_prefetch, N worker processes) on each source.
 
   python benchmarks/data_pipeline.py --samples 100 --out /tmp/data_pipeline.json
+
+With --batch-bytes it also reports, per source and size, the bytes of one sample: on the host (every
+key), sent to the device (``training.batch.step_inputs``: uint8 image, no heatmaps) and in the
+layout before the lean batch (every key travelled, the image as float32 and the 17 heatmaps drawn
+on the host: the host sample + 3 bytes more per image value + the heatmaps' float32 bytes).
 """
 
 from __future__ import annotations
@@ -126,6 +131,29 @@ def measure_source(name: str, source, tfds_source, sizes, args) -> list[dict]:
     return rows
 
 
+def sample_bytes(name: str, source, sizes, args) -> list[dict]:
+    """Bytes of one training sample per size: host, device, and the pre-lean-batch layout."""
+    from hyper_sapiens_jax.training.batch import step_inputs
+
+    rows = []
+    for size in sizes:
+        cfg = sample_config(size)
+        sample = train_sample(source[0], np.random.default_rng(args.seed), cfg)
+        host = sum(np.asarray(v).nbytes for v in sample.values())
+        device = sum(np.asarray(v).nbytes for v in step_inputs(sample).values())
+        heatmap_bytes = 4 * cfg.heatmap_wh[0] * cfg.heatmap_wh[1] * cfg.num_keypoints
+        before = host + 3 * sample["image"].nbytes + heatmap_bytes
+        row = {"source": name, "size": list(size), "host_bytes": host, "device_bytes": device}
+        row |= {"before_bytes": before, "before_over_device": before / device}
+        rows.append(row)
+        print(
+            f"  {name:10s} {size[0]}x{size[1]}: {before / 1e6:.1f} MB before -> {device / 1e6:.1f} MB to the device "
+            f"({before / device:.1f}x fewer; host sample {host / 1e6:.1f} MB)",
+            flush=True,
+        )
+    return rows
+
+
 def tfds_sources(paths, names: list[str], cache: Path) -> dict[str, Any]:
     """TfdsRecordSource per name, built once into ``cache`` (TFDS reuses a complete build)."""
     from hyper_sapiens_jax.data import tfds_builders as tb
@@ -234,6 +262,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, help="also time Grain train_iterator with N workers")
     p.add_argument("--worker-batch", type=int, default=8, help="per-step batch for --workers")
     p.add_argument("--worker-size", type=parse_size, default=(256, 192), help="input size for --workers")
+    p.add_argument("--batch-bytes", action="store_true", help="also report the bytes per sample (host, device)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     return p
@@ -258,10 +287,18 @@ def main(argv: list[str] | None = None) -> int:
     for name, src in sources.items() if args.workers else ():
         rows.append(measure_workers(name, src, args.worker_size, args))
     print_table(rows, names)
+    sizes = (
+        [r for name, src in sources.items() for r in sample_bytes(name, src, args.sizes, args)]
+        if args.batch_bytes
+        else []
+    )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(
-            json.dumps({"environment": environment(args), "testbed": str(args.testbed_dir), "results": rows}, indent=2)
+            json.dumps(
+                {"environment": environment(args), "testbed": str(args.testbed_dir), "results": rows, "bytes": sizes},
+                indent=2,
+            )
         )
         print(f"\nwrote {args.out}")
     return 0

@@ -94,9 +94,8 @@ def measure(args: argparse.Namespace, per_device_batch: int) -> dict:
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), layout.abstract, layout.shardings
     )
     b_sh = batch_sharding(mesh)
-    batch = {
-        k: jax.ShapeDtypeStruct(s, "float32", sharding=b_sh) for k, s in batch_shapes(mcfg, step_args.batch).items()
-    }
+    shapes = batch_shapes(mcfg, step_args.batch)
+    batch = {k: jax.ShapeDtypeStruct(s, d, sharding=b_sh) for k, (s, d) in shapes.items()}
     key = jax.random.key(0)
     t0 = time.perf_counter()
     compiled = layout.step.lower(state, batch, key).compile()

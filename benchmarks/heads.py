@@ -12,9 +12,13 @@ output, gradients w.r.t. the kernel / every head param and the input) of
 each as (a) ``old``: nnx.ConvTranspose(..., transpose_kernel=True), the implementation before
 Deconv4x2, (b) ``3x3``: Deconv4x2(method='subpixel3x3'), one 3x3 conv + depth-to-space, and
 (c) ``new``: Deconv4x2 as the heads use it (method='phases', four 2x2 convs + interleave), all with
-identical kernels. For
-the deconv cases PyTorch's conv_transpose2d forward + backward (``torch.set_num_threads(--torch-threads)``)
-is timed as a reference, unless --no-torch.
+identical kernels, and
+
+  1x1 cases      one 1x1 convolution --conv-ch -> --conv-ch at each --conv-hw: ``old`` nnx.Conv
+                 against ``new`` Conv1x1 (the same params as a matmul), as the heads' conv layers
+
+For the deconv and 1x1 cases PyTorch's conv_transpose2d / conv2d forward + backward
+(``torch.set_num_threads(--torch-threads)``) is timed as a reference, unless --no-torch.
 
 Repetitions are interleaved (old, 3x3, new, torch, old, 3x3, new, torch, ...) so that load from
 other processes hits every variant alike; the table reports medians and the old / new, 3x3 / new and
@@ -37,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from hyper_sapiens_jax.models.heads import Deconv4x2, DepthHead, NormalHead, PoseHead
+from hyper_sapiens_jax.models.heads import Conv1x1, Deconv4x2, DepthHead, NormalHead, PoseHead
 
 
 def old_deconv(c_in: int, c_out: int, rngs: nnx.Rngs) -> nnx.ConvTranspose:
@@ -100,6 +104,24 @@ def torch_fwd_bwd(x: np.ndarray, kernel: np.ndarray, seed: int):
     return fn
 
 
+def torch_conv1x1_fwd_bwd(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray, seed: int):
+    """(fn) timing torch conv2d (1x1) forward + backward, NCHW."""
+    import torch
+
+    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).requires_grad_(True)
+    wt = torch.from_numpy(np.ascontiguousarray(kernel[0, 0].T[:, :, None, None])).requires_grad_(True)
+    bt = torch.from_numpy(np.array(bias)).requires_grad_(True)
+    shape = (x.shape[0], kernel.shape[-1], *x.shape[1:3])
+    probe = torch.from_numpy(np.random.default_rng(seed).standard_normal(shape).astype(np.float32))
+
+    def fn():
+        xt.grad = wt.grad = bt.grad = None
+        (torch.nn.functional.conv2d(xt, wt, bt) * probe).sum().backward()
+        return xt.grad, wt.grad
+
+    return fn
+
+
 def jax_timer(fn, args):
     return lambda: jax.block_until_ready(fn(*args))
 
@@ -132,6 +154,17 @@ def build_cases(a) -> list[dict]:
                 "timers": timers,
             }
         )
+    for i, (hi, wi) in enumerate(a.conv_hw):
+        x = jax.random.normal(jax.random.key(100 + i), (b, hi, wi, a.conv_ch))
+        new = Conv1x1(a.conv_ch, a.conv_ch, rngs=nnx.Rngs(i))
+        new.bias[...] = jax.random.normal(jax.random.key(200 + i), new.bias.shape)
+        old = nnx.Conv(a.conv_ch, a.conv_ch, (1, 1), rngs=nnx.Rngs(i))
+        old.kernel[...], old.bias[...] = new.kernel[...], new.bias[...]
+        timers = {"old": jax_timer(*fwd_bwd(old, x, 100 + i)), "new": jax_timer(*fwd_bwd(new, x, 100 + i))}
+        if not a.no_torch:
+            timers["torch"] = torch_conv1x1_fwd_bwd(np.asarray(x), np.asarray(new.kernel[...]), new.bias[...], 100 + i)
+        name = f"1x1 conv {a.conv_ch}->{a.conv_ch} {hi}x{wi}"
+        cases.append({"name": name, "input": [b, hi, wi, a.conv_ch], "timers": timers})
     if a.skip_heads:
         return cases
     heads = {
@@ -187,7 +220,7 @@ def run(a) -> dict:
             "times_s": times,
             "first_call_s": first,
             "old_over_new": med["old"] / med["new"],
-            "sub3x3_over_new": med["3x3"] / med["new"],
+            "sub3x3_over_new": med["3x3"] / med["new"] if "3x3" in med else None,
         }
         if "torch" in med:
             row["new_over_torch"] = med["new"] / med["torch"]
@@ -216,10 +249,10 @@ def print_row(r: dict, header: bool, torch_col: bool) -> None:
     cells = [
         r["name"],
         f"{1e3 * m['old']:.1f}",
-        f"{1e3 * m['3x3']:.1f}",
+        f"{1e3 * m['3x3']:.1f}" if "3x3" in m else "",
         f"{1e3 * m['new']:.1f}",
         f"{r['old_over_new']:.1f}x",
-        f"{r['sub3x3_over_new']:.2f}x",
+        f"{r['sub3x3_over_new']:.2f}x" if r["sub3x3_over_new"] is not None else "",
     ]
     if torch_col:
         cells += [f"{1e3 * m['torch']:.1f}", f"{r['new_over_torch']:.2f}x"] if "torch" in m else ["", ""]
@@ -245,12 +278,23 @@ def main(argv=None) -> None:
     p.add_argument("--depth-ch", type=int, default=32, help="depth head width (default 32)")
     p.add_argument("--normal-ch", type=int, default=64, help="normal head width (default 64)")
     p.add_argument("--num-keypoints", type=int, default=17, help="pose heatmaps (default 17)")
-    p.add_argument("--skip-heads", action="store_true", help="only the single-deconv cases")
+    p.add_argument("--conv-ch", type=int, default=64, help="width of the 1x1 conv cases (64)")
+    p.add_argument(
+        "--conv-hw",
+        type=int,
+        nargs="+",
+        default=(32, 24, 64, 48),
+        help="H W pairs of the 1x1 conv cases (default 32 24 64 48)",
+    )
+    p.add_argument("--skip-heads", action="store_true", help="only the single-layer cases")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     p.add_argument("--torch-threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     p.add_argument("--out", help="write the results as JSON here")
     a = p.parse_args(argv)
     a.feature_hw = tuple(a.feature_hw)
+    if len(a.conv_hw) % 2:
+        p.error("--conv-hw takes H W pairs")
+    a.conv_hw = [tuple(a.conv_hw[i : i + 2]) for i in range(0, len(a.conv_hw), 2)]
     res = run(a)
     if a.out:
         with open(a.out, "w") as f:

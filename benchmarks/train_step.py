@@ -45,6 +45,8 @@ import numpy as np
 from flax import nnx
 
 from hyper_sapiens_jax.config import base_config
+from hyper_sapiens_jax.data.codec import encode_udp_heatmaps
+from hyper_sapiens_jax.data.transforms import normalize_image
 from hyper_sapiens_jax.models.config import HEADS, ModelConfig
 from hyper_sapiens_jax.models.sapiens import Sapiens
 from hyper_sapiens_jax.models.weights import abstract_model, flat_params
@@ -75,54 +77,55 @@ def parse_heads(text: str) -> tuple[str, ...]:
 # =============================================================================================
 # The batch both frameworks train on
 # =============================================================================================
-def batch_shapes(mcfg: ModelConfig, batch: int) -> dict[str, tuple[int, ...]]:
-    """The shapes of the train batch the step reads (the pipeline's keys, docs/design.md §4)."""
+def batch_shapes(mcfg: ModelConfig, batch: int) -> dict[str, tuple[tuple[int, ...], str]]:
+    """(shape, dtype) of each key of the lean train batch the step reads (``training.batch``)."""
     h, w = mcfg.image_size
     k = mcfg.num_keypoints
     return {
-        "image": (batch, h, w, 3),
-        "heatmaps": (batch, h // 4, w // 4, k),
-        "target_weight": (batch, k),
-        "keypoints": (batch, k, 2),
-        "depth": (batch, h, w, 1),
-        "normal": (batch, h // 2, w // 2, 3),
-        **{name: (batch,) for name in ("has_pose", "has_depth", "has_normal", "is_real", "valid")},
-        "intrinsics": (batch, 3, 3),
+        "image": ((batch, h, w, 3), "uint8"),
+        "keypoints": ((batch, k, 2), "float32"),
+        "target_weight": ((batch, k), "float32"),
+        "depth": ((batch, h, w, 1), "float32"),
+        "normal": ((batch, h // 2, w // 2, 3), "float32"),
+        **{name: ((batch,), "float32") for name in ("has_pose", "has_depth", "has_normal", "is_real", "valid")},
+        "intrinsics": ((batch, 3, 3), "float32"),
     }
 
 
 def synthetic_batch(mcfg: ModelConfig, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """A batch of ``batch_shapes``: image normalised, heatmaps Gaussian blobs, relative depth in
-    [0, 1] over a person box (-1 elsewhere), unit normals, every target present."""
+    """A lean batch of ``batch_shapes``: random uint8 crops, keypoints inside the crop, relative
+    depth in [0, 1] over a person box (-1 elsewhere), unit normals, every target present."""
     rng = np.random.default_rng(seed)
     shapes = batch_shapes(mcfg, batch)
     h, w = mcfg.image_size
-    _, hm_h, hm_w, k = shapes["heatmaps"]
-    centers = rng.uniform([0, 0], [hm_w - 1, hm_h - 1], size=(batch, k, 2))
-    yy, xx = np.mgrid[0:hm_h, 0:hm_w]
-    sigma = 2.0
-    d2 = (xx[None, :, :, None] - centers[:, None, None, :, 0]) ** 2 + (
-        yy[None, :, :, None] - centers[:, None, None, :, 1]
-    ) ** 2
-    depth = np.full(shapes["depth"], -1.0, np.float32)
+    depth = np.full(shapes["depth"][0], -1.0, np.float32)
     depth[:, h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = rng.uniform(0.05, 1.0, (batch, h // 2, w // 2, 1))
-    normal = rng.normal(size=shapes["normal"]).astype(np.float32)
+    normal = rng.normal(size=shapes["normal"][0]).astype(np.float32)
     normal /= np.linalg.norm(normal, axis=-1, keepdims=True)
     focal = float(max(h, w))
     intrinsics = np.tile(np.array([[focal, 0, w / 2], [0, focal, h / 2], [0, 0, 1]], np.float32), (batch, 1, 1))
     ones = np.ones((batch,), np.float32)
     out = {
-        "image": rng.normal(size=shapes["image"]).astype(np.float32),
-        "heatmaps": np.exp(-d2 / (2 * sigma**2)).astype(np.float32),
-        "target_weight": np.ones(shapes["target_weight"], np.float32),
-        "keypoints": (centers * 4).astype(np.float32),
+        "image": rng.integers(0, 256, size=shapes["image"][0], dtype=np.uint8),
+        "keypoints": rng.uniform([0, 0], [w - 1, h - 1], size=shapes["keypoints"][0]).astype(np.float32),
+        "target_weight": np.ones(shapes["target_weight"][0], np.float32),
         "depth": depth,
         "normal": normal,
         **{name: ones for name in ("has_pose", "has_depth", "has_normal", "is_real", "valid")},
         "intrinsics": intrinsics,
     }
-    assert {k: v.shape for k, v in out.items()} == shapes
+    assert {k: (v.shape, str(v.dtype)) for k, v in out.items()} == shapes
     return out
+
+
+def host_targets(mcfg: ModelConfig, batch: dict[str, np.ndarray], sigma: float) -> dict[str, np.ndarray]:
+    """What the torch step reads: the normalised image and the host codec's heatmaps."""
+    h, w = mcfg.image_size
+    heatmaps = [
+        encode_udp_heatmaps(kp, wt, input_wh=(w, h), heatmap_wh=(w // 4, h // 4), sigma=sigma)[0]
+        for kp, wt in zip(batch["keypoints"], batch["target_weight"])
+    ]
+    return {**batch, "image": normalize_image(batch["image"]), "heatmaps": np.stack(heatmaps)}
 
 
 # =============================================================================================
@@ -249,7 +252,7 @@ class TorchStep:
         self.opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.1, fused=fused)
         self.params = params
         to = lambda v: torch.from_numpy(v).to(self.device)
-        self.batch = {k: to(v) for k, v in batch.items()}
+        self.batch = {k: to(v) for k, v in host_targets(mcfg, batch, bench_config(args).data.heatmap_sigma).items()}
         self.batch["image"] = self.batch["image"].permute(0, 3, 1, 2).contiguous()
         self.autocast = (
             torch.autocast(self.device.type, dtype=torch.bfloat16)

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from hyper_sapiens_jax.data.transforms import normalize_image
 from hyper_sapiens_jax.evaluation.evaluate import flip_test as flip_averaged
 from hyper_sapiens_jax.models.config import ModelConfig
 from hyper_sapiens_jax.models.weights import WeightsError, build_model
@@ -50,7 +51,8 @@ class Predictor:
         return self.config.image_size
 
     def forward(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """images (B, H, W, 3) float32 normalised RGB -> {'features', and 'pose'/'depth'/'normal'}.
+        """images (B, H, W, 3) float32 normalised RGB, or uint8 RGB (normalised here with the Sapiens
+        constants) -> {'features', and 'pose'/'depth'/'normal'}.
 
         Shapes: features (B, H/16, W/16, D), pose (B, H/4, W/4, K), depth (B, H, W, 1),
         normal (B, H/2, W/2, 3); all float32 numpy arrays.
@@ -59,6 +61,8 @@ class Predictor:
         h, w = self.image_size
         if images.ndim != 4 or images.shape[1:] != (h, w, 3):
             raise ValueError(f"images must have shape (B, {h}, {w}, 3), got {images.shape}")
+        if images.dtype == np.uint8:
+            images = normalize_image(images)
         out = self._forward(self._state, jnp.asarray(images, jnp.float32))
         return {k: np.asarray(v) for k, v in out.items()}
 

@@ -90,3 +90,19 @@ def test_fsdp_memory_shards_the_state_over_the_devices(tmp_path):
             == rows[0]["argument_bytes"] + rows[0]["output_bytes"] + rows[0]["temp_bytes"] - rows[0]["alias_bytes"]
         )
     assert set(results[4]["per_device_bytes"]) == {"1", "2"}
+
+
+def test_heads_benchmark_times_every_case(tmp_path):
+    """The deconv, 1x1 conv and head cases each time their variants and the torch reference."""
+    out = tmp_path / "heads.json"
+    small = ["--embed", "16", "--deconv-ch", "8", "--pose-ch", "8", "--depth-ch", "8", "--normal-ch", "8"]
+    load_script("heads").main(
+        ["--reps", "1", "--batch", "1", "--feature-hw", "2", "2", *small, "--conv-ch", "8", "--conv-hw", "4", "3"]
+        + ["--out", str(out)]
+    )
+    rows = {r["name"]: r for r in json.loads(out.read_text())["results"]}
+    assert len(rows) == 4 + 1 + 3  # four deconvs, one 1x1 conv, three heads
+    conv = rows["1x1 conv 8->8 4x3"]
+    assert set(conv["median_s"]) == {"old", "new", "torch"} and conv["sub3x3_over_new"] is None
+    deconv = next(r for n, r in rows.items() if n.startswith("deconv"))
+    assert set(deconv["median_s"]) == {"old", "3x3", "new", "torch"} and deconv["new_over_torch"] > 0

@@ -43,7 +43,8 @@ def test_every_batch_has_the_stage_ratio(testbed, stage, real_fraction):
         assert batch["is_real"].sum() == real_fraction * config.batch_size
         per_source = np.bincount(batch["source_id"], minlength=len(mix))
         assert dict(zip([e.name for e in mix], per_source.tolist())) == counts
-        assert batch["image"].shape[1:] == (64, 48, 3) and batch["heatmaps"].shape[1:] == (16, 12, 17)
+        assert batch["image"].shape[1:] == (64, 48, 3) and batch["image"].dtype == np.uint8
+        assert "heatmaps" not in batch and batch["target_weight"].shape[1:] == (17,)
         mini = batch["source_id"] == [e.name for e in mix].index("mini_rgbd")
         assert (batch["has_depth"][mini] == 1).all() and (batch["has_depth"][~mini] == 0).all()
 

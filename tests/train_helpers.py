@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -11,11 +12,13 @@ import optax
 from conftest import REPO, tiny_data_config
 from flax import nnx
 
+from hyper_sapiens_jax.config import base_config
 from hyper_sapiens_jax.data import builders
 from hyper_sapiens_jax.data.pipeline import train_dataset, train_iterator
 from hyper_sapiens_jax.models import ModelConfig, Sapiens
 from hyper_sapiens_jax.models.weights import nest
 from hyper_sapiens_jax.testbed.writer import Paths
+from hyper_sapiens_jax.training.batch import complete_batch, step_inputs
 from hyper_sapiens_jax.training.objective import LossWeights, objective
 from hyper_sapiens_jax.training.optim import sapiens_adamw
 from hyper_sapiens_jax.training.partition import split_flat
@@ -48,7 +51,7 @@ def first_batch(testbed_root: Path, stage: int = 2, image_size=MODEL.image_size)
     config.model.image_size = tuple(image_size)
     mix, _ = builders.build_train_mix(config)
     batch = next(train_iterator(train_dataset(mix, builders.sample_config(config), seed=0, num_batches=1)))
-    return {k: jnp.asarray(v) for k, v in batch.items() if k != "source_id"}
+    return {k: jnp.asarray(v) for k, v in step_inputs(batch).items()}
 
 
 def make_step_and_state(
@@ -76,7 +79,10 @@ def make_step_and_state(
     def obj(outputs, batch, normalizers, key, step):
         return objective(outputs, batch, weights, normalizers, key=key)
 
-    step = make_train_step(graphdef, template, tx, obj, micro_batches=micro_batches, dropout=False)
+    prepare = functools.partial(complete_batch, heatmap_sigma=base_config("tiny").data.heatmap_sigma)
+    step = make_train_step(
+        graphdef, template, tx, obj, micro_batches=micro_batches, dropout=False, prepare_batch=prepare
+    )
     return step, state
 
 

@@ -29,6 +29,25 @@ def udp_scale_factor(input_wh: tuple[int, int], heatmap_wh: tuple[int, int]) -> 
 # ----------------------------------------------------------------------------------------------
 
 
+def _udp_windows(keypoints, keypoints_visible, input_wh, heatmap_wh, sigma):
+    """(mu (K, 2) heatmap pixels, window lo, hi (K, 2), draw (K,) bool, weights (K,)) of the codec."""
+    keypoints = np.asarray(keypoints, np.float64)
+    if keypoints_visible is None:
+        keypoints_visible = np.ones(len(keypoints), np.float32)
+    visible = np.asarray(keypoints_visible, np.float32)
+    w, h = heatmap_wh
+    mu = keypoints / udp_scale_factor(input_wh, heatmap_wh)  # (K, 2) heatmap pixels
+    radius = 3.0 * sigma
+    # mmpose rounds with int64(mu + 0.5) (truncation toward zero) and tests the window bounds.
+    rounded = (mu + 0.5).astype(np.int64)
+    lo = (rounded - radius).astype(np.int64)  # first pixel of the window, (x, y)
+    hi = (rounded + radius + 1).astype(np.int64)  # one past the last
+    overlaps = (lo[:, 0] < w) & (lo[:, 1] < h) & (hi[:, 0] >= 0) & (hi[:, 1] >= 0)
+    draw = (visible >= 0.5) & overlaps
+    weights = np.where(draw, np.clip(visible, 0.0, 1.0), 0.0).astype(np.float32)
+    return mu, lo, hi, draw, weights
+
+
 def encode_udp_heatmaps(
     keypoints: Array,
     keypoints_visible: Array | None = None,
@@ -45,27 +64,26 @@ def encode_udp_heatmaps(
     misses the heatmap entirely; otherwise its weight is its visibility clipped to [0, 1] — a
     point just outside the heatmap still gets its partial Gaussian, as in mmpose.
     """
-    keypoints = np.asarray(keypoints, np.float64)
-    if keypoints_visible is None:
-        keypoints_visible = np.ones(len(keypoints), np.float32)
-    visible = np.asarray(keypoints_visible, np.float32)
+    mu, lo, hi, draw, weights = _udp_windows(keypoints, keypoints_visible, input_wh, heatmap_wh, sigma)
     w, h = heatmap_wh
-    mu = keypoints / udp_scale_factor(input_wh, heatmap_wh)  # (K, 2) heatmap pixels
-    radius = 3.0 * sigma
-
-    # mmpose rounds with int64(mu + 0.5) (truncation toward zero) and tests the window bounds.
-    rounded = (mu + 0.5).astype(np.int64)
-    lo = (rounded - radius).astype(np.int64)  # first pixel of the window, (x, y)
-    hi = (rounded + radius + 1).astype(np.int64)  # one past the last
-    overlaps = (lo[:, 0] < w) & (lo[:, 1] < h) & (hi[:, 0] >= 0) & (hi[:, 1] >= 0)
-    draw = (visible >= 0.5) & overlaps
-    weights = np.where(draw, np.clip(visible, 0.0, 1.0), 0.0).astype(np.float32)
-
     # Separable: exp(-(dx^2 + dy^2) / 2s^2) = gx * gy, each masked to its window.
     gx = _windowed_gaussian_1d(w, mu[:, 0], lo[:, 0], hi[:, 0], sigma)  # (K, w)
     gy = _windowed_gaussian_1d(h, mu[:, 1], lo[:, 1], hi[:, 1], sigma)  # (K, h)
     heatmaps = gy.T[:, None, :] * gx.T[None, :, :] * draw  # (h, w, K)
     return heatmaps.astype(np.float32), weights
+
+
+def udp_target_weights(
+    keypoints: Array,
+    keypoints_visible: Array | None = None,
+    *,
+    input_wh: tuple[int, int] = (768, 1024),
+    heatmap_wh: tuple[int, int] = (192, 256),
+    sigma: float = 6.0,
+) -> Array:
+    """The ``weights (K,)`` of ``encode_udp_heatmaps`` alone, without drawing the heatmaps (the
+    train step renders them on the device: ``training.batch.render_udp_heatmaps``)."""
+    return _udp_windows(keypoints, keypoints_visible, input_wh, heatmap_wh, sigma)[-1]
 
 
 def _windowed_gaussian_1d(size: int, mu: Array, lo: Array, hi: Array, sigma: float) -> Array:

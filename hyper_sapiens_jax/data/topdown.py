@@ -3,8 +3,10 @@
 Every sample has the same keys and shapes whatever its source (absent targets are zero-filled and
 flagged), so batches from different sources concatenate. For input (H, W) and K keypoints:
 
-  image (H, W, 3) f32 normalised     heatmaps (H/4, W/4, K) f32      target_weight (K,) f32
+  image (H, W, 3) uint8 RGB (normalised on the device)                 target_weight (K,) f32
   keypoints (K, 2) f32 crop pixels   keypoints_visible (K,) f32
+  (the heatmaps (H/4, W/4, K) are rendered on the device from keypoints and target_weight,
+  ``training.batch.complete_batch``; ``data.codec.encode_udp_heatmaps`` is their host reference)
   depth (H, W, 1) f32: person depth min-max normalised to [0, 1], -1 elsewhere
   normal (H/2, W/2, 3) f32: unit camera-frame normals, 0 where invalid
   has_pose, has_depth, has_normal, is_real, valid: f32 scalars (valid = 0 marks eval padding)
@@ -54,9 +56,10 @@ class SampleConfig:
 
 
 def _targets(cfg: SampleConfig, record: dict, crop: dict, normal: np.ndarray | None) -> Sample:
-    """Assemble the fixed-schema sample from a warped crop."""
+    """Assemble the fixed-schema sample from a warped crop: the image stays RGB uint8 and the
+    heatmaps are left to the device (``training.batch``), only their target weights are computed."""
     h, w = cfg.input_size
-    heatmaps, weights = codec.encode_udp_heatmaps(
+    weights = codec.udp_target_weights(
         crop["keypoints"],
         crop["keypoints_visible"],
         input_wh=cfg.input_wh,
@@ -79,8 +82,7 @@ def _targets(cfg: SampleConfig, record: dict, crop: dict, normal: np.ndarray | N
     if normal is None:
         normal = np.zeros((h // 2, w // 2, 3), np.float32)
     return {
-        "image": T.normalize_image(crop["image"]),
-        "heatmaps": heatmaps,
+        "image": np.asarray(crop["image"], np.uint8),
         "target_weight": weights * has["has_pose"],
         "keypoints": crop["keypoints"].astype(np.float32),
         "keypoints_visible": crop["keypoints_visible"].astype(np.float32),

@@ -665,6 +665,9 @@ def normalize_image(image: Array) -> Array:
 
 
 def denormalize_image(image: Array) -> Array:
-    """Inverse of :func:`normalize_image`, rounded and clipped to RGB uint8 (for visualisation)."""
+    """Inverse of :func:`normalize_image`, rounded and clipped to RGB uint8 (for visualisation);
+    uint8 input (a sample's crop) is returned as it is."""
+    if np.asarray(image).dtype == np.uint8:
+        return np.asarray(image)
     restored = np.asarray(image, dtype=np.float32) * SAPIENS_STD + SAPIENS_MEAN
     return np.clip(np.rint(restored), 0, 255).astype(np.uint8)

@@ -20,6 +20,7 @@ interval), ``tensorboard/``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import time
@@ -51,6 +52,7 @@ from hyper_sapiens_jax.training.adapters import (
     sds_scale,
     unfreeze_schedule,
 )
+from hyper_sapiens_jax.training.batch import complete_batch, normalize_images, step_inputs
 from hyper_sapiens_jax.training.monitor import IntervalClock, MetricsWriter, StopFlag, interval_means
 from hyper_sapiens_jax.training.objective import objective
 from hyper_sapiens_jax.training.partition import split_flat, trainable_blocks_at
@@ -148,12 +150,19 @@ def make_layout(config, mcfg: ModelConfig, mesh, graphdef, template, blocks: int
     shardings = param_shardings(abstract, mesh)
     b_sh, rep = batch_sharding(mesh), replicated(None, mesh)
     step_fn = make_train_step(
-        graphdef, template, tx, objective_fn, micro_batches=config.micro_batches, ema_decay=config.ema_decay
+        graphdef,
+        template,
+        tx,
+        objective_fn,
+        micro_batches=config.micro_batches,
+        ema_decay=config.ema_decay,
+        prepare_batch=functools.partial(complete_batch, heatmap_sigma=config.data.heatmap_sigma),
     )
     step = jax.jit(step_fn, in_shardings=(shardings, b_sh, rep), out_shardings=(shardings, rep), donate_argnums=0)
 
     def heatmaps(ema, frozen, images):
         forward = lambda x: merge_model(graphdef, template, ema, frozen)(x)["pose"]
+        images = normalize_images(images)
         return flip_test(forward, images) if config.eval.flip_test else forward(images)
 
     hm = jax.jit(heatmaps, in_shardings=(shardings.ema, shardings.frozen, b_sh), out_shardings=b_sh)
@@ -327,7 +336,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
         result = evaluate(
             lambda b: layout.heatmaps(state.ema, state.frozen, b["image"]),
             batches,
-            lambda b: global_batch(b, mesh),
+            lambda b: global_batch({"image": b["image"]}, mesh),
             input_wh=sample_cfg.input_wh,
             gt_file=paths.get("val_ann"),
             pck_threshold=config.eval.pck_threshold,
@@ -426,7 +435,7 @@ def _train(
                 log.info("step %d: unfreezing -> trainable blocks %s", step, "all" if blocks is None else blocks)
                 layout = new
             local = next(data_iter)
-            batch = global_batch({k: v for k, v in local.items() if k != "source_id"}, mesh)
+            batch = global_batch(step_inputs(local), mesh)
             state, metrics = layout.step(state, batch, jax.random.fold_in(key, step))
             pending.append(metrics)
             step += 1

@@ -34,8 +34,13 @@ def make_train_step(
     micro_batches: int = 1,
     ema_decay: float = 0.999,
     dropout: bool = True,
+    prepare_batch: Callable[[Batch], Batch] | None = None,
 ) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, dict]]:
-    """Build ``step(state, batch, key) -> (state, metrics)``; jit it with donated state."""
+    """Build ``step(state, batch, key) -> (state, metrics)``; jit it with donated state.
+
+    ``prepare_batch`` completes the batch on the device before anything reads it (the lean batch:
+    ``functools.partial(training.batch.complete_batch, heatmap_sigma=...)`` normalises the uint8
+    images and renders the heatmaps)."""
 
     def loss_fn(params: Any, frozen: Any, batch: Batch, normalizers: dict, key: jax.Array, step: jax.Array):
         model = merge_model(graphdef, template, params, frozen)
@@ -46,6 +51,8 @@ def make_train_step(
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     def step(state: TrainState, batch: Batch, key: jax.Array) -> tuple[TrainState, dict]:
+        if prepare_batch is not None:
+            batch = prepare_batch(batch)
         normalizers = {**batch_normalizers(batch), "micro_batches": jnp.float32(micro_batches)}
         if micro_batches == 1:
             (loss, parts), grads = grad_fn(state.params, state.frozen, batch, normalizers, key, state.step)
