@@ -17,8 +17,9 @@ identical kernels, and
   1x1 cases      one 1x1 convolution --conv-ch -> --conv-ch at each --conv-hw: ``old`` nnx.Conv
                  against ``new`` Conv1x1 (the same params as a matmul), as the heads' conv layers
 
-For the deconv and 1x1 cases PyTorch's conv_transpose2d / conv2d forward + backward
-(``torch.set_num_threads(--torch-threads)``) is timed as a reference, unless --no-torch.
+PyTorch is timed as the reference (``torch.set_num_threads(--torch-threads)``) unless --no-torch:
+conv_transpose2d / conv2d for the single layers, the heads of tests/torch_sapiens.py holding the
+same weights for the head cases. --skip-old leaves out the slow ``old`` variants.
 
 Repetitions are interleaved (old, 3x3, new, torch, old, 3x3, new, torch, ...) so that load from
 other processes hits every variant alike; the table reports medians and the old / new, 3x3 / new and
@@ -122,6 +123,47 @@ def torch_conv1x1_fwd_bwd(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray, s
     return fn
 
 
+def torch_head_fwd_bwd(task: str, head, x: np.ndarray, seed: int):
+    """(fn) timing the torch reference head of ``task`` (tests/torch_sapiens.py), holding ``head``'s
+    weights (through the converter's key rules), forward + backward, NCHW, no dropout."""
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    from convert_weights.layout import TASK_PREFIX, flax_to_torch_state_dict, head_rules
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import torch_sapiens as ts
+
+    width = head.deconv_layers[0].out_features
+    embed = head.deconv_layers[0].in_features
+    ref = {
+        "pose": lambda: ts.HeatmapHead(embed, width, head.final_layer.out_features),
+        "depth": lambda: ts.DecodeHead(embed, width, 4, 2, 1),
+        "normal": lambda: ts.DecodeHead(embed, width, 3, 3, 3),
+    }[task]()
+    for module in ref.modules():
+        if isinstance(module, torch.nn.Dropout2d):
+            module.p = 0.0
+    flat = {("heads", task, *p): v.get_value() for p, v in nnx.to_flat_state(nnx.state(head))}
+    prefix = TASK_PREFIX[task]
+    sd = flax_to_torch_state_dict(flat, head_rules(task))
+    ref.load_state_dict({k[len(prefix) :]: torch.from_numpy(np.array(v)) for k, v in sd.items()})
+    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).requires_grad_(True)
+    with torch.no_grad():
+        shape = ref(xt).shape
+    probe = torch.from_numpy(np.random.default_rng(seed).standard_normal(shape).astype(np.float32))
+
+    def fn():
+        xt.grad = None
+        ref.zero_grad(set_to_none=True)
+        (ref(xt) * probe).sum().backward()
+        return xt.grad
+
+    return fn
+
+
 def jax_timer(fn, args):
     return lambda: jax.block_until_ready(fn(*args))
 
@@ -145,6 +187,8 @@ def build_cases(a) -> list[dict]:
             "3x3": jax_timer(*fwd_bwd(sub3, x, i)),
             "new": jax_timer(*fwd_bwd(new, x, i)),
         }
+        if a.skip_old:
+            del timers["old"]
         if not a.no_torch:
             timers["torch"] = torch_fwd_bwd(np.asarray(x), np.asarray(kernel), i)
         cases.append(
@@ -181,6 +225,10 @@ def build_cases(a) -> list[dict]:
             "3x3": jax_timer(*fwd_bwd(with_method(head, "subpixel3x3"), x, 30 + j)),
             "new": jax_timer(*fwd_bwd(head, x, 30 + j)),
         }
+        if a.skip_old:
+            del timers["old"]
+        if not a.no_torch:
+            timers["torch"] = torch_head_fwd_bwd(name.split()[0], head, np.asarray(x), 30 + j)
         cases.append(
             {
                 "name": f"{name} {a.embed}->{width} {h}x{w}->{h * 2**n_deconv}x{w * 2**n_deconv}",
@@ -219,7 +267,7 @@ def run(a) -> dict:
             "median_s": med,
             "times_s": times,
             "first_call_s": first,
-            "old_over_new": med["old"] / med["new"],
+            "old_over_new": med["old"] / med["new"] if "old" in med else None,
             "sub3x3_over_new": med["3x3"] / med["new"] if "3x3" in med else None,
         }
         if "torch" in med:
@@ -248,10 +296,10 @@ def print_row(r: dict, header: bool, torch_col: bool) -> None:
     m = r["median_s"]
     cells = [
         r["name"],
-        f"{1e3 * m['old']:.1f}",
+        f"{1e3 * m['old']:.1f}" if "old" in m else "",
         f"{1e3 * m['3x3']:.1f}" if "3x3" in m else "",
         f"{1e3 * m['new']:.1f}",
-        f"{r['old_over_new']:.1f}x",
+        f"{r['old_over_new']:.1f}x" if r["old_over_new"] is not None else "",
         f"{r['sub3x3_over_new']:.2f}x" if r["sub3x3_over_new"] is not None else "",
     ]
     if torch_col:
@@ -288,6 +336,7 @@ def main(argv=None) -> None:
     )
     p.add_argument("--skip-heads", action="store_true", help="only the single-layer cases")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
+    p.add_argument("--skip-old", action="store_true", help="skip the nnx.ConvTranspose / nnx.Conv variants (slow)")
     p.add_argument("--torch-threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     p.add_argument("--out", help="write the results as JSON here")
     a = p.parse_args(argv)

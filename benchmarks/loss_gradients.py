@@ -39,6 +39,7 @@ from hyper_sapiens_jax.losses.geometry import backproject_keypoints, bone_ratio_
 from hyper_sapiens_jax.models import Sapiens
 from hyper_sapiens_jax.models.weights import nest
 from hyper_sapiens_jax.training import adapters, loop, reference
+from hyper_sapiens_jax.training.batch import complete_batch
 from hyper_sapiens_jax.training.objective import batch_normalizers, heatmap_keypoints
 from hyper_sapiens_jax.training.state import merge_model
 
@@ -107,7 +108,8 @@ def term_gradients(config, init: str, num_batches: int) -> dict[str, dict[str, f
     rows: dict[str, list] = {}
     truth: dict[str, list] = {}
     for i in range(num_batches):
-        batch = {k: jnp.asarray(v) for k, v in next(it).items() if k != "source_id"}
+        host = {k: jnp.asarray(v) for k, v in next(it).items() if k != "source_id"}
+        batch = complete_batch(host, heatmap_sigma=sc.data.heatmap_sigma)  # as the train step does
         for name, (value, w, g) in one(backbone, batch, jax.random.key(i)).items():
             rows.setdefault(name, []).append((float(value), float(w), float(g)))
         if bone_ref is not None and "depth" in mcfg.heads:

@@ -106,3 +106,5 @@ def test_heads_benchmark_times_every_case(tmp_path):
     assert set(conv["median_s"]) == {"old", "new", "torch"} and conv["sub3x3_over_new"] is None
     deconv = next(r for n, r in rows.items() if n.startswith("deconv"))
     assert set(deconv["median_s"]) == {"old", "3x3", "new", "torch"} and deconv["new_over_torch"] > 0
+    head = next(r for n, r in rows.items() if n.startswith("normal head"))  # torch holds the same weights
+    assert set(head["median_s"]) == {"old", "3x3", "new", "torch"}
