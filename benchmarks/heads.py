@@ -138,14 +138,8 @@ def torch_head_fwd_bwd(task: str, head, x: np.ndarray, seed: int):
 
     width = head.deconv_layers[0].out_features
     embed = head.deconv_layers[0].in_features
-    ref = {
-        "pose": lambda: ts.HeatmapHead(embed, width, head.final_layer.out_features),
-        "depth": lambda: ts.DecodeHead(embed, width, 4, 2, 1),
-        "normal": lambda: ts.DecodeHead(embed, width, 3, 3, 3),
-    }[task]()
-    for module in ref.modules():
-        if isinstance(module, torch.nn.Dropout2d):
-            module.p = 0.0
+    num_keypoints = head.final_layer.out_features if task == "pose" else 0  # only the pose head has K
+    ref = ts.disable_dropout_(ts.make_head(task, embed, width, num_keypoints))
     flat = {("heads", task, *p): v.get_value() for p, v in nnx.to_flat_state(nnx.state(head))}
     prefix = TASK_PREFIX[task]
     sd = flax_to_torch_state_dict(flat, head_rules(task))

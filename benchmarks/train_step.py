@@ -202,6 +202,7 @@ class TorchStep:
         import torch_sapiens as ts
 
         from convert_weights.flax_to_torch import export_state_dict
+        from convert_weights.layout import TASK_PREFIX
 
         self.torch, self.F = torch, F
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -212,12 +213,9 @@ class TorchStep:
             def __init__(self):
                 super().__init__()
                 self.backbone = ts.ViT(mcfg.arch, mcfg.image_size, mcfg.patch_padding)
-                made = {
-                    "pose": lambda: ts.HeatmapHead(spec.embed_dims, widths["pose"], mcfg.num_keypoints),
-                    "depth": lambda: ts.DecodeHead(spec.embed_dims, widths["depth"], 4, 2, 1),
-                    "normal": lambda: ts.DecodeHead(spec.embed_dims, widths["normal"], 3, 3, 3),
-                }
-                self.heads = nn.ModuleDict({h: made[h]() for h in mcfg.heads})
+                self.heads = nn.ModuleDict(
+                    {h: ts.make_head(h, spec.embed_dims, widths[h], mcfg.num_keypoints) for h in mcfg.heads}
+                )
 
             def forward(self, x):
                 feats = self.backbone(x)
@@ -230,11 +228,9 @@ class TorchStep:
             model.backbone.load_state_dict(
                 {k[len("backbone.") :]: v for k, v in tensors.items() if k.startswith("backbone.")}
             )
-            prefix = "head." if task == "pose" else "decode_head."
+            prefix = TASK_PREFIX[task]
             model.heads[task].load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
-        for module in model.modules():  # as the JAX side (head_dropout 0): no dropout, same loss
-            if isinstance(module, nn.Dropout2d):
-                module.p = 0.0
+        ts.disable_dropout_(model)  # as the JAX side (head_dropout 0): no dropout, same loss
         if args.torch_attention == "sdpa":
             for block in model.backbone.layers:
                 block.attn.forward = _sdpa_forward(block.attn, F)

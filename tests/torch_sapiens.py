@@ -133,6 +133,25 @@ class DecodeHead(nn.Module):
         return self.conv_seg(self.dropout(self.conv_layers(self.deconv_layers(x))))
 
 
+def make_head(task: str, in_ch: int, ch: int, num_keypoints: int = 17) -> nn.Module:
+    """The Sapiens head of ``task``: pose (2 deconvs, 2 convs), depth (4, 2) or normal (3, 3)."""
+    if task == "pose":
+        return HeatmapHead(in_ch, ch, num_keypoints)
+    if task == "depth":
+        return DecodeHead(in_ch, ch, 4, 2, 1)
+    if task == "normal":
+        return DecodeHead(in_ch, ch, 3, 3, 3)
+    raise ValueError(f"unknown task {task!r}")
+
+
+def disable_dropout_(model: nn.Module) -> nn.Module:
+    """Set every Dropout2d to p = 0 (train-mode comparisons against a dropout-free forward)."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout2d):
+            module.p = 0.0
+    return model
+
+
 class SapiensTorch(nn.Module):
     """``task``: 'pose' (``head``), 'depth' / 'normal' (``decode_head``) or 'backbone'."""
 
@@ -143,12 +162,9 @@ class SapiensTorch(nn.Module):
             patch_padding = 0 if task == "depth" else 2
         self.task = task
         self.backbone = ViT(arch, image_size, patch_padding)
-        if task == "pose":
-            self.head = HeatmapHead(dim, pose_ch, num_keypoints)
-        elif task == "depth":
-            self.decode_head = DecodeHead(dim, depth_ch, 4, 2, 1)
-        elif task == "normal":
-            self.decode_head = DecodeHead(dim, normal_ch, 3, 3, 3)
+        width = {"pose": pose_ch, "depth": depth_ch, "normal": normal_ch}
+        if task in width:  # Sapiens' keys: head.* for pose, decode_head.* for depth / normal
+            setattr(self, "head" if task == "pose" else "decode_head", make_head(task, dim, width[task], num_keypoints))
 
     def forward(self, x):
         feats = self.backbone(x)

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hyper_sapiens_jax.data.codec import udp_scale_factor
 from hyper_sapiens_jax.data.transforms import SAPIENS_MEAN, SAPIENS_STD
 
 Array = jax.Array
@@ -58,8 +59,8 @@ def render_udp_heatmaps(
     0 (the codec gives weight 0 exactly to the points it leaves undrawn: unlabelled, or whose square
     misses the map; a sample without pose has weight 0 everywhere).
     """
-    (in_w, in_h), (w, h) = input_wh, heatmap_wh
-    scale = jnp.asarray([(in_w - 1) / (w - 1), (in_h - 1) / (h - 1)], jnp.float32)  # codec.udp_scale_factor
+    w, h = heatmap_wh
+    scale = jnp.asarray(udp_scale_factor(input_wh, heatmap_wh), jnp.float32)  # (x, y) input px per heatmap px
     mu = keypoints.astype(jnp.float32) / scale  # (B, K, 2) heatmap pixels
     radius = 3.0 * sigma
     rounded = jnp.trunc(mu + 0.5)  # mmpose's int64(mu + 0.5)
