@@ -118,6 +118,8 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # (trainable_blocks=0: only the final norm and the heads train; the backbone runs forward only).
     c.train_pos_embed = True
     c.unfreeze = ""
+    # Heads that never train (the semi-supervised mode keeps 'depth' and 'normal' as frozen teachers).
+    c.frozen_heads = ()
 
     # The Sapiens AdamW (docs/design.md §4): warm-up from lr * 1e-3, cosine to lr * final_lr_frac.
     c.optim = ml_collections.ConfigDict(
@@ -206,6 +208,17 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     d.val_ann = ""
     d.val_images = ""
     d.skeletons = ""
+    # Unlabelled images (the semi-supervised mode): a folder, optionally with person boxes from a
+    # detector (a COCO detection-results JSON with the COCO image list it refers to, or a COCO image
+    # list with boxes); without boxes each whole image is one box. The testbed makes num_unlabeled.
+    d.unlabeled_images = ""
+    d.unlabeled_boxes = ""
+    d.unlabeled_image_list = ""
+    d.unlabeled_min_score = 0.0
+    d.num_unlabeled = 400
+    # > 0: train on this many labelled records of each mix source (a seeded subset, labeled_seed).
+    d.num_labeled = 0
+    d.labeled_seed = 0
     d.skip_bad_records = False
     # Integer ratio weights per source; each global batch holds exactly batch_size * w / sum(w).
     d.mix = ml_collections.ConfigDict({"syrip_syn": 1, "mini_rgbd": 1})
@@ -257,6 +270,52 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
             jpeg_prob=0.0,
             dropout_prob=0.0 if tiny else 1.0,
             dropout_size_range=(0.2, 0.4),
+        )
+    )
+    return c
+
+
+def semisup_config(arg: str | None, stage: int) -> ml_collections.ConfigDict:
+    """NK-Sapiens' stages on top of ``base_config``: 0 the supervised warm-up on the labelled data,
+    1 the semi-supervised alignment (L_sup + λ_cons L_cons + λ_dev L_dev + λ_geo L_geo), 2 the same
+    with the backbone frozen but for its last 2 blocks (and the pose head). The depth and normal
+    heads are frozen teachers throughout (``frozen_heads``), so the supervised loss is pose only."""
+    if stage not in (0, 1, 2):
+        raise ValueError(f"semi-supervised stages are 0, 1 and 2, got {stage}")
+    c = base_config(arg)
+    layers = ARCHS[c.arch].num_layers
+    c.job = "finetune" if stage == 0 else "semisup"
+    c.stage = stage
+    c.data.mix = ml_collections.ConfigDict({"syrip_real": 1})  # the labelled set
+    c.loss.depth = c.loss.normal = 0.0
+    c.frozen_heads = ("depth", "normal")
+    c.trainable_blocks = 2 if stage == 2 else (None if c.arch == "tiny" else layers // 2)
+    c.semisup = ml_collections.ConfigDict(
+        dict(
+            unlabeled_batch=c.batch_size,  # unlabelled samples per global batch (labelled: batch_size)
+            teacher="hybrid",  # 'ema': the plain mean teacher (A only, no gate); 'hybrid': A or B by the gate
+            conf_threshold=0.5,  # teacher A's mean joint peak above which it may label a sample
+            kps_threshold=0.7,  # and its kinematic plausibility score above which
+            keypoint_conf=0.3,  # a joint counts as visible above this heatmap peak
+            denoise_t=0.1,  # teacher B / L_dev: Denoise(y, t) noises to t = denoise_t * T ...
+            denoise_steps=5,  # ... and comes back in this many DDIM moves
+            cons=c.loss.pose,  # λ_cons: the consistency term has the supervised pose term's form
+            dev=1.0,  # λ_dev
+            rigidity=0.1,  # λ_geo on limb rigidity with depth
+            orthogonality=0.1,  # λ_geo on limb / normal orthogonality
+            geometry_teacher="copy",  # 'copy': a frozen copy of the starting model; 'heads': the frozen heads
+            depth_scale=1.0,  # a in sqrt(|dp|^2 + a dD^2) (p in crop heights, D relative depth)
+            near=c.loss.near,
+            extent=c.loss.extent,
+            # The weak view: the box crop with a little scale / shift jitter, no flip, rotation or texture.
+            weak_view=dict(
+                flip_prob=0.0,
+                rotate_prob=0.0,
+                half_body_prob=0.0,
+                scale_range=(0.9, 1.1),
+                shift_prob=0.5,
+                shift_factor=0.05,
+            ),
         )
     )
     return c

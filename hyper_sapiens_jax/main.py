@@ -7,6 +7,10 @@ The config's ``job`` field picks what runs:
   pretrain  Sapiens-style MAE pretraining of the backbone on unlabelled images (configs/pretrain.py)
   foundation  the testbed foundation: human corpus -> MAE -> pose/depth/normal heads -> Sapiens-layout
             files (configs/foundation.py)
+  semisup   a semi-supervised NK-Sapiens stage (configs/semisup_stage1.py, semisup_stage2.py; stage 0
+            is a finetune job, configs/semisup_stage0.py)
+  semisup_demo  NK-Sapiens on the testbed: supervised-only against the semi-supervised rows
+            (configs/semisup_demo.py)
 Examples::
 
   python -m hyper_sapiens_jax.main --config configs/demo.py --workdir /tmp/demo
@@ -26,26 +30,17 @@ files), ``python -m hyper_sapiens_jax.study`` (the ablation study over seeds),
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
+from hyper_sapiens_jax.jobs import JOBS, run_job
 from hyper_sapiens_jax.logs import setup_logging
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "config file, e.g. configs/stage2.py:tiny", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, logs and reports go")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resuming if possible) or eval")
-
-# job name -> module with ``run(config, workdir, mode)``.
-JOBS = {
-    "prior": "hyper_sapiens_jax.prior.train",
-    "finetune": "hyper_sapiens_jax.training.loop",
-    "demo": "hyper_sapiens_jax.demo",
-    "pretrain": "hyper_sapiens_jax.training.pretrain",
-    "foundation": "hyper_sapiens_jax.testbed.foundation",
-}
 
 
 def maybe_initialize_distributed(config) -> None:
@@ -76,8 +71,7 @@ def main(argv) -> None:
     if not _WORKDIR.value:
         raise app.UsageError("--workdir is required")
     maybe_initialize_distributed(config)
-    module = importlib.import_module(JOBS[job])
-    sys.exit(module.run(config, _WORKDIR.value, _MODE.value) or 0)
+    sys.exit(run_job(config, _WORKDIR.value, _MODE.value))
 
 
 def cli() -> None:

@@ -54,6 +54,7 @@ from ml_collections import config_flags
 from hyper_sapiens_jax import demo
 from hyper_sapiens_jax.config import config_to_dict, rescale_unfreeze
 from hyper_sapiens_jax.data import builders
+from hyper_sapiens_jax.jobs import run_job
 from hyper_sapiens_jax.logs import progress, setup_logging
 from hyper_sapiens_jax.prior import train as prior_train
 from hyper_sapiens_jax.training import loop
@@ -181,7 +182,7 @@ def run_row(row: Row, seed: int, seed_dir: Path, prior_dir: Path, foundation: st
         result = finished(workdir, c.num_steps)
         if result is None:
             log.info("=== row %s, seed %d: %s (init_from %s)", row.key, seed, workdir, c.init_from or "random")
-            loop.run(c, workdir, "train")
+            run_job(c, workdir, "train")
             result = finished(workdir, c.num_steps)
             if result is None:
                 raise InterruptedError(f"{workdir} stopped before step {c.num_steps}; re-run the study to resume")

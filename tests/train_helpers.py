@@ -124,3 +124,71 @@ def stage_command(paths, workdir, stage: int = 1, **overrides) -> list[str]:
         + data_overrides(paths)
         + [f"--config.{k}={v}" for k, v in settings.items()]
     )
+
+
+def with_unlabeled(batch: dict, flip_half: bool = True) -> dict:
+    """A labelled batch plus ``u_*`` keys built from its own images: the weak view is the image, the
+    strong view the image mirrored for every second sample (``flip_half``) with the matching affine."""
+    import numpy as np
+
+    images = np.asarray(batch["image"])
+    n, _, w, _ = images.shape
+    flipped = np.zeros(n, np.float32)
+    if flip_half:
+        flipped[1::2] = 1.0
+    strong = np.where(flipped[:, None, None, None] > 0, images[:, :, ::-1], images)
+    affine = np.tile(np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], np.float32), (n, 1, 1))
+    affine[flipped > 0] = [[-1.0, 0.0, w - 1.0], [0.0, 1.0, 0.0]]
+    return {
+        **batch,
+        "u_weak": jnp.asarray(images),
+        "u_strong": jnp.asarray(np.ascontiguousarray(strong)),
+        "u_view_affine": jnp.asarray(affine),
+        "u_view_flipped": jnp.asarray(flipped),
+        "u_valid": jnp.ones(n, jnp.float32),
+        "u_intrinsics": jnp.asarray(batch["intrinsics"]),
+    }
+
+
+def semisup_parts(seed: int = 0, **spec_changes):
+    """(graphdef, template, flat start params, spec, reference, prior, objective) for semi-supervised
+    step tests on the tiny model: the full method (hybrid teacher, L_dev, both geometry terms,
+    the 'copy' geometry teacher) unless ``spec_changes`` say otherwise; an untrained (perturbed) prior."""
+    import numpy as np
+
+    from hyper_sapiens_jax.prior import DiffusionPrior
+    from hyper_sapiens_jax.prior.denoiser import DenoiserSpec
+    from hyper_sapiens_jax.prior.model import PriorSpec
+    from hyper_sapiens_jax.semisup.kinematics import compute_reference
+    from hyper_sapiens_jax.semisup.step import SemisupSpec
+    from hyper_sapiens_jax.testbed.writer import sample_skeleton_keypoints
+
+    skeletons = sample_skeleton_keypoints(3, 200, (64, 48))
+    reference = compute_reference(skeletons[..., :2] / 63.0, skeletons[..., 2] > 0)
+    p = DiffusionPrior.create(PriorSpec(DenoiserSpec(width=32, depth=1)), seed=1)
+    leaves, tree = jax.tree.flatten(p.params)
+    keys = jax.random.split(jax.random.key(3), len(leaves))
+    prior = DiffusionPrior(
+        p.graphdef,
+        jax.tree.unflatten(tree, [x + 0.05 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]),
+        p.spec,
+    )
+    settings = dict(
+        teacher="hybrid",
+        conf_threshold=0.0,
+        kps_threshold=0.0,
+        keypoint_conf=0.0,
+        dev=1.0,
+        rigidity=1.0,
+        orthogonality=1.0,
+    )
+    spec = SemisupSpec(**{**settings, **spec_changes})
+    model = Sapiens(MODEL, rngs=nnx.Rngs(seed))
+    model.heads["depth"].conv_seg.bias[...] = jnp.full((1,), 0.5)
+    graphdef, template = nnx.split(model)
+    flat = {p: np.asarray(v.get_value()) for p, v in nnx.to_flat_state(template)}
+
+    def obj(outputs, batch, normalizers, key, step):
+        return objective(outputs, batch, LossWeights(depth=0.0, normal=0.0), normalizers, key=key)
+
+    return graphdef, template, flat, spec, reference, prior, obj

@@ -5,8 +5,16 @@ Where the data comes from is explicit: ``config.data.source`` is
   'testbed'  the synthetic infant testbed, generated once (cached by its parameters) under
              ``config.data.testbed_dir`` and read through the same readers as real data;
   'files'    the dataset paths in ``config.data`` (SyRIP / any COCO keypoint set, MINI-RGBD,
-             skeletons). Every path a run needs must be set: a missing one stops the run with an
-             error that names the fields, instead of quietly training on synthetic infants.
+             skeletons, unlabelled images). Every path a run needs must be set: a missing one stops
+             the run with an error that names the fields, instead of quietly training on synthetic
+             infants.
+
+The 'unlabeled' source (semi-supervised training; not a mix source, it has no labels) is person
+boxes on unlabelled images (``data.unlabeled.UnlabeledSource``): with 'files' the folder
+``config.data.unlabeled_images`` (required) and, optionally, ``unlabeled_boxes`` (a COCO detection
+list or image list with boxes), ``unlabeled_image_list`` (the COCO image list a detection list
+refers to) and ``unlabeled_min_score``; with 'testbed' the testbed's unlabelled split
+(``testbed/unlabeled.py``, ``config.data.num_unlabeled`` images under ``testbed_dir / "unlabeled"``).
 """
 
 from __future__ import annotations
@@ -18,11 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import ml_collections
+import numpy as np
 
 from hyper_sapiens_jax.data import transforms as T
 from hyper_sapiens_jax.data.pipeline import MixEntry, mix_counts
 from hyper_sapiens_jax.data.sources import CocoKeypointSource, DataError, MiniRgbdSource
 from hyper_sapiens_jax.data.topdown import SampleConfig
+from hyper_sapiens_jax.data.unlabeled import UnlabeledSource
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +41,8 @@ DATA_SOURCES = ("testbed", "files")
 # 'humans' is the testbed's human corpus (adults and children; testbed/humans.py), on which the
 # testbed foundation is fine-tuned; it is generated whatever config.data.source says.
 SOURCE_DOMAINS = {"syrip_syn": "synthetic", "mini_rgbd": "synthetic", "syrip_real": "real", "humans": "real"}
-# Source name -> the config.data fields it reads ('val' is the evaluation split, 'skeletons' the prior's).
+# Source name -> the config.data fields it needs ('val' is the evaluation split, 'skeletons' the prior's,
+# 'unlabeled' the semi-supervised unlabelled images: not a mix source, so not in SOURCE_DOMAINS).
 SOURCE_FIELDS = {
     "syrip_syn": ("syrip_syn_ann", "syrip_syn_images"),
     "syrip_real": ("syrip_real_ann", "syrip_real_images"),
@@ -39,8 +50,13 @@ SOURCE_FIELDS = {
     "val": ("val_ann", "val_images"),
     "skeletons": ("skeletons",),
     "humans": (),
+    "unlabeled": ("unlabeled_images",),
 }
-_PATH_FIELDS = tuple(f for fields in SOURCE_FIELDS.values() for f in fields)
+# Source name -> the path fields it reads when they are set (with source='testbed' they must not be).
+OPTIONAL_FIELDS = {"unlabeled": ("unlabeled_boxes", "unlabeled_image_list")}
+_PATH_FIELDS = tuple(
+    dict.fromkeys(f for table in (SOURCE_FIELDS, OPTIONAL_FIELDS) for fields in table.values() for f in fields)
+)
 
 
 class ConfigError(ValueError):
@@ -89,10 +105,27 @@ def testbed_paths(data: ml_collections.ConfigDict):
     return write_testbed(data.testbed_dir, **data.testbed.to_dict())
 
 
+def testbed_unlabeled_paths(data: ml_collections.ConfigDict):
+    """Generate (or reuse) the testbed's unlabelled split under ``data.testbed_dir / "unlabeled"``
+    (``data.num_unlabeled`` images, the testbed's seed and image size); returns its ``UnlabeledPaths``.
+    Call it after ``testbed_paths`` (the testbed refuses a non-empty folder without its manifest)."""
+    from hyper_sapiens_jax.testbed.unlabeled import DEFAULT_IMAGE_SIZE, write_unlabeled
+
+    testbed = data.testbed
+    return write_unlabeled(
+        Path(data.testbed_dir) / "unlabeled",
+        num_images=int(data.get("num_unlabeled", 400)),
+        seed=int(testbed.get("seed", 0)),
+        image_size=tuple(testbed.get("image_size", DEFAULT_IMAGE_SIZE)),
+    )
+
+
 def resolved_paths(data: ml_collections.ConfigDict, needs: Iterable[str] = ("val",)) -> dict[str, Any]:
     """The dataset paths to read for the sources ``needs``: the configured files (checked), or the
     testbed's. With ``data.tuning_images`` > 0, 'syrip_real' reads the real training images less a
-    held-out tuning split, and 'val' is that split (``data/tuning.py``)."""
+    held-out tuning split, and 'val' is that split (``data/tuning.py``). 'unlabeled' adds
+    ``unlabeled_images`` / ``unlabeled_boxes`` / ``unlabeled_image_list`` (None when unset) and
+    ``unlabeled_min_score``; with 'testbed' it generates the testbed's unlabelled split."""
     tuning = int(data.get("tuning_images", 0) or 0)
     needs = list(dict.fromkeys("syrip_real" if n == "val" and tuning else n for n in needs))
     check_paths(data, needs)
@@ -116,6 +149,11 @@ def resolved_paths(data: ml_collections.ConfigDict, needs: Iterable[str] = ("val
             "val_images": p.val_images,
             "skeletons": p.skeletons,
         }
+        if "unlabeled" in needs:  # after the testbed: its folder holds the unlabelled split
+            u = testbed_unlabeled_paths(data)
+            paths |= {"unlabeled_images": u.images, "unlabeled_boxes": u.boxes, "unlabeled_image_list": None}
+    if "unlabeled" in needs:
+        paths["unlabeled_min_score"] = float(data.get("unlabeled_min_score", 0.0) or 0.0)
     if tuning:
         from hyper_sapiens_jax.data.tuning import carve
 
@@ -135,7 +173,18 @@ def eval_split_name(data: ml_collections.ConfigDict) -> str:
 
 
 def build_source(name: str, paths: dict[str, Any], skip_bad_records: bool = False):
-    """One named source ('syrip_syn', 'syrip_real', 'mini_rgbd', 'humans', 'val') from resolved paths."""
+    """One named source ('syrip_syn', 'syrip_real', 'mini_rgbd', 'humans', 'val', 'unlabeled') from
+    resolved paths ('unlabeled': a ``data.unlabeled.UnlabeledSource``)."""
+    if name == "unlabeled":
+        if not paths.get("unlabeled_images"):
+            raise DataError("config.data.unlabeled_images is not set but the run uses the 'unlabeled' source")
+        return UnlabeledSource(
+            paths["unlabeled_images"],
+            paths.get("unlabeled_boxes") or None,
+            paths.get("unlabeled_image_list") or None,
+            min_score=float(paths.get("unlabeled_min_score", 0.0) or 0.0),
+            skip_bad_records=skip_bad_records,
+        )
     if name == "humans":
         from hyper_sapiens_jax.testbed.humans import HumansSource
 
@@ -188,12 +237,42 @@ def build_train_mix(
     if unknown:
         raise ValueError(f"unknown sources {sorted(unknown)} in config.data.mix; known: {sorted(SOURCE_DOMAINS)}")
     paths = resolved_paths(config.data, [*counts, *also_needs])
-    mix = [MixEntry(name, build_source(name, paths, config.data.skip_bad_records), n) for name, n in counts.items()]
+    keep = int(config.data.get("num_labeled", 0) or 0)
+    mix = []
+    for name, n in counts.items():
+        source = build_source(name, paths, config.data.skip_bad_records)
+        if keep:
+            source = Subset(source, keep, int(config.data.get("labeled_seed", 0)))
+        mix.append(MixEntry(name, source, n))
     for e in mix:
         log.info(
             "source %-10s %6d records, %d per global batch (%s)", e.name, len(e.source), e.count, SOURCE_DOMAINS[e.name]
         )
     return mix, paths
+
+
+class Subset:
+    """A seeded random subset of ``size`` records of a source (all of them when it holds fewer), for
+    training on a few labels (``config.data.num_labeled``); the order of the kept records is the
+    source's. Indexes like the source; ``skipped`` is the source's."""
+
+    def __init__(self, source, size: int, seed: int = 0):
+        n = len(source)
+        chosen = np.random.default_rng(seed).permutation(n)[: min(size, n)]
+        self.source, self.indices = source, np.sort(chosen)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int):
+        return self.source[int(self.indices[int(index)])]
+
+    @property
+    def skipped(self) -> list[dict[str, str]]:
+        return getattr(self.source, "skipped", [])
+
+    def __repr__(self) -> str:
+        return f"Subset({self.source!r}, {len(self)} of {len(self.source)})"
 
 
 def skipped_records(sources) -> list[dict[str, str]]:

@@ -1,4 +1,6 @@
-"""Unlabelled images for MAE pretraining: a folder source, the MAE crop, and the Grain pipeline.
+"""Unlabelled images: MAE pretraining crops, and the two-view person samples of semi-supervised training.
+
+MAE pretraining (whole images or person boxes, no labels):
 
   ImageFolderSource(folder)       every .jpg / .jpeg / .png under ``folder`` (recursive, sorted),
                                   records ``{"image": uint8 (H, W, 3) RGB}``
@@ -15,6 +17,32 @@ with ``bbox`` (x, y, w, h) — a person box, as Sapiens pretrains on human-centr
 around the box centre instead: side = max(w, h) x ``bbox_padding`` x U(``bbox_scale_range``), with the
 same aspect jitter; parts outside the image are black (0, as the top-down crops). Large shrinks are
 pre-filtered with ``cv2.INTER_AREA`` so small inputs (the tiny model) do not alias.
+
+Semi-supervised (NK-Sapiens) training: unlabelled person crops seen twice, a weak and a strong view,
+whose predictions are aligned through the known affine between the views:
+
+  UnlabeledSource(images, boxes, image_list)   person boxes on unlabelled images: a folder (each
+                                  image one whole-image box), a COCO detection-results list (+ the
+                                  COCO image list naming the files), or a COCO image list with
+                                  boxes; records ``{"image" (H, W, 3) uint8, "bbox" (4,) f32 xywh,
+                                  "image_id", "ann_id"}``
+  WEAK_VIEW / weak_view_params    the weak view's geometry (no flip, no rotation, small jitter;
+                                  ``ViewPairTransform.weak_params`` applies a config's overrides)
+  view_pair_crops                 the two top-down crops of a record (their warp matrices, flips)
+  view_affine                     (2, 3) weak-crop pixels -> strong-crop pixels
+  view_pair_sample                ``{"weak", "strong" (H, W, 3) uint8, "view_affine" (2, 3),
+                                  "view_flipped", "intrinsics" (3, 3), ...}``
+  weak_to_strong_keypoints        weak-view keypoints (K, 2) -> the strong view's
+  ViewPairTransform               the Grain ``RandomMap`` around ``view_pair_sample``
+  unlabeled_dataset               batches of view pairs with ``data.pipeline.train_dataset``'s
+                                  global-sequence / per-process slicing
+  zip_labeled_unlabeled           labelled batch + the unlabelled one under ``u_``-prefixed keys
+
+A weak-view point ``p`` (crop pixels, the pixel-centre convention of ``data.transforms``) of joint
+``k`` is at ``apply_affine(p, view_affine)`` in the strong view, as joint ``k`` — or, when
+``view_flipped`` is 1 (the strong view is mirrored relative to the weak one), as joint
+``flip_permutation()[k]``: strong channel ``j`` then pairs with weak channel ``flip_permutation()[j]``
+(``weak_to_strong_keypoints``).
 """
 
 from __future__ import annotations
@@ -28,7 +56,11 @@ import cv2
 import grain
 import numpy as np
 
-from hyper_sapiens_jax.data.sources import DataError, read_image
+from hyper_sapiens_jax.data import geometry
+from hyper_sapiens_jax.data import transforms as T
+from hyper_sapiens_jax.data.keypoints import flip_permutation
+from hyper_sapiens_jax.data.sources import DataError, _load_json, _RecordSource, _Skipper, read_image
+from hyper_sapiens_jax.data.topdown import SampleConfig
 from hyper_sapiens_jax.data.transforms import normalize_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -65,6 +97,226 @@ class ImageFolderSource:
 
     def __repr__(self) -> str:
         return f"ImageFolderSource({str(self.folder)!r}, {len(self)} images)"
+
+
+# =============================================================================================
+# Person boxes on unlabelled images (semi-supervised training)
+# =============================================================================================
+PERSON_CATEGORY = 1  # COCO's person category id
+
+
+class UnlabeledSource(_RecordSource):
+    """Grain random-access source of person boxes on unlabelled images (no keypoints).
+
+    Args:
+      images: the image folder; the file names of ``boxes`` / ``image_list`` are relative to it.
+      boxes: None (each image one whole-image box), or a JSON file that is either
+        * a COCO detection-results list ``[{"image_id", "category_id", "bbox", "score"}, ...]``
+          (which needs ``image_list`` to name the files), or
+        * a COCO image list with boxes: ``{"images": [{"id", "file_name"}, ...], "annotations":
+          [{"image_id", "bbox", "category_id"?, "score"?, "iscrowd"?}, ...]}`` (crowd boxes are
+          dropped); without an ``"annotations"`` key, each listed image is one whole-image box.
+        Only person boxes (``category_id`` 1, or no category) with ``score`` >= ``min_score``
+        (no score: kept) are records.
+      image_list: a COCO JSON whose ``"images"`` name the files of ``boxes``' ``image_id``s (it
+        takes precedence over ``boxes``' own ``"images"``). Without ``boxes``: the listed images,
+        each one whole-image box.
+      min_score: detections scoring below it are dropped.
+      skip_bad_records: skip (log, and list in ``skipped``) bad entries and missing or unreadable
+        images instead of raising; an unreadable image found at access is replaced by the next
+        loadable record (``_RecordSource``).
+      name: label used in messages.
+
+    Without ``boxes`` and ``image_list``, every .jpg / .jpeg / .png under ``images`` (recursive,
+    sorted by relative path) is one record, ``image_id`` = ``ann_id`` = its index.
+
+    Records (after load): ``{"image": uint8 (H, W, 3) RGB, "bbox": float32 (4,) xywh (a
+    whole-image box is [0, 0, W, H]), "image_id": int64, "ann_id": int64}`` (a detection without
+    an ``"id"`` gets its index in the list as ``ann_id``).
+
+    Raises ``DataError`` naming the file (and entry) at fault: a missing folder or JSON file,
+    malformed JSON, a file that is neither a detection list nor a COCO image list, a detection list
+    without ``image_list``, and — unless ``skip_bad_records`` — an entry without ``bbox`` /
+    ``image_id`` (or an image entry without ``id`` / ``file_name``), an ``image_id`` not in the
+    image list, a box that is not 4 finite numbers with w, h > 0, a missing image file, an
+    unreadable image (at access); always when no record is left.
+    """
+
+    def __init__(
+        self,
+        images: str | Path,
+        boxes: str | Path | None = None,
+        image_list: str | Path | None = None,
+        *,
+        min_score: float = 0.0,
+        skip_bad_records: bool = False,
+        name: str = "unlabeled",
+    ):
+        self.images = Path(images).expanduser()
+        self.boxes = Path(boxes).expanduser() if boxes else None
+        self.image_list = Path(image_list).expanduser() if image_list else None
+        self.min_score, self.name = float(min_score), name
+        self._skipper = _Skipper(skip_bad_records)
+        self._checked: dict[Path, bool] = {}
+        self.dropped = {"category": 0, "score": 0, "crowd": 0}  # filtered out (not errors)
+        if not self.images.is_dir():
+            raise DataError(self.images, "no such image folder")
+        if self.boxes is None and self.image_list is None:
+            folder = ImageFolderSource(self.images)  # raises for a folder without images
+            self.records = [
+                {"path": str(p), "bbox": None, "image_id": i, "ann_id": i} for i, p in enumerate(folder.paths)
+            ]
+            return
+        data = _load_json(self.boxes) if self.boxes is not None else None
+        listing = _load_json(self.image_list) if self.image_list is not None else None
+        self.records = []
+        if data is None:  # an image list alone: whole images
+            self._whole_images(self.image_list, listing)
+        elif isinstance(data, list):
+            if listing is None:
+                raise DataError(
+                    self.boxes,
+                    "a COCO detection-results list has no file names: give the COCO image list "
+                    "(config.data.unlabeled_image_list) that its image_ids refer to",
+                )
+            self._boxes(self.boxes, data, self.image_list, listing, "detection")
+        elif isinstance(data, dict) and isinstance(data.get("annotations"), list):
+            src, table = (self.image_list, listing) if listing is not None else (self.boxes, data)
+            self._boxes(self.boxes, data["annotations"], src, table, "annotation")
+        elif isinstance(data, dict) and "annotations" in data:
+            raise DataError(self.boxes, "'annotations' is not a list")
+        elif isinstance(data, dict) and "images" in data:
+            self._whole_images(self.boxes, data)
+        else:
+            raise DataError(
+                self.boxes,
+                "neither a COCO detection-results list nor a COCO file with 'images' (and 'annotations')",
+            )
+        self._checked = {}  # only needed while parsing (keeps the pickled source small)
+        if not self.records:
+            what = self.boxes or self.image_list
+            why = f" ({self.dropped['score']} below min_score={self.min_score})" if self.dropped["score"] else ""
+            raise DataError(what, f"no usable person boxes{why}")
+
+    # -- parsing ---------------------------------------------------------------------------------
+    def _image_table(self, path: Path, data: Any) -> dict[int, Path]:
+        """image id -> file under ``self.images``, from a COCO file's ``"images"`` list."""
+        if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+            raise DataError(path, "not a COCO image list (no 'images' list)")
+        table = {}
+        for i, img in enumerate(data["images"]):
+            where = f"{path} image entry {i}"
+            if not isinstance(img, dict) or "id" not in img or "file_name" not in img:
+                self._skipper.bad(where, "lacks 'id' or 'file_name'")
+                continue
+            image_id = _as_int(img["id"])
+            if image_id is None:
+                self._skipper.bad(where, f"image id {img['id']!r} is not an integer")
+                continue
+            name = Path(str(img["file_name"]))
+            if name.is_absolute() or ".." in name.parts:
+                self._skipper.bad(
+                    where,
+                    f"file_name {str(img['file_name'])!r} leads outside the image folder {self.images}; "
+                    f"give it relative to that folder",
+                )
+                continue
+            table[image_id] = self.images / name
+        return table
+
+    def _image_ok(self, path: Path, where: str) -> bool:
+        if path not in self._checked:
+            self._checked[path] = path.is_file()
+            if not self._checked[path]:
+                self._skipper.bad(path, f"missing image file ({where})")
+        return self._checked[path]
+
+    def _whole_images(self, path: Path, data: Any) -> None:
+        for image_id, file in self._image_table(path, data).items():
+            if self._image_ok(file, f"image {image_id} of {path}"):
+                self.records.append({"path": str(file), "bbox": None, "image_id": image_id, "ann_id": image_id})
+
+    def _boxes(self, path: Path, entries: list, list_path: Path, listing: Any, kind: str) -> None:
+        table = self._image_table(list_path, listing)
+        for i, entry in enumerate(entries):
+            where = f"{path} {kind} {i}"
+            if not isinstance(entry, dict):
+                self._skipper.bad(where, "not a JSON object")
+                continue
+            missing = [f for f in ("image_id", "bbox") if f not in entry]
+            if missing:
+                self._skipper.bad(where, f"missing field {missing[0]!r}")
+                continue
+            if entry.get("category_id", PERSON_CATEGORY) != PERSON_CATEGORY:
+                self.dropped["category"] += 1
+                continue
+            if entry.get("iscrowd", 0):
+                self.dropped["crowd"] += 1
+                continue
+            score = entry.get("score", 1.0)
+            if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+                self._skipper.bad(where, f"'score' {score!r} is not a finite number")
+                continue
+            if score < self.min_score:
+                self.dropped["score"] += 1
+                continue
+            bbox = _check_box(entry["bbox"])
+            if isinstance(bbox, str):
+                self._skipper.bad(where, bbox)
+                continue
+            image_id = _as_int(entry["image_id"])
+            if image_id not in table:
+                self._skipper.bad(where, f"image_id {entry['image_id']!r} is not in {list_path}'s 'images'")
+                continue
+            if not self._image_ok(table[image_id], f"{kind} {i} of {path}"):
+                continue
+            ann_id = _as_int(entry.get("id", i))
+            ann_id = i if ann_id is None else ann_id
+            self.records.append({"path": str(table[image_id]), "bbox": bbox, "image_id": image_id, "ann_id": ann_id})
+
+    # -- access ----------------------------------------------------------------------------------
+    def load(self, rec: dict) -> Record:
+        """The record of parsed entry ``rec``: the decoded image and its box (the whole image when
+        the entry has none). An unreadable image raises ``DataError`` naming the file."""
+        image = read_image(rec["path"])
+        h, w = image.shape[:2]
+        bbox = rec["bbox"] if rec["bbox"] is not None else [0.0, 0.0, float(w), float(h)]
+        return {
+            "image": image,
+            "bbox": np.asarray(bbox, np.float32),
+            "image_id": np.int64(rec["image_id"]),
+            "ann_id": np.int64(rec["ann_id"]),
+        }
+
+    def __repr__(self) -> str:
+        given = self.boxes or self.image_list or self.images
+        return f"UnlabeledSource({self.name}: {len(self)} person boxes from {given})"
+
+
+def _as_int(value: Any) -> int | None:
+    """A JSON id as an int (None when it is not an integer)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _check_box(raw: Any) -> list[float] | str:
+    """``[x, y, w, h]`` as floats, or the reason it is unusable."""
+    try:
+        box = np.asarray(raw, np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        box = np.zeros(0)
+    if box.size != 4:
+        return f"'bbox' {raw!r} must be [x, y, w, h]"
+    if not np.isfinite(box).all():
+        return f"NaN or infinite 'bbox' {box.tolist()}"
+    if box[2] <= 0 or box[3] <= 0:
+        return f"'bbox' {box.tolist()} has w or h <= 0"
+    return box.tolist()
 
 
 # =============================================================================================
@@ -220,3 +472,215 @@ def pretrain_dataset(
         raise ValueError(f"{source}: the source is empty")
     ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat().random_map(MaeTransform(params))
     return ds[process_index::process_count].batch(global_batch // process_count, drop_remainder=True)
+
+
+# =============================================================================================
+# Two views of an unlabelled person (semi-supervised training)
+# =============================================================================================
+def weak_view_params(
+    geometry: T.GeometryAugParams | None = None,
+    *,
+    shift_factor: float = 0.05,
+    shift_prob: float = 1.0,
+    scale_range: tuple[float, float] = (0.9, 1.1),
+) -> T.GeometryAugParams:
+    """The weak view's geometry: the box padding of ``geometry`` (the strong view's; default
+    ``GeometryAugParams()``), no flip, no half-body, no rotation, and a small truncated-normal
+    shift (``shift_factor`` of the box, with ``shift_prob``) and rescale (over ``scale_range``)."""
+    padding = (geometry or T.GeometryAugParams()).bbox_padding
+    return T.GeometryAugParams(
+        bbox_padding=padding,
+        flip_prob=0.0,
+        half_body_prob=0.0,
+        shift_factor=shift_factor,
+        shift_prob=shift_prob,
+        scale_range=tuple(scale_range),
+        scale_prob=1.0,
+        rotate_factor=0.0,
+        rotate_prob=0.0,
+    )
+
+
+# The default weak view: padding 1.25, no flip / rotation, shift <= 5% of the box, scale x U~(0.9, 1.1).
+WEAK_VIEW = weak_view_params()
+
+
+def _source_to_crop(matrix: np.ndarray, flipped: bool, image_width: int) -> np.ndarray:
+    """(3, 3) from source-image pixels to crop pixels: the crop's warp after its flip (the flip
+    mirrors the source image first, ``x -> W - 1 - x``, as ``transforms.random_topdown_crop``)."""
+    m = np.vstack([np.asarray(matrix, np.float64), [0.0, 0.0, 1.0]])
+    if flipped:
+        m = m @ np.array([[-1.0, 0.0, image_width - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    return m
+
+
+def view_affine(
+    weak_matrix: np.ndarray, weak_flipped: bool, strong_matrix: np.ndarray, strong_flipped: bool, image_width: int
+) -> np.ndarray:
+    """(2, 3) float64 affine from weak-crop pixels to strong-crop pixels.
+
+    ``*_matrix`` (2, 3) are the crops' UDP warps (``warp_matrix``), applied after their flips
+    (``*_flipped``) of the source image of width ``image_width``.
+    """
+    weak = _source_to_crop(weak_matrix, weak_flipped, image_width)
+    strong = _source_to_crop(strong_matrix, strong_flipped, image_width)
+    return (strong @ np.linalg.inv(weak))[:2]
+
+
+def weak_to_strong_keypoints(keypoints: np.ndarray, affine: np.ndarray, flipped: float | bool) -> np.ndarray:
+    """Weak-view keypoints (K, 2) -> the strong view's (K, 2): mapped by ``affine`` (2, 3), and the
+    left/right channels swapped (``keypoints.flip_permutation``) when ``flipped``."""
+    mapped = T.apply_affine(keypoints, np.asarray(affine, np.float64))
+    return mapped[flip_permutation(len(mapped))] if flipped else mapped
+
+
+def view_pair_crops(
+    record: Record, rng: np.random.Generator, cfg: SampleConfig, weak: T.GeometryAugParams = WEAK_VIEW
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The weak and the strong top-down crops of ``record["bbox"]`` (before any texture change).
+
+    Draws, in this order from ``rng``: the weak crop (``weak`` geometry) then the strong one
+    (``cfg.geometry``: flip, shift, scale, rotation; no half-body, there are no keypoints). Each is
+    ``transforms.random_topdown_crop``'s dict: ``image`` (H, W, 3) uint8, ``warp_matrix`` (2, 3),
+    ``center``, ``scale``, ``rotation``, ``flipped``. ``view_pair_sample`` with an rng in the same
+    state makes exactly these crops.
+    """
+    image = np.asarray(record["image"])
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"expected an RGB image (H, W, 3), got shape {image.shape}")
+    weak_crop = T.random_topdown_crop(record["bbox"], rng, weak, input_wh=cfg.input_wh, image=image)
+    strong_crop = T.random_topdown_crop(record["bbox"], rng, cfg.geometry, input_wh=cfg.input_wh, image=image)
+    return weak_crop, strong_crop
+
+
+def view_pair_sample(
+    record: Record, rng: np.random.Generator, cfg: SampleConfig, weak: T.GeometryAugParams = WEAK_VIEW
+) -> dict[str, np.ndarray]:
+    """Two views of an unlabelled person record (``image`` (H0, W0, 3), ``bbox`` xywh, ids).
+
+    For the input size (H, W) = ``cfg.input_size``:
+      weak (H, W, 3) uint8         crop with the ``weak`` geometry, no texture change
+      strong (H, W, 3) uint8       ``random_topdown_crop`` with ``cfg.geometry``, then
+                                   ``random_texture`` with ``cfg.texture``
+      view_affine (2, 3) f32       weak-crop pixels -> strong-crop pixels (``view_affine``)
+      view_flipped f32             1 when the strong view is mirrored relative to the weak one
+                                   (pair strong channel j with weak channel flip_permutation()[j])
+      intrinsics (3, 3) f32        the strong crop's camera (``topdown._targets``' rule; the
+                                   record's ``intrinsics``, else ``default_intrinsics``)
+      has_intrinsics f32           1 when the record carried intrinsics
+      valid, is_real f32           1 (``is_real`` from the record when it has one)
+      image_id, ann_id int32
+    """
+    weak_crop, strong_crop = view_pair_crops(record, rng, cfg, weak)
+    strong = T.random_texture(strong_crop["image"], rng, cfg.texture)
+    img_h, img_w = np.asarray(record["image"]).shape[:2]
+    k_image = record.get("intrinsics")
+    k_crop = geometry.crop_intrinsics(
+        k_image if k_image is not None else geometry.default_intrinsics(img_h, img_w, cfg.focal_factor),
+        strong_crop["warp_matrix"],
+        bool(strong_crop["flipped"]),
+        img_w,
+    )
+    affine = view_affine(
+        weak_crop["warp_matrix"], weak_crop["flipped"], strong_crop["warp_matrix"], strong_crop["flipped"], img_w
+    )
+    return {
+        "weak": np.asarray(weak_crop["image"], np.uint8),
+        "strong": np.asarray(strong, np.uint8),
+        "view_affine": affine.astype(np.float32),
+        "view_flipped": np.float32(bool(weak_crop["flipped"]) != bool(strong_crop["flipped"])),
+        "intrinsics": k_crop.astype(np.float32),
+        "has_intrinsics": np.float32(k_image is not None),
+        "valid": np.float32(1),
+        "is_real": np.float32(record.get("is_real", 1)),
+        "image_id": np.int32(record["image_id"]),
+        "ann_id": np.int32(record["ann_id"]),
+    }
+
+
+class ViewPairTransform(grain.transforms.RandomMap):
+    """Grain random map wrapping ``view_pair_sample`` (the Grain-provided rng is seeded per element)."""
+
+    def __init__(self, cfg: SampleConfig, weak: T.GeometryAugParams = WEAK_VIEW):
+        self.cfg, self.weak = cfg, weak
+
+    @staticmethod
+    def weak_params(overrides: Any = None, geometry: T.GeometryAugParams | None = None) -> T.GeometryAugParams:
+        """The weak view's geometry: ``weak_view_params(geometry)`` with the ``GeometryAugParams``
+        fields of ``overrides`` (a dict or ConfigDict, e.g. ``config.semisup.weak_view``; None: none)
+        replaced. Unknown fields raise ``ValueError``."""
+        params = weak_view_params(geometry)
+        if not overrides:
+            return params
+        items = dict(overrides.items())
+        known = {f.name for f in dataclasses.fields(T.GeometryAugParams)}
+        unknown = sorted(set(items) - known)
+        if unknown:
+            raise ValueError(f"unknown weak-view geometry fields {unknown}; known: {sorted(known)}")
+        return dataclasses.replace(params, **{k: tuple(v) if isinstance(v, list) else v for k, v in items.items()})
+
+    def random_map(self, element: Record, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return view_pair_sample(element, rng, self.cfg, self.weak)
+
+
+# Added to the caller's seed, so a run may pass the seed of its labelled mix (train_dataset seeds
+# its sources seed + 7919 i): the unlabelled shuffle and augmentation draw from another stream.
+UNLABELED_SEED_OFFSET = 104_729
+
+
+def unlabeled_dataset(
+    source: Any,
+    sample_cfg: SampleConfig,
+    weak: T.GeometryAugParams = WEAK_VIEW,
+    *,
+    seed: int,
+    count: int,
+    num_batches: int,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> grain.MapDataset:
+    """This process's ``num_batches`` batches of ``b = count / process_count`` view pairs.
+
+    Each element is ``view_pair_sample``'s dict stacked over b: weak, strong (b, H, W, 3) uint8,
+    view_affine (b, 2, 3), view_flipped (b,), intrinsics (b, 3, 3), has_intrinsics, valid, is_real
+    (b,) f32, image_id, ann_id (b,) int32. As ``pipeline.train_dataset``: the source is shuffled
+    (seed ``seed + UNLABELED_SEED_OFFSET``), repeated and augmented as one global sequence, global
+    batch ``g`` holds its elements ``g * count ... (g + 1) * count - 1``, and process ``p`` takes
+    every ``process_count``-th of them from ``p`` — so every global batch holds exactly ``count``
+    pairs, the same for any process count, and each process decodes only its own rows.
+    """
+    if count <= 0 or count % process_count:
+        raise ValueError(f"{count} unlabelled samples per batch do not split over {process_count} processes")
+    if len(source) == 0:
+        raise ValueError(f"{source}: the source is empty")
+    epochs = math.ceil(num_batches * count / len(source)) + 1
+    ds = (
+        grain.MapDataset.source(source)
+        .seed(seed + UNLABELED_SEED_OFFSET)
+        .shuffle()
+        .repeat(epochs)
+        .random_map(ViewPairTransform(sample_cfg, weak))
+    )
+    ds = ds[process_index::process_count].batch(count // process_count, drop_remainder=True)
+    return ds[:num_batches]
+
+
+UNLABELED_PREFIX = "u_"
+
+
+def _merge_views(pair: tuple[dict, dict]) -> dict[str, np.ndarray]:
+    labeled, unlabeled = pair
+    clash = [k for k in unlabeled if UNLABELED_PREFIX + k in labeled]
+    if clash:
+        raise ValueError(f"the labelled batch already has keys {[UNLABELED_PREFIX + k for k in clash]}")
+    return {**labeled, **{UNLABELED_PREFIX + k: v for k, v in unlabeled.items()}}
+
+
+def zip_labeled_unlabeled(labeled_ds: grain.MapDataset, unlabeled_ds: grain.MapDataset) -> grain.MapDataset:
+    """Batch ``i`` = labelled batch ``i`` (``pipeline.train_dataset``'s keys) plus unlabelled batch
+    ``i`` (``unlabeled_dataset``'s) under ``u_``-prefixed keys: u_weak, u_strong (b, H, W, 3) uint8,
+    u_view_affine (b, 2, 3), u_view_flipped (b,), u_intrinsics (b, 3, 3), u_has_intrinsics,
+    u_valid, u_is_real (b,) f32, u_image_id, u_ann_id (b,) int32. As long as the shorter of the two;
+    iterate it with ``pipeline.train_iterator`` (exact ``get_state`` / ``set_state``)."""
+    n = min(len(labeled_ds), len(unlabeled_ds))
+    return grain.experimental.ZipMapDataset([labeled_ds[:n], unlabeled_ds[:n]]).map(_merge_views)

@@ -127,6 +127,25 @@ def depth_normal_consistency(
     return jnp.sum(per_sample * has) / jnp.maximum(has.sum(), 1.0)
 
 
+def bilinear_sample(maps: Array, xy: Array) -> Array:
+    """Values of maps (B, H, W, C) at points xy (B, N, 2) (x, y pixels, clipped to the map), bilinear
+    and differentiable in both -> (B, N, C)."""
+    maps = maps.astype(_F32)
+    _, h, w, _ = maps.shape
+    x = jnp.clip(xy[..., 0], 0, w - 1)
+    y = jnp.clip(xy[..., 1], 0, h - 1)
+    x0, y0 = jnp.floor(x), jnp.floor(y)
+    x1, y1 = jnp.minimum(x0 + 1, w - 1), jnp.minimum(y0 + 1, h - 1)
+    fx, fy = (x - x0)[..., None], (y - y0)[..., None]
+    gather = jax.vmap(lambda img, yy, xx: img[yy.astype(jnp.int32), xx.astype(jnp.int32)])
+    return (
+        (1 - fx) * (1 - fy) * gather(maps, y0, x0)
+        + fx * (1 - fy) * gather(maps, y0, x1)
+        + (1 - fx) * fy * gather(maps, y1, x0)
+        + fx * fy * gather(maps, y1, x1)
+    )
+
+
 def backproject_keypoints(
     keypoints: Array, depth_rel: Array, intrinsics: Array, *, near: float = 0.7, extent: float = 0.25
 ) -> Array:
@@ -134,20 +153,7 @@ def backproject_keypoints(
 
     Depth is sampled bilinearly at each keypoint (differentiable in both) and made metric.
     """
-    d = depth_rel.astype(_F32)[..., 0]
-    _, h, w = d.shape
-    x = jnp.clip(keypoints[..., 0], 0, w - 1)
-    y = jnp.clip(keypoints[..., 1], 0, h - 1)
-    x0, y0 = jnp.floor(x), jnp.floor(y)
-    x1, y1 = jnp.minimum(x0 + 1, w - 1), jnp.minimum(y0 + 1, h - 1)
-    fx, fy = x - x0, y - y0
-    gather = jax.vmap(lambda img, yy, xx: img[yy.astype(jnp.int32), xx.astype(jnp.int32)])
-    z = (
-        (1 - fx) * (1 - fy) * gather(d, y0, x0)
-        + fx * (1 - fy) * gather(d, y0, x1)
-        + (1 - fx) * fy * gather(d, y1, x0)
-        + fx * fy * gather(d, y1, x1)
-    )
+    z = bilinear_sample(depth_rel, keypoints)[..., 0]
     z = relative_to_metric(jnp.maximum(z, 0.0), near, extent)
     pix = jnp.concatenate([keypoints.astype(_F32), jnp.ones(keypoints.shape[:-1] + (1,), _F32)], -1)
     rays = jnp.einsum("bij,bkj->bki", jnp.linalg.inv(intrinsics.astype(_F32)), pix)

@@ -113,6 +113,23 @@ def ddim_timesteps(num_steps: int, sample_steps: int) -> np.ndarray:
     return np.unique(ts)[::-1].copy()
 
 
+def _ddim_update(eps_fn: EpsFn, schedule: Schedule, visible: jax.Array, x0_clip: float, eta: float):
+    """One DDIM move x_t -> x_{t_prev} (t_prev = -1: the data, ᾱ = 1), as a ``lax.scan`` body."""
+    ab = schedule.alpha_bars
+
+    def step(x, inp):
+        t, t_prev, key = inp
+        eps = clip_prediction(x, eps_fn(x, visible, jnp.full(x.shape[:1], t, jnp.int32)), ab[t], x0_clip)
+        x0 = (x - jnp.sqrt(1.0 - ab[t]) * eps) / jnp.sqrt(ab[t])
+        ab_prev = jnp.where(t_prev >= 0, ab[jnp.maximum(t_prev, 0)], 1.0)
+        sigma = eta * jnp.sqrt((1.0 - ab_prev) / (1.0 - ab[t]) * (1.0 - ab[t] / ab_prev))
+        noise = jax.random.normal(key, x.shape, x.dtype)
+        direction = jnp.sqrt(jnp.maximum(1.0 - ab_prev - sigma**2, 0.0)) * eps
+        return jnp.sqrt(ab_prev) * x0 + direction + sigma * noise, None
+
+    return step
+
+
 def ddim_sample(
     eps_fn: EpsFn,
     schedule: Schedule,
@@ -129,20 +146,34 @@ def ddim_sample(
     ts = jnp.asarray(ddim_timesteps(schedule.num_steps, sample_steps))
     sample_steps = ts.shape[0]
     prev = jnp.concatenate([ts[1:], jnp.full((1,), -1, jnp.int32)])  # -1: ᾱ = 1 (the data)
-    ab = schedule.alpha_bars
     rng, init = jax.random.split(rng)
-
-    def step(x, inp):
-        t, t_prev, key = inp
-        eps = clip_prediction(x, eps_fn(x, visible, jnp.full((n,), t, jnp.int32)), ab[t], x0_clip)
-        x0 = (x - jnp.sqrt(1.0 - ab[t]) * eps) / jnp.sqrt(ab[t])
-        ab_prev = jnp.where(t_prev >= 0, ab[jnp.maximum(t_prev, 0)], 1.0)
-        sigma = eta * jnp.sqrt((1.0 - ab_prev) / (1.0 - ab[t]) * (1.0 - ab[t] / ab_prev))
-        noise = jax.random.normal(key, x.shape, x.dtype)
-        direction = jnp.sqrt(jnp.maximum(1.0 - ab_prev - sigma**2, 0.0)) * eps
-        return jnp.sqrt(ab_prev) * x0 + direction + sigma * noise, None
-
     x, _ = jax.lax.scan(
-        step, jax.random.normal(init, shape, jnp.float32), (ts, prev, jax.random.split(rng, sample_steps))
+        _ddim_update(eps_fn, schedule, visible, x0_clip, eta),
+        jax.random.normal(init, shape, jnp.float32),
+        (ts, prev, jax.random.split(rng, sample_steps)),
     )
+    return x * visible[..., None]
+
+
+def ddim_refine(
+    eps_fn: EpsFn,
+    schedule: Schedule,
+    x0: jax.Array,
+    visible: jax.Array,
+    noise: jax.Array,
+    t_start: int,
+    steps: int,
+    x0_clip: float = 0.0,
+) -> jax.Array:
+    """``Denoise(x0, t)``: noise poses x0 (N, K, 2) to ``t_start`` with ``noise`` (N, K, 2), then run
+    ``steps`` deterministic DDIM moves back to the data (SDEdit-style). A pose the prior finds likely
+    comes back nearly unchanged; an unlikely one moves toward the prior's modes, more so for larger
+    ``t_start``. Invisible joints are 0 in the output."""
+    t_start = int(min(max(t_start, 1), schedule.num_steps - 1))
+    ts = np.unique(np.round(np.linspace(t_start, 0, max(int(steps), 1) + 1)[:-1]).astype(np.int32))[::-1]
+    ts = jnp.asarray(ts.copy())
+    prev = jnp.concatenate([ts[1:], jnp.full((1,), -1, jnp.int32)])
+    x_t = q_sample(schedule, x0, jnp.full(x0.shape[:1], t_start, jnp.int32), noise)
+    keys = jax.random.split(jax.random.key(0), ts.shape[0])  # eta = 0: never drawn from
+    x, _ = jax.lax.scan(_ddim_update(eps_fn, schedule, visible, x0_clip, 0.0), x_t, (ts, prev, keys))
     return x * visible[..., None]

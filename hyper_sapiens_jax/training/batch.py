@@ -35,9 +35,9 @@ STEP_KEYS = (
 )
 
 
-def step_inputs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The part of a host batch the step reads (``STEP_KEYS`` that are present)."""
-    return {k: batch[k] for k in STEP_KEYS if k in batch}
+def step_inputs(batch: dict[str, np.ndarray], extra_keys: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """The part of a host batch the step reads (``STEP_KEYS`` and ``extra_keys`` that are present)."""
+    return {k: batch[k] for k in (*STEP_KEYS, *extra_keys) if k in batch}
 
 
 def normalize_images(images: Array) -> Array:

@@ -212,7 +212,11 @@ def load_run_params(
         meta = read_meta(mngr, step)
         shapes = param_shapes(config)
         train, frozen = split_flat(
-            shapes, config.spec.num_layers, meta.get("trainable_blocks"), meta.get("train_pos_embed", True)
+            shapes,
+            config.spec.num_layers,
+            meta.get("trainable_blocks"),
+            meta.get("train_pos_embed", True),
+            tuple(meta.get("frozen_heads", ())),
         )
         # Onto this process's first device, whatever topology saved it (a pod run read on a laptop).
         here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])

@@ -24,6 +24,7 @@ import functools
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,11 +125,29 @@ def put(tree: Any, shardings: Any) -> Any:
 # The state layout of one trainable split, and the jitted functions over it
 # =============================================================================================
 @dataclasses.dataclass
+class Extension:
+    """What a job built on this loop adds to it (the semi-supervised job, ``semisup.job``).
+
+    ``make_step(graphdef, template, tx, objective_fn)`` returns ``step(state, batch, key, *consts)``
+    in place of ``make_train_step``'s; ``consts`` (with ``const_shardings``) are device trees passed
+    to every step (e.g. a frozen teacher's weights); ``dataset`` wraps the labelled training
+    dataset (e.g. zips in the unlabelled batches); ``batch_keys`` are the extra batch keys the step
+    reads."""
+
+    make_step: Callable[..., Callable]
+    consts: tuple = ()
+    const_shardings: tuple = ()
+    dataset: Callable[[Any], Any] = lambda ds: ds
+    batch_keys: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass
 class Layout:
     """Everything that depends on which blocks train: optimizer, shardings, jitted step / eval."""
 
     blocks: int | None
     pos_embed: bool
+    frozen_heads: tuple[str, ...]
     tx: optax.GradientTransformation
     abstract: TrainState
     shardings: TrainState
@@ -136,10 +155,20 @@ class Layout:
     heatmaps: Any
 
 
-def make_layout(config, mcfg: ModelConfig, mesh, graphdef, template, blocks: int | None, objective_fn) -> Layout:
+def make_layout(
+    config,
+    mcfg: ModelConfig,
+    mesh,
+    graphdef,
+    template,
+    blocks: int | None,
+    objective_fn,
+    extension: Extension | None = None,
+) -> Layout:
     shapes = {p: jax.ShapeDtypeStruct(s, jnp.float32) for p, s in param_shapes(mcfg).items()}
     pos_embed = config.get("train_pos_embed", True)
-    train, frozen = split_flat(shapes, mcfg.spec.num_layers, blocks, pos_embed)
+    frozen_heads = tuple(config.get("frozen_heads", ()))
+    train, frozen = split_flat(shapes, mcfg.spec.num_layers, blocks, pos_embed, frozen_heads)
     train, frozen = nest(train), nest(frozen)
     tx = make_optimizer(config, train, mcfg.spec.num_layers)
     abstract = jax.eval_shape(
@@ -149,16 +178,23 @@ def make_layout(config, mcfg: ModelConfig, mesh, graphdef, template, blocks: int
     )
     shardings = param_shardings(abstract, mesh)
     b_sh, rep = batch_sharding(mesh), replicated(None, mesh)
-    step_fn = make_train_step(
-        graphdef,
-        template,
-        tx,
-        objective_fn,
-        micro_batches=config.micro_batches,
-        ema_decay=config.ema_decay,
-        prepare_batch=functools.partial(complete_batch, heatmap_sigma=config.data.heatmap_sigma),
+    if extension is None:
+        step_fn = make_train_step(
+            graphdef,
+            template,
+            tx,
+            objective_fn,
+            micro_batches=config.micro_batches,
+            ema_decay=config.ema_decay,
+            prepare_batch=functools.partial(complete_batch, heatmap_sigma=config.data.heatmap_sigma),
+        )
+        const_sh = ()
+    else:
+        step_fn = extension.make_step(graphdef, template, tx, objective_fn)
+        const_sh = extension.const_shardings
+    step = jax.jit(
+        step_fn, in_shardings=(shardings, b_sh, rep, *const_sh), out_shardings=(shardings, rep), donate_argnums=0
     )
-    step = jax.jit(step_fn, in_shardings=(shardings, b_sh, rep), out_shardings=(shardings, rep), donate_argnums=0)
 
     def heatmaps(ema, frozen, images):
         forward = lambda x: merge_model(graphdef, template, ema, frozen)(x)["pose"]
@@ -166,11 +202,11 @@ def make_layout(config, mcfg: ModelConfig, mesh, graphdef, template, blocks: int
         return flip_test(forward, images) if config.eval.flip_test else forward(images)
 
     hm = jax.jit(heatmaps, in_shardings=(shardings.ema, shardings.frozen, b_sh), out_shardings=b_sh)
-    return Layout(blocks, pos_embed, tx, abstract, shardings, step, hm)
+    return Layout(blocks, pos_embed, frozen_heads, tx, abstract, shardings, step, hm)
 
 
 def fresh_state(layout: Layout, flat: dict[tuple, np.ndarray], num_layers: int) -> TrainState:
-    train, frozen = split_flat(flat, num_layers, layout.blocks, layout.pos_embed)
+    train, frozen = split_flat(flat, num_layers, layout.blocks, layout.pos_embed, layout.frozen_heads)
     params = put(nest(train), layout.shardings.params)
     frozen = put(nest(frozen), layout.shardings.frozen)
     init = jax.jit(
@@ -201,7 +237,7 @@ def resplit(state: TrainState, old: Layout, new: Layout, num_layers: int) -> Tra
 
     def fn(state: TrainState) -> TrainState:
         every = {**flatten(state.frozen), **flatten(state.params)}
-        train, frozen = split_flat(every, num_layers, new.blocks, new.pos_embed)
+        train, frozen = split_flat(every, num_layers, new.blocks, new.pos_embed, new.frozen_heads)
         ema_old = flatten(state.ema)
         params = nest(train)
         opt_state = _transplant(new.tx.init(params), state.opt_state)
@@ -224,13 +260,18 @@ def load_prior(config: ml_collections.ConfigDict):
         return None
     if not config.prior_ckpt:
         raise TrainingError("config.loss.sds > 0 needs config.prior_ckpt (a workdir of configs/prior.py)")
+    return load_prior_from(config.prior_ckpt)
+
+
+def load_prior_from(workdir: str):
+    """The frozen ``DiffusionPrior`` of a prior workdir; a TrainingError naming it if unreadable."""
     from hyper_sapiens_jax.prior import DiffusionPrior
 
     try:
-        prior = DiffusionPrior.load(config.prior_ckpt)
+        prior = DiffusionPrior.load(workdir)
     except (FileNotFoundError, OSError, ValueError) as e:
-        raise TrainingError(f"config.prior_ckpt={config.prior_ckpt}: {e}") from None
-    log.info("prior: %s (%d keypoints)", config.prior_ckpt, prior.num_keypoints)
+        raise TrainingError(f"config.prior_ckpt={workdir}: {e}") from None
+    log.info("prior: %s (%d keypoints)", workdir, prior.num_keypoints)
     return prior
 
 
@@ -275,9 +316,17 @@ def needs_bone_reference(config: ml_collections.ConfigDict) -> bool:
 # =============================================================================================
 # The job
 # =============================================================================================
-def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "train") -> int:
+def run(
+    config: ml_collections.ConfigDict,
+    workdir: str | Path,
+    mode: str = "train",
+    extension: Callable[..., Extension] | None = None,
+) -> int:
     """Train (resuming from ``workdir`` when it holds checkpoints) or, with ``mode='eval'``, evaluate
-    its latest checkpoint. Returns 0; raises TrainingError when the run cannot go on."""
+    its latest checkpoint. Returns 0; raises TrainingError when the run cannot go on.
+
+    ``extension(config=, workdir=, mesh=, mcfg=, mix=, paths=, sample_cfg=)`` -> ``Extension``
+    builds what a job on top of this loop adds (training mode only)."""
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     mesh = make_mesh(config.mesh.data, config.mesh.fsdp)
@@ -314,11 +363,22 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
         if needs_bone_reference(config):
             bone_ref = reference.load_or_compute(workdir, config, mix, builders.sample_config(config))
         objective_fn = make_objective(config, bone_ref, load_prior(config))
+    ext = None
+    if extension is not None and mode == "train":
+        ext = extension(
+            config=config,
+            workdir=workdir,
+            mesh=mesh,
+            mcfg=mcfg,
+            mix=mix,
+            paths=paths,
+            sample_cfg=builders.sample_config(config),
+        )
     layouts: dict[Any, Layout] = {}
 
     def layout_for(blocks):
         if blocks not in layouts:
-            layouts[blocks] = make_layout(config, mcfg, mesh, graphdef, template, blocks, objective_fn)
+            layouts[blocks] = make_layout(config, mcfg, mesh, graphdef, template, blocks, objective_fn, ext)
         return layouts[blocks]
 
     c = config.checkpoint
@@ -377,6 +437,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
             process_index=jax.process_index(),
             process_count=jax.process_count(),
         )
+        if ext is not None:
+            dataset = ext.dataset(dataset)
         data_iter = train_iterator(dataset, worker_count=config.data.worker_count)
         if start:
             layout = layout_for(ckpt.read_meta(mngr, start)["trainable_blocks"])
@@ -388,7 +450,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
         if start >= config.num_steps:
             log.info("already trained to step %d (num_steps %d)", start, config.num_steps)
             return 0
-        _train(config, mcfg, mesh, state, layout, layout_for, schedule, data_iter, mngr, writer, run_eval, start)
+        _train(config, mcfg, mesh, state, layout, layout_for, schedule, data_iter, mngr, writer, run_eval, start, ext)
         return 0
     finally:
         mngr.wait_until_finished()
@@ -397,7 +459,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
 
 
 def _train(
-    config, mcfg, mesh, state, layout, layout_for, schedule, data_iter, mngr, writer, run_eval, start: int
+    config, mcfg, mesh, state, layout, layout_for, schedule, data_iter, mngr, writer, run_eval, start: int, ext=None
 ) -> None:
     num_layers = mcfg.spec.num_layers
     stop = StopFlag()
@@ -405,6 +467,7 @@ def _train(
         "stage": config.stage,
         "trainable_blocks": lay.blocks,
         "train_pos_embed": lay.pos_embed,
+        "frozen_heads": list(lay.frozen_heads),
         "arch": mcfg.arch,
     }
     flops_per_step = flops.train_flops_per_image(mcfg) * config.batch_size
@@ -435,8 +498,8 @@ def _train(
                 log.info("step %d: unfreezing -> trainable blocks %s", step, "all" if blocks is None else blocks)
                 layout = new
             local = next(data_iter)
-            batch = global_batch(step_inputs(local), mesh)
-            state, metrics = layout.step(state, batch, jax.random.fold_in(key, step))
+            batch = global_batch(step_inputs(local, ext.batch_keys if ext else ()), mesh)
+            state, metrics = layout.step(state, batch, jax.random.fold_in(key, step), *(ext.consts if ext else ()))
             pending.append(metrics)
             step += 1
             final = step == config.num_steps

@@ -17,9 +17,18 @@ from typing import Any
 KeyPath = tuple
 
 
-def is_trainable(path: KeyPath, num_layers: int, trainable_blocks: int | None, pos_embed: bool = True) -> bool:
+def is_trainable(
+    path: KeyPath,
+    num_layers: int,
+    trainable_blocks: int | None,
+    pos_embed: bool = True,
+    frozen_heads: tuple[str, ...] = (),
+) -> bool:
     """``trainable_blocks`` None (or >= L) trains everything; else the last N blocks + final norm +
-    heads, and pos_embed unless ``pos_embed`` is False."""
+    heads, and pos_embed unless ``pos_embed`` is False. The heads named in ``frozen_heads`` (e.g. the
+    semi-supervised mode's geometry teachers, 'depth' and 'normal') never train."""
+    if path[0] == "heads" and path[1] in frozen_heads:
+        return False
     if trainable_blocks is None or trainable_blocks >= num_layers:
         return True
     if path[0] != "backbone":
@@ -34,10 +43,14 @@ def is_trainable(path: KeyPath, num_layers: int, trainable_blocks: int | None, p
 
 
 def split_flat(
-    flat: dict[KeyPath, Any], num_layers: int, trainable_blocks: int | None, pos_embed: bool = True
+    flat: dict[KeyPath, Any],
+    num_layers: int,
+    trainable_blocks: int | None,
+    pos_embed: bool = True,
+    frozen_heads: tuple[str, ...] = (),
 ) -> tuple[dict[KeyPath, Any], dict[KeyPath, Any]]:
     """Flat params -> (trainable, frozen) flat dicts (see ``is_trainable``)."""
-    train = {p: v for p, v in flat.items() if is_trainable(p, num_layers, trainable_blocks, pos_embed)}
+    train = {p: v for p, v in flat.items() if is_trainable(p, num_layers, trainable_blocks, pos_embed, frozen_heads)}
     return train, {p: v for p, v in flat.items() if p not in train}
 
 

@@ -71,15 +71,24 @@ def make_train_step(
                 jax.eval_shape(grad_fn, state.params, state.frozen, first, normalizers, keys[0], state.step),
             )
             ((loss, parts), grads), _ = jax.lax.scan(accumulate, zeros, (split, keys))
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema, params)
-        metrics = {
-            "loss": loss,
-            **parts,
-            "grad_norm": optax.tree.norm(grads),
-            "nonfinite": jnp.logical_not(jnp.isfinite(loss)).astype(jnp.float32),
-        }
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema=ema), metrics
+        return apply_gradients(state, grads, tx, ema_decay), train_metrics(loss, parts, grads)
 
     return step
+
+
+def apply_gradients(state: TrainState, grads: Any, tx: optax.GradientTransformation, ema_decay: float) -> TrainState:
+    """One optimizer update of the trainable parameters, then their EMA; the step count advances."""
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema, params)
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema=ema)
+
+
+def train_metrics(loss: jax.Array, parts: dict, grads: Any) -> dict[str, jax.Array]:
+    """What every train step reports: the loss, its parts, the gradient norm and a non-finite flag."""
+    return {
+        "loss": loss,
+        **parts,
+        "grad_norm": optax.tree.norm(grads),
+        "nonfinite": jnp.logical_not(jnp.isfinite(loss)).astype(jnp.float32),
+    }

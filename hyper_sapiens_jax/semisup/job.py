@@ -1,0 +1,153 @@
+"""The semi-supervised job (``config.job = 'semisup'``): NK-Sapiens' alignment stages on the fine-tuning loop.
+
+  python -m hyper_sapiens_jax.main --config configs/semisup_stage1.py:cpu --workdir W \\
+      --config.init_from=STAGE0_WORKDIR --config.prior_ckpt=PRIOR_WORKDIR
+
+It is ``training.loop.run`` with an ``Extension``: every global batch holds exactly
+``config.batch_size`` labelled samples (``config.data.mix``, as in fine-tuning) and
+``config.semisup.unlabeled_batch`` unlabelled ones (``config.data.unlabeled_images``, or the
+testbed's unlabelled split), each seen in a weak and a strong view; the step is
+``semisup.step.make_semisup_step``. Before the first step the job writes the kinematic reference
+(``kinematic_reference.json``: the labelled crops' bone ratios, symmetry and joint angles, and their
+limb lengths with the geometry teacher's depth) and loads the frozen prior (teacher B, L_dev) and
+the frozen geometry teacher (``config.semisup.geometry_teacher``: 'copy' keeps the starting
+model's weights as a second model; 'heads' uses the student's own depth / normal heads, which
+``config.frozen_heads`` keeps frozen). Checkpoints, resumption, evaluation and logs are the loop's.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from hyper_sapiens_jax.data import builders
+from hyper_sapiens_jax.data.pipeline import eval_batches
+from hyper_sapiens_jax.data.unlabeled import ViewPairTransform, unlabeled_dataset, zip_labeled_unlabeled
+from hyper_sapiens_jax.losses.geometry import bilinear_sample
+from hyper_sapiens_jax.models.weights import abstract_model, nest
+from hyper_sapiens_jax.semisup.kinematics import REFERENCE_FILE, KinematicReference, compute_reference
+from hyper_sapiens_jax.semisup.step import SemisupSpec, make_semisup_step
+from hyper_sapiens_jax.sharding import param_shardings
+from hyper_sapiens_jax.training import loop
+from hyper_sapiens_jax.training.batch import normalize_images
+from hyper_sapiens_jax.training.state import merge_model
+
+log = logging.getLogger(__name__)
+UNLABELED_KEYS = ("u_weak", "u_strong", "u_view_affine", "u_view_flipped", "u_valid", "u_intrinsics")
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "train") -> int:
+    """Train (or ``mode='eval'``: evaluate) a semi-supervised stage in ``workdir``; returns 0."""
+    if config.micro_batches != 1:
+        raise ValueError("config.micro_batches must be 1 for the semi-supervised step")
+    SemisupSpec.from_config(config)  # config errors before anything is built
+    return loop.run(config, workdir, mode, extension=extension)
+
+
+def labelled_reference(
+    config: ml_collections.ConfigDict, mix, sample_cfg, mcfg, params: dict, max_samples: int = 512
+) -> KinematicReference:
+    """The kinematic reference of the labelled mix sources: ground-truth crop keypoints of up to
+    ``max_samples`` deterministic crops, and the depth the starting model predicts at them."""
+    graphdef, template = nnx.split(abstract_model(mcfg))
+
+    @jax.jit
+    def depth_at(p, images, keypoints):  # (B, K) the model's relative depth at the keypoints
+        depth = merge_model(graphdef, template, p, {})(normalize_images(images))["depth"]
+        return bilinear_sample(depth, keypoints)[..., 0]
+
+    has_depth = "depth" in mcfg.heads
+    tree = nest(params)
+    xy, vis, depth = [], [], []
+    per_source = max(max_samples // max(len(mix), 1), 1)
+    for entry in mix:
+        n = 0
+        for batch in eval_batches(entry.source, sample_cfg, min(config.eval_batch_size, per_source)):
+            keep = (batch["valid"] > 0) & (batch["has_pose"] > 0)
+            if has_depth:
+                depth.append(np.asarray(depth_at(tree, batch["image"], batch["keypoints"]))[keep])
+            xy.append(batch["keypoints"][keep])
+            vis.append(batch["keypoints_visible"][keep])
+            n += int(keep.sum())
+            if n >= per_source:
+                break
+    if not xy or sum(len(v) for v in xy) == 0:
+        raise loop.TrainingError("the labelled sources hold no poses for the kinematic reference")
+    spec = SemisupSpec.from_config(config)
+    h = sample_cfg.input_size[0]
+    return compute_reference(
+        np.concatenate(xy) / (h - 1),  # crop heights, the unit of the rigidity loss
+        np.concatenate(vis),
+        np.concatenate(depth) if depth else None,
+        depth_scale=spec.depth_scale,
+    )
+
+
+def extension(*, config, workdir, mesh, mcfg, mix, paths, sample_cfg) -> loop.Extension:
+    """The semi-supervised additions to the fine-tuning loop (see the module docstring)."""
+    spec = SemisupSpec.from_config(config)
+    prior = None
+    if spec.needs_prior:
+        if not config.prior_ckpt:
+            raise loop.TrainingError(
+                f"config.semisup.teacher={spec.teacher!r} / dev={spec.dev} need the diffusion prior: "
+                "set config.prior_ckpt (a workdir of configs/prior.py)"
+            )
+        prior = loop.load_prior_from(config.prior_ckpt)
+    start = loop.initial_params(config, mcfg)  # the starting model: the 'copy' teacher and the reference
+    ref_file = Path(workdir) / REFERENCE_FILE
+    if ref_file.is_file():
+        reference = KinematicReference.load(ref_file)
+    else:
+        reference = labelled_reference(config, mix, sample_cfg, mcfg, start)
+        if jax.process_index() == 0:
+            reference.save(ref_file)
+    log.info("kinematic reference: %d labelled poses (%s)", reference.num_poses, ref_file)
+
+    unlabeled_paths = builders.resolved_paths(config.data, ["unlabeled"])
+    source = builders.build_source("unlabeled", unlabeled_paths, config.data.skip_bad_records)
+    count = int(config.semisup.unlabeled_batch)
+    log.info("source %-10s %6d records, %d per global batch (unlabelled)", "unlabeled", len(source), count)
+    weak = ViewPairTransform.weak_params(config.semisup.get("weak_view"), sample_cfg.geometry)
+
+    def dataset(labelled):
+        unlabelled = unlabeled_dataset(
+            source,
+            sample_cfg,
+            weak,
+            seed=config.seed,
+            count=count,
+            num_batches=config.num_steps,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
+        return zip_labeled_unlabeled(labelled, unlabelled)
+
+    def make_step(graphdef, template, tx, objective_fn):
+        return make_semisup_step(
+            graphdef,
+            template,
+            tx,
+            objective_fn,
+            spec=spec,
+            reference=reference,
+            prior=prior,
+            heatmap_sigma=config.data.heatmap_sigma,
+            ema_decay=config.ema_decay,
+        )
+
+    consts: tuple[Any, ...] = ()
+    shardings: tuple[Any, ...] = ()
+    if spec.needs_geometry and spec.geometry_teacher == "copy":
+        tree = nest({p: np.asarray(v, np.float32) for p, v in start.items()})
+        sh = param_shardings(tree, mesh)
+        consts, shardings = (loop.put(tree, sh),), (sh,)
+    return loop.Extension(
+        make_step=make_step, consts=consts, const_shardings=shardings, dataset=dataset, batch_keys=UNLABELED_KEYS
+    )
