@@ -30,7 +30,8 @@ def skeletons():
 
 @pytest.fixture(scope="module")
 def reference(skeletons):
-    return compute_reference(skeletons[:, :, :2], skeletons[:, :, 2] > 0)
+    """From all but the last 50 skeletons (those are held out)."""
+    return compute_reference(skeletons[:-50, :, :2], skeletons[:-50, :, 2] > 0)
 
 
 def _broken(pose: np.ndarray) -> np.ndarray:
@@ -45,7 +46,7 @@ def _broken(pose: np.ndarray) -> np.ndarray:
 # Kinematic plausibility
 # =============================================================================================
 def test_kps_accepts_real_poses_rejects_broken_ones_and_is_similarity_invariant(skeletons, reference):
-    held_out = skeletons[-50:, :, :2].astype(np.float32)  # the reference saw them too: most pass
+    held_out = skeletons[-50:, :, :2].astype(np.float32)  # not in the reference
     vis = np.ones(held_out.shape[:2], np.float32)
     good = np.asarray(kinematic_score(held_out, vis, reference))
     bad = np.asarray(kinematic_score(np.stack([_broken(p) for p in held_out]), vis, reference))
@@ -187,10 +188,17 @@ def test_depth_rigidity_by_hand():
     ones = jnp.ones((1, 17))
     # Equal limbs in a flat depth map: normalised lengths are all 1.
     assert float(L.depth_rigidity_loss(xy, flat, ones, jnp.ones(1), jnp.ones(12), 1.0)) == pytest.approx(0.0, abs=1e-6)
-    limb_mean = jnp.full(12, 1.0).at[0].set(1.5)  # the reference wants one bone 1.5x the mean
+    limb_mean = jnp.full(12, 1.0).at[0].set(1.5)  # the reference wants one bone 1.5x as long
+    # The pose's scale is sum(lengths) / sum(limb_mean): each equal bone normalises to 12.5 / 12.
+    unit = 12.5 / 12
+    expected = (abs(unit - 1.5) + 11 * abs(unit - 1.0)) / 12
     assert float(L.depth_rigidity_loss(xy, flat, ones, jnp.ones(1), limb_mean, 1.0)) == pytest.approx(
-        0.5 / 12, rel=1e-5
+        expected, rel=1e-5
     )
+    # Background depth (<= 0: the depth head is trained on the person only) drops the bones it touches.
+    hidden = flat.at[0, :, :5].set(-1.0)  # under the left wrist: the left forearm (bone 2) drops out
+    w_ref = jnp.ones(12).at[2].set(7.0)  # a forearm the loss would otherwise punish hard
+    assert float(L.depth_rigidity_loss(xy, hidden, ones, jnp.ones(1), w_ref, 1.0)) == pytest.approx(0.0, abs=1e-6)
     # A depth step under the left wrist lengthens only the left forearm (bone 2):
     # sqrt((10/63)^2 + a * 0.3^2) with a = 1, over the new mean.
     depth = flat.at[0, :, :5].set(0.8)
@@ -199,6 +207,23 @@ def test_depth_rigidity_by_hand():
     expected = np.abs(length / length.mean() - 1.0).mean()
     got = float(L.depth_rigidity_loss(xy, depth, ones, jnp.ones(1), jnp.ones(12), 1.0))
     assert got == pytest.approx(expected, rel=1e-4)
+
+
+def test_the_rigidity_reference_and_the_loss_use_the_same_units():
+    """A reference made from one pose (crop-height units, the depth at its keypoints) scores that
+    pose, seen through the loss (pixels, a depth map), at 0; another pose scores above 0."""
+    pose = _stick_pose()
+    depth = np.full((1, 64, 48, 1), 0.4, np.float32)
+    depth[0, :, 30:] = 0.7  # the right side further away: its lengths gain a depth term
+    d_k = np.asarray(L.bilinear_sample(jnp.asarray(depth), jnp.asarray(pose[None])))[0, :, 0]
+    ref = compute_reference(np.stack([pose / 63.0] * 4), np.ones((4, 17)), np.stack([d_k] * 4), depth_scale=2.0)
+    args = (jnp.ones((1, 17)), jnp.ones(1), jnp.asarray(ref.limb_mean), 2.0)
+    assert float(L.depth_rigidity_loss(jnp.asarray(pose[None]), jnp.asarray(depth), *args)) == pytest.approx(
+        0.0, abs=1e-5
+    )
+    other = pose.copy()
+    other[J["left_wrist"]] = (5, 10)  # a forearm half as long
+    assert float(L.depth_rigidity_loss(jnp.asarray(other[None]), jnp.asarray(depth), *args)) > 0.02
 
 
 def test_normal_orthogonality_by_hand():

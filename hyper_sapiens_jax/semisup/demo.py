@@ -55,7 +55,7 @@ def row_config(stage1: ml_collections.ConfigDict, key: str, prior_dir: Path) -> 
     if key in ("mean-teacher", "gated"):
         c.semisup.dev = c.semisup.rigidity = c.semisup.orthogonality = 0.0
     elif key != "semi-supervised":
-        raise ValueError(f"config.rows: unknown row {key!r}; known: {sorted(ROWS)}")
+        raise ValueError(f"config.rows: unknown row {key!r}; known: {sorted(set(ROWS) - {'warm-up'})}")
     return c
 
 
@@ -66,6 +66,8 @@ def demo_rows(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, stu
     first = (("stage0", stage0),)
     rows = {"warm-up": study.Row("warm-up", ROWS["warm-up"], first)}
     for key in config.rows:
+        if key == "warm-up":  # always there: every row starts from it
+            continue
         rows[key] = study.Row(key, ROWS.get(key, key), first + ((key, row_config(stage1, key, workdir / "prior")),))
     return rows
 

@@ -17,11 +17,14 @@ model's weights as a second model; 'heads' uses the student's own depth / normal
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
@@ -44,39 +47,58 @@ UNLABELED_KEYS = ("u_weak", "u_strong", "u_view_affine", "u_view_flipped", "u_va
 
 def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "train") -> int:
     """Train (or ``mode='eval'``: evaluate) a semi-supervised stage in ``workdir``; returns 0."""
+    check_config(config)
+    return loop.run(config, workdir, mode, extension=extension)
+
+
+def check_config(config: ml_collections.ConfigDict) -> SemisupSpec:
+    """The config errors a semi-supervised run would otherwise meet deep inside (ValueError)."""
+    spec = SemisupSpec.from_config(config)
     if config.micro_batches != 1:
         raise ValueError("config.micro_batches must be 1 for the semi-supervised step")
-    SemisupSpec.from_config(config)  # config errors before anything is built
-    return loop.run(config, workdir, mode, extension=extension)
+    if spec.needs_geometry:
+        missing = [h for h in ("depth", "normal") if h not in tuple(config.model.heads)]
+        if missing:
+            raise ValueError(
+                f"config.semisup.rigidity / orthogonality > 0 read the depth and normal heads, but "
+                f"config.model.heads={tuple(config.model.heads)} lacks {missing}"
+            )
+        if spec.geometry_teacher == "heads":
+            loose = [h for h in ("depth", "normal") if h not in tuple(config.get("frozen_heads", ()))]
+            if loose:
+                raise ValueError(
+                    f"config.semisup.geometry_teacher='heads' needs the teacher heads frozen, but "
+                    f"config.frozen_heads={tuple(config.get('frozen_heads', ()))} lacks {loose} "
+                    "(trainable, weight decay would move them)"
+                )
+    return spec
 
 
 def labelled_reference(
     config: ml_collections.ConfigDict, mix, sample_cfg, mcfg, params: dict, max_samples: int = 512
 ) -> KinematicReference:
     """The kinematic reference of the labelled mix sources: ground-truth crop keypoints of up to
-    ``max_samples`` deterministic crops, and the depth the starting model predicts at them."""
+    ``max_samples`` deterministic crops (a seeded sample of each source's records) and the depth the
+    starting model predicts at them (clamped at 0, as the rigidity loss reads it)."""
     graphdef, template = nnx.split(abstract_model(mcfg))
 
     @jax.jit
     def depth_at(p, images, keypoints):  # (B, K) the model's relative depth at the keypoints
         depth = merge_model(graphdef, template, p, {})(normalize_images(images))["depth"]
-        return bilinear_sample(depth, keypoints)[..., 0]
+        return jnp.maximum(bilinear_sample(depth, keypoints)[..., 0], 0.0)
 
     has_depth = "depth" in mcfg.heads
-    tree = nest(params)
+    tree = jax.device_put(nest(params)) if has_depth else None
     xy, vis, depth = [], [], []
     per_source = max(max_samples // max(len(mix), 1), 1)
     for entry in mix:
-        n = 0
-        for batch in eval_batches(entry.source, sample_cfg, min(config.eval_batch_size, per_source)):
+        sample = builders.Subset(entry.source, per_source, seed=int(config.seed))
+        for batch in eval_batches(sample, sample_cfg, min(config.eval_batch_size, per_source)):
             keep = (batch["valid"] > 0) & (batch["has_pose"] > 0)
             if has_depth:
                 depth.append(np.asarray(depth_at(tree, batch["image"], batch["keypoints"]))[keep])
             xy.append(batch["keypoints"][keep])
             vis.append(batch["keypoints_visible"][keep])
-            n += int(keep.sum())
-            if n >= per_source:
-                break
     if not xy or sum(len(v) for v in xy) == 0:
         raise loop.TrainingError("the labelled sources hold no poses for the kinematic reference")
     spec = SemisupSpec.from_config(config)
@@ -89,9 +111,44 @@ def labelled_reference(
     )
 
 
+def reference_inputs(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """What the kinematic reference depends on: a saved one is reused only when these match."""
+    d = config.data
+    return {
+        "init_from": str(config.init_from),
+        "depth_scale": float(config.semisup.depth_scale),
+        "mix": dict(d.mix),
+        "num_labeled": int(d.get("num_labeled", 0) or 0),
+        "labeled_seed": int(d.get("labeled_seed", 0)),
+        "seed": int(config.seed),
+        "image_size": list(config.model.image_size),
+    }
+
+
+def load_or_compute_reference(config, workdir: Path, mix, sample_cfg, mcfg, start: dict) -> KinematicReference:
+    """``WORKDIR/kinematic_reference.json`` when it was made from the same inputs, else computed and
+    written (by process 0, atomically: a temporary file renamed into place)."""
+    path = Path(workdir) / REFERENCE_FILE
+    inputs = reference_inputs(config)
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise loop.TrainingError(f"{path}: unreadable ({e}); delete it to recompute it") from None
+        if saved.get("inputs") == inputs:
+            return KinematicReference.load(path)
+        log.info("%s was made from other inputs: recomputing it", path)
+    reference = labelled_reference(config, mix, sample_cfg, mcfg, start)
+    if jax.process_index() == 0:
+        tmp = path.with_suffix(".tmp")
+        reference.save(tmp, extra={"inputs": inputs})
+        os.replace(tmp, path)
+    return reference
+
+
 def extension(*, config, workdir, mesh, mcfg, mix, paths, sample_cfg) -> loop.Extension:
     """The semi-supervised additions to the fine-tuning loop (see the module docstring)."""
-    spec = SemisupSpec.from_config(config)
+    spec = check_config(config)
     prior = None
     if spec.needs_prior:
         if not config.prior_ckpt:
@@ -101,18 +158,16 @@ def extension(*, config, workdir, mesh, mcfg, mix, paths, sample_cfg) -> loop.Ex
             )
         prior = loop.load_prior_from(config.prior_ckpt)
     start = loop.initial_params(config, mcfg)  # the starting model: the 'copy' teacher and the reference
-    ref_file = Path(workdir) / REFERENCE_FILE
-    if ref_file.is_file():
-        reference = KinematicReference.load(ref_file)
-    else:
-        reference = labelled_reference(config, mix, sample_cfg, mcfg, start)
-        if jax.process_index() == 0:
-            reference.save(ref_file)
-    log.info("kinematic reference: %d labelled poses (%s)", reference.num_poses, ref_file)
+    reference = load_or_compute_reference(config, Path(workdir), mix, sample_cfg, mcfg, start)
+    log.info("kinematic reference: %d labelled poses (%s)", reference.num_poses, Path(workdir) / REFERENCE_FILE)
 
     unlabeled_paths = builders.resolved_paths(config.data, ["unlabeled"])
     source = builders.build_source("unlabeled", unlabeled_paths, config.data.skip_bad_records)
     count = int(config.semisup.unlabeled_batch)
+    if count <= 0 or count % mesh.devices.size:
+        raise ValueError(
+            f"config.semisup.unlabeled_batch={count} must be a positive multiple of the {mesh.devices.size} devices"
+        )
     log.info("source %-10s %6d records, %d per global batch (unlabelled)", "unlabeled", len(source), count)
     weak = ViewPairTransform.weak_params(config.semisup.get("weak_view"), sample_cfg.geometry)
 

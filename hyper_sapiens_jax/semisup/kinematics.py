@@ -3,7 +3,8 @@
 A pose passes three groups of checks against statistics of the labelled set:
 
   ratios     each body bone's 2D length over the pose's mean bone length lies within
-             ``ratio_mean ± ratio_z · ratio_std`` (per bone);
+             ``ratio_mean ± ratio_z · ratio_std`` (per bone; the mean is estimated from the visible
+             bones against the reference ratios, so a partly visible pose keeps its scale);
   symmetry   each left/right limb pair's asymmetry |l − r| / (l + r) is at most the labelled set's
              ``symmetry_quantile`` (per pair);
   angles     each joint angle (elbows, knees, shoulders, hips; the angle between the two bones that
@@ -64,14 +65,16 @@ class KinematicReference:
     num_poses: int
     ratio_z: float = 2.5
 
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(dataclasses.asdict(self), indent=1) + "\n")
+    def save(self, path: str | Path, extra: dict | None = None) -> None:
+        """JSON of the statistics (plus ``extra`` keys, e.g. what they were computed from)."""
+        Path(path).write_text(json.dumps({**dataclasses.asdict(self), **(extra or {})}, indent=1) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> KinematicReference:
         try:
             d = json.loads(Path(path).read_text())
-            return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+            fields = {f.name for f in dataclasses.fields(cls)}
+            return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in fields})
         except (OSError, json.JSONDecodeError, TypeError) as e:
             raise ValueError(f"{path}: not a kinematic reference ({e})") from None
 
@@ -97,11 +100,15 @@ def _ends(visible, index_sets, xnp=jnp):
     return xnp.prod(visible[..., idx] > 0, axis=-1).astype(np.float32)
 
 
-def limb_lengths(xy, depth=None, depth_scale: float = 0.0, weight=None, xnp=jnp):
-    """Normalised limb lengths (..., nB): ``sqrt(|p_i − p_j|² + a (D_i − D_j)²)`` per body bone, over
-    their mean (scale-invariant; the mean over the bones with ``weight`` (..., nB) > 0 when given).
-    xy (..., K, 2) in any unit; depth (..., K) relative depth at the keypoints (``a = depth_scale``,
-    in units of xy² per depth²); ``xnp`` is jnp or np."""
+def limb_lengths(xy, depth=None, depth_scale: float = 0.0, weight=None, reference=None, xnp=jnp):
+    """Normalised limb lengths (..., nB): ``ℓ_b = sqrt(|p_i − p_j|² + a (D_i − D_j)²)`` per body bone,
+    over the pose's scale. xy (..., K, 2) in any unit; depth (..., K) relative depth at the keypoints
+    (``a = depth_scale``, in units of xy² per depth²); ``xnp`` is jnp or np.
+
+    The scale is the mean limb length: over all bones (``weight`` None), or estimated from the bones
+    with ``weight`` (..., nB) > 0 as ``Σ ℓ_b / Σ reference_b`` over them (``reference`` (nB,): the
+    reference's normalised lengths, whose mean is 1), so that a partly visible pose is put on the
+    scale a whole one would have."""
     d = _bone_vectors(xy)
     sq = xnp.sum(d * d, -1)
     if depth is not None and depth_scale:
@@ -110,11 +117,11 @@ def limb_lengths(xy, depth=None, depth_scale: float = 0.0, weight=None, xnp=jnp)
         sq = sq + depth_scale * xnp.square(depth[..., b_idx] - depth[..., a_idx])
     length = xnp.sqrt(sq + 1e-12)
     if weight is None:
-        mean = xnp.mean(length, -1, keepdims=True)
-    else:
-        on = (weight > 0).astype(length.dtype)
-        mean = xnp.sum(length * on, -1, keepdims=True) / xnp.maximum(xnp.sum(on, -1, keepdims=True), 1.0)
-    return length / xnp.maximum(mean, 1e-9)
+        return length / xnp.maximum(xnp.mean(length, -1, keepdims=True), 1e-9)
+    on = (weight > 0).astype(length.dtype)
+    ref = xnp.ones(length.shape[-1], length.dtype) if reference is None else reference
+    scale = xnp.sum(length * on, -1, keepdims=True) / xnp.maximum(xnp.sum(ref * on, -1, keepdims=True), 1e-9)
+    return length / xnp.maximum(scale, 1e-9)
 
 
 def compute_reference(
@@ -170,8 +177,13 @@ def kinematic_checks(xy: jax.Array, visible: jax.Array, ref: KinematicReference)
     xy, visible = xy.astype(jnp.float32), visible.astype(jnp.float32)
     lengths = jnp.sqrt(jnp.sum(jnp.square(_bone_vectors(xy)), -1) + 1e-12)  # (B, nB)
     bones_ok = _ends(visible, RATIO_BONES)
-    mean_len = jnp.sum(lengths * bones_ok, -1, keepdims=True) / jnp.maximum(bones_ok.sum(-1, keepdims=True), 1.0)
-    ratios = lengths / jnp.maximum(mean_len, 1e-9)
+    # The pose's scale from its visible bones against the reference ratios (whose mean is 1), so a
+    # partly visible pose is measured on the scale its whole skeleton would have.
+    mean = jnp.asarray(ref.ratio_mean, jnp.float32)
+    scale = jnp.sum(lengths * bones_ok, -1, keepdims=True) / jnp.maximum(
+        jnp.sum(mean * bones_ok, -1, keepdims=True), 1e-9
+    )
+    ratios = lengths / jnp.maximum(scale, 1e-9)
     z = jnp.abs(ratios - jnp.asarray(ref.ratio_mean)) / jnp.asarray(ref.ratio_std)
     left, right = (np.array(v) for v in zip(*SYMMETRIC_PAIRS))
     asym = jnp.abs(lengths[:, left] - lengths[:, right]) / (lengths[:, left] + lengths[:, right] + 1e-9)

@@ -11,7 +11,7 @@
                         frozen depth) against the frozen surface normal at the limb's midpoint: limbs
                         run along the body surface, so the two are orthogonal
 
-Shapes: heatmaps (B, h, w, K), xy (B, K, 2) input pixels, confidence (B, K), depth (B, H, W, 1),
+Shapes: heatmaps (B, h, w, K), xy (B, K, 2) input pixels, visible (B, K) 0/1, depth (B, H, W, 1),
 normal (B, H/2, W/2, 3) unit camera-frame vectors, intrinsics (B, 3, 3).
 """
 
@@ -35,11 +35,11 @@ def _weighted_mean(values: Array, w: Array) -> Array:
     return jnp.sum(values * w) / jnp.maximum(jnp.sum(w), 1e-6)
 
 
-def bone_weights(confidence: Array, weight: Array) -> Array:
-    """(B, nB) weight of each body bone: the product of its end joints' (stop-gradient) confidences,
-    times the sample's weight."""
-    c = jax.lax.stop_gradient(confidence.astype(jnp.float32))
-    return c[:, _A] * c[:, _B] * weight.astype(jnp.float32)[:, None]
+def bone_weights(visible: Array, weight: Array) -> Array:
+    """(B, nB) weight of each body bone: 1 where both end joints are visible (``visible`` (B, K),
+    stop-gradient), times the sample's weight."""
+    v = jax.lax.stop_gradient(visible.astype(jnp.float32))
+    return v[:, _A] * v[:, _B] * weight.astype(jnp.float32)[:, None]
 
 
 def consistency_loss(
@@ -62,18 +62,23 @@ def deviation_loss(z: Array, z_hat: Array, visible: Array, weight: Array) -> Arr
 def depth_rigidity_loss(
     xy: Array,
     depth: Array,
-    confidence: Array,
+    visible: Array,
     weight: Array,
     limb_mean: Array,
     depth_scale: float,
 ) -> Array:
-    """Normalised limb lengths with depth against the labelled set's ``limb_mean`` (nB,); L1, averaged
-    with the bone weights. xy (B, K, 2) input pixels, depth (B, H, W, 1) relative depth."""
+    """Normalised limb lengths with depth against the labelled set's ``limb_mean`` (nB,); L1 over the
+    bones whose ends are visible and on the person (depth > 0: the depth head is trained on the
+    person only, its background values are arbitrary). The pose's scale is estimated from those
+    bones against the reference (``kinematics.limb_lengths``), so a partly visible pose is judged
+    on the same scale as a whole one. xy (B, K, 2) input pixels, depth (B, H, W, 1) relative depth."""
     h = depth.shape[1]
     d_k = bilinear_sample(depth, xy)[..., 0]  # (B, K)
-    w = bone_weights(confidence, weight)
-    lengths = limb_lengths(xy / (h - 1), d_k, depth_scale, weight=w)
-    return _weighted_mean(jnp.abs(lengths - jnp.asarray(limb_mean, jnp.float32)), w)
+    on_person = jax.lax.stop_gradient((d_k > 0).astype(jnp.float32))
+    w = bone_weights(visible * on_person, weight)
+    ref = jnp.asarray(limb_mean, jnp.float32)
+    lengths = limb_lengths(xy / (h - 1), jnp.maximum(d_k, 0.0), depth_scale, weight=w, reference=ref)
+    return _weighted_mean(jnp.abs(lengths - ref), w)
 
 
 def normal_orthogonality_loss(
@@ -81,7 +86,7 @@ def normal_orthogonality_loss(
     depth: Array,
     normal: Array,
     intrinsics: Array,
-    confidence: Array,
+    visible: Array,
     weight: Array,
     *,
     near: float,
@@ -98,4 +103,4 @@ def normal_orthogonality_loss(
     mid = 0.5 * (xy[:, _A] + xy[:, _B]) * scale
     n = bilinear_sample(normal, mid)
     n = n / safe_norm(n, keepdims=True)
-    return _weighted_mean(jnp.square(jnp.sum(d * n, -1)), bone_weights(confidence, weight))
+    return _weighted_mean(jnp.square(jnp.sum(d * n, -1)), bone_weights(visible, weight))

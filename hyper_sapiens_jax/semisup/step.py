@@ -109,7 +109,9 @@ def semisup_loss(
     uw = batch["u_valid"].astype(jnp.float32)
 
     student = merge_model(graphdef, template, params, frozen)
-    out = student(jnp.concatenate([batch["image"], strong]), dropout_key=k_drop if dropout else None)
+    # Only the depth / normal heads have dropout, and here they are frozen teachers: no dropout.
+    del k_drop, dropout
+    out = student(jnp.concatenate([batch["image"], strong]))
     out_l = {k: v[:n_l] for k, v in out.items()}
     out_u = {k: v[n_l:] for k, v in out.items()}
     total, parts = objective(out_l, batch, batch_normalizers(batch), k_obj, step)
@@ -120,8 +122,9 @@ def semisup_loss(
     xy_a, conf_a = align_keypoints(sg(xy_a), conf_a, batch["u_view_affine"], batch["u_view_flipped"])
     kps_a = kinematic_score(xy_a, conf_a > spec.keypoint_conf, reference)
 
-    # The student's strong-view keypoints; teacher B refines them with the prior.
-    xy_s, conf_s = heatmap_keypoints(out_u["pose"], (h, w), "soft")
+    # The student's strong-view keypoints (at the peaks: a whole-map soft-argmax drifts toward the
+    # map's centre when the peak is low); teacher B refines them with the prior.
+    xy_s, conf_s = heatmap_keypoints(out_u["pose"], (h, w), "peak")
     vis_s = (conf_s > spec.keypoint_conf).astype(jnp.float32)
     refined = (
         refine_with_prior(prior, xy_s, vis_s, k_refine, spec.denoise_t, spec.denoise_steps)
@@ -153,12 +156,12 @@ def semisup_loss(
         depth, normal = sg(geo["depth"]), sg(geo["normal"])
         if spec.rigidity > 0:
             parts["rigidity"] = L.depth_rigidity_loss(
-                xy_s, depth, conf_s, uw, jnp.asarray(reference.limb_mean), spec.depth_scale
+                xy_s, depth, vis_s, uw, jnp.asarray(reference.limb_mean), spec.depth_scale
             )
             total = total + spec.rigidity * parts["rigidity"]
         if spec.orthogonality > 0:
             parts["orthogonality"] = L.normal_orthogonality_loss(
-                xy_s, depth, normal, batch["u_intrinsics"], conf_s, uw, near=spec.near, extent=spec.extent
+                xy_s, depth, normal, batch["u_intrinsics"], vis_s, uw, near=spec.near, extent=spec.extent
             )
             total = total + spec.orthogonality * parts["orthogonality"]
     n_u = jnp.maximum(jnp.sum(uw), 1.0)

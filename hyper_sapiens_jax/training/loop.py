@@ -263,14 +263,15 @@ def load_prior(config: ml_collections.ConfigDict):
     return load_prior_from(config.prior_ckpt)
 
 
-def load_prior_from(workdir: str):
-    """The frozen ``DiffusionPrior`` of a prior workdir; a TrainingError naming it if unreadable."""
+def load_prior_from(workdir: str, field: str = "config.prior_ckpt"):
+    """The frozen ``DiffusionPrior`` of a prior workdir; a TrainingError naming it (as ``field``) if
+    unreadable."""
     from hyper_sapiens_jax.prior import DiffusionPrior
 
     try:
         prior = DiffusionPrior.load(workdir)
     except (FileNotFoundError, OSError, ValueError) as e:
-        raise TrainingError(f"config.prior_ckpt={workdir}: {e}") from None
+        raise TrainingError(f"{field}={workdir}: {e}") from None
     log.info("prior: %s (%d keypoints)", workdir, prior.num_keypoints)
     return prior
 
