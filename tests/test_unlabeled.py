@@ -465,3 +465,14 @@ def test_zip_adds_prefixed_unlabeled_keys_and_resumes_exactly(testbed):
     assert set(got) == set(expected)
     for k in expected:
         assert np.array_equal(got[k], expected[k]), k
+
+
+def test_unlabeled_records_carry_no_pose_and_pass_the_labelled_transform(tmp_path):
+    """has_pose = 0: through the labelled top-down transform every joint's target weight is 0."""
+    from hyper_sapiens_jax.data.topdown import SampleConfig, train_sample
+
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((40, 30, 3), 128, np.uint8))
+    record = UnlabeledSource(tmp_path)[0]
+    assert record["has_pose"] == 0 and record["keypoints"].shape == (17, 3)
+    sample = train_sample(record, np.random.default_rng(0), SampleConfig(input_size=(64, 48)))
+    assert sample["has_pose"] == 0 and float(sample["target_weight"].sum()) == 0.0

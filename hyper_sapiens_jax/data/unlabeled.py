@@ -58,7 +58,7 @@ import numpy as np
 
 from hyper_sapiens_jax.data import geometry
 from hyper_sapiens_jax.data import transforms as T
-from hyper_sapiens_jax.data.keypoints import flip_permutation
+from hyper_sapiens_jax.data.keypoints import NUM_COCO_KEYPOINTS, flip_permutation
 from hyper_sapiens_jax.data.sources import DataError, _load_json, _RecordSource, _Skipper, read_image
 from hyper_sapiens_jax.data.topdown import SampleConfig
 from hyper_sapiens_jax.data.transforms import normalize_image
@@ -131,8 +131,10 @@ class UnlabeledSource(_RecordSource):
     sorted by relative path) is one record, ``image_id`` = ``ann_id`` = its index.
 
     Records (after load): ``{"image": uint8 (H, W, 3) RGB, "bbox": float32 (4,) xywh (a
-    whole-image box is [0, 0, W, H]), "image_id": int64, "ann_id": int64}`` (a detection without
-    an ``"id"`` gets its index in the list as ``ann_id``).
+    whole-image box is [0, 0, W, H]), "image_id": int64, "ann_id": int64, "keypoints": zeros
+    (17, 3), "has_pose": 0, "is_real": 1}`` (a detection without an ``"id"`` gets its index in the
+    list as ``ann_id``; through the labelled top-down transform such a record has every pose term
+    masked out).
 
     Raises ``DataError`` naming the file (and entry) at fault: a missing folder or JSON file,
     malformed JSON, a file that is neither a detection list nor a COCO image list, a detection list
@@ -286,6 +288,10 @@ class UnlabeledSource(_RecordSource):
             "bbox": np.asarray(bbox, np.float32),
             "image_id": np.int64(rec["image_id"]),
             "ann_id": np.int64(rec["ann_id"]),
+            # No labels: the top-down transform masks every pose term out (target weights 0).
+            "keypoints": np.zeros((NUM_COCO_KEYPOINTS, 3), np.float32),
+            "has_pose": 0,
+            "is_real": 1,
         }
 
     def __repr__(self) -> str:
