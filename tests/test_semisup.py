@@ -263,9 +263,7 @@ def test_teachers_get_no_gradient_but_shape_the_loss(step_inputs):
 
     def loss(p, ema, geo):
         kw = dict(graphdef=graphdef, template=template, objective=obj, spec=spec, reference=reference, prior=prior)
-        total, _ = semisup_loss(
-            p, ema, {}, geo, batch, jax.random.key(0), jnp.int32(0), heatmap_sigma=2.0, dropout=False, **kw
-        )
+        total, _ = semisup_loss(p, ema, {}, geo, batch, jax.random.key(0), jnp.int32(0), heatmap_sigma=2.0, **kw)
         return total
 
     value, (g_params, g_ema, g_geo) = jax.value_and_grad(loss, argnums=(0, 1, 2))(params, params, params)

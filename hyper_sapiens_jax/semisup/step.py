@@ -98,19 +98,17 @@ def semisup_loss(
     reference: KinematicReference,
     prior,
     heatmap_sigma: float,
-    dropout: bool = True,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """(total, parts) of one semi-supervised batch (already completed: normalised labelled images
     and heatmaps). ``ema`` and ``geometry`` are teacher weights: they never receive gradients."""
-    k_drop, k_obj, k_refine = jax.random.split(key, 3)
+    _, k_obj, k_refine = jax.random.split(key, 3)
     n_l = batch["image"].shape[0]
     strong, weak = normalize_images(batch["u_strong"]), normalize_images(batch["u_weak"])
     h, w = strong.shape[1:3]
     uw = batch["u_valid"].astype(jnp.float32)
 
     student = merge_model(graphdef, template, params, frozen)
-    # Only the depth / normal heads have dropout, and here they are frozen teachers: no dropout.
-    del k_drop, dropout
+    # No dropout: only the depth / normal heads have it, and here they are frozen teachers.
     out = student(jnp.concatenate([batch["image"], strong]))
     out_l = {k: v[:n_l] for k, v in out.items()}
     out_u = {k: v[n_l:] for k, v in out.items()}
@@ -186,7 +184,6 @@ def make_semisup_step(
     prior,
     heatmap_sigma: float,
     ema_decay: float,
-    dropout: bool = True,
 ) -> Callable[[TrainState, dict, jax.Array, Any], tuple[TrainState, dict]]:
     """``step(state, batch, key, geometry) -> (state, metrics)`` (jit it with donated state);
     ``geometry`` is the frozen copy's parameter tree ('copy') or None ('heads')."""
@@ -207,7 +204,6 @@ def make_semisup_step(
             reference=reference,
             prior=prior,
             heatmap_sigma=heatmap_sigma,
-            dropout=dropout,
         )
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)

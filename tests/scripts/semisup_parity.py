@@ -48,7 +48,6 @@ for name, changes in (("teachers", dict(rigidity=0.0, orthogonality=0.0)), ("ful
         prior=prior,
         heatmap_sigma=2.0,
         ema_decay=0.5,
-        dropout=False,
     )
     params = nest(flat)
     state0 = TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen={}, opt_state=tx.init(params), ema=params)
