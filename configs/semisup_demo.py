@@ -18,8 +18,7 @@ from pathlib import Path
 
 import ml_collections
 
-from hyper_sapiens_jax.config import base_config, load_config_file
-from hyper_sapiens_jax.testbed.foundation import FOUNDATION_DIR, FOUNDATION_FILES
+from hyper_sapiens_jax.config import load_config_file
 
 HERE = Path(__file__).parent
 # (stage 0 steps, row steps) for the CPU-sized presets.
@@ -33,33 +32,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.arch = arch
     c.seeds = (0,)
     c.rows = ("supervised", "semi-supervised")
-    c.foundation = ml_collections.ConfigDict({"dir": str(FOUNDATION_DIR) if arch == "cpu" else "", **FOUNDATION_FILES})
-    c.data = base_config(arch).data
-    del c.data["mix"]
+    demo = load_config_file(HERE / "demo.py", arch)  # the same foundation, data and prior as the demo
+    c.foundation, c.data, c.prior = demo.foundation, demo.data, demo.prior
     c.data.num_labeled = 100
-    if arch == "cpu":  # the demo's milder geometry (configs/demo.py)
-        a = c.data.aug
-        a.rotate_prob, a.rotate_factor, a.scale_range, a.half_body_prob, a.dropout_prob = (
-            0.3,
-            45.0,
-            (0.7, 1.3),
-            0.1,
-            0.0,
-        )
-
-    c.prior = load_config_file(HERE / "prior.py")
-    c.prior.num_steps = 2000
-    c.prior.eval_every = c.prior.checkpoint_every = 1000
-    c.prior.report = ml_collections.ConfigDict(  # the demo's short report (configs/demo.py)
-        dict(
-            num_samples=500,
-            ddim_steps=50,
-            num_ancestral=64,
-            num_train_reference=2000,
-            effect_poses=128,
-            effect_steps=100,
-        )
-    )
 
     for stage, steps in zip((0, 1), DEMO_STEPS.get(arch, (None, None))):
         s = load_config_file(HERE / f"semisup_stage{stage}.py", arch)

@@ -281,25 +281,10 @@ def test_semisup_step_on_8_devices_equals_one_device(testbed):
     on the untrained test model, ~5e-4 (the loss to 1e-5): the near-constant depth of an untrained
     head enters through differences and normalised limb directions, which amplify float32 rounding,
     as the fine-tuning step's depth term does (test_train_step). A sharding bug shows up as O(1)."""
-    import subprocess
-    import sys
+    from train_helpers import parity_rows
 
-    from conftest import REPO, subprocess_env
-
-    r = subprocess.run(
-        [sys.executable, str(REPO / "tests/scripts/semisup_parity.py"), str(testbed.root)],
-        env=subprocess_env(8),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    rows = {}
-    for line in r.stdout.splitlines():
-        if line.startswith("objective="):
-            values = dict(kv.split("=") for kv in line.split())
-            rows[values["objective"]] = values
-    assert set(rows) == {"teachers", "full"}, r.stdout
+    rows = parity_rows("semisup_parity.py", testbed.root)
+    assert set(rows) == {"teachers", "full"}, rows
     assert float(rows["teachers"]["params_rel_err"]) <= 5e-5, rows
     assert float(rows["full"]["params_rel_err"]) <= 2e-3, rows
     for values in rows.values():

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import jax
 import numpy as np
 import pytest
-from conftest import REPO, subprocess_env
-from train_helpers import first_batch, make_step_and_state
+from train_helpers import first_batch, make_step_and_state, parity_rows
 
 from hyper_sapiens_jax.models.weights import flatten
 
@@ -96,20 +92,8 @@ def test_sharded_step_on_8_devices_equals_one_device(testbed):
     1e-7): the loss takes logs of near-zero min-max depth targets, so a few pixels dominate and
     amplify float32 rounding. Bounded here at 1e-3 (a sharding bug shows up as O(1)); the 1e-5
     target is not met with the depth term and is reported open."""
-    r = subprocess.run(
-        [sys.executable, str(REPO / "tests/scripts/train_step_parity.py"), str(testbed.root)],
-        env=subprocess_env(8),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    rows = {}
-    for line in r.stdout.splitlines():
-        if line.startswith("objective="):
-            values = dict(kv.split("=") for kv in line.split())
-            rows[values["objective"]] = values
-    assert set(rows) == {"no_depth", "full"}, r.stdout
+    rows = parity_rows("train_step_parity.py", testbed.root)
+    assert set(rows) == {"no_depth", "full"}, rows
     assert float(rows["no_depth"]["params_rel_err"]) <= 2e-5, rows
     assert float(rows["full"]["params_rel_err"]) <= 1e-3, rows
     for values in rows.values():

@@ -192,3 +192,26 @@ def semisup_parts(seed: int = 0, **spec_changes):
         return objective(outputs, batch, LossWeights(depth=0.0, normal=0.0), normalizers, key=key)
 
     return graphdef, template, flat, spec, reference, prior, obj
+
+
+def parity_rows(script: str, testbed_root: Path, devices: int = 8) -> dict[str, dict[str, str]]:
+    """Run ``tests/scripts/SCRIPT`` on ``devices`` fake CPU devices; its ``objective=NAME k=v ...``
+    lines, keyed by NAME."""
+    import subprocess
+
+    from conftest import subprocess_env
+
+    r = subprocess.run(
+        [sys.executable, str(REPO / "tests/scripts" / script), str(testbed_root)],
+        env=subprocess_env(devices),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = {}
+    for line in r.stdout.splitlines():
+        if line.startswith("objective="):
+            values = dict(kv.split("=") for kv in line.split())
+            rows[values["objective"]] = values
+    return rows

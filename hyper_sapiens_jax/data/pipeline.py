@@ -80,24 +80,44 @@ def train_dataset(
     """
     parts = []
     for i, entry in enumerate(mix):
-        if entry.count % process_count:
-            raise ValueError(
-                f"{entry.name}: {entry.count} samples per batch do not split over {process_count} processes"
-            )
-        local = entry.count // process_count
-        if len(entry.source) == 0:
-            raise ValueError(f"{entry.name}: the source is empty")
-        epochs = math.ceil(num_batches * entry.count / len(entry.source)) + 1
-        ds = (
-            grain.MapDataset.source(entry.source)
-            .seed(seed + 7919 * i)
-            .shuffle()
-            .repeat(epochs)
-            .random_map(TrainTransform(sample_cfg))
+        ds = source_batches(
+            entry.name,
+            entry.source,
+            TrainTransform(sample_cfg),
+            seed=seed + 7919 * i,
+            count=entry.count,
+            num_batches=num_batches,
+            process_index=process_index,
+            process_count=process_count,
         )
-        ds = ds[process_index::process_count].batch(local, drop_remainder=True)
-        parts.append(ds[:num_batches].map(_add_source_id(i)))
+        parts.append(ds.map(_add_source_id(i)))
     return grain.experimental.ZipMapDataset(parts).map(_concat)
+
+
+def source_batches(
+    name: str,
+    source: Any,
+    transform: grain.transforms.RandomMap,
+    *,
+    seed: int,
+    count: int,
+    num_batches: int,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> grain.MapDataset:
+    """This process's ``num_batches`` batches of ``count / process_count`` samples of one source.
+
+    The source is shuffled (``seed``), repeated and mapped through ``transform`` as one global
+    sequence; global batch ``b`` holds its elements ``b * count ... (b + 1) * count - 1`` and process
+    ``p`` takes every ``process_count``-th of them from ``p``, so the global batches are the same for
+    any number of processes and each process decodes only its own rows. Errors name the source."""
+    if count <= 0 or count % process_count:
+        raise ValueError(f"{name}: {count} samples per batch do not split over {process_count} processes")
+    if len(source) == 0:
+        raise ValueError(f"{name}: the source is empty")
+    epochs = math.ceil(num_batches * count / len(source)) + 1
+    ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat(epochs).random_map(transform)
+    return ds[process_index::process_count].batch(count // process_count, drop_remainder=True)[:num_batches]
 
 
 def train_iterator(

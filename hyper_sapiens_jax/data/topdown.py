@@ -55,6 +55,21 @@ class SampleConfig:
         return self.input_size[1] // 2, self.input_size[0] // 2
 
 
+def crop_camera(record: dict, crop: dict, cfg: SampleConfig) -> tuple[np.ndarray, np.float32]:
+    """(intrinsics (3, 3) of the crop at the input size, has_intrinsics): the record's camera when it
+    has one (1), else ``geometry.default_intrinsics`` of its image (0), through the crop's warp
+    and flip."""
+    img_h, img_w = np.asarray(record["image"]).shape[:2]
+    k_image = record.get("intrinsics")
+    k_crop = geometry.crop_intrinsics(
+        k_image if k_image is not None else geometry.default_intrinsics(img_h, img_w, cfg.focal_factor),
+        crop["warp_matrix"],
+        bool(crop["flipped"]),
+        img_w,
+    )
+    return k_crop, np.float32(k_image is not None)
+
+
 def _targets(cfg: SampleConfig, record: dict, crop: dict, normal: np.ndarray | None) -> Sample:
     """Assemble the fixed-schema sample from a warped crop: the image stays RGB uint8 and the
     heatmaps are left to the device (``training.batch``), only their target weights are computed."""
@@ -67,14 +82,7 @@ def _targets(cfg: SampleConfig, record: dict, crop: dict, normal: np.ndarray | N
         sigma=cfg.heatmap_sigma,
     )
     has = {k: np.float32(record.get(k, 0)) for k in ("has_pose", "has_depth", "has_normal")}
-    img_h, img_w = record["image"].shape[:2]
-    k_image = record.get("intrinsics")
-    k_crop = geometry.crop_intrinsics(
-        k_image if k_image is not None else geometry.default_intrinsics(img_h, img_w, cfg.focal_factor),
-        crop["warp_matrix"],
-        bool(crop["flipped"]),
-        img_w,
-    )
+    k_crop, has_intrinsics = crop_camera(record, crop, cfg)
     if "depth" in crop:
         depth = geometry.relative_depth_target(crop["depth"], crop["depth"] > 0)[..., None]
     else:
@@ -96,7 +104,7 @@ def _targets(cfg: SampleConfig, record: dict, crop: dict, normal: np.ndarray | N
         "rotation": np.float32(crop["rotation"]),
         "flipped": np.float32(crop["flipped"]),
         "intrinsics": k_crop.astype(np.float32),
-        "has_intrinsics": np.float32(k_image is not None),
+        "has_intrinsics": has_intrinsics,
         "bbox": np.asarray(record["bbox"], np.float32),
         "image_id": np.int32(record["image_id"]),
         "ann_id": np.int32(record["ann_id"]),

@@ -56,11 +56,11 @@ import cv2
 import grain
 import numpy as np
 
-from hyper_sapiens_jax.data import geometry
 from hyper_sapiens_jax.data import transforms as T
 from hyper_sapiens_jax.data.keypoints import NUM_COCO_KEYPOINTS, flip_permutation
+from hyper_sapiens_jax.data.pipeline import source_batches
 from hyper_sapiens_jax.data.sources import DataError, _load_json, _RecordSource, _Skipper, read_image
-from hyper_sapiens_jax.data.topdown import SampleConfig
+from hyper_sapiens_jax.data.topdown import SampleConfig, crop_camera
 from hyper_sapiens_jax.data.transforms import normalize_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -579,14 +579,8 @@ def view_pair_sample(
     """
     weak_crop, strong_crop = view_pair_crops(record, rng, cfg, weak)
     strong = T.random_texture(strong_crop["image"], rng, cfg.texture)
-    img_h, img_w = np.asarray(record["image"]).shape[:2]
-    k_image = record.get("intrinsics")
-    k_crop = geometry.crop_intrinsics(
-        k_image if k_image is not None else geometry.default_intrinsics(img_h, img_w, cfg.focal_factor),
-        strong_crop["warp_matrix"],
-        bool(strong_crop["flipped"]),
-        img_w,
-    )
+    img_w = np.asarray(record["image"]).shape[1]
+    k_crop, has_intrinsics = crop_camera(record, strong_crop, cfg)
     affine = view_affine(
         weak_crop["warp_matrix"], weak_crop["flipped"], strong_crop["warp_matrix"], strong_crop["flipped"], img_w
     )
@@ -596,7 +590,7 @@ def view_pair_sample(
         "view_affine": affine.astype(np.float32),
         "view_flipped": np.float32(bool(weak_crop["flipped"]) != bool(strong_crop["flipped"])),
         "intrinsics": k_crop.astype(np.float32),
-        "has_intrinsics": np.float32(k_image is not None),
+        "has_intrinsics": has_intrinsics,
         "valid": np.float32(1),
         "is_real": np.float32(record.get("is_real", 1)),
         "image_id": np.int32(record["image_id"]),
@@ -655,20 +649,16 @@ def unlabeled_dataset(
     every ``process_count``-th of them from ``p`` — so every global batch holds exactly ``count``
     pairs, the same for any process count, and each process decodes only its own rows.
     """
-    if count <= 0 or count % process_count:
-        raise ValueError(f"{count} unlabelled samples per batch do not split over {process_count} processes")
-    if len(source) == 0:
-        raise ValueError(f"{source}: the source is empty")
-    epochs = math.ceil(num_batches * count / len(source)) + 1
-    ds = (
-        grain.MapDataset.source(source)
-        .seed(seed + UNLABELED_SEED_OFFSET)
-        .shuffle()
-        .repeat(epochs)
-        .random_map(ViewPairTransform(sample_cfg, weak))
+    return source_batches(
+        "unlabeled",
+        source,
+        ViewPairTransform(sample_cfg, weak),
+        seed=seed + UNLABELED_SEED_OFFSET,
+        count=count,
+        num_batches=num_batches,
+        process_index=process_index,
+        process_count=process_count,
     )
-    ds = ds[process_index::process_count].batch(count // process_count, drop_remainder=True)
-    return ds[:num_batches]
 
 
 UNLABELED_PREFIX = "u_"
