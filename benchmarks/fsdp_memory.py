@@ -1,6 +1,6 @@
 """Per-device memory of the FSDP train step, AOT-compiled with no weights materialised.
 
-The project's own step (``training.loop.make_layout``: objective over the chosen heads, Sapiens
+The project's own step (``training.loop.compile_phase``: objective over the chosen heads, Sapiens
 AdamW, EMA, parameters sharded over the mesh's ``fsdp`` axis) is lowered on abstract inputs
 (``jax.ShapeDtypeStruct`` with their shardings) and compiled for ``--devices`` devices; nothing is
 allocated. Reported per device, from the compiled executable's memory analysis: arguments (the
@@ -69,7 +69,7 @@ def measure(args: argparse.Namespace, per_device_batch: int) -> dict:
     from hyper_sapiens_jax.models.weights import abstract_model
     from hyper_sapiens_jax.sharding import batch_sharding, make_mesh
     from hyper_sapiens_jax.training.adapters import model_config
-    from hyper_sapiens_jax.training.loop import make_layout, make_objective
+    from hyper_sapiens_jax.training.loop import compile_phase, make_objective
 
     step_args = argparse.Namespace(
         arch=args.arch,
@@ -88,17 +88,17 @@ def measure(args: argparse.Namespace, per_device_batch: int) -> dict:
     config.mesh.fsdp, config.mesh.data = args.fsdp, args.devices // args.fsdp
     mcfg = model_config(config)
     mesh = make_mesh(config.mesh.data, config.mesh.fsdp, jax.devices()[: args.devices])
-    graphdef, template = nnx.split(abstract_model(mcfg))
-    layout = make_layout(config, mcfg, mesh, graphdef, template, None, make_objective(config, None, None))
+    graphdef = nnx.graphdef(abstract_model(mcfg))
+    phase = compile_phase(config, mcfg, mesh, graphdef, None, make_objective(config, None, None))
     state = jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), layout.abstract, layout.shardings
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), phase.abstract, phase.shardings
     )
     b_sh = batch_sharding(mesh)
     shapes = batch_shapes(mcfg, step_args.batch)
     batch = {k: jax.ShapeDtypeStruct(s, d, sharding=b_sh) for k, (s, d) in shapes.items()}
     key = jax.random.key(0)
     t0 = time.perf_counter()
-    compiled = layout.step.lower(state, batch, key).compile()
+    compiled = phase.step.lower(state, batch, key).compile()
     compile_s = time.perf_counter() - t0
     mem = compiled.memory_analysis()
     parts = {
@@ -108,7 +108,7 @@ def measure(args: argparse.Namespace, per_device_batch: int) -> dict:
         "alias_bytes": int(mem.alias_size_in_bytes),
     }
     per_device = parts["argument_bytes"] + parts["output_bytes"] + parts["temp_bytes"] - parts["alias_bytes"]
-    n_params = sum(int(a.size) for a in jax.tree.leaves(layout.abstract.params))
+    n_params = sum(int(a.size) for a in jax.tree.leaves(phase.abstract.params))
     return {
         "per_device_batch": per_device_batch,
         "global_batch": step_args.batch,

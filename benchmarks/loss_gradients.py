@@ -26,49 +26,35 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+import optax
 from flax import nnx
-from ml_collections import config_flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hyper_sapiens_jax import demo
+from hyper_sapiens_jax import cli, demo
 from hyper_sapiens_jax.data import builders
 from hyper_sapiens_jax.data.pipeline import train_dataset, train_iterator
 from hyper_sapiens_jax.losses.geometry import backproject_keypoints, bone_ratio_loss
-from hyper_sapiens_jax.models import Sapiens
-from hyper_sapiens_jax.models.weights import nest
+from hyper_sapiens_jax.models.weights import abstract_model
 from hyper_sapiens_jax.training import adapters, loop, reference
 from hyper_sapiens_jax.training.batch import complete_batch
 from hyper_sapiens_jax.training.objective import batch_normalizers, heatmap_keypoints
-from hyper_sapiens_jax.training.state import merge_model
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "the demo config (configs/demo.py[:arch])")
-_STAGE = flags.DEFINE_string("stage", "stage2", "which stage of the demo config")
-_INIT = flags.DEFINE_string("init", None, "weights to start from (a workdir or weights directory)")
-_BATCHES = flags.DEFINE_integer("batches", 8, "training batches to average over")
-_OUT = flags.DEFINE_string("out", None, "optional JSON output")
 
 
-def term_gradients(config, init: str, num_batches: int) -> dict[str, dict[str, float]]:
+def term_gradients(config, stage: str, init: str, num_batches: int) -> dict[str, dict[str, float]]:
     """Median over batches of each term's value, weight, weighted value and backbone gradient norm."""
-    sc = demo.shared_data(config[_STAGE.value], config.get("data"))
+    sc = demo.shared_data(config[stage], config.get("data"))
     sc.init_from = init
     mcfg = adapters.model_config(sc)
-    model = Sapiens(mcfg, rngs=nnx.Rngs(0))
-    graphdef, state = nnx.split(model)
-    flat = loop.initial_params(sc, mcfg)
-    nnx.replace_by_pure_dict(state, nest({p: jnp.asarray(v) for p, v in flat.items()}))
-    params = {p: v.get_value() for p, v in nnx.to_flat_state(state)}
-    backbone = {p: v for p, v in params.items() if p[0] == "backbone"}
-    rest = {p: v for p, v in params.items() if p[0] != "backbone"}
+    graphdef = nnx.graphdef(abstract_model(mcfg))
+    backbone, rest = nnx.split_state(loop.initial_params(sc, mcfg), nnx.PathContains("backbone"), ...)
     mix, _ = builders.build_train_mix(sc)
     bone_ref = reference.compute(sc, mix, builders.sample_config(sc)) if loop.needs_bone_reference(sc) else None
     objective = loop.make_objective(sc, bone_ref, loop.load_prior(sc))
     weights = adapters.loss_weights(sc)
 
     def parts_fn(bb, batch, key):
-        outputs = merge_model(graphdef, state, nest(bb), nest(rest))(batch["image"])
+        outputs = nnx.merge(graphdef, bb, rest)(batch["image"])
         normalizers = {**batch_normalizers(batch), "micro_batches": jnp.float32(1)}
         _, parts = objective(outputs, batch, normalizers, key, jnp.int32(0))
         return parts
@@ -80,12 +66,12 @@ def term_gradients(config, init: str, num_batches: int) -> dict[str, dict[str, f
         for name in parts:
             w = getattr(weights, name) * (adapters.sds_scale(sc, jnp.int32(0)) if name == "sds" else 1.0)
             grad = jax.grad(lambda b, w=w, name=name: w * parts_fn(b, batch, key)[name])(bb)
-            out[name] = (parts[name], jnp.float32(w), jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in grad.values())))
+            out[name] = (parts[name], jnp.float32(w), optax.tree.norm(grad))
         return out
 
     @jax.jit
     def at_truth(bb, batch):
-        outputs = merge_model(graphdef, state, nest(bb), nest(rest))(batch["image"])
+        outputs = nnx.merge(graphdef, bb, rest)(batch["image"])
         xy, conf = heatmap_keypoints(outputs["pose"], batch["image"].shape[1:3], weights.geometry_keypoints)
         true_xy, seen = batch["keypoints"], (batch["keypoints_visible"] > 0).astype(jnp.float32)
         real = batch["valid"] * batch["is_real"]
@@ -131,9 +117,15 @@ def term_gradients(config, init: str, num_batches: int) -> dict[str, dict[str, f
     return {"terms": terms, "bone_ratio_at_truth": {n: float(np.median(v)) for n, v in truth.items()}}
 
 
-def main(argv) -> None:
-    del argv
-    result = term_gradients(_CONFIG.value, _INIT.value, _BATCHES.value)
+def main(argv: list[str] | None = None) -> int:
+    """Print the two tables (``--help`` lists the flags); with ``--out``, write them as JSON."""
+    p = cli.parser(__doc__, config=True)
+    p.add_argument("--stage", default="stage2", help="which stage of the demo config")
+    p.add_argument("--init", required=True, help="weights to start from (a workdir or weights directory)")
+    p.add_argument("--batches", type=int, default=8, help="training batches to average over")
+    p.add_argument("--out", help="optional JSON output")
+    args = cli.parse(p, argv)
+    result = term_gradients(args.config, args.stage, args.init, args.batches)
     print("| term | value | weight | weighted | weighted / pose | backbone grad norm | grad / pose |")
     print("|---|---|---|---|---|---|---|")
     for name, r in result["terms"].items():
@@ -145,10 +137,10 @@ def main(argv) -> None:
         print("\n| bone-ratio term (unweighted) with | value |\n|---|---|")
         for name, v in result["bone_ratio_at_truth"].items():
             print(f"| {name} | {v:.4g} |")
-    if _OUT.value:
-        Path(_OUT.value).write_text(json.dumps(result, indent=1))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    return 0
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config", "init"])
-    app.run(main)
+    sys.exit(main())

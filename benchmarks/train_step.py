@@ -1,6 +1,6 @@
 """The jitted train step, and the same model's PyTorch step side by side.
 
-JAX: the project's own step (``training.loop.make_layout``: the configured objective over the
+JAX: the project's own step (``training.loop.compile_phase``: the configured objective over the
 chosen heads, the Sapiens AdamW, EMA), AOT-compiled once, then timed over --steps steps after
 --warmup. PyTorch (``--framework torch|both``): the independent reference of the tests
 (``tests/torch_sapiens.py``, plain ``torch.nn``) holding the *same* weights (exported through
@@ -49,11 +49,11 @@ from hyper_sapiens_jax.data.codec import encode_udp_heatmaps
 from hyper_sapiens_jax.data.transforms import normalize_image
 from hyper_sapiens_jax.models.config import HEADS, ModelConfig
 from hyper_sapiens_jax.models.sapiens import Sapiens
-from hyper_sapiens_jax.models.weights import abstract_model, flat_params
+from hyper_sapiens_jax.models.weights import abstract_model, flat_params, params_state
 from hyper_sapiens_jax.sharding import global_batch, make_mesh
 from hyper_sapiens_jax.training import flops
 from hyper_sapiens_jax.training.adapters import model_config
-from hyper_sapiens_jax.training.loop import fresh_state, make_layout, make_objective
+from hyper_sapiens_jax.training.loop import compile_phase, fresh_state, make_objective
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -152,15 +152,15 @@ class JaxStep:
         config = bench_config(args)
         self.mcfg = model_config(config)
         mesh = make_mesh(config.mesh.data, config.mesh.fsdp)
-        graphdef, template = nnx.split(abstract_model(self.mcfg))
-        layout = make_layout(
-            config, self.mcfg, mesh, graphdef, template, args.trainable_blocks, make_objective(config, None, None)
+        graphdef = nnx.graphdef(abstract_model(self.mcfg))
+        phase = compile_phase(
+            config, self.mcfg, mesh, graphdef, args.trainable_blocks, make_objective(config, None, None)
         )
-        self.state = fresh_state(layout, flat, self.mcfg.spec.num_layers)
+        self.state = fresh_state(phase, params_state(self.mcfg, flat))
         self.batch = global_batch(batch, mesh)
         self.key = jax.random.key(0)
         t0 = time.perf_counter()
-        self.compiled = layout.step.lower(self.state, self.batch, self.key).compile()
+        self.compiled = phase.step.lower(self.state, self.batch, self.key).compile()
         self.compile_s = time.perf_counter() - t0
         cost = self.compiled.cost_analysis()
         cost = cost[0] if isinstance(cost, list) else cost

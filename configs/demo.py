@@ -34,7 +34,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.job = "demo"
     c.arch = arch
-    c.stages = "1,2,3"  # which stages run, in order
+    c.stages = (1, 2, 3)  # which stages run, in order
     c.foundation = ml_collections.ConfigDict({"dir": str(FOUNDATION_DIR) if arch == "cpu" else "", **FOUNDATION_FILES})
     c.data = base_config(arch).data  # shared by every stage and the prior (each stage keeps its mix)
     del c.data["mix"]

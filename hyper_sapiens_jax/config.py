@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import ml_collections
 
@@ -55,24 +56,54 @@ def load_config_file(path: str | Path, arg: str | None = None) -> ml_collections
     return module.get_config(arg)
 
 
-def parse_unfreeze(text: str) -> list[tuple[int, int | None]]:
-    """A progressive unfreezing schedule "STEP:BLOCKS,..." (BLOCKS an int or 'all') -> [(STEP, BLOCKS
-    or None)], in the order given."""
+def parse_unfreeze(schedule: Any) -> list[tuple[int, int | None]]:
+    """A progressive unfreezing schedule ``((STEP, BLOCKS), ...)`` (BLOCKS an int, or None / 'all'
+    for everything) -> [(STEP, BLOCKS or None)], in the order given; a clear error for anything else.
+    On the command line: ``--config.unfreeze="((50, 3), (80, 'all'))"``; the older string form
+    'STEP:BLOCKS,...' is read too."""
+    if isinstance(schedule, str):
+        schedule = schedule.split(",")
     out = []
-    for item in filter(None, (s.strip() for s in text.split(","))):
+    for item in schedule:
+        if isinstance(item, str):  # 'STEP:BLOCKS'
+            if not item.strip():
+                continue
+            item = tuple(item.split(":")) if item.count(":") == 1 else item
         try:
-            step, blocks = item.split(":")
-            out.append((int(step), None if blocks.strip() == "all" else int(blocks)))
-        except ValueError:
-            raise ValueError(f"config.unfreeze item {item!r} is not STEP:BLOCKS (BLOCKS an int or 'all')") from None
+            step, blocks = item
+            blocks = None if str(blocks).strip() in ("None", "all") else int(blocks)
+            if isinstance(step, float) or int(step) < 0 or (blocks is not None and blocks < 0):
+                raise ValueError
+            out.append((int(step), blocks))
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"config.unfreeze item {item!r} is not (STEP, BLOCKS): STEP an int >= 0, BLOCKS an int >= 0, "
+                "None or 'all' (e.g. config.unfreeze = ((500, 'all'),))"
+            ) from None
     return out
 
 
-def rescale_unfreeze(text: str, old_steps: int, new_steps: int) -> str:
+def canonical_setting(key: str, value: Any) -> Any:
+    """A saved config value in today's form, so that files written before the tuple fields compare
+    equal to today's configs: ``unfreeze`` was 'STEP:BLOCKS,...', ``stages`` '1,2,3' and
+    ``mini_rgbd_sequences`` '01-08' (JSON turns tuples into lists, also undone here)."""
+    name = key.rsplit(".", 1)[-1]
+    if name == "unfreeze":
+        return parse_unfreeze(value)
+    if name == "stages" and isinstance(value, str):
+        return [int(s) for s in value.split(",") if s.strip()]
+    if name == "mini_rgbd_sequences":
+        from hyper_sapiens_jax.data.sources import parse_sequences
+
+        return parse_sequences(value)
+    return list(value) if isinstance(value, tuple) else value
+
+
+def rescale_unfreeze(schedule: Any, old_steps: int, new_steps: int) -> tuple[tuple[int, Any], ...]:
     """The same unfreezing schedule with every STEP at the same fraction of a ``new_steps``-long run."""
-    return ",".join(
-        f"{step * new_steps // old_steps}:{'all' if blocks is None else blocks}"
-        for step, blocks in parse_unfreeze(text)
+    return tuple(
+        (step * new_steps // old_steps, "all" if blocks is None else blocks)
+        for step, blocks in parse_unfreeze(schedule)
     )
 
 
@@ -111,13 +142,13 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.prior_ckpt = ""  # a prior workdir (configs/prior.py); needed when loss.sds > 0
 
     # Trainable subset: the last `trainable_blocks` ViT blocks + pos_embed + final norm + heads
-    # (None: everything). `unfreeze` is a progressive schedule "STEP:BLOCKS,STEP:BLOCKS" (BLOCKS may be
-    # "all"), applied on top of trainable_blocks from STEP on; empty: none.
+    # (None: everything). `unfreeze` is a progressive schedule ((STEP, BLOCKS), ...) (BLOCKS may be
+    # 'all'), applied on top of trainable_blocks from STEP on; empty: none.
     c.trainable_blocks = ml_collections.FieldReference(None, field_type=int)
     # False: pos_embed freezes with the prefix, so the backward stops at the first trainable block
     # (trainable_blocks=0: only the final norm and the heads train; the backbone runs forward only).
     c.train_pos_embed = True
-    c.unfreeze = ""
+    c.unfreeze = ()
     # Heads that never train (the semi-supervised mode keeps 'depth' and 'normal' as frozen teachers).
     c.frozen_heads = ()
 
@@ -172,9 +203,17 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.checkpoint = ml_collections.ConfigDict(dict(every=200 if cpu_sized else 1000, keep=2, keep_best=1))
     # Multi-host: jax.distributed.initialize(...) runs when coordinator_address is set (or when
     # auto=True, for TPU pods / SLURM where JAX detects the cluster).
-    # cpu_collectives: "gloo" for multi-process CPU runs.
+    # cpu_collectives: "gloo" for multi-process CPU runs. heartbeat_timeout_s: a process whose peer
+    # has died (killed, host lost) stops with an error after this long instead of waiting forever.
     c.distributed = ml_collections.ConfigDict(
-        dict(coordinator_address="", num_processes=1, process_id=0, auto=False, cpu_collectives="")
+        dict(
+            coordinator_address="",
+            num_processes=1,
+            process_id=0,
+            auto=False,
+            cpu_collectives="",
+            heartbeat_timeout_s=100,
+        )
     )
 
     c.model = ml_collections.ConfigDict()
@@ -204,7 +243,7 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     d.syrip_real_ann = ""
     d.syrip_real_images = ""
     d.mini_rgbd_root = ""
-    d.mini_rgbd_sequences = "01-08"
+    d.mini_rgbd_sequences = tuple(range(1, 9))  # sequence numbers: 01 ... 08
     d.val_ann = ""
     d.val_images = ""
     d.skeletons = ""

@@ -39,7 +39,10 @@ COLUMNS = ("pck@0.05", "pck@0.2", "ap", "ap50", "g_error")
 
 
 def stage_list(config: ml_collections.ConfigDict) -> list[int]:
-    return [int(s) for s in str(config.stages).split(",") if s.strip()]
+    """The stage numbers ``config.stages`` names (a tuple, e.g. (1, 2, 3)), in order."""
+    if isinstance(config.stages, str) or not all(isinstance(s, int) for s in config.stages):
+        raise ValueError(f"config.stages={config.stages!r} must be a tuple of stage numbers, e.g. (1, 2, 3)")
+    return list(config.stages)
 
 
 def shared_data(part: ml_collections.ConfigDict, data: ml_collections.ConfigDict | None) -> ml_collections.ConfigDict:

@@ -32,15 +32,9 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
-from ml_collections import config_flags
-
-from hyper_sapiens_jax.jobs import JOBS, run_job
+from hyper_sapiens_jax import cli
+from hyper_sapiens_jax.jobs import JOBS, expected_errors, run_job
 from hyper_sapiens_jax.logs import setup_logging
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "config file, e.g. configs/stage2.py:tiny", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, logs and reports go")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resuming if possible) or eval")
 
 
 def maybe_initialize_distributed(config) -> None:
@@ -51,34 +45,35 @@ def maybe_initialize_distributed(config) -> None:
     d = config.get("distributed")
     if d is None:
         return
+    # A dead peer is detected by missed heartbeats: the survivors stop with an error after this long.
+    timeouts = {"heartbeat_timeout_seconds": int(d.get("heartbeat_timeout_s", 100))}
     if d.coordinator_address:
         if d.get("cpu_collectives"):  # multi-process CPU runs (tests, laptops): gloo over loopback
             jax.config.update("jax_cpu_collectives_implementation", d.cpu_collectives)
         jax.distributed.initialize(
-            coordinator_address=d.coordinator_address, num_processes=d.num_processes, process_id=d.process_id
+            coordinator_address=d.coordinator_address,
+            num_processes=d.num_processes,
+            process_id=d.process_id,
+            **timeouts,
         )
     elif d.auto:
-        jax.distributed.initialize()
+        jax.distributed.initialize(**timeouts)
 
 
-def main(argv) -> None:
-    del argv
+def main(argv: list[str] | None = None) -> int:
+    """The ``hyper-sapiens`` console script (``python -m hyper_sapiens_jax.main``); ``--help``
+    lists the flags. Returns the job's exit code."""
+    p = cli.parser(__doc__, config=True)
+    p.add_argument("--workdir", required=True, help="where checkpoints, logs and reports go")
+    p.add_argument("--mode", choices=["train", "eval"], default="train", help="train (resuming if possible) or eval")
+    args = cli.parse(p, argv)
     setup_logging()
-    config = _CONFIG.value
-    job = config.get("job")
+    job = args.config.get("job")
     if job not in JOBS:
-        raise app.UsageError(f"config.job={job!r} is not one of {sorted(JOBS)}")
-    if not _WORKDIR.value:
-        raise app.UsageError("--workdir is required")
-    maybe_initialize_distributed(config)
-    sys.exit(run_job(config, _WORKDIR.value, _MODE.value))
-
-
-def cli() -> None:
-    """The ``hyper-sapiens`` console script (``python -m hyper_sapiens_jax.main``)."""
-    flags.mark_flags_as_required(["config"])
-    app.run(main)
+        p.error(f"config.job={job!r} is not one of {sorted(JOBS)}")
+    maybe_initialize_distributed(args.config)
+    return cli.run_main(run_job, args.config, args.workdir, args.mode, errors=expected_errors())
 
 
 if __name__ == "__main__":
-    cli()
+    sys.exit(main())

@@ -36,6 +36,7 @@ fields: use a new ``--out`` for a variant.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import logging
@@ -47,12 +48,10 @@ from typing import Any
 
 import ml_collections
 import numpy as np
-from absl import app, flags
 from flax import traverse_util
-from ml_collections import config_flags
 
-from hyper_sapiens_jax import demo
-from hyper_sapiens_jax.config import config_to_dict, rescale_unfreeze
+from hyper_sapiens_jax import cli, demo
+from hyper_sapiens_jax.config import canonical_setting, config_to_dict, rescale_unfreeze
 from hyper_sapiens_jax.data import builders
 from hyper_sapiens_jax.jobs import run_job
 from hyper_sapiens_jax.logs import progress, setup_logging
@@ -158,8 +157,7 @@ def check_same_config(workdir: Path, config: ml_collections.ConfigDict) -> None:
     path = workdir / "config.json"
     if not path.is_file():
         return
-    saved = traverse_util.flatten_dict(json.loads(path.read_text()), sep=".")
-    wanted = traverse_util.flatten_dict(config_to_dict(config), sep=".")
+    saved, wanted = (_flat_settings(d) for d in (json.loads(path.read_text()), config_to_dict(config)))
     differ = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
     if differ:
         shown = ", ".join(f"{k}: {saved.get(k)!r} -> {wanted.get(k)!r}" for k in differ[:5])
@@ -233,12 +231,15 @@ def study_table(
             + " | - |"
         )
     for key, s in summary.items():
-        cells = [
-            f"{s[m]['mean']:{fmt}}" + (f" ± {s[m]['ci95']:{fmt}}" if len(s["seeds"]) > 1 else "")
-            for m, _, fmt in METRICS
-        ]
-        lines.append(f"| {key} | {rows[key].label} | " + " | ".join(cells) + f" | {len(s['seeds'])} |")
+        lines.append(f"| {key} | {rows[key].label} | {summary_cells(s)} | {len(s['seeds'])} |")
     return "\n".join(lines)
+
+
+def summary_cells(s: dict[str, Any]) -> str:
+    """One summary's METRICS as markdown cells: the mean, ± the 95% CI half-width over >1 seeds."""
+    return " | ".join(
+        f"{s[m]['mean']:{fmt}}" + (f" ± {s[m]['ci95']:{fmt}}" if len(s["seeds"]) > 1 else "") for m, _, fmt in METRICS
+    )
 
 
 def study_plot(
@@ -346,12 +347,17 @@ def write_report(
     return table
 
 
+def _flat_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """A config dict as {'a.b.c': value}, values in today's form (``config.canonical_setting``)."""
+    return {k: canonical_setting(k, v) for k, v in traverse_util.flatten_dict(config, sep=".").items()}
+
+
 def _differing_settings(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     """Flattened config keys whose values differ, paths aside (another checkout or --out moves them).
 
     A key only one side has counts as equal when its value there is off (False, 0, '' or None): a
     switch added to the config after a file was written, left at its off default, changes nothing."""
-    a, b = (traverse_util.flatten_dict(d, sep=".") for d in (saved, wanted))
+    a, b = _flat_settings(saved), _flat_settings(wanted)
     is_path = lambda v: isinstance(v, str) and "/" in v
     added_off = lambda k: (k not in a or k not in b) and not a.get(k, b.get(k))
     return sorted(
@@ -419,52 +425,42 @@ def run(
     return 0
 
 
-def define_common_flags(outputs: str, seeds: list[str]) -> None:
-    """--config, --out and --seeds, shared by the study and the sweep (defined only when one runs as
-    a program, so both modules import side by side)."""
-    config_flags.DEFINE_config_file("config", None, "the demo config, e.g. configs/demo.py[:arch]", lock_config=True)
-    flags.DEFINE_string("out", None, f"directory for the runs, {outputs}")
-    flags.DEFINE_list("seeds", seeds, "seeds; every run of the grid runs once per seed")
-    flags.mark_flags_as_required(["config", "out"])
+def common_parser(doc: str | None, outputs: str, seeds: str) -> argparse.ArgumentParser:
+    """--config, --out and --seeds, shared by the study and the sweep."""
+    p = cli.parser(doc, config=True)
+    p.add_argument("--out", required=True, help=f"directory for the runs, {outputs}")
+    p.add_argument(
+        "--seeds",
+        type=cli.comma_list(int),
+        default=seeds,
+        help="seeds, e.g. 0,1,2; every run of the grid runs once per seed",
+    )
+    return p
 
 
-def exit_with(fn, *args) -> None:
-    """Run ``fn(*args)`` as the program: its return code, or 1 with the error logged (no traceback)
-    for bad configs, interrupted runs and training errors."""
-    try:
-        sys.exit(fn(*args))
-    except (ValueError, InterruptedError, loop.TrainingError) as e:
-        log.error("%s", e)
-        sys.exit(1)
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """Bad configs, interrupted runs and training errors: printed as one line, exit code 1."""
+    return (ValueError, InterruptedError, loop.TrainingError)
 
 
-def define_flags() -> None:
-    define_common_flags("study.md, study.json and study.png", ["0", "1", "2", "3", "4"])
-    flags.DEFINE_list("rows", ["z", "a", "b", "c", "d", "e", "f", "s"], "which rows to run (z, a-f, s; see above)")
-    flags.DEFINE_list(
-        "merge",
-        [],
-        "study.json files of the same study run elsewhere (other seeds, other machines or sessions): their "
+def main(argv: list[str] | None = None) -> int:
+    """The ``hyper-sapiens-study`` console script (``python -m hyper_sapiens_jax.study``); ``--help``
+    lists the flags."""
+    p = common_parser(__doc__, "study.md, study.json and study.png", "0,1,2,3,4")
+    p.add_argument(
+        "--rows", type=cli.comma_list(str), default="z,a,b,c,d,e,f,s", help="which rows to run (z, a-f, s; see above)"
+    )
+    p.add_argument(
+        "--merge",
+        type=cli.comma_list(str),
+        default=[],
+        help="study.json files of the same study run elsewhere (other seeds, other machines or sessions): their "
         "per-seed values join the table; other settings are refused",
     )
-
-
-def main(argv) -> None:
-    del argv
+    args = cli.parse(p, argv)
     setup_logging()
-    f = flags.FLAGS
-    try:
-        seeds = [int(s) for s in f.seeds]
-    except ValueError as e:
-        raise app.UsageError(f"--seeds must be integers, got {f.seeds}") from e
-    exit_with(run, f.config, f.out, seeds, [k.strip() for k in f.rows], f.merge)
-
-
-def cli() -> None:
-    """The ``hyper-sapiens-study`` console script (``python -m hyper_sapiens_jax.study``)."""
-    define_flags()
-    app.run(main)
+    return cli.run_main(run, args.config, args.out, args.seeds, args.rows, args.merge, errors=expected_errors())
 
 
 if __name__ == "__main__":
-    cli()
+    sys.exit(main())

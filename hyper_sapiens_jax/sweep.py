@@ -19,14 +19,14 @@ chosen point is the best by mean tuning PCK@0.05 (ties: AP); measure it on valid
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import ml_collections
-from absl import app, flags
 
-from hyper_sapiens_jax import study
+from hyper_sapiens_jax import cli, study
 from hyper_sapiens_jax.logs import setup_logging
 
 
@@ -46,14 +46,11 @@ def point_row(config: ml_collections.ConfigDict, alpha: float, beta: float) -> s
 
 
 def sweep_table(points: dict[tuple[float, float], dict[str, Any]]) -> str:
+    """Markdown: one line per (alpha, beta) point, each metric as mean ± 95% CI over the seeds."""
     head = "| alpha (SDS) | beta (geometry) | " + " | ".join(t for _, t, _ in study.METRICS) + " | seeds |"
     lines = [head, "|" + "---|" * (len(study.METRICS) + 3)]
     for (alpha, beta), s in points.items():
-        cells = [
-            f"{s[m]['mean']:{fmt}}" + (f" ± {s[m]['ci95']:{fmt}}" if len(s["seeds"]) > 1 else "")
-            for m, _, fmt in study.METRICS
-        ]
-        lines.append(f"| {alpha:g} | {beta:g} | " + " | ".join(cells) + f" | {len(s['seeds'])} |")
+        lines.append(f"| {alpha:g} | {beta:g} | {study.summary_cells(s)} | {len(s['seeds'])} |")
     return "\n".join(lines)
 
 
@@ -99,29 +96,21 @@ def run(
     return 0
 
 
-def define_flags() -> None:
-    study.define_common_flags("sweep.md and sweep.json", ["0"])
-    flags.DEFINE_list("alphas", ["0", "0.01", "0.03"], "SDS weights (stages 2 and 3)")
-    flags.DEFINE_list("betas", ["0", "0.1", "0.3"], "geometry weights (depth-normal and bone ratio)")
-
-
-def main(argv) -> None:
-    del argv
+def main(argv: list[str] | None = None) -> int:
+    """The ``hyper-sapiens-sweep`` console script (``python -m hyper_sapiens_jax.sweep``); ``--help``
+    lists the flags."""
+    p = study.common_parser(__doc__, "sweep.md and sweep.json", "0")
+    p.add_argument("--alphas", type=cli.comma_list(float), default="0,0.01,0.03", help="SDS weights (stages 2 and 3)")
+    p.add_argument(
+        "--betas",
+        type=cli.comma_list(float),
+        default="0,0.1,0.3",
+        help="geometry weights (depth-normal, bone ratio)",
+    )
+    args = cli.parse(p, argv)
     setup_logging()
-    f = flags.FLAGS
-    try:
-        alphas, betas = [float(a) for a in f.alphas], [float(b) for b in f.betas]
-        seeds = [int(s) for s in f.seeds]
-    except ValueError as e:
-        raise app.UsageError(f"--alphas / --betas must be numbers and --seeds integers ({e})") from e
-    study.exit_with(run, f.config, f.out, alphas, betas, seeds)
-
-
-def cli() -> None:
-    """The ``hyper-sapiens-sweep`` console script (``python -m hyper_sapiens_jax.sweep``)."""
-    define_flags()
-    app.run(main)
+    return cli.run_main(run, args.config, args.out, args.alphas, args.betas, args.seeds, errors=study.expected_errors())
 
 
 if __name__ == "__main__":
-    cli()
+    sys.exit(main())

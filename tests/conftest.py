@@ -64,7 +64,7 @@ def point_at_testbed(config, p):
     d.syrip_syn_ann, d.syrip_syn_images = str(p.train_syn_json), str(p.train_syn_images)
     d.syrip_real_ann, d.syrip_real_images = str(p.train_real_json), str(p.train_real_images)
     d.val_ann, d.val_images = str(p.val_json), str(p.val_images)
-    d.mini_rgbd_root, d.mini_rgbd_sequences = str(p.mini_rgbd), "01-02"
+    d.mini_rgbd_root, d.mini_rgbd_sequences = str(p.mini_rgbd), (1, 2)
     d.skeletons = str(p.skeletons)
     return config
 

@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 
 from hyper_sapiens_jax.models import ModelConfig
-from hyper_sapiens_jax.models.weights import abstract_model, flatten, nest
+from hyper_sapiens_jax.models.weights import abstract_model, state_to_flat
 from hyper_sapiens_jax.training.adapters import cosine_schedule
 from hyper_sapiens_jax.training.optim import applies_weight_decay, layer_id, lr_scale, sapiens_adamw
 
@@ -39,9 +39,8 @@ def test_weight_decay_exclusions():
 
 def _params():
     model = abstract_model(ModelConfig(arch="tiny", image_size=(32, 32), heads=("pose",)))
-    flat = {p: v.get_value() for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
     rng = np.random.default_rng(0)
-    return nest({p: jnp.asarray(rng.standard_normal(s.shape), jnp.float32) for p, s in flat.items()})
+    return jax.tree.map(lambda s: jnp.asarray(rng.standard_normal(s.shape), jnp.float32), nnx.state(model, nnx.Param))
 
 
 def test_each_parameter_moves_by_its_own_learning_rate():
@@ -52,8 +51,8 @@ def test_each_parameter_moves_by_its_own_learning_rate():
     lr, wd, L = 1e-2, 0.1, 4
     tx = sapiens_adamw(params, num_layers=L, learning_rate=lr, weight_decay=wd, b1=0.0, b2=0.0, clip_norm=None)
     updates, _ = tx.update(grads, tx.init(params), params)
-    flat_p = flatten(params)
-    for path, u in flatten(updates).items():
+    flat_p = state_to_flat(params)
+    for path, u in state_to_flat(updates).items():
         scale = lr_scale(path, L, 0.85)
         expected = -lr * scale * (1.0 + (wd * flat_p[path] if applies_weight_decay(path, flat_p[path]) else 0.0))
         np.testing.assert_allclose(
@@ -71,11 +70,12 @@ def test_clipping_and_warmup():
     assert float(sched(5250)) == pytest.approx(2.5e-4, rel=1e-4)  # half-way down the cosine
     optim.final_lr_frac = 0.1
     assert float(cosine_schedule(5e-4, optim, 10_000)(10_000)) == pytest.approx(5e-5, rel=1e-5)
-    params = {"w": jnp.zeros((3, 3))}
+    params = nnx.State({"w": nnx.Param(jnp.zeros((3, 3)))})
     tx = sapiens_adamw(params, num_layers=1, learning_rate=1.0, weight_decay=0.0, clip_norm=1.0)
     # path ('w',) is not in the backbone -> scale 1; a huge gradient is clipped to norm 1 first,
     # and Adam's first step is then lr * g / |g| elementwise = 1 in every entry regardless.
-    updates, _ = tx.update({"w": jnp.full((3, 3), 1e6)}, tx.init(params), params)
-    assert np.allclose(np.asarray(updates["w"]), -1.0, atol=1e-3)
+    grads = jax.tree.map(lambda x: jnp.full(x.shape, 1e6), params)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    assert np.allclose(np.asarray(updates["w"].get_value()), -1.0, atol=1e-3)
     clipped, _ = optax.clip_by_global_norm(1.0).update({"w": jnp.full((3, 3), 1e6)}, optax.EmptyState())
     assert float(optax.tree.norm(clipped)) == pytest.approx(1.0, rel=1e-5)

@@ -197,7 +197,7 @@ def test_preview_cli_summary_and_bad_records(testbed, tmp_path):
         f"--config.data.syrip_real_ann={bad_ann}",
         f"--config.data.syrip_real_images={testbed.train_real_images}",
         f"--config.data.mini_rgbd_root={testbed.mini_rgbd}",
-        "--config.data.mini_rgbd_sequences=01-02",
+        "--config.data.mini_rgbd_sequences=(1,2)",
         "--config.model.image_size=(64, 48)",
     ]
     r = _preview(args, tmp_path / "fail")

@@ -14,7 +14,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from conftest import REPO
-from flax import nnx
+from flax import nnx, traverse_util
 from PIL import Image
 
 from hyper_sapiens_jax.config import load_config_file
@@ -23,7 +23,7 @@ from hyper_sapiens_jax.data.unlabeled import CropParams, ImageFolderSource, mae_
 from hyper_sapiens_jax.models.config import ModelConfig
 from hyper_sapiens_jax.models.mae import MAE, mae_loss, num_masked, patchify, random_masking, unpatchify
 from hyper_sapiens_jax.models.pos_embed import resize_pos_embed
-from hyper_sapiens_jax.models.weights import flatten, load_weights
+from hyper_sapiens_jax.models.weights import load_weights
 from hyper_sapiens_jax.training import pretrain
 
 
@@ -227,7 +227,7 @@ def _checkpoint_params(workdir, step):
         out = mngr.restore(
             step, args=ocp.args.Composite(params=ocp.args.StandardRestore(), frozen=ocp.args.StandardRestore())
         )
-    flat = {**flatten(out["frozen"]), **flatten(out["params"])}
+    flat = {**traverse_util.flatten_dict(out["frozen"]), **traverse_util.flatten_dict(out["params"])}
     return {tuple(int(k) if str(k).isdigit() else k for k in p): np.asarray(v) for p, v in flat.items()}
 
 

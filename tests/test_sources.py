@@ -37,6 +37,8 @@ def test_parse_sequences():
     assert parse_sequences("01-03") == ["01", "02", "03"]
     assert parse_sequences("9,11-12") == ["09", "11", "12"]
     assert parse_sequences(["1", "02"]) == ["01", "02"]
+    assert parse_sequences((1, 2, 11)) == ["01", "02", "11"]
+    assert parse_sequences(("01-02",)) == ["01", "02"]  # an old string override read into the tuple field
 
 
 def test_coco_source_reads_testbed(testbed):

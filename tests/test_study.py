@@ -30,7 +30,7 @@ def test_rows_differ_only_in_data_and_loss():
         c = rows[key].runs[1][1]
         assert c.num_steps == s2.num_steps + s3.num_steps == 500
         assert c.eval.every == c.checkpoint.every == 500
-        assert c.unfreeze == "250:all"  # stage 2's "125:all", same fraction
+        assert c.unfreeze == ((250, "all"),)  # stage 2's ((125, 'all'),), same fraction
         assert c.optim.to_dict() == s2.optim.to_dict() and c.trainable_blocks == s2.trainable_blocks
         assert c.loss.sds_final < 0  # no annealing in b-e
     b, c, d, e = (rows[k].runs[1][1] for k in "bcde")
@@ -44,8 +44,24 @@ def test_rows_differ_only_in_data_and_loss():
 
 
 def test_scaled_unfreeze():
-    assert rescale_unfreeze("125:all", 250, 500) == "250:all"
-    assert rescale_unfreeze("100:4, 300:all", 400, 1000) == "250:4,750:all"
+    assert rescale_unfreeze(((125, "all"),), 250, 500) == ((250, "all"),)
+    assert rescale_unfreeze(((100, 4), (300, None)), 400, 1000) == ((250, 4), (750, "all"))
+
+
+def test_settings_saved_in_the_old_string_forms_compare_equal():
+    """study.json / config.json files written when unfreeze, stages and mini_rgbd_sequences were
+    strings still match today's tuple configs (so earlier seeds still merge); other values do not."""
+    from hyper_sapiens_jax.config import canonical_setting
+
+    assert canonical_setting("stage2.unfreeze", "125:all, 200:4") == canonical_setting(
+        "stage2.unfreeze", [[125, "all"], [200, 4]]
+    )
+    assert canonical_setting("stages", "1,2,3") == canonical_setting("stages", (1, 2, 3)) == [1, 2, 3]
+    assert canonical_setting("data.mini_rgbd_sequences", "01-03") == canonical_setting(
+        "data.mini_rgbd_sequences", [1, 2, 3]
+    )
+    assert canonical_setting("stage2.unfreeze", "125:all") != canonical_setting("stage2.unfreeze", [[125, 4]])
+    assert canonical_setting("stages", "1,2") != canonical_setting("stages", (1, 2, 3))
 
 
 def test_summary_and_table():
@@ -94,7 +110,7 @@ def test_two_seeds_run_resume_and_report(testbed, tmp_path):
         s = config[name]
         s.num_steps, s.batch_size, s.eval_batch_size, s.log_every = 2, 8, 8, 1
         s.eval.every = s.checkpoint.every = 2
-        s.unfreeze = ""
+        s.unfreeze = ()
     out = tmp_path / "study"
     assert study.run(config, out, [0, 1], ["a", "b"]) == 0
 

@@ -22,7 +22,7 @@ def test_sweep_points_share_stage1_and_score_the_tuning_split(testbed, tmp_path)
         s = config[name]
         s.num_steps, s.batch_size, s.eval_batch_size, s.log_every = 2, batch, 8, 1
         s.eval.every = s.checkpoint.every = 2
-        s.unfreeze = ""
+        s.unfreeze = ()
     out = tmp_path / "sweep"
     assert sweep.run(config, out, [0.0], [0.0, 0.1], [0]) == 0
     report = json.loads((out / "sweep.json").read_text())

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from train_helpers import first_batch, make_step_and_state, parity_rows
 
-from hyper_sapiens_jax.models.weights import flatten
+from hyper_sapiens_jax.models.weights import state_to_flat
 
 
 @pytest.fixture(scope="module")
@@ -17,23 +17,23 @@ def batch(testbed):
 
 def test_frozen_blocks_unchanged_and_without_optimizer_state(batch):
     step, state = make_step_and_state(trainable_blocks=2)
-    frozen_before = {p: np.asarray(v) for p, v in flatten(state.frozen).items()}
+    frozen_before = {p: np.asarray(v) for p, v in state_to_flat(state.frozen).items()}
     assert ("backbone", "patch_embed", "kernel") in frozen_before
     assert ("backbone", "layers", 1, "attn", "qkv", "kernel") in frozen_before  # blocks 0-1 of 4 frozen
-    trainable = set(flatten(state.params))
+    trainable = set(state_to_flat(state.params))
     assert ("backbone", "layers", 2, "attn", "qkv", "kernel") in trainable
     assert ("backbone", "pos_embed") in trainable and ("heads", "pose", "final_layer", "kernel") in trainable
     jstep = jax.jit(step)
-    before = {p: np.asarray(v) for p, v in flatten(state.params).items()}
+    before = {p: np.asarray(v) for p, v in state_to_flat(state.params).items()}
     for i in range(3):
         state, metrics = jstep(state, batch, jax.random.key(i))
-    for p, v in flatten(state.frozen).items():
+    for p, v in state_to_flat(state.frozen).items():
         assert np.array_equal(np.asarray(v), frozen_before[p]), p  # bit-identical
-    moved = [p for p, v in flatten(state.params).items() if not np.array_equal(np.asarray(v), before[p])]
+    moved = [p for p, v in state_to_flat(state.params).items() if not np.array_equal(np.asarray(v), before[p])]
     assert ("backbone", "layers", 3, "ffn", "fc1", "kernel") in moved
     # Optimizer moments exist for exactly the trainable parameters.
     adam = next(s for s in jax.tree.leaves(state.opt_state, is_leaf=lambda x: hasattr(x, "mu")) if hasattr(s, "mu"))
-    assert set(flatten(adam.mu)) == trainable and set(flatten(adam.nu)) == trainable
+    assert set(state_to_flat(adam.mu)) == trainable and set(state_to_flat(adam.nu)) == trainable
     n_opt = sum(x.size for x in jax.tree.leaves(state.opt_state))
     n_train = sum(x.size for x in jax.tree.leaves(state.params))
     assert n_opt < 2 * n_train + 10  # mu + nu + counters
@@ -45,7 +45,7 @@ def test_gradient_accumulation_equals_the_big_batch(batch):
     (The depth term's gradients agree only to ~4e-4 on some CPUs: see the tolerance below.)"""
     step1, state1 = make_step_and_state(micro_batches=1, sgd=True, lr=1.0)  # update == -gradient
     step4, state4 = make_step_and_state(micro_batches=2, sgd=True, lr=1.0)
-    before = {p: np.asarray(v) for p, v in flatten(state1.params).items()}
+    before = {p: np.asarray(v) for p, v in state_to_flat(state1.params).items()}
     key = jax.random.key(7)
     new1, m1 = jax.jit(step1)(state1, batch, key)
     new4, m4 = jax.jit(step4)(state4, batch, key)
@@ -55,7 +55,7 @@ def test_gradient_accumulation_equals_the_big_batch(batch):
     # The norm of ~0.4M summed float32 gradients, the noise-only conv biases below included: it moved
     # by 7e-5 on one CPU and 2.9e-4 on another (other XLA kernels); a wrong accumulation is >1e-2.
     assert float(m4["grad_norm"]) == pytest.approx(float(m1["grad_norm"]), rel=1e-3)
-    for (p, a), b in zip(flatten(new1.params).items(), flatten(new4.params).values()):
+    for (p, a), b in zip(state_to_flat(new1.params).items(), state_to_flat(new4.params).values()):
         if "conv_layers" in p and p[-1] == "bias":
             continue  # followed by InstanceNorm: true gradient 0, both sides are float noise
         d1, d4 = np.asarray(a) - before[p], np.asarray(b) - before[p]

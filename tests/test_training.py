@@ -14,12 +14,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import free_port, point_at_testbed, subprocess_env
-from flax import nnx
+from flax import nnx, traverse_util
 from train_helpers import MODEL, first_batch, stage_command
 
 from hyper_sapiens_jax.config import base_config
 from hyper_sapiens_jax.models import ModelConfig, Sapiens
-from hyper_sapiens_jax.models.weights import abstract_model, flat_params, flatten
+from hyper_sapiens_jax.models.weights import abstract_model, flat_params, state_to_flat
 from hyper_sapiens_jax.sharding import make_mesh
 from hyper_sapiens_jax.training import adapters, flops, loop
 from hyper_sapiens_jax.training import checkpoint as ckpt
@@ -35,10 +35,12 @@ def _config(**changes):
 
 
 def test_unfreeze_schedule_and_prior_annealing():
-    c = _config(trainable_blocks=1, unfreeze="50:3, 80:all", num_steps=100)
+    c = _config(trainable_blocks=1, unfreeze=((50, 3), (80, "all")), num_steps=100)
     assert adapters.unfreeze_schedule(c) == [(0, 1), (50, 3), (80, None)]
-    with pytest.raises(ValueError, match="STEP:BLOCKS"):
-        adapters.unfreeze_schedule(_config(unfreeze="50"))
+    assert adapters.unfreeze_schedule(_config(unfreeze=("50:3", "80:all"))) == [(0, None), (50, 3), (80, None)]
+    for bad in (((50,),), ((50, "some"),), ((2.5, 3),), ((-1, 3),), ("50-3",)):
+        with pytest.raises(ValueError, match=r"is not \(STEP, BLOCKS\)"):
+            adapters.unfreeze_schedule(_config(unfreeze=bad))
     c = _config(num_steps=100, **{"loss.sds": 0.01, "loss.sds_final": 0.0})
     scale = [float(adapters.sds_scale(c, jnp.int32(s))) for s in (0, 50, 100, 150)]
     assert scale == pytest.approx([1.0, 0.5, 0.0, 0.0])
@@ -59,15 +61,26 @@ def test_adapters_refuse_unknown_fields():
         c.loss.bone_ratoi = 0.1
     with pytest.raises(ValueError, match=r"unknown config.loss fields \['bone_ratoi'\]"):
         adapters.loss_weights(c)
+    for section in ("optim", "eval", "checkpoint"):
+        c = _config()
+        with c.unlocked():
+            c[section].evrey = 1
+        with pytest.raises(ValueError, match=rf"unknown config.{section} fields \['evrey'\]"):
+            adapters.check_sections(c)
+    adapters.check_sections(_config())
     c = _config(**{"loss.sds_final": 0.0, "loss.bone_reference": "joints"})  # read elsewhere: accepted
     assert adapters.loss_weights(c).bone_ratio == c.loss.bone_ratio
 
 
-def _layout(config, blocks):
-    graphdef, template = nnx.split(abstract_model(TINY))
+def _phase(config, blocks):
+    graphdef = nnx.graphdef(abstract_model(TINY))
     mesh = make_mesh(devices=jax.devices()[:1])
     obj = loop.make_objective(config, None, None)
-    return loop.make_layout(config, TINY, mesh, graphdef, template, blocks, obj)
+    return loop.compile_phase(config, TINY, mesh, graphdef, blocks, obj)
+
+
+def _random_params():
+    return nnx.state(Sapiens(TINY, rngs=nnx.Rngs(0)), nnx.Param)
 
 
 def test_frozen_pos_embed_with_no_blocks_trains_only_the_final_norm_and_heads(testbed):
@@ -77,42 +90,41 @@ def test_frozen_pos_embed_with_no_blocks_trains_only_the_final_norm_and_heads(te
     batch = first_batch(testbed.root, stage=1)
     for train_pos_embed in (False, True):
         config = _config(train_pos_embed=train_pos_embed)
-        layout = _layout(config, 0)
-        trainable = flatten(layout.abstract.params)
+        phase = _phase(config, 0)
+        trainable = [path for path, _ in nnx.to_flat_state(phase.abstract.params)]
         backbone = {p[1] for p in trainable if p[0] == "backbone"}
         assert backbone == ({"norm", "pos_embed"} if train_pos_embed else {"norm"})
         assert any(p[0] == "heads" for p in trainable)
-        state = loop.fresh_state(layout, flat, 4)
-        state, _ = layout.step(state, batch, jax.random.key(0))
-        pos = flatten(state.params if train_pos_embed else state.frozen)[("backbone", "pos_embed")]
+        state = loop.fresh_state(phase, nnx.state(Sapiens(TINY, rngs=nnx.Rngs(0)), nnx.Param))
+        state, _ = phase.step(state, batch, jax.random.key(0))
+        pos = state_to_flat(state.params if train_pos_embed else state.frozen)[("backbone", "pos_embed")]
         assert np.array_equal(np.asarray(pos), flat[("backbone", "pos_embed")]) != train_pos_embed
-        frozen = flatten(state.frozen)
+        frozen = state_to_flat(state.frozen)
         assert all(np.array_equal(np.asarray(v), flat[p]) for p, v in frozen.items())
 
 
 def test_progressive_unfreezing_moves_parameters_and_keeps_moments(testbed):
     config = _config()
-    flat = flat_params(Sapiens(TINY, rngs=nnx.Rngs(0)))
-    small, big = _layout(config, 1), _layout(config, 3)
-    state = loop.fresh_state(small, flat, 4)
+    small, big = _phase(config, 1), _phase(config, 3)
+    state = loop.fresh_state(small, _random_params())
     state, _ = small.step(state, first_batch(testbed.root, stage=1), jax.random.key(0))
-    before = {p: np.asarray(v) for p, v in {**flatten(state.frozen), **flatten(state.params)}.items()}
+    before = {p: np.asarray(v) for p, v in {**state_to_flat(state.frozen), **state_to_flat(state.params)}.items()}
     is_adam = lambda x: hasattr(x, "mu")
     adam = lambda s: next(x for x in jax.tree.leaves(s.opt_state, is_leaf=is_adam) if is_adam(x))
-    mu_before = {p: np.asarray(v) for p, v in flatten(adam(state).mu).items()}
-    new = loop.resplit(state, small, big, 4)
-    assert ("backbone", "layers", 1, "ffn", "fc1", "kernel") in flatten(new.params)  # now trainable
-    assert ("backbone", "layers", 0, "ffn", "fc1", "kernel") in flatten(new.frozen)
-    after = {**flatten(new.frozen), **flatten(new.params)}
+    mu_before = {p: np.asarray(v) for p, v in state_to_flat(adam(state).mu).items()}
+    new = loop.enter_phase(state, small, big)
+    assert ("backbone", "layers", 1, "ffn", "fc1", "kernel") in state_to_flat(new.params)  # now trainable
+    assert ("backbone", "layers", 0, "ffn", "fc1", "kernel") in state_to_flat(new.frozen)
+    after = {**state_to_flat(new.frozen), **state_to_flat(new.params)}
     assert all(np.array_equal(np.asarray(after[p]), v) for p, v in before.items())  # values unchanged
-    mu = flatten(adam(new).mu)
+    mu = state_to_flat(adam(new).mu)
     for p, v in mu.items():
         if p in mu_before:
             assert np.array_equal(np.asarray(v), mu_before[p]), p  # moments kept
         else:
             assert not np.asarray(v).any(), p  # new: zero
     assert ("backbone", "layers", 1, "attn", "qkv", "kernel") in mu
-    ema = flatten(new.ema)
+    ema = state_to_flat(new.ema)
     assert np.array_equal(
         np.asarray(ema[("backbone", "layers", 1, "attn", "qkv", "kernel")]),
         before[("backbone", "layers", 1, "attn", "qkv", "kernel")],
@@ -122,8 +134,8 @@ def test_progressive_unfreezing_moves_parameters_and_keeps_moments(testbed):
 
 def test_checkpoints_keep_latest_and_best_and_load_ema_or_raw(tmp_path):
     config = _config()
-    layout = _layout(config, 2)
-    state = loop.fresh_state(layout, flat_params(Sapiens(TINY, rngs=nnx.Rngs(0))), 4)
+    phase = _phase(config, 2)
+    state = loop.fresh_state(phase, _random_params())
     TINY.save(tmp_path / ckpt.MODEL_CONFIG_FILE)
     meta = {"stage": 1, "trainable_blocks": 2, "arch": "tiny"}
     with ckpt.manager(tmp_path / ckpt.CHECKPOINT_DIR, every=1, keep=1, keep_best=1) as mngr:
@@ -192,7 +204,7 @@ def _all_arrays(workdir: Path) -> dict:
             if (workdir / ckpt.CHECKPOINT_DIR / str(step) / k).exists()
         }
         out = mngr.restore(step, args=ocp.args.Composite(**items))
-    return step, {(k,) + p: np.asarray(v) for k in items for p, v in flatten(dict(out[k])).items()}
+    return step, {(k,) + p: np.asarray(v) for k in items for p, v in traverse_util.flatten_dict(dict(out[k])).items()}
 
 
 def test_sigterm_then_resume_ends_bit_identical_to_an_uninterrupted_run(testbed, tmp_path):
@@ -379,8 +391,8 @@ def test_training_workdirs_export_to_pytorch_with_ema_by_default(tmp_path):
     from convert_weights.flax_to_torch import main as export_main
     from hyper_sapiens_jax.models.weights import build_model
 
-    layout = _layout(_config(), 2)
-    state = loop.fresh_state(layout, flat_params(Sapiens(TINY, rngs=nnx.Rngs(0))), 4)
+    phase = _phase(_config(), 2)
+    state = loop.fresh_state(phase, _random_params())
     noise = jax.tree.map(lambda x: 0.05 * jax.random.normal(jax.random.key(1), x.shape), state.ema)
     state = state.replace(step=jnp.int32(5), ema=jax.tree.map(jnp.add, state.ema, noise))
     run_dir = tmp_path / "run"

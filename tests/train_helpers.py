@@ -16,22 +16,19 @@ from hyper_sapiens_jax.config import base_config
 from hyper_sapiens_jax.data import builders
 from hyper_sapiens_jax.data.pipeline import train_dataset, train_iterator
 from hyper_sapiens_jax.models import ModelConfig, Sapiens
-from hyper_sapiens_jax.models.weights import nest
 from hyper_sapiens_jax.testbed.writer import Paths
 from hyper_sapiens_jax.training.batch import complete_batch, step_inputs
 from hyper_sapiens_jax.training.objective import LossWeights, objective
 from hyper_sapiens_jax.training.optim import sapiens_adamw
-from hyper_sapiens_jax.training.partition import split_flat
+from hyper_sapiens_jax.training.partition import Trainable
 from hyper_sapiens_jax.training.state import TrainState
 from hyper_sapiens_jax.training.step import make_train_step
 
 
 def create_state(model, tx, trainable_blocks):
-    """(graphdef, parameter template, TrainState) of ``model`` for the given trainable subset."""
-    graphdef, template = nnx.split(model)
-    flat = {p: v.get_value() for p, v in nnx.to_flat_state(template)}
-    train, frozen = split_flat(flat, model.config.spec.num_layers, trainable_blocks)
-    params, frozen = nest(train), nest(frozen)
+    """(graphdef, TrainState) of ``model`` for the given trainable subset."""
+    trainable = Trainable(model.config.spec.num_layers, trainable_blocks)
+    graphdef, params, frozen = nnx.split(model, trainable.filter, ...)
     state = TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
@@ -39,7 +36,7 @@ def create_state(model, tx, trainable_blocks):
         opt_state=tx.init(params),
         ema=jax.tree.map(jnp.copy, params),
     )
-    return graphdef, template, state
+    return graphdef, state
 
 
 MODEL = ModelConfig(arch="tiny", image_size=(64, 48), heads=("pose", "depth", "normal"))
@@ -71,18 +68,15 @@ def make_step_and_state(
     model = Sapiens(MODEL.replace(image_size=tuple(image_size)), rngs=nnx.Rngs(seed))
     model.heads["depth"].conv_seg.bias[...] = jnp.full((1,), 0.5)
     # The optimizer is built for the trainable tree only (its per-parameter LR scales need the paths).
-    flat = {p: v.get_value() for p, v in nnx.to_flat_state(nnx.state(model))}
-    trainable = nest(split_flat(flat, MODEL.spec.num_layers, trainable_blocks)[0])
+    trainable = nnx.state(model, Trainable(MODEL.spec.num_layers, trainable_blocks).filter)
     tx = optax.sgd(lr) if sgd else sapiens_adamw(trainable, num_layers=MODEL.spec.num_layers, learning_rate=lr)
-    graphdef, template, state = create_state(model, tx, trainable_blocks)
+    graphdef, state = create_state(model, tx, trainable_blocks)
 
     def obj(outputs, batch, normalizers, key, step):
         return objective(outputs, batch, weights, normalizers, key=key)
 
     prepare = functools.partial(complete_batch, heatmap_sigma=base_config("tiny").data.heatmap_sigma)
-    step = make_train_step(
-        graphdef, template, tx, obj, micro_batches=micro_batches, dropout=False, prepare_batch=prepare
-    )
+    step = make_train_step(graphdef, tx, obj, micro_batches=micro_batches, dropout=False, prepare_batch=prepare)
     return step, state
 
 
@@ -97,7 +91,7 @@ def data_overrides(p) -> list[str]:
         f"--config.data.val_ann={p.val_json}",
         f"--config.data.val_images={p.val_images}",
         f"--config.data.mini_rgbd_root={p.mini_rgbd}",
-        "--config.data.mini_rgbd_sequences=01-02",
+        "--config.data.mini_rgbd_sequences=(1,2)",
         f"--config.data.skeletons={p.skeletons}",
     ]
 
@@ -151,10 +145,9 @@ def with_unlabeled(batch: dict, flip_half: bool = True) -> dict:
 
 
 def semisup_parts(seed: int = 0, **spec_changes):
-    """(graphdef, template, flat start params, spec, reference, prior, objective) for semi-supervised
+    """(graphdef, start params (an nnx.State), spec, reference, prior, objective) for semi-supervised
     step tests on the tiny model: the full method (hybrid teacher, L_dev, both geometry terms,
     the 'copy' geometry teacher) unless ``spec_changes`` say otherwise; an untrained (perturbed) prior."""
-    import numpy as np
 
     from hyper_sapiens_jax.prior import DiffusionPrior
     from hyper_sapiens_jax.prior.denoiser import DenoiserSpec
@@ -185,13 +178,12 @@ def semisup_parts(seed: int = 0, **spec_changes):
     spec = SemisupSpec(**{**settings, **spec_changes})
     model = Sapiens(MODEL, rngs=nnx.Rngs(seed))
     model.heads["depth"].conv_seg.bias[...] = jnp.full((1,), 0.5)
-    graphdef, template = nnx.split(model)
-    flat = {p: np.asarray(v.get_value()) for p, v in nnx.to_flat_state(template)}
+    graphdef, params = nnx.split(model)
 
     def obj(outputs, batch, normalizers, key, step):
         return objective(outputs, batch, LossWeights(depth=0.0, normal=0.0), normalizers, key=key)
 
-    return graphdef, template, flat, spec, reference, prior, obj
+    return graphdef, params, spec, reference, prior, obj
 
 
 def parity_rows(script: str, testbed_root: Path, devices: int = 8) -> dict[str, dict[str, str]]:

@@ -20,20 +20,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from absl import app, flags
-from ml_collections import config_flags
 
+from hyper_sapiens_jax import cli
 from hyper_sapiens_jax.data import builders, visualize
 from hyper_sapiens_jax.data.pipeline import train_dataset, train_iterator
 from hyper_sapiens_jax.data.sources import DataError
 from hyper_sapiens_jax.logs import setup_logging
-
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "a config file, e.g. configs/stage2.py:tiny", lock_config=True
-)
-_BATCHES = flags.DEFINE_integer("batches", 2, "how many training batches to build")
-_OUT = flags.DEFINE_string("out", None, "output folder for summary.json and the PNG grids")
-_MAX_PANELS = flags.DEFINE_integer("max_panels", 8, "samples drawn per batch grid")
 
 
 def summarize(batch: dict[str, np.ndarray], names: list[str]) -> dict:
@@ -67,28 +59,27 @@ def run(config, num_batches: int, out: Path, max_panels: int = 8) -> dict:
     return summary
 
 
-def main(argv) -> None:
-    del argv
+def main(argv: list[str] | None = None) -> int:
+    """The ``hyper-sapiens-preview`` console script (``python -m hyper_sapiens_jax.data.preview``);
+    ``--help`` lists the flags."""
+    p = cli.parser(__doc__, config=True)
+    p.add_argument("--batches", type=int, default=2, help="how many training batches to build")
+    p.add_argument("--out", required=True, help="output folder for summary.json and the PNG grids")
+    p.add_argument("--max-panels", type=int, default=8, help="samples drawn per batch grid")
+    args = cli.parse(p, argv)
     setup_logging()
-    if _OUT.value is None:
-        raise app.UsageError("--out is required")
     try:
-        summary = run(_CONFIG.value, _BATCHES.value, Path(_OUT.value), _MAX_PANELS.value)
+        summary = run(args.config, args.batches, Path(args.out), args.max_panels)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        return 1
     for i, b in enumerate(summary["batches"]):
         print(f"batch {i}: {b['counts']} {b['sources']}")
     if summary["skipped"]:
         print(f"skipped {len(summary['skipped'])} bad records (listed in summary.json)")
-    print(f"wrote {_OUT.value}/summary.json and {len(summary['batches'])} PNG grids")
-
-
-def cli() -> None:
-    """The ``hyper-sapiens-preview`` console script (``python -m hyper_sapiens_jax.data.preview``)."""
-    flags.mark_flag_as_required("config")
-    app.run(main)
+    print(f"wrote {args.out}/summary.json and {len(summary['batches'])} PNG grids")
+    return 0
 
 
 if __name__ == "__main__":
-    cli()
+    sys.exit(main())

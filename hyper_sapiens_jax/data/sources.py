@@ -242,9 +242,10 @@ def coco_record(image: np.ndarray, rec: dict) -> Record:
 
 
 def parse_sequences(spec: str | list | tuple) -> list[str]:
-    """'01-08' -> ['01', ..., '08']; '01,03,11-12' and lists of names work too."""
+    """Sequence numbers or names (a tuple such as (1, 2, 3) or ('01', '02')) -> ['01', '02', ...];
+    the string forms '01-08' and '01,03,11-12' work too, also inside a tuple."""
     if isinstance(spec, (list, tuple)):
-        return [str(s).zfill(2) for s in spec]
+        return [name for s in spec for name in (parse_sequences(s) if isinstance(s, str) else [str(s).zfill(2)])]
     out = []
     for part in str(spec).split(","):
         part = part.strip()

@@ -24,7 +24,7 @@ CONFIG_FILE = "model_config.json"
 PARAMS_DIR = "params"
 INFO_FILE = "conversion.json"
 
-Path_ = tuple  # a Flax parameter path, e.g. ('backbone', 'layers', 0, 'attn', 'qkv', 'kernel')
+KeyPath = tuple  # a Flax parameter path, e.g. ('backbone', 'layers', 0, 'attn', 'qkv', 'kernel')
 
 
 class WeightsError(ValueError):
@@ -36,51 +36,63 @@ def abstract_model(config: ModelConfig) -> Sapiens:
     return nnx.eval_shape(lambda: Sapiens(config, rngs=nnx.Rngs(0)))
 
 
-def param_shapes(config: ModelConfig) -> dict[Path_, tuple[int, ...]]:
+def abstract_params(config: ModelConfig, sharding: Any = None) -> nnx.State:
+    """The model's parameter ``nnx.State`` as float32 ShapeDtypeStructs (optionally all on ``sharding``)."""
+    to_sds = lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32, sharding=sharding)
+    return jax.tree.map(to_sds, nnx.state(abstract_model(config), nnx.Param))
+
+
+def param_shapes(config: ModelConfig) -> dict[KeyPath, tuple[int, ...]]:
     """Flat map from every parameter path of the model to its shape."""
     flat = nnx.to_flat_state(nnx.state(abstract_model(config), nnx.Param))
     return {path: tuple(v.get_value().shape) for path, v in flat}
 
 
-def flat_params(model: nnx.Module) -> dict[Path_, np.ndarray]:
+def flat_params(model: nnx.Module) -> dict[KeyPath, np.ndarray]:
     """Flat map path -> numpy array of the model's parameters."""
-    flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
-    return {path: np.asarray(v.get_value()) for path, v in flat}
+    return state_to_flat(nnx.state(model, nnx.Param))
 
 
-def nest(flat: dict[Path_, Any]) -> dict:
-    """Flat path -> value map to the nested dict Orbax and ``nnx.State.replace_by_pure_dict`` use
-    (``flax.traverse_util.unflatten_dict``)."""
-    return traverse_util.unflatten_dict(flat)
-
-
-def flatten(tree: dict) -> dict[Path_, Any]:
-    """Nested dict -> flat path -> value map, the inverse of ``nest`` (``flax.traverse_util.flatten_dict``)."""
-    return traverse_util.flatten_dict(tree)
-
-
-def build_model(config: ModelConfig, params: dict[Path_, Any]) -> Sapiens:
-    """A model with exactly ``params`` (flat path -> array), without a random initialisation pass."""
-    graphdef, state = nnx.split(abstract_model(config))
-    expected = {p: v.get_value().shape for p, v in nnx.to_flat_state(state)}
+def fill_state(abstract: nnx.State, params: dict[KeyPath, Any], what: str = "the model") -> nnx.State:
+    """A copy of ``abstract`` (a parameter state of ShapeDtypeStructs) holding exactly ``params``
+    (flat path -> array, as float32), checked path by path and shape by shape: the one way in from a
+    flat, file-side map (converted weights, Sapiens files) to the ``nnx.State`` training uses."""
+    expected = {p: tuple(v.get_value().shape) for p, v in nnx.to_flat_state(abstract)}
     if set(expected) != set(params):
         missing = sorted(set(expected) - set(params), key=str)
         extra = sorted(set(params) - set(expected), key=str)
-        raise WeightsError(f"parameters do not match the model: missing {missing[:3]}, unexpected {extra[:3]}")
+        raise WeightsError(f"parameters do not match {what}: missing {missing[:3]}, unexpected {extra[:3]}")
     for path, shape in expected.items():
-        if tuple(np.shape(params[path])) != tuple(shape):
+        if tuple(np.shape(params[path])) != shape:
             raise WeightsError(
-                f"parameter {'/'.join(map(str, path))} has shape "
-                f"{tuple(np.shape(params[path]))}, expected {tuple(shape)}"
+                f"parameter {'/'.join(map(str, path))} has shape {tuple(np.shape(params[path]))}, expected {shape}"
             )
-    nnx.replace_by_pure_dict(state, nest({p: jnp.asarray(v, jnp.float32) for p, v in params.items()}))
-    return nnx.merge(graphdef, state)
+    state = jax.tree.map(lambda x: x, abstract)  # a copy: filled in place
+    nnx.replace_by_pure_dict(
+        state, traverse_util.unflatten_dict({p: jnp.asarray(v, jnp.float32) for p, v in params.items()})
+    )
+    return state
+
+
+def params_state(config: ModelConfig, params: dict[KeyPath, Any]) -> nnx.State:
+    """The Sapiens model's parameter state holding exactly ``params`` (see ``fill_state``)."""
+    return fill_state(abstract_params(config), params)
+
+
+def state_to_flat(state: nnx.State) -> dict[KeyPath, np.ndarray]:
+    """A parameter state -> flat path -> numpy array map (the file-side form; host copies)."""
+    return {path: np.asarray(v.get_value()) for path, v in nnx.to_flat_state(state)}
+
+
+def build_model(config: ModelConfig, params: dict[KeyPath, Any]) -> Sapiens:
+    """A model with exactly ``params`` (flat path -> array), without a random initialisation pass."""
+    return nnx.merge(nnx.graphdef(abstract_model(config)), params_state(config, params))
 
 
 def save_weights(
     directory: str | Path,
     config: ModelConfig,
-    params: dict[Path_, Any],
+    params: dict[KeyPath, Any],
     info: dict[str, Any] | None = None,
     *,
     overwrite: bool = False,
@@ -95,7 +107,7 @@ def save_weights(
             raise WeightsError(f"{directory} exists and is not empty (use --overwrite)")
         shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tree = nest({p: np.asarray(v, np.float32) for p, v in params.items()})
+    tree = traverse_util.unflatten_dict({p: np.asarray(v, np.float32) for p, v in params.items()})
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(directory / PARAMS_DIR, tree)
         ckptr.wait_until_finished()
@@ -115,23 +127,23 @@ def resolve_weights_dir(path: str | Path) -> Path:
     raise WeightsError(f"{path} holds no model weights (expected {CONFIG_FILE} and {PARAMS_DIR}/)")
 
 
-def load_weights(path: str | Path) -> tuple[ModelConfig, dict[Path_, np.ndarray]]:
+def load_weights(path: str | Path) -> tuple[ModelConfig, dict[KeyPath, np.ndarray]]:
     """Read a weights directory: its config and flat float32 parameters (validated against the config)."""
     directory = resolve_weights_dir(path)
     try:
         config = ModelConfig.load(directory / CONFIG_FILE)
-    except ValueError as e:
+    except (ValueError, KeyError) as e:  # names the file: unreadable, bad JSON, bad fields
         raise WeightsError(str(e)) from None
-    _, state = nnx.split(abstract_model(config))
-    target = nest({p: jax.ShapeDtypeStruct(v.get_value().shape, jnp.float32) for p, v in nnx.to_flat_state(state)})
+    target = nnx.to_pure_dict(abstract_params(config))
     try:
         with ocp.StandardCheckpointer() as ckptr:
             tree = ckptr.restore(directory / PARAMS_DIR, target)
-    except (ValueError, KeyError, FileNotFoundError) as e:
+    except (ValueError, KeyError, OSError, TypeError, RuntimeError) as e:  # damaged, or another model's
         raise WeightsError(
-            f"{directory / PARAMS_DIR} does not match {CONFIG_FILE} ({config.arch}, heads {list(config.heads)}): {e}"
+            f"{directory / PARAMS_DIR} is damaged or does not match {CONFIG_FILE} ({config.arch}, heads "
+            f"{list(config.heads)}): {str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__}"
         ) from None
-    return config, {path: np.asarray(leaf) for path, leaf in flatten(tree).items()}
+    return config, {path: np.asarray(leaf) for path, leaf in traverse_util.flatten_dict(tree).items()}
 
 
 def with_options(model: Sapiens, **overrides: Any) -> Sapiens:

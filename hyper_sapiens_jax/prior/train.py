@@ -39,6 +39,7 @@ from hyper_sapiens_jax.prior.model import (
     init_params,
     write_spec,
 )
+from hyper_sapiens_jax.training import checkpoint as ckpt
 from hyper_sapiens_jax.training.monitor import MetricsWriter, StopFlag
 
 log = logging.getLogger(__name__)
@@ -213,9 +214,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = "train") ->
     tx = optimizer(config)
     state = {"params": params, "ema": jax.tree.map(jnp.copy, params), "opt_state": tx.init(params)}
     mngr = checkpoint.manager(workdir / CHECKPOINT_DIR, config.checkpoint_every, config.keep_checkpoints)
-    start = mngr.latest_step() or 0
-    if start:
-        state = checkpoint.restore(mngr, start, state)
+    start, restored = ckpt.newest_readable(mngr, lambda step: checkpoint.restore(mngr, step, state), set_aside=True)
+    if restored is not None:
+        state = restored
         log.info("resumed from step %d", start)
 
     if mode == "eval" and not start:

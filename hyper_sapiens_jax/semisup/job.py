@@ -33,13 +33,12 @@ from hyper_sapiens_jax.data import builders
 from hyper_sapiens_jax.data.pipeline import eval_batches
 from hyper_sapiens_jax.data.unlabeled import ViewPairTransform, unlabeled_dataset, zip_labeled_unlabeled
 from hyper_sapiens_jax.losses.geometry import bilinear_sample
-from hyper_sapiens_jax.models.weights import abstract_model, nest
+from hyper_sapiens_jax.models.weights import abstract_model
 from hyper_sapiens_jax.semisup.kinematics import REFERENCE_FILE, KinematicReference, compute_reference
 from hyper_sapiens_jax.semisup.step import SemisupSpec, make_semisup_step
 from hyper_sapiens_jax.sharding import param_shardings
 from hyper_sapiens_jax.training import loop
 from hyper_sapiens_jax.training.batch import normalize_images
-from hyper_sapiens_jax.training.state import merge_model
 
 log = logging.getLogger(__name__)
 UNLABELED_KEYS = ("u_weak", "u_strong", "u_view_affine", "u_view_flipped", "u_valid", "u_intrinsics")
@@ -75,20 +74,20 @@ def check_config(config: ml_collections.ConfigDict) -> SemisupSpec:
 
 
 def labelled_reference(
-    config: ml_collections.ConfigDict, mix, sample_cfg, mcfg, params: dict, max_samples: int = 512
+    config: ml_collections.ConfigDict, mix, sample_cfg, mcfg, params: nnx.State, max_samples: int = 512
 ) -> KinematicReference:
     """The kinematic reference of the labelled mix sources: ground-truth crop keypoints of up to
     ``max_samples`` deterministic crops (a seeded sample of each source's records) and the depth the
     starting model predicts at them (clamped at 0, as the rigidity loss reads it)."""
-    graphdef, template = nnx.split(abstract_model(mcfg))
+    graphdef = nnx.graphdef(abstract_model(mcfg))
 
     @jax.jit
     def depth_at(p, images, keypoints):  # (B, K) the model's relative depth at the keypoints
-        depth = merge_model(graphdef, template, p, {})(normalize_images(images))["depth"]
+        depth = nnx.merge(graphdef, p)(normalize_images(images))["depth"]
         return jnp.maximum(bilinear_sample(depth, keypoints)[..., 0], 0.0)
 
     has_depth = "depth" in mcfg.heads
-    tree = jax.device_put(nest(params)) if has_depth else None
+    tree = jax.device_put(params) if has_depth else None
     xy, vis, depth = [], [], []
     per_source = max(max_samples // max(len(mix), 1), 1)
     for entry in mix:
@@ -125,7 +124,7 @@ def reference_inputs(config: ml_collections.ConfigDict) -> dict[str, Any]:
     }
 
 
-def load_or_compute_reference(config, workdir: Path, mix, sample_cfg, mcfg, start: dict) -> KinematicReference:
+def load_or_compute_reference(config, workdir: Path, mix, sample_cfg, mcfg, start: nnx.State) -> KinematicReference:
     """``WORKDIR/kinematic_reference.json`` when it was made from the same inputs, else computed and
     written (by process 0, atomically: a temporary file renamed into place)."""
     path = Path(workdir) / REFERENCE_FILE
@@ -184,10 +183,9 @@ def extension(*, config, workdir, mesh, mcfg, mix, paths, sample_cfg) -> loop.Ex
         )
         return zip_labeled_unlabeled(labelled, unlabelled)
 
-    def make_step(graphdef, template, tx, objective_fn):
+    def make_step(graphdef, tx, objective_fn):
         return make_semisup_step(
             graphdef,
-            template,
             tx,
             objective_fn,
             spec=spec,
@@ -200,9 +198,8 @@ def extension(*, config, workdir, mesh, mcfg, mix, paths, sample_cfg) -> loop.Ex
     consts: tuple[Any, ...] = ()
     shardings: tuple[Any, ...] = ()
     if spec.needs_geometry and spec.geometry_teacher == "copy":
-        tree = nest({p: np.asarray(v, np.float32) for p, v in start.items()})
-        sh = param_shardings(tree, mesh)
-        consts, shardings = (loop.put(tree, sh),), (sh,)
+        sh = param_shardings(start, mesh)
+        consts, shardings = (loop.put(start, sh),), (sh,)
     return loop.Extension(
         make_step=make_step, consts=consts, const_shardings=shardings, dataset=dataset, batch_keys=UNLABELED_KEYS
     )

@@ -29,7 +29,7 @@ from hyper_sapiens_jax.semisup.kinematics import KinematicReference, kinematic_s
 from hyper_sapiens_jax.semisup.teachers import align_keypoints, inside, refine_with_prior, select_targets
 from hyper_sapiens_jax.training.batch import complete_batch, normalize_images
 from hyper_sapiens_jax.training.objective import batch_normalizers, heatmap_keypoints
-from hyper_sapiens_jax.training.state import TrainState, merge_model
+from hyper_sapiens_jax.training.state import TrainState
 from hyper_sapiens_jax.training.step import Objective, apply_gradients, train_metrics
 
 sg = jax.lax.stop_gradient
@@ -92,7 +92,6 @@ def semisup_loss(
     step: jax.Array,
     *,
     graphdef: nnx.GraphDef,
-    template: nnx.State,
     objective: Objective,
     spec: SemisupSpec,
     reference: KinematicReference,
@@ -107,7 +106,7 @@ def semisup_loss(
     h, w = strong.shape[1:3]
     uw = batch["u_valid"].astype(jnp.float32)
 
-    student = merge_model(graphdef, template, params, frozen)
+    student = nnx.merge(graphdef, params, frozen)
     # No dropout: only the depth / normal heads have it, and here they are frozen teachers.
     out = student(jnp.concatenate([batch["image"], strong]))
     out_l = {k: v[:n_l] for k, v in out.items()}
@@ -115,7 +114,7 @@ def semisup_loss(
     total, parts = objective(out_l, batch, batch_normalizers(batch), k_obj, step)
 
     # Teacher A: the EMA student on the weak view, mapped into the strong view.
-    teacher = merge_model(graphdef, template, sg(ema), sg(frozen))
+    teacher = nnx.merge(graphdef, sg(ema), sg(frozen))
     xy_a, conf_a = heatmap_keypoints(sg(teacher(weak)["pose"]), (h, w), "peak")
     xy_a, conf_a = align_keypoints(sg(xy_a), conf_a, batch["u_view_affine"], batch["u_view_flipped"])
     kps_a = kinematic_score(xy_a, conf_a > spec.keypoint_conf, reference)
@@ -148,7 +147,7 @@ def semisup_loss(
         total = total + spec.dev * parts["dev"]
     if spec.needs_geometry:
         if spec.geometry_teacher == "copy":
-            geo = merge_model(graphdef, template, sg(geometry), {})(strong)
+            geo = nnx.merge(graphdef, sg(geometry))(strong)
         else:
             geo = out_u
         depth, normal = sg(geo["depth"]), sg(geo["normal"])
@@ -175,7 +174,6 @@ DIAGNOSTICS = ("from_a", "kps_a", "conf_a")
 
 def make_semisup_step(
     graphdef: nnx.GraphDef,
-    template: nnx.State,
     tx: optax.GradientTransformation,
     objective: Objective,
     *,
@@ -198,7 +196,6 @@ def make_semisup_step(
             key,
             state.step,
             graphdef=graphdef,
-            template=template,
             objective=objective,
             spec=spec,
             reference=reference,

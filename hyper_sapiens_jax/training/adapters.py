@@ -24,11 +24,22 @@ from hyper_sapiens_jax.training.optim import sapiens_adamw
 LOSS_SETTINGS = frozenset({"sds_final", "sds_t_min", "sds_t_max", "sds_weighting", "bone_reference"})
 
 
+# The fields the fine-tuning job reads from its plain sections (refused when unknown: ``check_sections``).
+SECTION_FIELDS = {
+    "optim": frozenset({"lr", "layer_decay", "weight_decay", "b1", "b2", "grad_clip", "warmup_steps", "final_lr_frac"}),
+    "eval": frozenset({"every", "flip_test", "pck_threshold", "pck_norm"}),
+    "checkpoint": frozenset({"every", "keep", "keep_best"}),
+}
+
+
 def refuse_unknown(section: str, keys, known) -> None:
     """ValueError naming the fields of ``config.<section>`` that are not in ``known``."""
     unknown = sorted(set(keys) - set(known))
     if unknown:
-        raise ValueError(f"unknown config.{section} fields {unknown}; known: {sorted(known)}")
+        raise ValueError(
+            f"unknown config.{section} fields {unknown} (from the config file or a --config override); "
+            f"known: {sorted(known)}"
+        )
 
 
 def model_config(config: ml_collections.ConfigDict, *, ignore: tuple[str, ...] = ()) -> ModelConfig:
@@ -40,6 +51,16 @@ def model_config(config: ml_collections.ConfigDict, *, ignore: tuple[str, ...] =
     return ModelConfig(arch=config.arch, **fields)
 
 
+def check_sections(config: ml_collections.ConfigDict) -> None:
+    """Refuse unknown fields in ``config.optim``, ``config.eval`` and ``config.checkpoint``, and in
+    ``config.model`` and ``config.loss`` (``model_config``, ``loss_weights``): the fine-tuning job's
+    start-up check."""
+    for section, known in SECTION_FIELDS.items():
+        refuse_unknown(section, config[section].keys(), known)
+    model_config(config)
+    loss_weights(config)
+
+
 def loss_weights(config: ml_collections.ConfigDict) -> LossWeights:
     """``config.loss`` -> LossWeights; fields neither LossWeights nor ``LOSS_SETTINGS`` know are refused."""
     names = {f.name for f in dataclasses.fields(LossWeights)}
@@ -48,7 +69,7 @@ def loss_weights(config: ml_collections.ConfigDict) -> LossWeights:
 
 
 def unfreeze_schedule(config: ml_collections.ConfigDict) -> list[tuple[int, int | None]]:
-    """[(from_step, trainable_blocks)] from ``trainable_blocks`` and ``unfreeze`` ("STEP:BLOCKS,...")."""
+    """[(from_step, trainable_blocks)] from ``trainable_blocks`` and ``unfreeze`` (``((STEP, BLOCKS), ...)``)."""
     return sorted([(0, config.trainable_blocks)] + parse_unfreeze(config.unfreeze), key=lambda s: s[0])
 
 

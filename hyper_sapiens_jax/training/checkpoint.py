@@ -6,9 +6,10 @@ A step's checkpoint is a composite of six items:
   opt_state  AdamW state of the trainable subset      ema      EMA of the trainable parameters
   data       the Grain iterator of this process       meta     JSON: step, stage, trainable_blocks
 
-``params``/``frozen``/``ema`` are nested dicts keyed like the model's parameter paths, so the export
-and predict paths restore ``ema`` (or ``params`` with ``raw=True``) + ``frozen`` without building an
-optimizer. Restores go straight into the target shardings (an abstract tree carrying them).
+``params``/``frozen``/``ema`` are saved as pure nested dicts (``nnx.to_pure_dict`` of the train
+state's ``nnx.State``s, keyed like the model's parameter paths), so the export and predict paths
+restore ``ema`` (or ``params`` with ``raw=True``) + ``frozen`` without building an optimizer.
+Restores go straight into the target shardings (an abstract tree carrying them).
 
 Preservation: the latest ``keep`` checkpoints plus the ``keep_best`` best by validation PCK (saved
 with evaluation metrics); saves every ``every`` steps and on preemption (``PreemptionCheckpointingPolicy``).
@@ -24,12 +25,13 @@ import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from flax import nnx, traverse_util
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 from orbax.checkpoint.checkpoint_managers import save_decision_policy as sdp
 
 from hyper_sapiens_jax.models.config import ModelConfig
-from hyper_sapiens_jax.models.weights import PARAMS_DIR, WeightsError, flatten, load_weights, nest, param_shapes
-from hyper_sapiens_jax.training.partition import split_flat
+from hyper_sapiens_jax.models.weights import PARAMS_DIR, WeightsError, abstract_params, load_weights
+from hyper_sapiens_jax.training.partition import Trainable
 from hyper_sapiens_jax.training.state import TrainState
 
 log = logging.getLogger(__name__)
@@ -79,9 +81,23 @@ def manager(
     return ocp.CheckpointManager(Path(directory).absolute(), options=options, item_names=item_names)
 
 
-def _opt_leaves(opt_state: Any) -> dict[str, Any]:
-    """The optax state as {leaf index: leaf} (its NamedTuples do not round-trip through Orbax)."""
-    return {str(i): leaf for i, leaf in enumerate(jax.tree.leaves(opt_state))}
+def saveable(tree: Any) -> dict[str, Any]:
+    """A state tree in its on-disk form: an ``nnx.State`` -> its pure dict (Flax's checkpointing
+    idiom); any other pytree (an optax state, whose NamedTuples do not round-trip through Orbax) ->
+    {leaf index: leaf}. Every job's checkpoints (fine-tuning, pretraining, the prior) use it."""
+    if isinstance(tree, nnx.State):
+        return nnx.to_pure_dict(tree)
+    return {str(i): leaf for i, leaf in enumerate(jax.tree.leaves(tree))}
+
+
+def restored_like(template: Any, restored: dict[str, Any]) -> Any:
+    """The inverse of ``saveable``: ``restored`` put back into ``template``'s structure."""
+    if isinstance(template, nnx.State):
+        out = jax.tree.map(lambda x: x, template)  # a copy: replace_by_pure_dict fills it in place
+        nnx.replace_by_pure_dict(out, restored)
+        return out
+    leaves = [restored[str(i)] for i in range(len(restored))]
+    return jax.tree.unflatten(jax.tree.structure(template), leaves)
 
 
 def save(
@@ -95,7 +111,7 @@ def save(
 ) -> bool:
     """Save ``state`` at ``int(state.step)`` when the policy (or ``force``) says so; async."""
     step = int(jax.device_get(state.step))
-    args = {"params": state.params, "frozen": state.frozen, "opt_state": _opt_leaves(state.opt_state), "ema": state.ema}
+    args = {k: saveable(getattr(state, k)) for k in TREE_ITEMS}
     # A copy: the async writer must not read buffers that the next (donating) step overwrites.
     # Empty trees (nothing frozen) are not saved: Orbax refuses empty items.
     items = {
@@ -105,6 +121,66 @@ def save(
     if data_iter is not None:
         items["data"] = grain.checkpoint.CheckpointSave(data_iter)
     return mngr.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=force)
+
+
+class CheckpointError(WeightsError):
+    """No checkpoint of a workdir can be read; the message names the directory, the damaged steps
+    and the fix."""
+
+
+# What reading a damaged step raises: a truncated or missing file, a bad header, a tree that no
+# longer matches (Orbax / TensorStore raise ValueError, OSError, KeyError, ... or RuntimeError).
+RESTORE_ERRORS = (ValueError, OSError, KeyError, TypeError, IndexError, RuntimeError)
+
+
+def newest_readable(mngr: ocp.CheckpointManager, restore_step: Any, *, set_aside: bool = False) -> tuple[int, Any]:
+    """``(step, restore_step(step))`` for the newest step of ``mngr`` that restores, or ``(0, None)``
+    when it has none. A newer, unreadable step is skipped with a warning naming it; with
+    ``set_aside`` (a run that will go on saving) it is renamed to ``STEP.damaged`` (kept, never
+    deleted) so that the run can save that step number again. Every step unreadable: CheckpointError."""
+    directory = Path(mngr.directory)
+    damaged = []
+    for step in sorted(mngr.all_steps(), reverse=True):
+        try:
+            out = restore_step(step)
+        except RESTORE_ERRORS as e:
+            reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+            log.warning(
+                "checkpoint %s is unreadable (%s: %s); trying the step before",
+                directory / str(step),
+                type(e).__name__,
+                reason,
+            )
+            damaged.append(step)
+            continue
+        if damaged and set_aside:
+            _set_aside(mngr, damaged)
+        return step, out
+    if damaged:
+        raise CheckpointError(
+            f"{directory}: no readable checkpoint (steps {sorted(damaged)} are damaged; the warnings above say "
+            f"why). Move the damaged step folders out of {directory} to start again from config.init_from, "
+            "or point --workdir elsewhere"
+        )
+    return 0, None
+
+
+def _set_aside(mngr: ocp.CheckpointManager, steps: list[int]) -> None:
+    """Rename the damaged ``steps`` to ``STEP.damaged`` (process 0; every process waits for it)."""
+    directory = Path(mngr.directory)
+    if jax.process_index() == 0:
+        for step in steps:
+            target = directory / f"{step}.damaged"
+            n = 1
+            while target.exists():
+                target, n = directory / f"{step}.damaged{n}", n + 1
+            (directory / str(step)).rename(target)
+            log.warning("moved the damaged checkpoint %s aside to %s", directory / str(step), target)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("checkpoint set aside")
+    mngr.reload()
 
 
 def read_meta(mngr: ocp.CheckpointManager, step: int) -> dict[str, Any]:
@@ -121,21 +197,13 @@ def restore(
     """The train state at ``step``, laid out like ``template`` (same trainable split) in ``shardings``;
     ``data_iter`` (if given) is set to the saved position in place."""
     abstract = _abstract(template, shardings)
-    trees = {
-        "params": abstract.params,
-        "frozen": abstract.frozen,
-        "ema": abstract.ema,
-        "opt_state": _opt_leaves(abstract.opt_state),
-    }
+    trees = {k: saveable(getattr(abstract, k)) for k in TREE_ITEMS}
     items = {k: ocp.args.StandardRestore(v) for k, v in trees.items() if jax.tree.leaves(v)}
     if data_iter is not None:
         items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
     out = mngr.restore(step, args=ocp.args.Composite(**items))
-    out = {k: (out[k] if k in items else trees[k]) for k in trees}  # empty trees stay empty
-    leaves = [out["opt_state"][str(i)] for i in range(len(out["opt_state"]))]
-    opt_state = jax.tree.unflatten(jax.tree.structure(template.opt_state), leaves)
-    step_arr = jax.device_put(np.asarray(step, np.int32), shardings.step)
-    return TrainState(step=step_arr, params=out["params"], frozen=out["frozen"], opt_state=opt_state, ema=out["ema"])
+    trees = {k: restored_like(getattr(abstract, k), out[k] if k in items else v) for k, v in trees.items()}
+    return TrainState(step=jax.device_put(np.asarray(step, np.int32), shardings.step), **trees)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,36 +266,34 @@ def load_run_params(
     if not is_run_dir(workdir):
         raise WeightsError(f"{workdir}: not a training workdir (needs {MODEL_CONFIG_FILE} and {CHECKPOINT_DIR}/)")
     config = read_model_config(workdir)
+    key = "params" if raw else "ema"
+    # Onto this process's first device, whatever topology saved it (a pod run read on a laptop).
+    here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+    def restore_step(step: int) -> tuple[dict, bool]:
+        meta = read_meta(mngr, step)
+        train, frozen = Trainable.from_meta(meta, config.spec.num_layers).split(abstract_params(config, here))
+        wanted = {key: nnx.to_pure_dict(train), "frozen": nnx.to_pure_dict(frozen)}
+        items = {k: ocp.args.StandardRestore(v) for k, v in wanted.items() if jax.tree.leaves(v)}
+        return mngr.restore(step, args=ocp.args.Composite(**items)), "frozen" in items
+
     with manager(workdir / CHECKPOINT_DIR, read_only=True) as mngr:
         steps = mngr.all_steps()
         if not steps:
             raise WeightsError(f"{workdir / CHECKPOINT_DIR}: no checkpoint saved yet")
         if step == "latest":
-            step = max(steps)
-        elif step == "best":
-            step = mngr.best_step() or max(steps)  # best_fn ranks by validation PCK
-        elif int(step) not in steps:
-            raise WeightsError(f"{workdir / CHECKPOINT_DIR}: no checkpoint at step {step}; have {sorted(steps)}")
-        step = int(step)
-        meta = read_meta(mngr, step)
-        shapes = param_shapes(config)
-        train, frozen = split_flat(
-            shapes,
-            config.spec.num_layers,
-            meta.get("trainable_blocks"),
-            meta.get("train_pos_embed", True),
-            tuple(meta.get("frozen_heads", ())),
-        )
-        # Onto this process's first device, whatever topology saved it (a pod run read on a laptop).
-        here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        sds = lambda flat: nest({p: jax.ShapeDtypeStruct(s, np.float32, sharding=here) for p, s in flat.items()})
-        key = "params" if raw else "ema"
-        wanted = {key: sds(train), "frozen": sds(frozen)}
-        out = mngr.restore(
-            step,
-            args=ocp.args.Composite(
-                **{k: ocp.args.StandardRestore(v) for k, v in wanted.items() if jax.tree.leaves(v)}
-            ),
-        )
-    flat = {**flatten(out["frozen"] if frozen else {}), **flatten(out[key])}
+            step, (out, has_frozen) = newest_readable(mngr, restore_step)
+        else:
+            if step == "best":
+                step = mngr.best_step() or max(steps)  # best_fn ranks by validation PCK
+            elif int(step) not in steps:
+                raise WeightsError(f"{workdir / CHECKPOINT_DIR}: no checkpoint at step {step}; have {sorted(steps)}")
+            step = int(step)
+            try:
+                out, has_frozen = restore_step(step)
+            except RESTORE_ERRORS as e:
+                raise WeightsError(f"{workdir / CHECKPOINT_DIR / str(step)}: unreadable checkpoint ({e})") from None
+    flat = traverse_util.flatten_dict(out[key])
+    if has_frozen:  # not saved when everything trained
+        flat.update(traverse_util.flatten_dict(out["frozen"]))
     return config, {p: np.asarray(v, np.float32) for p, v in flat.items()}, step

@@ -41,11 +41,19 @@ from hyper_sapiens_jax.data.pipeline import eval_batches, train_dataset, train_i
 from hyper_sapiens_jax.evaluation.evaluate import evaluate, flip_test
 from hyper_sapiens_jax.models import ModelConfig, Sapiens
 from hyper_sapiens_jax.models.pos_embed import resize_pos_embed
-from hyper_sapiens_jax.models.weights import WeightsError, abstract_model, flat_params, flatten, nest, param_shapes
+from hyper_sapiens_jax.models.weights import (
+    WeightsError,
+    abstract_model,
+    abstract_params,
+    param_shapes,
+    params_state,
+    state_to_flat,
+)
 from hyper_sapiens_jax.sharding import batch_sharding, global_batch, make_mesh, param_shardings, replicated
 from hyper_sapiens_jax.training import checkpoint as ckpt
 from hyper_sapiens_jax.training import flops, reference
 from hyper_sapiens_jax.training.adapters import (
+    check_sections,
     learning_rate,
     loss_weights,
     make_optimizer,
@@ -56,8 +64,8 @@ from hyper_sapiens_jax.training.adapters import (
 from hyper_sapiens_jax.training.batch import complete_batch, normalize_images, step_inputs
 from hyper_sapiens_jax.training.monitor import IntervalClock, MetricsWriter, StopFlag, interval_means
 from hyper_sapiens_jax.training.objective import objective
-from hyper_sapiens_jax.training.partition import split_flat, trainable_blocks_at
-from hyper_sapiens_jax.training.state import TrainState, merge_model
+from hyper_sapiens_jax.training.partition import Trainable, trainable_blocks_at
+from hyper_sapiens_jax.training.state import TrainState
 from hyper_sapiens_jax.training.step import make_train_step
 
 log = logging.getLogger(__name__)
@@ -70,13 +78,15 @@ class TrainingError(RuntimeError):
 
 
 # =============================================================================================
-# Config -> pieces
+# Set-up: the parameters to start from, host trees onto the mesh
 # =============================================================================================
-def initial_params(config: ml_collections.ConfigDict, mcfg: ModelConfig) -> dict[tuple, np.ndarray]:
-    """Flat float32 parameters to start from: ``config.init_from`` where it has them, random elsewhere."""
+def initial_params(config: ml_collections.ConfigDict, mcfg: ModelConfig) -> nnx.State:
+    """The parameters to start from (float32 ``nnx.State``): ``config.init_from``'s where it has
+    them (the position embedding resized to this grid), a random initialisation elsewhere."""
+    random = lambda: nnx.state(Sapiens(mcfg, rngs=nnx.Rngs(config.seed)), nnx.Param)
     if not config.init_from:
         log.info("init: random (seed %d); set config.init_from to start from Sapiens weights", config.seed)
-        return flat_params(Sapiens(mcfg, rngs=nnx.Rngs(config.seed)))
+        return random()
     try:
         src_cfg, src, info = ckpt.load_any(config.init_from, raw=not config.init_from_ema)
     except WeightsError as e:
@@ -89,7 +99,7 @@ def initial_params(config: ml_collections.ConfigDict, mcfg: ModelConfig) -> dict
     shapes = param_shapes(mcfg)
     missing = sorted({"/".join(map(str, p[:2])) for p in shapes if p not in src})  # e.g. heads/depth
     # A random model only when something is missing (a 2B init is not free).
-    out = flat_params(Sapiens(mcfg, rngs=nnx.Rngs(config.seed))) if missing else {}
+    out = state_to_flat(random()) if missing else {}
     for path, shape in shapes.items():
         if path not in src:
             continue
@@ -108,7 +118,7 @@ def initial_params(config: ml_collections.ConfigDict, mcfg: ModelConfig) -> dict
         f", step {info['step']}, {info['weights']} weights" if info["kind"] == "run" else "",
         f"; {', '.join(missing)} start random" if missing else "",
     )
-    return out
+    return params_state(mcfg, out)
 
 
 def put(tree: Any, shardings: Any) -> Any:
@@ -122,17 +132,16 @@ def put(tree: Any, shardings: Any) -> Any:
 
 
 # =============================================================================================
-# The state layout of one trainable split, and the jitted functions over it
+# Model and state: one unfreezing phase (its trainable set, optimizer, shardings, compiled step)
 # =============================================================================================
 @dataclasses.dataclass
 class Extension:
     """What a job built on this loop adds to it (the semi-supervised job, ``semisup.job``).
 
-    ``make_step(graphdef, template, tx, objective_fn)`` returns ``step(state, batch, key, *consts)``
-    in place of ``make_train_step``'s; ``consts`` (with ``const_shardings``) are device trees passed
-    to every step (e.g. a frozen teacher's weights); ``dataset`` wraps the labelled training
-    dataset (e.g. zips in the unlabelled batches); ``batch_keys`` are the extra batch keys the step
-    reads."""
+    ``make_step(graphdef, tx, objective_fn)`` returns ``step(state, batch, key, *consts)`` in place
+    of ``make_train_step``'s; ``consts`` (with ``const_shardings``) are device trees passed to every
+    step (e.g. a frozen teacher's weights); ``dataset`` wraps the labelled training dataset (e.g.
+    zips in the unlabelled batches); ``batch_keys`` are the extra batch keys the step reads."""
 
     make_step: Callable[..., Callable]
     consts: tuple = ()
@@ -142,34 +151,33 @@ class Extension:
 
 
 @dataclasses.dataclass
-class Layout:
-    """Everything that depends on which blocks train: optimizer, shardings, jitted step / eval."""
+class Phase:
+    """One phase of progressive unfreezing: what trains, and everything that depends on it (the
+    optimizer, the state's shapes and shardings, the compiled train step and eval forward)."""
 
-    blocks: int | None
-    pos_embed: bool
-    frozen_heads: tuple[str, ...]
+    trainable: Trainable
     tx: optax.GradientTransformation
     abstract: TrainState
     shardings: TrainState
-    step: Any
-    heatmaps: Any
+    step: Any  # jitted (state, batch, key, *consts) -> (state, metrics)
+    heatmaps: Any  # jitted (ema, frozen, uint8 images) -> pose heatmaps (flip-tested if configured)
 
 
-def make_layout(
-    config,
+def compile_phase(
+    config: ml_collections.ConfigDict,
     mcfg: ModelConfig,
     mesh,
-    graphdef,
-    template,
+    graphdef: nnx.GraphDef,
     blocks: int | None,
     objective_fn,
     extension: Extension | None = None,
-) -> Layout:
-    shapes = {p: jax.ShapeDtypeStruct(s, jnp.float32) for p, s in param_shapes(mcfg).items()}
-    pos_embed = config.get("train_pos_embed", True)
-    frozen_heads = tuple(config.get("frozen_heads", ()))
-    train, frozen = split_flat(shapes, mcfg.spec.num_layers, blocks, pos_embed, frozen_heads)
-    train, frozen = nest(train), nest(frozen)
+) -> Phase:
+    """The phase training the last ``blocks`` blocks (None: all), with the config's pos_embed and
+    frozen-heads choices; its step and eval forward are jitted (compiled on first call)."""
+    trainable = Trainable(
+        mcfg.spec.num_layers, blocks, config.get("train_pos_embed", True), tuple(config.get("frozen_heads", ()))
+    )
+    train, frozen = trainable.split(abstract_params(mcfg))
     tx = make_optimizer(config, train, mcfg.spec.num_layers)
     abstract = jax.eval_shape(
         lambda p, f: TrainState(step=jnp.zeros((), jnp.int32), params=p, frozen=f, opt_state=tx.init(p), ema=p),
@@ -181,7 +189,6 @@ def make_layout(
     if extension is None:
         step_fn = make_train_step(
             graphdef,
-            template,
             tx,
             objective_fn,
             micro_batches=config.micro_batches,
@@ -190,63 +197,59 @@ def make_layout(
         )
         const_sh = ()
     else:
-        step_fn = extension.make_step(graphdef, template, tx, objective_fn)
+        step_fn = extension.make_step(graphdef, tx, objective_fn)
         const_sh = extension.const_shardings
     step = jax.jit(
         step_fn, in_shardings=(shardings, b_sh, rep, *const_sh), out_shardings=(shardings, rep), donate_argnums=0
     )
 
     def heatmaps(ema, frozen, images):
-        forward = lambda x: merge_model(graphdef, template, ema, frozen)(x)["pose"]
+        forward = lambda x: nnx.merge(graphdef, ema, frozen)(x)["pose"]
         images = normalize_images(images)
         return flip_test(forward, images) if config.eval.flip_test else forward(images)
 
     hm = jax.jit(heatmaps, in_shardings=(shardings.ema, shardings.frozen, b_sh), out_shardings=b_sh)
-    return Layout(blocks, pos_embed, frozen_heads, tx, abstract, shardings, step, hm)
+    return Phase(trainable, tx, abstract, shardings, step, hm)
 
 
-def fresh_state(layout: Layout, flat: dict[tuple, np.ndarray], num_layers: int) -> TrainState:
-    train, frozen = split_flat(flat, num_layers, layout.blocks, layout.pos_embed, layout.frozen_heads)
-    params = put(nest(train), layout.shardings.params)
-    frozen = put(nest(frozen), layout.shardings.frozen)
+def fresh_state(phase: Phase, params: nnx.State) -> TrainState:
+    """Step 0 of ``phase`` from all the model's parameters (host or device arrays): the trainable
+    ones with zero Adam moments and their EMA at their value."""
+    train, frozen = phase.trainable.split(params)
     init = jax.jit(
         lambda p, f: TrainState(
             step=jnp.zeros((), jnp.int32),
             params=p,
             frozen=f,
-            opt_state=layout.tx.init(p),
+            opt_state=phase.tx.init(p),
             ema=jax.tree.map(jnp.copy, p),
         ),
-        out_shardings=layout.shardings,
+        out_shardings=phase.shardings,
     )
-    return init(params, frozen)
+    return init(put(train, phase.shardings.params), put(frozen, phase.shardings.frozen))
 
 
-def _transplant(new: Any, old: Any) -> Any:
-    """Leaves of ``new`` whose key path (and shape) exists in ``old`` take the old value."""
-    old_leaves = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_flatten_with_path(old)[0]}
-    paths, treedef = jax.tree_util.tree_flatten_with_path(new)
-    leaves = [old_leaves.get(jax.tree_util.keystr(p), v) for p, v in paths]
-    leaves = [o if o.shape == v.shape else v for o, (_, v) in zip(leaves, paths)]
-    return jax.tree.unflatten(treedef, leaves)
+def enter_phase(state: TrainState, old: Phase, new: Phase) -> TrainState:
+    """Progressive unfreezing: move parameters between the frozen and trainable states. Newly
+    trainable ones start their EMA at their value and their Adam moments at 0; the others keep
+    theirs (each per-parameter state of the optimizer is the new one, overlaid with the old one's
+    entries for the parameters that stay trainable)."""
+    keep = lambda old_tree: nnx.filter_state(old_tree, new.trainable.filter)
 
-
-def resplit(state: TrainState, old: Layout, new: Layout, num_layers: int) -> TrainState:
-    """Progressive unfreezing: move parameters between the frozen and trainable trees; newly trainable
-    ones start their EMA at their value and their Adam moments at 0, the others keep theirs."""
+    def carry_over(fresh: Any, previous: Any) -> Any:
+        return nnx.merge_state(fresh, keep(previous)) if isinstance(fresh, nnx.State) else previous
 
     def fn(state: TrainState) -> TrainState:
-        every = {**flatten(state.frozen), **flatten(state.params)}
-        train, frozen = split_flat(every, num_layers, new.blocks, new.pos_embed, new.frozen_heads)
-        ema_old = flatten(state.ema)
-        params = nest(train)
-        opt_state = _transplant(new.tx.init(params), state.opt_state)
+        params, frozen = new.trainable.split(nnx.merge_state(state.frozen, state.params))
+        opt_state = jax.tree.map(
+            carry_over, new.tx.init(params), state.opt_state, is_leaf=lambda x: isinstance(x, nnx.State)
+        )
         return TrainState(
             step=state.step,
             params=params,
-            frozen=nest(frozen),
+            frozen=frozen,
             opt_state=opt_state,
-            ema=nest({p: ema_old.get(p, v) for p, v in train.items()}),
+            ema=nnx.merge_state(params, keep(state.ema)),
         )
 
     return jax.jit(fn, in_shardings=(old.shardings,), out_shardings=new.shardings, donate_argnums=0)(state)
@@ -315,7 +318,7 @@ def needs_bone_reference(config: ml_collections.ConfigDict) -> bool:
 
 
 # =============================================================================================
-# The job
+# The job: a Trainer, section by section
 # =============================================================================================
 def run(
     config: ml_collections.ConfigDict,
@@ -328,84 +331,242 @@ def run(
 
     ``extension(config=, workdir=, mesh=, mcfg=, mix=, paths=, sample_cfg=)`` -> ``Extension``
     builds what a job on top of this loop adds (training mode only)."""
-    workdir = Path(workdir).absolute()
-    workdir.mkdir(parents=True, exist_ok=True)
-    mesh = make_mesh(config.mesh.data, config.mesh.fsdp)
-    mcfg = model_config(config)
-    n_dev = mesh.devices.size
-    if config.batch_size % (config.micro_batches * n_dev):
-        raise ValueError(
-            f"batch_size {config.batch_size} must be a multiple of micro_batches x devices = "
-            f"{config.micro_batches} x {n_dev}"
+    trainer = Trainer(config, workdir, mode, extension)
+    try:
+        return trainer.evaluate_latest() if mode == "eval" else trainer.train()
+    finally:
+        trainer.close()
+
+
+class Trainer:
+    """One fine-tuning run. Read top to bottom: set-up (``__init__``), data, model and state,
+    the loop, evaluation, checkpoints."""
+
+    # ---- set-up ------------------------------------------------------------------------------
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        workdir: str | Path,
+        mode: str = "train",
+        extension: Callable[..., Extension] | None = None,
+    ):
+        self.config = config
+        self.workdir = workdir = Path(workdir).absolute()
+        workdir.mkdir(parents=True, exist_ok=True)
+        check_sections(config)
+        self.mesh = mesh = make_mesh(config.mesh.data, config.mesh.fsdp)
+        self.mcfg = mcfg = model_config(config)
+        n_dev = mesh.devices.size
+        if config.batch_size % (config.micro_batches * n_dev):
+            raise ValueError(
+                f"batch_size {config.batch_size} must be a multiple of micro_batches x devices = "
+                f"{config.micro_batches} x {n_dev}"
+            )
+        if jax.process_index() == 0:
+            mcfg.save(workdir / ckpt.MODEL_CONFIG_FILE)
+            (workdir / "config.json").write_text(json.dumps(config_to_dict(config), indent=1))
+        log.info(
+            "stage %d: %s, image %dx%d, heads %s, %d devices (mesh data=%d fsdp=%d), %d process(es)",
+            config.stage,
+            mcfg.arch,
+            *mcfg.image_size,
+            list(mcfg.heads),
+            n_dev,
+            mesh.shape["data"],
+            mesh.shape["fsdp"],
+            jax.process_count(),
         )
-    if jax.process_index() == 0:
-        mcfg.save(workdir / ckpt.MODEL_CONFIG_FILE)
-        (workdir / "config.json").write_text(json.dumps(config_to_dict(config), indent=1))
-    log.info(
-        "stage %d: %s, image %dx%d, heads %s, %d devices (mesh data=%d fsdp=%d), %d process(es)",
-        config.stage,
-        mcfg.arch,
-        *mcfg.image_size,
-        list(mcfg.heads),
-        n_dev,
-        mesh.shape["data"],
-        mesh.shape["fsdp"],
-        jax.process_count(),
-    )
-
-    graphdef, template = nnx.split(abstract_model(mcfg))
-    schedule = unfreeze_schedule(config)
-    mix, paths = (
-        builders.build_train_mix(config, ["val"]) if mode == "train" else (None, builders.resolved_paths(config.data))
-    )
-    objective_fn = None  # evaluation needs neither the prior nor the bone reference
-    if mode == "train":
-        bone_ref = None
-        if needs_bone_reference(config):
-            bone_ref = reference.load_or_compute(workdir, config, mix, builders.sample_config(config))
-        objective_fn = make_objective(config, bone_ref, load_prior(config))
-    ext = None
-    if extension is not None and mode == "train":
-        ext = extension(
-            config=config,
-            workdir=workdir,
-            mesh=mesh,
-            mcfg=mcfg,
-            mix=mix,
-            paths=paths,
-            sample_cfg=builders.sample_config(config),
+        self.graphdef = nnx.graphdef(abstract_model(mcfg))
+        self.schedule = unfreeze_schedule(config)
+        self.sample_cfg = builders.sample_config(config)
+        training = mode == "train"
+        self.mix, self.paths = (
+            builders.build_train_mix(config, ["val"]) if training else (None, builders.resolved_paths(config.data))
         )
-    layouts: dict[Any, Layout] = {}
+        self.objective_fn = None  # evaluation needs neither the prior nor the bone reference
+        self.ext = None
+        if training:
+            bone_ref = None
+            if needs_bone_reference(config):
+                bone_ref = reference.load_or_compute(workdir, config, self.mix, self.sample_cfg)
+            self.objective_fn = make_objective(config, bone_ref, load_prior(config))
+            if extension is not None:
+                self.ext = extension(
+                    config=config,
+                    workdir=workdir,
+                    mesh=mesh,
+                    mcfg=mcfg,
+                    mix=self.mix,
+                    paths=self.paths,
+                    sample_cfg=self.sample_cfg,
+                )
+        self._phases: dict[int | None, Phase] = {}
+        self.flops_per_step = flops.train_flops_per_image(mcfg) * config.batch_size  # for MFU
+        self.peak = flops.peak_flops_per_device(config.peak_tflops)
+        self.lr = learning_rate(config)
+        c = config.checkpoint
+        self.mngr = ckpt.manager(workdir / ckpt.CHECKPOINT_DIR, every=c.every, keep=c.keep, keep_best=c.keep_best)
+        self.writer = MetricsWriter(workdir)
+        self.val = builders.build_source("val", self.paths, config.data.skip_bad_records)
 
-    def layout_for(blocks):
-        if blocks not in layouts:
-            layouts[blocks] = make_layout(config, mcfg, mesh, graphdef, template, blocks, objective_fn, ext)
-        return layouts[blocks]
+    def close(self) -> None:
+        """Wait for the last async save, then release the checkpoint manager and the writers."""
+        self.mngr.wait_until_finished()
+        self.mngr.close()
+        self.writer.close()
 
-    c = config.checkpoint
-    mngr = ckpt.manager(workdir / ckpt.CHECKPOINT_DIR, every=c.every, keep=c.keep, keep_best=c.keep_best)
-    writer = MetricsWriter(workdir)
-    val = builders.build_source("val", paths, config.data.skip_bad_records)
-    sample_cfg = builders.sample_config(config)
+    # ---- data --------------------------------------------------------------------------------
+    def train_data(self):
+        """The Grain iterator over this process's slice of the training mix (checkpointable)."""
+        dataset = train_dataset(
+            self.mix,
+            self.sample_cfg,
+            seed=self.config.seed,
+            num_batches=self.config.num_steps,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
+        if self.ext is not None:
+            dataset = self.ext.dataset(dataset)
+        return train_iterator(dataset, worker_count=self.config.data.worker_count)
 
-    def run_eval(state: TrainState, layout: Layout) -> dict[str, Any]:
+    def device_batch(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        """This process's host batch -> the global batch the step reads (only the keys it uses)."""
+        return global_batch(step_inputs(local, self.ext.batch_keys if self.ext else ()), self.mesh)
+
+    # ---- model and state ---------------------------------------------------------------------
+    def phase(self, blocks: int | None) -> Phase:
+        """The (cached) phase training the last ``blocks`` blocks."""
+        if blocks not in self._phases:
+            self._phases[blocks] = compile_phase(
+                self.config, self.mcfg, self.mesh, self.graphdef, blocks, self.objective_fn, self.ext
+            )
+        return self._phases[blocks]
+
+    def start_state(self, data_iter) -> tuple[TrainState, Phase, int]:
+        """(state, phase, step): the workdir's newest readable checkpoint (``data_iter`` set to its
+        position; damaged newer steps are set aside with a warning), else step 0 from
+        ``config.init_from``."""
+        start, restored = ckpt.newest_readable(self.mngr, lambda step: self.restore(step, data_iter), set_aside=True)
+        if restored is not None:
+            log.info("resumed from %s at step %d", self.workdir / ckpt.CHECKPOINT_DIR, start)
+            return (*restored, start)
+        phase = self.phase(trainable_blocks_at(0, self.schedule))
+        return fresh_state(phase, initial_params(self.config, self.mcfg)), phase, 0
+
+    def restore(self, step: int, data_iter=None) -> tuple[TrainState, Phase]:
+        """The checkpoint at ``step`` and its phase (the trainable set it was saved with)."""
+        phase = self.phase(ckpt.read_meta(self.mngr, step)["trainable_blocks"])
+        return ckpt.restore(self.mngr, step, phase.abstract, phase.shardings, data_iter), phase
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def train(self) -> int:
+        """Train to ``config.num_steps`` (or until SIGTERM / preemption); returns 0."""
+        config = self.config
+        data_iter = self.train_data()
+        state, phase, step = self.start_state(data_iter)
+        if step >= config.num_steps:
+            log.info("already trained to step %d (num_steps %d)", step, config.num_steps)
+            return 0
+        self._log_start(phase, step)
+        stop = StopFlag()
+        key = jax.random.key(config.seed)
+        consts = self.ext.consts if self.ext else ()
+        pending: list[dict[str, jax.Array]] = []
+        clock = IntervalClock(step)
+        try:
+            while step < config.num_steps:
+                blocks = trainable_blocks_at(step, self.schedule)
+                if blocks != phase.trainable.blocks:
+                    new = self.phase(blocks)
+                    state = enter_phase(state, phase, new)
+                    log.info("step %d: unfreezing -> trainable blocks %s", step, "all" if blocks is None else blocks)
+                    phase = new
+                batch = self.device_batch(next(data_iter))
+                state, metrics = phase.step(state, batch, jax.random.fold_in(key, step), *consts)
+                pending.append(metrics)
+                step += 1
+                final = step == config.num_steps
+                log_now = step % config.log_every == 0 or final
+                eval_now = step % config.eval.every == 0 or final
+                stop_now = log_now and stop.agreed()
+                save_now = final or eval_now or stop_now or self.mngr.should_save(step)
+                if log_now or save_now:
+                    means = interval_means(pending, clock.first_step, step, self.mngr.latest_step(), TrainingError)
+                    pending = []
+                    self._log_interval(step, means, clock.lap(step))
+                row = self.evaluate(state, phase) if eval_now else None
+                if save_now:
+                    self.save(state, phase, data_iter, row, force=final or eval_now or stop_now)
+                    clock.restart()  # evaluation / save time is not step time
+                if stop_now:
+                    log.warning("stopped at step %d on request; restart with the same command to resume", step)
+                    return 0
+        finally:
+            stop.restore()
+        return 0
+
+    def _log_start(self, phase: Phase, step: int) -> None:
+        config = self.config
+        n_train = sum(x.size for x in jax.tree.leaves(phase.abstract.params))
+        log.info(
+            "training steps %d -> %d: batch %d (%d micro-batches), %.2fM trainable params (blocks: %s), "
+            "%.1f GFLOPs/image (train)",
+            step,
+            config.num_steps,
+            config.batch_size,
+            config.micro_batches,
+            n_train / 1e6,
+            "all" if phase.trainable.blocks is None else phase.trainable.blocks,
+            self.flops_per_step / config.batch_size / 1e9,
+        )
+
+    def _log_interval(self, step: int, means: dict[str, float], dt: float) -> None:
+        """One ``train_log.jsonl`` row and console line for the interval ending at ``step``."""
+        config = self.config
+        util = flops.mfu(self.flops_per_step, dt, self.peak, self.mesh.devices.size)
+        row = {
+            "step": step,
+            "stage": config.stage,
+            **means,
+            "lr": float(self.lr(step)),
+            "step_s": round(dt, 4),
+            "images_per_s": round(config.batch_size / dt, 2),
+            **({"mfu": round(util, 4)} if util is not None else {}),
+        }
+        self.writer.row(TRAIN_LOG_FILE, row, "train")
+        log.info(
+            "step %5d/%d  loss %.4f  (%s)  %.3fs/step  %.1f img/s  MFU %s",
+            step,
+            config.num_steps,
+            means["loss"],
+            " ".join(f"{k} {v:.4f}" for k, v in means.items() if k not in ("loss", "grad_norm")),
+            dt,
+            config.batch_size / dt,
+            "n/a" if util is None else f"{100 * util:.1f}%",
+        )
+
+    # ---- evaluation --------------------------------------------------------------------------
+    def evaluate(self, state: TrainState, phase: Phase) -> dict[str, Any]:
+        """Evaluate the EMA weights on the validation split; writes and returns the metrics row."""
+        config, sample_cfg = self.config, self.sample_cfg
         t0 = time.perf_counter()
         local = config.eval_batch_size // jax.process_count()
         batches = eval_batches(
-            val, sample_cfg, local, process_index=jax.process_index(), process_count=jax.process_count()
+            self.val, sample_cfg, local, process_index=jax.process_index(), process_count=jax.process_count()
         )
         result = evaluate(
-            lambda b: layout.heatmaps(state.ema, state.frozen, b["image"]),
+            lambda b: phase.heatmaps(state.ema, state.frozen, b["image"]),
             batches,
-            lambda b: global_batch({"image": b["image"]}, mesh),
+            lambda b: global_batch({"image": b["image"]}, self.mesh),
             input_wh=sample_cfg.input_wh,
-            gt_file=paths.get("val_ann"),
+            gt_file=self.paths.get("val_ann"),
             pck_threshold=config.eval.pck_threshold,
             pck_norm=config.eval.pck_norm,
         )
         step = int(jax.device_get(state.step))
         row = {"step": step, "stage": config.stage, **result, "eval_s": round(time.perf_counter() - t0, 2)}
-        writer.row(METRICS_FILE, row, "val")
+        self.writer.row(METRICS_FILE, row, "val")
         log.info(
             "eval @ %d: PCK@%g %.4f (@0.2 %.3f)  AP %.4f  AP50 %.4f  G-Error %.5f (GT %.5f)  %d samples  %.1fs",
             step,
@@ -421,126 +582,18 @@ def run(
         )
         return row
 
-    try:
-        start = mngr.latest_step() or 0
-        if mode == "eval":
-            if not start:
-                raise TrainingError(f"--mode eval: no checkpoint in {workdir / ckpt.CHECKPOINT_DIR}")
-            layout = layout_for(ckpt.read_meta(mngr, start)["trainable_blocks"])
-            state = ckpt.restore(mngr, start, layout.abstract, layout.shardings)
-            run_eval(state, layout)
-            return 0
-        dataset = train_dataset(
-            mix,
-            sample_cfg,
-            seed=config.seed,
-            num_batches=config.num_steps,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
-        )
-        if ext is not None:
-            dataset = ext.dataset(dataset)
-        data_iter = train_iterator(dataset, worker_count=config.data.worker_count)
-        if start:
-            layout = layout_for(ckpt.read_meta(mngr, start)["trainable_blocks"])
-            state = ckpt.restore(mngr, start, layout.abstract, layout.shardings, data_iter)
-            log.info("resumed from %s at step %d", workdir / ckpt.CHECKPOINT_DIR, start)
-        else:
-            layout = layout_for(trainable_blocks_at(0, schedule))
-            state = fresh_state(layout, initial_params(config, mcfg), mcfg.spec.num_layers)
-        if start >= config.num_steps:
-            log.info("already trained to step %d (num_steps %d)", start, config.num_steps)
-            return 0
-        _train(config, mcfg, mesh, state, layout, layout_for, schedule, data_iter, mngr, writer, run_eval, start, ext)
+    def evaluate_latest(self) -> int:
+        """``--mode eval``: evaluate the workdir's newest readable checkpoint; returns 0."""
+        _, restored = ckpt.newest_readable(self.mngr, self.restore)
+        if restored is None:
+            raise TrainingError(f"--mode eval: no checkpoint in {self.workdir / ckpt.CHECKPOINT_DIR}")
+        self.evaluate(*restored)
         return 0
-    finally:
-        mngr.wait_until_finished()
-        mngr.close()
-        writer.close()
 
-
-def _train(
-    config, mcfg, mesh, state, layout, layout_for, schedule, data_iter, mngr, writer, run_eval, start: int, ext=None
-) -> None:
-    num_layers = mcfg.spec.num_layers
-    stop = StopFlag()
-    meta = lambda lay: {
-        "stage": config.stage,
-        "trainable_blocks": lay.blocks,
-        "train_pos_embed": lay.pos_embed,
-        "frozen_heads": list(lay.frozen_heads),
-        "arch": mcfg.arch,
-    }
-    flops_per_step = flops.train_flops_per_image(mcfg) * config.batch_size
-    peak = flops.peak_flops_per_device(config.peak_tflops)
-    lr = learning_rate(config)
-    n_train = sum(x.size for x in jax.tree.leaves(layout.abstract.params))
-    log.info(
-        "training steps %d -> %d: batch %d (%d micro-batches), %.2fM trainable params (blocks: %s), "
-        "%.1f GFLOPs/image (train)",
-        start,
-        config.num_steps,
-        config.batch_size,
-        config.micro_batches,
-        n_train / 1e6,
-        "all" if layout.blocks is None else layout.blocks,
-        flops_per_step / config.batch_size / 1e9,
-    )
-    key = jax.random.key(config.seed)
-    pending: list[dict[str, jax.Array]] = []
-    clock = IntervalClock(start)
-    step = start
-    try:
-        while step < config.num_steps:
-            blocks = trainable_blocks_at(step, schedule)
-            if blocks != layout.blocks:
-                new = layout_for(blocks)
-                state = resplit(state, layout, new, num_layers)
-                log.info("step %d: unfreezing -> trainable blocks %s", step, "all" if blocks is None else blocks)
-                layout = new
-            local = next(data_iter)
-            batch = global_batch(step_inputs(local, ext.batch_keys if ext else ()), mesh)
-            state, metrics = layout.step(state, batch, jax.random.fold_in(key, step), *(ext.consts if ext else ()))
-            pending.append(metrics)
-            step += 1
-            final = step == config.num_steps
-            log_now = step % config.log_every == 0 or final
-            eval_now = step % config.eval.every == 0 or final
-            stop_now = log_now and stop.agreed()
-            save_now = final or eval_now or stop_now or mngr.should_save(step)
-            if log_now or save_now:
-                means = interval_means(pending, clock.first_step, step, mngr.latest_step(), TrainingError)
-                pending = []
-                dt = clock.lap(step)
-                util = flops.mfu(flops_per_step, dt, peak, mesh.devices.size)
-                row = {
-                    "step": step,
-                    "stage": config.stage,
-                    **means,
-                    "lr": float(lr(step)),
-                    "step_s": round(dt, 4),
-                    "images_per_s": round(config.batch_size / dt, 2),
-                    **({"mfu": round(util, 4)} if util is not None else {}),
-                }
-                writer.row(TRAIN_LOG_FILE, row, "train")
-                log.info(
-                    "step %5d/%d  loss %.4f  (%s)  %.3fs/step  %.1f img/s  MFU %s",
-                    step,
-                    config.num_steps,
-                    means["loss"],
-                    " ".join(f"{k} {v:.4f}" for k, v in means.items() if k not in ("loss", "grad_norm")),
-                    dt,
-                    config.batch_size / dt,
-                    "n/a" if util is None else f"{100 * util:.1f}%",
-                )
-            metrics_row = run_eval(state, layout) if eval_now else None
-            if save_now:
-                pck_key = f"pck@{config.eval.pck_threshold:g}"
-                best = None if metrics_row is None else {ckpt.BEST_METRIC: metrics_row[pck_key]}
-                ckpt.save(mngr, state, data_iter, meta(layout), metrics=best, force=final or eval_now or stop_now)
-                clock.restart()  # evaluation / save time is not step time
-            if stop_now:
-                log.warning("stopped at step %d on request; restart with the same command to resume", step)
-                return
-    finally:
-        stop.restore()
+    # ---- checkpoints -------------------------------------------------------------------------
+    def save(self, state: TrainState, phase: Phase, data_iter, row: dict | None, *, force: bool) -> None:
+        """Checkpoint ``state`` (async), ranked by validation PCK when ``row`` has it."""
+        pck_key = f"pck@{self.config.eval.pck_threshold:g}"
+        best = None if row is None else {ckpt.BEST_METRIC: row[pck_key]}
+        meta = {"stage": self.config.stage, **phase.trainable.meta(), "arch": self.mcfg.arch}
+        ckpt.save(self.mngr, state, data_iter, meta, metrics=best, force=force)

@@ -1,12 +1,19 @@
 """What every training job (fine-tuning, MAE pretraining, the prior) shares around its loop: the
-metrics writer, the preemption (SIGTERM) flag, and the interval means with the non-finite guard."""
+workdir lock, the metrics writer, the preemption (SIGTERM) flag, and the interval means with the
+non-finite guard."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
+import os
 import signal
+import socket
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +22,42 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 log = logging.getLogger(__name__)
+
+
+LOCK_FILE = ".lock"
+
+
+class WorkdirInUseError(RuntimeError):
+    """Another job holds the workdir; the message names it (pid, host, start time, command)."""
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str | Path) -> Iterator[None]:
+    """Hold ``WORKDIR/.lock`` (an exclusive ``flock``) for the duration of a job, so that a second job
+    pointed at the same workdir refuses to start, naming the first, instead of both writing the
+    same checkpoints. The kernel releases the lock when the holder exits in any way (SIGKILL
+    included), so a killed run's workdir resumes at once. Process 0 takes it in a multi-process job."""
+    if jax.process_index() != 0:
+        yield
+        return
+    path = Path(workdir).absolute() / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = path.read_text().strip() or "unknown"
+            raise WorkdirInUseError(
+                f"{path.parent} is in use by another job ({holder}); wait for it to finish, stop it, "
+                "or choose another --workdir"
+            ) from None
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {stamp}: {' '.join(sys.argv)}\n".encode())
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 class MetricsWriter:

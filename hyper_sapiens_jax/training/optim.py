@@ -14,8 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
-
-from hyper_sapiens_jax.models.weights import flatten, nest
+from flax import nnx
 
 # A parameter's key path, e.g. ('backbone', 'layers', 3, 'attn', 'qkv', 'kernel').
 KeyPath = tuple
@@ -56,8 +55,14 @@ def scale_by_tree(scales: Any) -> optax.GradientTransformation:
     return optax.GradientTransformation(init, update)
 
 
+def map_params(fn: Any, params: nnx.State) -> nnx.State:
+    """A state of the same structure as ``params`` holding ``fn(path, value)`` per parameter (for
+    per-parameter optimizer constants and masks, which optax matches leaf by leaf)."""
+    return nnx.map_state(lambda path, v: v.replace(fn(path, v.get_value())), params)
+
+
 def sapiens_adamw(
-    params: Any,
+    params: nnx.State,
     *,
     num_layers: int,
     learning_rate: float | optax.Schedule = 5e-4,
@@ -67,13 +72,12 @@ def sapiens_adamw(
     b2: float = 0.999,
     clip_norm: float | None = 1.0,
 ) -> optax.GradientTransformation:
-    """AdamW for the given parameter tree (nested dicts of arrays keyed like the model's params).
+    """AdamW for the given parameters (an ``nnx.State``, arrays or ShapeDtypeStructs).
 
     Only the parameters in ``params`` get optimizer state: pass the trainable subset.
     """
-    flat = flatten(params)
-    scales = nest({p: jnp.float32(lr_scale(p, num_layers, layer_decay)) for p in flat})
-    decay_mask = nest({p: applies_weight_decay(p, v) for p, v in flat.items()})
+    scales = map_params(lambda p, _: jnp.float32(lr_scale(p, num_layers, layer_decay)), params)
+    decay_mask = map_params(applies_weight_decay, params)
     lr = learning_rate if callable(learning_rate) else (lambda step: learning_rate)
     chain = [optax.clip_by_global_norm(clip_norm)] if clip_norm else []
     chain += [

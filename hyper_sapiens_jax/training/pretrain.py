@@ -40,6 +40,7 @@ No torch is imported here.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -51,7 +52,7 @@ import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
-from flax import nnx
+from flax import nnx, traverse_util
 from jax.experimental import multihost_utils
 
 from convert_weights import layout
@@ -61,13 +62,14 @@ from hyper_sapiens_jax.data.unlabeled import ImageFolderSource, crop_params, pre
 from hyper_sapiens_jax.models.config import ModelConfig
 from hyper_sapiens_jax.models.mae import MAE
 from hyper_sapiens_jax.models.pos_embed import infer_grid, resize_pos_embed
-from hyper_sapiens_jax.models.weights import CONFIG_FILE, PARAMS_DIR, WeightsError, flatten, nest
+from hyper_sapiens_jax.models.weights import CONFIG_FILE, PARAMS_DIR, WeightsError, fill_state, state_to_flat
 from hyper_sapiens_jax.sharding import batch_sharding, global_batch, make_mesh, param_shardings, replicated
 from hyper_sapiens_jax.training import adapters
 from hyper_sapiens_jax.training import checkpoint as ckpt
 from hyper_sapiens_jax.training.loop import put
 from hyper_sapiens_jax.training.monitor import IntervalClock, MetricsWriter, StopFlag, interval_means
-from hyper_sapiens_jax.training.state import TrainState, merge_model
+from hyper_sapiens_jax.training.optim import map_params
+from hyper_sapiens_jax.training.state import TrainState
 
 log = logging.getLogger(__name__)
 TRAIN_LOG_FILE = "train_log.jsonl"
@@ -148,9 +150,9 @@ def applies_weight_decay(path: tuple, value: Any) -> bool:
 
 
 def make_optimizer(config: ml_collections.ConfigDict, params: Any) -> optax.GradientTransformation:
-    """AdamW (optim.b1 / b2 / weight_decay) on ``params`` (a nested dict), optional global-norm clip."""
+    """AdamW (optim.b1 / b2 / weight_decay) on ``params`` (an ``nnx.State``), optional global-norm clip."""
     o = config.optim
-    mask = nest({p: applies_weight_decay(p, v) for p, v in flatten(params).items()})
+    mask = map_params(applies_weight_decay, params)
     chain = [optax.clip_by_global_norm(o.grad_clip)] if o.grad_clip else []
     chain.append(optax.adamw(learning_rate(config), b1=o.b1, b2=o.b2, eps=1e-8, weight_decay=o.weight_decay, mask=mask))
     return optax.chain(*chain)
@@ -161,12 +163,10 @@ def fixed_paths(config: ml_collections.ConfigDict) -> set[tuple]:
     return set() if config.mae.learn_pos_embed else {POS_EMBED, CLS_POS}
 
 
-def split_params(flat: dict[tuple, Any], fixed: set[tuple]) -> tuple[dict, dict]:
-    """Flat params -> (trainable, fixed) nested dicts."""
-    return (
-        nest({p: v for p, v in flat.items() if p not in fixed}),
-        nest({p: v for p, v in flat.items() if p in fixed}),
-    )
+def trainable_filter(config: ml_collections.ConfigDict) -> nnx.filterlib.Filter:
+    """The NNX filter of the parameters the optimizer updates (all but ``fixed_paths``)."""
+    fixed = fixed_paths(config)
+    return nnx.All(nnx.Param, lambda path, _: tuple(path) not in fixed)
 
 
 # =============================================================================================
@@ -236,8 +236,7 @@ def initial_params(config: ml_collections.ConfigDict, mcfg: ModelConfig) -> dict
     """Flat float32 MAE parameters: random (MAE init), with the backbone (and the cls token, from a
     .safetensors file) replaced by ``config.init_from``'s when set."""
     # Jitted: an eager init dispatches (and compiles) every random op on its own.
-    tree = jax.jit(lambda: nnx.to_pure_dict(nnx.state(build_model(config, mcfg), nnx.Param)))()
-    flat = {p: np.asarray(v) for p, v in flatten(jax.device_get(tree)).items()}
+    flat = state_to_flat(jax.jit(lambda: nnx.state(build_model(config, mcfg), nnx.Param))())
     if not config.init_from:
         log.info("init: random (MAE init, seed %d)", config.seed)
         return flat
@@ -261,15 +260,15 @@ def initial_params(config: ml_collections.ConfigDict, mcfg: ModelConfig) -> dict
 # =============================================================================================
 # The train step
 # =============================================================================================
-def make_train_step(graphdef: nnx.GraphDef, template: nnx.State, tx: optax.GradientTransformation):
+def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation):
     """``step(state, images (B, S, S, 3), key) -> (state, metrics)``: one MAE step (jit it, donating state).
 
-    The model is rebuilt from the closed-over graphdef and the state's trees (``merge_model``);
-    gradients flow only into ``state.params``.
+    The model is rebuilt from the closed-over graphdef and the state's parameters
+    (``nnx.merge(graphdef, params, fixed)``); gradients flow only into ``state.params``.
     """
 
     def loss_fn(params, fixed, images, key):
-        return merge_model(graphdef, template, params, fixed).loss(images, key)
+        return nnx.merge(graphdef, params, fixed).loss(images, key)
 
     def step(state: TrainState, images: jax.Array, key: jax.Array):
         loss, grads = jax.value_and_grad(loss_fn)(state.params, state.frozen, images, key)
@@ -336,9 +335,9 @@ def export_backbone(workdir: Path, config: ml_collections.ConfigDict, mcfg: Mode
     """
     from safetensors.numpy import save_file
 
-    flat = {**flatten(_host(state.frozen)), **flatten(_host(state.params))}
+    flat = {**state_to_flat(_host(state.frozen)), **state_to_flat(_host(state.params))}
     step = int(jax.device_get(state.step))
-    backbone = nest({p: v for p, v in flat.items() if p[0] == "backbone"})
+    backbone = traverse_util.unflatten_dict({p: v for p, v in flat.items() if p[0] == "backbone"})
     main = jax.process_index() == 0
     if main:
         (workdir / CONFIG_FILE).unlink(missing_ok=True)  # incomplete until rewritten below
@@ -357,6 +356,52 @@ def export_backbone(workdir: Path, config: ml_collections.ConfigDict, mcfg: Mode
 
 
 # =============================================================================================
+# The model, state and compiled step
+# =============================================================================================
+@dataclasses.dataclass
+class CompiledMAE:
+    """The MAE's parameter template, trainable split, optimizer, state shardings and jitted step."""
+
+    graphdef: nnx.GraphDef
+    template: nnx.State  # every parameter, float32 ShapeDtypeStructs
+    trainable: Any  # the NNX filter of what the optimizer updates
+    tx: optax.GradientTransformation
+    abstract: TrainState
+    shardings: TrainState
+    step: Any  # jitted (state, images, key) -> (state, metrics), state donated
+
+    def fresh_state(self, params: nnx.State) -> TrainState:
+        """Step 0 from all the MAE's parameters, placed in the state's shardings."""
+        train, fixed = nnx.split_state(params, self.trainable, ...)
+        init = jax.jit(lambda p, f: _initial_state(p, f, self.tx), out_shardings=self.shardings)
+        return init(put(train, self.shardings.params), put(fixed, self.shardings.frozen))
+
+
+def _initial_state(params: nnx.State, fixed: nnx.State, tx: optax.GradientTransformation) -> TrainState:
+    return TrainState(
+        step=jnp.zeros((), jnp.int32), params=params, frozen=fixed, opt_state=tx.init(params), ema=nnx.State({})
+    )
+
+
+def compile_mae(config: ml_collections.ConfigDict, mcfg: ModelConfig, mesh) -> CompiledMAE:
+    """Everything the MAE job runs with, built from shapes only (no weights materialised)."""
+    graphdef, template = nnx.split(nnx.eval_shape(lambda: build_model(config, mcfg)), nnx.Param)
+    template = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32), template)
+    trainable = trainable_filter(config)
+    train_sds, fixed_sds = nnx.split_state(template, trainable, ...)
+    tx = make_optimizer(config, train_sds)
+    abstract = jax.eval_shape(lambda p, f: _initial_state(p, f, tx), train_sds, fixed_sds)
+    shardings = param_shardings(abstract, mesh)
+    step = jax.jit(
+        make_train_step(graphdef, tx),
+        in_shardings=(shardings, batch_sharding(mesh), replicated(None, mesh)),
+        out_shardings=(shardings, replicated(None, mesh)),
+        donate_argnums=0,
+    )
+    return CompiledMAE(graphdef, template, trainable, tx, abstract, shardings, step)
+
+
+# =============================================================================================
 # The job
 # =============================================================================================
 def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "train") -> int:
@@ -372,26 +417,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
     if jax.process_index() == 0:
         (workdir / "config.json").write_text(json.dumps(config_to_dict(config), indent=1))
 
-    graphdef, template = nnx.split(nnx.eval_shape(lambda: build_model(config, mcfg)))
-    fixed = fixed_paths(config)
-    shapes = {p: jax.ShapeDtypeStruct(v.get_value().shape, jnp.float32) for p, v in nnx.to_flat_state(template)}
-    train_sds, fixed_sds = split_params(shapes, fixed)
-    tx = make_optimizer(config, train_sds)
-    abstract = jax.eval_shape(
-        lambda p, f: TrainState(step=jnp.zeros((), jnp.int32), params=p, frozen=f, opt_state=tx.init(p), ema={}),
-        train_sds,
-        fixed_sds,
-    )
-    shardings = param_shardings(abstract, mesh)
-    b_sh, rep = batch_sharding(mesh), replicated(None, mesh)
-    step_fn = jax.jit(
-        make_train_step(graphdef, template, tx),
-        in_shardings=(shardings, b_sh, rep),
-        out_shardings=(shardings, rep),
-        donate_argnums=0,
-    )
-    n_params = sum(int(np.prod(s.shape)) for s in shapes.values())
-    n_backbone = sum(int(np.prod(s.shape)) for p, s in shapes.items() if p[0] == "backbone")
+    mae = compile_mae(config, mcfg, mesh)
+    n_params = sum(x.size for x in jax.tree.leaves(mae.template))
+    n_backbone = sum(x.size for x in jax.tree.leaves(mae.template["backbone"]))
     log.info(
         "MAE pretraining: %s, %dx%d, mask %.2f, decoder %dx%d, %.2fM params (backbone %.2fM), "
         "%d devices (mesh data=%d fsdp=%d), %d process(es)",
@@ -413,12 +441,12 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
     c = config.checkpoint
     mngr = ckpt.manager(workdir / ckpt.CHECKPOINT_DIR, every=c.every, keep=c.keep, keep_best=0)
     try:
-        start = mngr.latest_step() or 0
+        restore = lambda step, data_iter=None: ckpt.restore(mngr, step, mae.abstract, mae.shardings, data_iter)
         if mode == "eval":
-            if not start:
+            start, state = ckpt.newest_readable(mngr, restore)
+            if state is None:
                 raise PretrainError(f"--mode eval: no checkpoint in {workdir / ckpt.CHECKPOINT_DIR}")
-            state = ckpt.restore(mngr, start, abstract, shardings)
-            _evaluate(config, workdir, mesh, graphdef, template, state, source, params)
+            _evaluate(config, workdir, mesh, mae.graphdef, state, source, params)
             export_backbone(workdir, config, mcfg, state)
             return 0
         dataset = pretrain_dataset(
@@ -431,20 +459,13 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
         )
         data_iter = train_iterator(dataset, worker_count=config.data.worker_count)
         log.info("data: %s (%d images), crops %s", source, len(source), params)
-        if start:
-            state = ckpt.restore(mngr, start, abstract, shardings, data_iter)
+        start, state = ckpt.newest_readable(mngr, lambda step: restore(step, data_iter), set_aside=True)
+        if state is not None:
             log.info("resumed from %s at step %d", workdir / ckpt.CHECKPOINT_DIR, start)
         else:
-            train, frozen = split_params(initial_params(config, mcfg), fixed)
-            init = jax.jit(
-                lambda p, f: TrainState(
-                    step=jnp.zeros((), jnp.int32), params=p, frozen=f, opt_state=tx.init(p), ema={}
-                ),
-                out_shardings=shardings,
-            )
-            state = init(put(train, shardings.params), put(frozen, shardings.frozen))
+            state = mae.fresh_state(fill_state(mae.template, initial_params(config, mcfg), "the MAE model"))
         if start < config.num_steps:
-            state, finished = _train(config, workdir, mesh, state, step_fn, data_iter, mngr, start)
+            state, finished = _train(config, workdir, mesh, state, mae.step, data_iter, mngr, start)
             if not finished:
                 return 0
         else:
@@ -518,7 +539,7 @@ def _train(
     return state, True
 
 
-def _evaluate(config, workdir: Path, mesh, graphdef, template, state: TrainState, source, params) -> float:
+def _evaluate(config, workdir: Path, mesh, graphdef, state: TrainState, source, params) -> float:
     """Mean MAE loss of the state over ``config.eval_batches`` batches (a fixed stream, fixed masks)."""
     dataset = pretrain_dataset(
         source,
@@ -528,7 +549,7 @@ def _evaluate(config, workdir: Path, mesh, graphdef, template, state: TrainState
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
-    loss_fn = jax.jit(lambda p, f, x, k: merge_model(graphdef, template, p, f).loss(x, k))
+    loss_fn = jax.jit(lambda p, f, x, k: nnx.merge(graphdef, p, f).loss(x, k))
     key = jax.random.key(config.seed + 1)
     losses = [
         float(loss_fn(state.params, state.frozen, global_batch(dataset[i], mesh)["image"], jax.random.fold_in(key, i)))

@@ -17,7 +17,7 @@ import optax
 from flax import nnx
 
 from hyper_sapiens_jax.training.objective import batch_normalizers
-from hyper_sapiens_jax.training.state import TrainState, merge_model
+from hyper_sapiens_jax.training.state import TrainState
 
 Batch = dict[str, jax.Array]
 # objective(outputs, micro_batch, normalizers, key, step) -> (total, parts); ``step`` (int32 scalar,
@@ -27,7 +27,6 @@ Objective = Callable[[dict, Batch, dict, jax.Array, jax.Array], tuple[jax.Array,
 
 def make_train_step(
     graphdef: nnx.GraphDef,
-    template: nnx.State,
     tx: optax.GradientTransformation,
     objective: Objective,
     *,
@@ -42,8 +41,8 @@ def make_train_step(
     ``functools.partial(training.batch.complete_batch, heatmap_sigma=...)`` normalises the uint8
     images and renders the heatmaps)."""
 
-    def loss_fn(params: Any, frozen: Any, batch: Batch, normalizers: dict, key: jax.Array, step: jax.Array):
-        model = merge_model(graphdef, template, params, frozen)
+    def loss_fn(params: nnx.State, frozen: nnx.State, batch: Batch, normalizers: dict, key: jax.Array, step: jax.Array):
+        model = nnx.merge(graphdef, params, frozen)
         k_drop, k_obj = jax.random.split(key)
         outputs = model(batch["image"], dropout_key=k_drop if dropout else None)
         return objective(outputs, batch, normalizers, k_obj, step)

@@ -15,11 +15,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from train_helpers import first_batch, semisup_parts, with_unlabeled
 
-from hyper_sapiens_jax.models.weights import flatten, nest
+from hyper_sapiens_jax.models.weights import state_to_flat
 from hyper_sapiens_jax.semisup.step import make_semisup_step
 from hyper_sapiens_jax.sharding import batch_sharding, make_mesh, param_shardings, replicated
 from hyper_sapiens_jax.training.state import TrainState
@@ -36,11 +37,10 @@ def run(state0, geo, shardings, jitted):
 
 
 for name, changes in (("teachers", dict(rigidity=0.0, orthogonality=0.0)), ("full", {})):
-    graphdef, template, flat, spec, reference, prior, obj = semisup_parts(**changes)
+    graphdef, params, spec, reference, prior, obj = semisup_parts(**changes)
     tx = optax.sgd(1.0)
     step = make_semisup_step(
         graphdef,
-        template,
         tx,
         obj,
         spec=spec,
@@ -49,9 +49,16 @@ for name, changes in (("teachers", dict(rigidity=0.0, orthogonality=0.0)), ("ful
         heatmap_sigma=2.0,
         ema_decay=0.5,
     )
-    params = nest(flat)
-    state0 = TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen={}, opt_state=tx.init(params), ema=params)
-    geo = nest(flat)
+    frozen = nnx.State({})
+    state0 = TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        frozen=frozen,
+        opt_state=tx.init(params),
+        ema=jax.tree.map(jnp.copy, params),
+    )
+    geo = jax.tree.map(jnp.copy, params)
+    before = state_to_flat(params)  # host copies: the donating step below may free the inputs
     one = jax.devices()[0]
     ref_state, ref_loss, _ = run(state0, geo, (one, one, one), jax.jit(step))
 
@@ -65,9 +72,8 @@ for name, changes in (("teachers", dict(rigidity=0.0, orthogonality=0.0)), ("ful
     state, loss, from_a = run(state0, geo, (s_sh, b_sh, g_sh), sharded)
     n_sharded = sum(1 for x in jax.tree.leaves(state.params) if not x.sharding.is_fully_replicated)
 
-    before = flatten(params)
     err = 0.0
-    for (path, a), b in zip(flatten(ref_state.params).items(), flatten(state.params).values()):
+    for (path, a), b in zip(state_to_flat(ref_state.params).items(), state_to_flat(state.params).values()):
         if "conv_layers" in path and path[-1] == "bias":
             continue
         da, db = np.asarray(a) - np.asarray(before[path]), np.asarray(b) - np.asarray(before[path])

@@ -17,7 +17,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from train_helpers import first_batch, make_step_and_state
 
-from hyper_sapiens_jax.models.weights import flatten
+from hyper_sapiens_jax.models.weights import state_to_flat
 from hyper_sapiens_jax.sharding import batch_sharding, make_mesh, param_shardings, replicated
 from hyper_sapiens_jax.training.objective import LossWeights
 
@@ -28,7 +28,7 @@ mesh = make_mesh(data=4, fsdp=2)
 
 for name, weights in (("no_depth", LossWeights(depth=0.0)), ("full", LossWeights())):
     step, state = make_step_and_state(sgd=True, lr=1.0, weights=weights)
-    before = flatten(jax.device_get(state.params))
+    before = state_to_flat(jax.device_get(state.params))
     ref_state, ref_metrics = jax.jit(step)(jax.device_put(state, jax.devices()[0]), batch, key)
 
     step, state = make_step_and_state(sgd=True, lr=1.0, weights=weights)
@@ -41,7 +41,7 @@ for name, weights in (("no_depth", LossWeights(depth=0.0)), ("full", LossWeights
     n_sharded = sum(1 for x in jax.tree.leaves(new_state.params) if not x.sharding.is_fully_replicated)
 
     err = worst = 0.0
-    for (path, a), b in zip(flatten(ref_state.params).items(), flatten(new_state.params).values()):
+    for (path, a), b in zip(state_to_flat(ref_state.params).items(), state_to_flat(new_state.params).values()):
         if "conv_layers" in path and path[-1] == "bias":
             continue
         da, db = np.asarray(a) - before[path], np.asarray(b) - before[path]
