@@ -14,12 +14,14 @@ Flax paths are tuples into ``nnx.state(model, nnx.Param)``: e.g.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Iterable
 
 import numpy as np
 
 from hyper_sapiens_jax.models.config import ArchSpec, ModelConfig, arch_from_shapes
 
+log = logging.getLogger(__name__)
 TASK_PREFIX = {"pose": "head.", "depth": "decode_head.", "normal": "decode_head."}
 BACKBONE_PREFIX = "backbone."
 # Sapiens heads use Sequential(deconv/conv, InstanceNorm, SiLU) * n: the weights sit at 0, 3, 6, ...
@@ -111,6 +113,15 @@ def model_rules(config: ModelConfig, tasks: Iterable[str] | None = None) -> list
     return rules
 
 
+def strip_ddp_prefix(state_dict: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
+    """A state dict saved from a DistributedDataParallel-wrapped model (every key ``module.``-
+    prefixed) -> the plain keys, with a log line; any other dict unchanged."""
+    if state_dict and all(k.startswith("module.") for k in state_dict):
+        log.info("%s: keys saved through DistributedDataParallel; removing their 'module.' prefix", source)
+        return {k[len("module.") :]: v for k, v in state_dict.items()}
+    return state_dict
+
+
 def add_backbone_prefix(state_dict: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[str]]:
     """Pretrain ``*_clean.pth`` files store backbone keys without ``backbone.``: add it back.
 
@@ -177,6 +188,8 @@ def torch_to_flax_params(
     out = {}
     for r in rules:
         w = np.asarray(state_dict[r.key])
+        if not np.issubdtype(w.dtype, np.floating):
+            raise LayoutError(f"{source}: key {r.key!r} holds {w.dtype} values; model weights must be floating point")
         if r.kind == "pos_embed" and resize_pos_embed is not None:
             if w.ndim != 3 or w.shape[-1] != expected[r.path][-1]:
                 raise LayoutError(

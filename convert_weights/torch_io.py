@@ -86,7 +86,8 @@ def _load_pickle(path: Path) -> Any:
             f"run code on load. Re-save it as plain tensors or safetensors."
         ) from e
     except (RuntimeError, EOFError, OSError) as e:
-        raise CheckpointFileError(f"{path}: not a readable PyTorch checkpoint: {e}") from e
+        reason = str(e).strip() or ("the file is empty" if path.stat().st_size == 0 else type(e).__name__)
+        raise CheckpointFileError(f"{path}: not a readable PyTorch checkpoint: {reason}") from e
 
 
 def _split_state_dict(obj: Any, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -126,7 +127,10 @@ def load_state_dict(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
     except CheckpointFileError:
         raise
     except Exception as e:
-        raise CheckpointFileError(f"{path}: cannot read this {kind or 'torch'} archive: {e}") from e
+        raise CheckpointFileError(
+            f"{path}: cannot read this {kind or 'torch'} archive ({type(e).__name__}: {e}); expected a torch.save "
+            "checkpoint, a TorchScript or torch.export archive, or a .safetensors file"
+        ) from e
     log.info("%s: read as %s", path, kind or "torch.save pickle")
     return {k: _to_numpy(v) for k, v in sd.items()}, meta
 
@@ -140,12 +144,17 @@ def load_safetensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str,
             meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
             keys = list(f.keys())
             bf16 = [k for k in keys if f.get_slice(k).get_dtype() == "BF16"]
-            sd = {k: np.asarray(f.get_tensor(k), np.float32) for k in keys if k not in bf16}
+            # Floats widen to float32; anything else stays as stored (the layout refuses it by key).
+            sd = {k: _float32(f.get_tensor(k)) for k in keys if k not in bf16}
         if bf16:
             sd.update(_read_bf16(Path(path), bf16))
     except (SafetensorError, OSError, json.JSONDecodeError, ValueError, KeyError) as e:
         raise CheckpointFileError(f"{path}: not a readable safetensors file: {e}") from e
     return sd, meta
+
+
+def _float32(array: np.ndarray) -> np.ndarray:
+    return array.astype(np.float32) if np.issubdtype(array.dtype, np.floating) else array
 
 
 def _read_bf16(path: Path, keys: list[str]) -> dict[str, np.ndarray]:

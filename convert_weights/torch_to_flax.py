@@ -71,6 +71,7 @@ def load_files(files: dict[str, str | Path]) -> dict[str, dict[str, np.ndarray]]
     state_dicts = {}
     for role, path in files.items():
         sd, _ = load_state_dict(path)
+        sd = layout.strip_ddp_prefix(sd, str(path))
         sd, dropped = layout.add_backbone_prefix(sd)
         if dropped:
             log.info("%s: dropping pretrain-only %s", path, ", ".join(dropped))
@@ -161,6 +162,8 @@ def _parse_size(text: str) -> tuple[int, int]:
         h, w = (int(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected H,W (e.g. 1024,768), got {text!r}") from None
+    if h <= 0 or w <= 0 or h % 16 or w % 16:
+        raise argparse.ArgumentTypeError(f"{text!r}: both sides must be positive multiples of 16 (the patch size)")
     return h, w
 
 

@@ -233,7 +233,14 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.mesh.data = -1  # -1: all devices not used by fsdp
     c.mesh.fsdp = 1
 
-    d = c.data = ml_collections.ConfigDict()
+    c.data = data_config(cpu_sized, tiny)
+    return c
+
+
+def data_config(cpu_sized: bool, tiny: bool) -> ml_collections.ConfigDict:
+    """``config.data``'s defaults: where the data comes from, the mix, the testbed and corpus sizes,
+    and the Sapiens augmentation recipe (milder for the ``tiny`` preset)."""
+    d = ml_collections.ConfigDict()
     # Where the data comes from: 'testbed' (the synthetic infant testbed under testbed_dir) or 'files'
     # (the paths below, every one a run needs must be set). CPU-sized presets default to the testbed.
     d.source = "testbed" if cpu_sized else "files"
@@ -311,7 +318,7 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
             dropout_size_range=(0.2, 0.4),
         )
     )
-    return c
+    return d
 
 
 def semisup_config(arg: str | None, stage: int) -> ml_collections.ConfigDict:

@@ -187,6 +187,10 @@ def _corrupt(refs, tmp_path, edit):
             "unexpected key 'backbone.layers.0.attn.rel_pos'",
         ),
         (lambda sd: sd.update({"module.head.extra": torch.ones(3)}), "unexpected key 'module.head.extra'"),
+        (
+            lambda sd: sd.update({"head.final_layer.bias": torch.ones(17, dtype=torch.int64)}),
+            "key 'head.final_layer.bias' holds int64 values; model weights must be floating point",
+        ),
     ],
 )
 def test_bad_checkpoints_are_refused_naming_the_key(refs, tmp_path, edit, message):
@@ -194,6 +198,37 @@ def test_bad_checkpoints_are_refused_naming_the_key(refs, tmp_path, edit, messag
     with pytest.raises(LayoutError) as e:
         convert({"pose": path}, IMAGE_SIZE)
     assert message in str(e.value) and str(path) in str(e.value)
+
+
+def test_ddp_prefixed_checkpoints_convert_with_a_log_line(refs, tmp_path, caplog):
+    """Every key 'module.'-prefixed (saved through DistributedDataParallel): the prefix is removed,
+    said in the log, and the weights are the plain checkpoint's."""
+    plain = save_mm(refs["pose"], tmp_path / "plain.pth")
+    ddp = tmp_path / "ddp.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in refs["pose"].state_dict().items()}, "meta": {}}, ddp)
+    with caplog.at_level("INFO"):
+        _, from_ddp, _ = convert({"pose": ddp}, IMAGE_SIZE)
+    _, expected, _ = convert({"pose": plain}, IMAGE_SIZE)
+    assert set(from_ddp) == set(expected) and all(np.array_equal(from_ddp[k], expected[k]) for k in expected)
+    assert "removing their 'module.' prefix" in caplog.text
+
+
+def test_damaged_safetensors_are_refused_naming_the_file(refs, tmp_path):
+    sd = numpy_state_dict(refs["pose"])
+    good = tmp_path / "good.safetensors"
+    save_state_dict(good, sd, {"task": "pose"})
+    data = good.read_bytes()
+    cases = {
+        "truncated": data[: len(data) // 2],
+        "huge header": (2**60).to_bytes(8, "little") + data[8:],
+        "malformed header": (16).to_bytes(8, "little") + b"{not json at all" + data[24:],
+        "empty": b"",
+    }
+    for name, blob in cases.items():
+        path = tmp_path / f"{name.replace(' ', '_')}.safetensors"
+        path.write_bytes(blob)
+        with pytest.raises(CheckpointFileError, match=rf"{path}: not a readable safetensors file"):
+            load_state_dict(path)
 
 
 def test_wrong_arch_is_refused(refs, tmp_path):
@@ -229,6 +264,12 @@ def test_unreadable_files_are_refused(tmp_path):
         load_state_dict(tmp_path / "trunc.pth")
     with pytest.raises(CheckpointFileError, match="no such file"):
         load_state_dict(tmp_path / "missing.pth")
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(CheckpointFileError, match="empty.pth: not a readable PyTorch checkpoint: the file is empty"):
+        load_state_dict(tmp_path / "empty.pth")
+    (tmp_path / "text.pth").write_text("these are not weights\n")
+    with pytest.raises(CheckpointFileError, match=r"text.pth: .*expected a torch.save checkpoint"):
+        load_state_dict(tmp_path / "text.pth")
     torch.save({"state_dict": {"backbone.x": [1, 2]}}, tmp_path / "notensor.pth")
     with pytest.raises(CheckpointFileError, match="entry 'backbone.x' is a list"):
         load_state_dict(tmp_path / "notensor.pth")

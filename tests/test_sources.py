@@ -131,7 +131,22 @@ def _write(path, data):
     [
         (lambda a, d: a.pop("bbox"), "annotation {id}: missing field 'bbox'"),
         (lambda a, d: a["keypoints"].__setitem__(4, float("nan")), "annotation {id}: NaN or infinite keypoints"),
-        (lambda a, d: a.__setitem__("bbox", [10, 10, 0, 20]), "annotation {id}: zero-area box"),
+        (
+            lambda a, d: a.__setitem__("bbox", [10, 10, 0, 20]),
+            "annotation {id}: box [10.0, 10.0, 0.0, 20.0] has a zero",
+        ),
+        (
+            lambda a, d: a.__setitem__("bbox", [10, 10, -5, 20]),
+            "annotation {id}: box [10.0, 10.0, -5.0, 20.0] has a zero",
+        ),
+        (lambda a, d: a["keypoints"].__setitem__(0, float("inf")), "annotation {id}: NaN or infinite keypoints"),
+        (lambda a, d: a["keypoints"].__setitem__(0, "a"), "annotation {id}: 'keypoints' and 'bbox' must hold numbers"),
+        (lambda a, d: a["keypoints"].__setitem__(2, 7), "annotation {id}: keypoint visibility flags must be 0, 1 or 2"),
+        (
+            lambda a, d: a.__setitem__("bbox", [_image_of(a, d)["width"] + 5, 1, 10, 10]),
+            "annotation {id}: box",  # ... lies outside its WxH image
+        ),
+        (lambda a, d: a.__setitem__("id", d["annotations"][0]["id"]), "annotation {id}: duplicate annotation id"),
         (lambda a, d: a.__setitem__("keypoints", [1, 2, 2]), "annotation {id}: 'keypoints' must hold 51 numbers"),
         (lambda a, d: a.__setitem__("image_id", 987654), "annotation {id}: image_id 987654 is not in 'images'"),
         (
@@ -155,6 +170,27 @@ def test_bad_annotations_named_or_skipped(coco_copy, edit, message):
     src = CocoKeypointSource(ann_path, images, skip_bad_records=True)
     assert len(src) == len(data["annotations"]) - 1
     assert len(src.skipped) == 1 and message.format(id=bad["id"]).split(": ", 1)[1] in src.skipped[0]["reason"]
+
+
+def test_duplicate_image_ids_and_non_object_files(coco_copy, tmp_path):
+    """Two 'images' entries with one id: which file its annotations belong to is unknowable, so the
+    file is refused (or, skipping, that image's annotations are dropped and the entry counted); a
+    JSON file that is not an object, or is empty, is refused naming the file."""
+    ann_path, images, data = coco_copy
+    twin = dict(data["images"][0], file_name=data["images"][1]["file_name"])
+    data["images"].append(twin)
+    _write(ann_path, data)
+    with pytest.raises(DataError, match=rf"image id {twin['id']} appears more than once"):
+        CocoKeypointSource(ann_path, images)
+    src = CocoKeypointSource(ann_path, images, skip_bad_records=True)
+    lost = sum(a["image_id"] == twin["id"] for a in data["annotations"])
+    assert lost >= 1 and len(src) == len(data["annotations"]) - lost and len(src.skipped) == 1
+    assert all(r["image_id"] != twin["id"] for r in src.records)
+    for text, what in (("[]", "got list"), ("null", "got NoneType"), ("", "unreadable annotation file")):
+        bad = tmp_path / f"bad_{len(text)}_{what[:3]}.json"
+        bad.write_text(text)
+        with pytest.raises(DataError, match=rf"{bad}: .*{what}"):
+            CocoKeypointSource(bad, images)
 
 
 def test_missing_and_broken_images(coco_copy):
@@ -200,3 +236,54 @@ def test_bad_mini_rgbd_frames(testbed, tmp_path):
     Image.new("L", (3, 3)).save(root / "02" / "fg_mask" / "mask_00001.png")
     with pytest.raises(DataError, match="differs from the image's"):
         MiniRgbdSource(root, "02")[1]
+    # A non-numeric joints file, an 8-bit depth PNG (not millimetres), a missing mask frame.
+    (root / "02" / "joints_2Ddep" / "syn_joints_2Ddep_00002.txt").write_text("x y 3 0\n" * 25)
+    with pytest.raises(DataError, match="syn_joints_2Ddep_00002.txt: unreadable joints file"):
+        MiniRgbdSource(root, "02")[2]
+    depth8 = root / "02" / "depth" / "syn_00003_depth.png"
+    Image.fromarray(np.full((480, 640), 200, np.uint8)).save(depth8)
+    with pytest.raises(DataError, match=rf"{depth8}: expected a 16-bit depth PNG \(millimetres\), got image mode 'L'"):
+        MiniRgbdSource(root, "02")[3]
+    skipping = MiniRgbdSource(root, "02", skip_bad_records=True)
+    skipping[3]
+    assert any("16-bit" in s["reason"] for s in skipping.skipped)
+    (root / "02" / "fg_mask" / "mask_00005.png").unlink()
+    with pytest.raises(DataError, match="mask_00005.png: missing file"):
+        MiniRgbdSource(root, "02")
+
+
+def test_image_modes_decode_as_cv2_imread_does(tmp_path):
+    """Grey, palette, RGBA, 16-bit grey PNGs and an EXIF-rotated JPEG decode to what mmcv's
+    cv2.imread gives (the reader Sapiens was trained with): upright, RGB, alpha dropped, 16-bit
+    high byte; zero-byte and truncated files are refused naming the file."""
+    import cv2
+    from PIL import Image
+
+    from hyper_sapiens_jax.data.sources import read_image
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (20, 30, 3), np.uint8)
+    files = {
+        "grey.png": Image.fromarray(rgb[..., 0]),
+        "palette.png": Image.fromarray(rgb).convert("P"),
+        "rgba.png": Image.fromarray(np.concatenate([rgb, rng.integers(0, 256, (20, 30, 1), np.uint8)], -1)),
+        "grey16.png": Image.fromarray(rng.integers(0, 65536, (20, 30), np.uint16)),
+    }
+    for name, img in files.items():
+        img.save(tmp_path / name)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    Image.fromarray(rgb).save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    for name in [*files, "rotated.jpg"]:
+        ours = read_image(tmp_path / name)
+        theirs = cv2.imread(str(tmp_path / name), cv2.IMREAD_COLOR)[..., ::-1]
+        assert ours.dtype == np.uint8 and ours.shape == theirs.shape, (name, ours.shape, theirs.shape)
+        assert np.abs(ours.astype(int) - theirs).max() <= 1, name  # JPEG decoders may round differently
+    assert read_image(tmp_path / "rotated.jpg").shape == (30, 20, 3)  # upright: taller than wide
+    assert (read_image(tmp_path / "grey16.png") < 255).mean() > 0.9  # not clipped to white
+    (tmp_path / "empty.png").write_bytes(b"")
+    data = (tmp_path / "grey.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    for name in ("empty.png", "cut.png"):
+        with pytest.raises(DataError, match=rf"{tmp_path / name}: unreadable or truncated image"):
+            read_image(tmp_path / name)

@@ -148,6 +148,11 @@ def test_truncated_image_error_names_the_record(testbed, tmp_path):
     )
     with pytest.raises(DataError, match=rf"\[validate\]\[0\] \(images/validate/{first}\) image: unreadable"):
         tfds_builders.TfdsRecordSource(builder, "validate")[0]
+    # skip_bad_records: the file readers' semantics, the record counted and replaced by the next one.
+    source = tfds_builders.TfdsRecordSource(builder, "validate", skip_bad_records=True)
+    assert source[0]["ann_id"] == source[1]["ann_id"]  # record 0 replaced by record 1
+    assert len(source.skipped) == 1 and f"(images/validate/{first})" in source.skipped[0]["file"]
+    assert "unreadable" in source.skipped[0]["reason"]
 
 
 def test_cli(testbed, tmp_path, capsys):

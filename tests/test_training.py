@@ -68,6 +68,18 @@ def test_adapters_refuse_unknown_fields():
         with pytest.raises(ValueError, match=rf"unknown config.{section} fields \['evrey'\]"):
             adapters.check_sections(c)
     adapters.check_sections(_config())
+    c = _config()
+    with c.unlocked():
+        c.num_stpes, c.data.skip_bad_recrods = 5, True  # as a config file could add them
+    with pytest.raises(ValueError, match=r"unknown top-level config fields \['num_stpes'\]"):
+        adapters.check_sections(c)
+    with c.unlocked():
+        del c["num_stpes"]
+    with pytest.raises(ValueError, match=r"unknown config.data fields \['skip_bad_recrods'\]"):
+        adapters.check_sections(c)
+    for field, value in (("num_steps", 0), ("log_every", 0), ("eval.every", -5), ("batch_size", 0)):
+        with pytest.raises(ValueError, match=rf"'{field}': {value}\}} must be positive integers"):
+            adapters.check_sections(_config(**{field: value}))
     c = _config(**{"loss.sds_final": 0.0, "loss.bone_reference": "joints"})  # read elsewhere: accepted
     assert adapters.loss_weights(c).bone_ratio == c.loss.bone_ratio
 

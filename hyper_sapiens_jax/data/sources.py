@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from hyper_sapiens_jax.data import geometry
 from hyper_sapiens_jax.data.keypoints import NUM_COCO_KEYPOINTS, smil25_to_coco17
@@ -71,23 +71,38 @@ class _RecordSource:
         raise NotImplementedError
 
     def __getitem__(self, index: int) -> Record:
-        for step in range(min(len(self.records), 16)):
-            try:
-                return self.load(self.records[(index + step) % len(self.records)])
-            except DataError as e:
-                self._skipper.bad(e.where, e.reason or "unreadable")
-        raise DataError(self.name, f"no loadable record near index {index}")
+        return first_loadable(index, len(self.records), lambda i: self.load(self.records[i]), self._skipper, self.name)
+
+
+def first_loadable(index: int, size: int, load_at, skipper: _Skipper, name: str) -> Record:
+    """``load_at(index)``; a record that fails (DataError) raises, or with skip_bad_records is
+    logged, counted in ``skipper`` and replaced by the next loadable one (up to 16 further on)."""
+    for step in range(min(size, 16)):
+        try:
+            return load_at((index + step) % size)
+        except DataError as e:
+            skipper.bad(e.where, e.reason or "unreadable")
+    raise DataError(name, f"no loadable record near index {index}")
 
 
 def read_image(path: str | Path | BinaryIO, where: str | None = None) -> np.ndarray:
-    """An image file (or file object, named ``where`` in errors) -> uint8 (H, W, 3) RGB.
+    """An image file (or file object, named ``where`` in errors) -> uint8 (H, W, 3) RGB, read the way
+    mmcv's ``cv2.imread`` reads it (what Sapiens was trained on):
 
-    Unreadable or truncated images raise ``DataError``.
+    * the EXIF orientation is applied (a phone photo comes out upright, as annotators saw it);
+    * greyscale and palette images become RGB; an alpha channel is dropped (not composited);
+    * 16-bit images keep their high byte (a 16-bit grey PNG is not clipped to white).
+
+    Unreadable, truncated, empty or missing files raise ``DataError`` naming the file.
     """
     where = where or path
     try:
         with Image.open(path) as img:
             img.load()  # decodes fully: truncated files raise here instead of giving grey rows
+            ImageOps.exif_transpose(img, in_place=True)  # no copy when there is no orientation tag
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grey: keep the high byte
+                grey = (np.clip(np.asarray(img, np.int64), 0, 65535) >> 8).astype(np.uint8)
+                return np.repeat(grey[..., None], 3, axis=-1)
             return np.asarray(img.convert("RGB"))
     except FileNotFoundError:
         raise DataError(where, "missing image file") from None
@@ -95,29 +110,40 @@ def read_image(path: str | Path | BinaryIO, where: str | None = None) -> np.ndar
         raise DataError(where, f"unreadable or truncated image ({e})") from None
 
 
-def read_gray(path: str | Path | BinaryIO, dtype=None, where: str | None = None) -> np.ndarray:
-    """A single-channel PNG (8- or 16-bit) file or file object -> (H, W) array, errors naming it."""
+def read_gray(
+    path: str | Path | BinaryIO, dtype=None, where: str | None = None, *, sixteen_bit: bool = False
+) -> np.ndarray:
+    """A single-channel PNG (8- or 16-bit) file or file object -> (H, W) array, errors naming it.
+    ``sixteen_bit``: refuse anything else (MINI-RGBD depth is 16-bit millimetres; an 8-bit or RGB
+    file read as millimetres would give silently wrong depth)."""
     where = where or path
     try:
         with Image.open(path) as img:
             img.load()
-            arr = np.asarray(img)
+            mode, arr = img.mode, np.asarray(img)
     except FileNotFoundError:
         raise DataError(where, "missing file") from None
     except (OSError, ValueError) as e:
         raise DataError(where, f"unreadable or truncated image ({e})") from None
+    if sixteen_bit and mode not in ("I;16", "I;16B", "I;16L", "I"):
+        raise DataError(where, f"expected a 16-bit depth PNG (millimetres), got image mode {mode!r}")
     if arr.ndim == 3:
         arr = arr[..., 0]
     return arr if dtype is None else arr.astype(dtype)
 
 
-def _load_json(path: Path) -> dict:
+def _load_json(path: Path, *, object_only: bool = True) -> Any:
+    """A JSON file's content; DataError naming it when missing, unreadable or empty, or (with
+    ``object_only``, COCO annotation files) not a JSON object."""
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         raise DataError(path, "missing annotation file") from None
     except (OSError, json.JSONDecodeError) as e:
         raise DataError(path, f"unreadable annotation file ({e})") from None
+    if object_only and not isinstance(data, dict):
+        raise DataError(path, f"not a COCO file (a JSON object expected, got {type(data).__name__})")
+    return data
 
 
 class CocoKeypointSource(_RecordSource):
@@ -153,21 +179,34 @@ class CocoKeypointSource(_RecordSource):
         for key in ("images", "annotations"):
             if not isinstance(data.get(key), list):
                 raise DataError(self.ann_file, f"not a COCO file (no {key!r} list)")
-        images = {}
+        images, ambiguous = {}, set()
         for img in data["images"]:
-            if "id" not in img or "file_name" not in img:
-                self._skipper.bad(self.ann_file, f"image entry {img.get('id', '?')} lacks 'id' or 'file_name'")
+            if not isinstance(img, dict) or "id" not in img or "file_name" not in img:
+                entry = img.get("id", "?") if isinstance(img, dict) else img
+                self._skipper.bad(self.ann_file, f"image entry {entry} lacks 'id' or 'file_name'")
                 continue
+            if img["id"] in images:  # which file its annotations belong to is unknowable
+                self._skipper.bad(self.ann_file, f"image id {img['id']} appears more than once in 'images'")
+                ambiguous.add(img["id"])
             images[img["id"]] = img
-        self.records = []
+        for image_id in ambiguous:
+            del images[image_id]
+        self.records, seen = [], set()
         for ann in data["annotations"]:
-            rec = self._parse(ann, images, domain)
+            if isinstance(ann, dict) and "id" in ann and ann["id"] in seen:
+                self._skipper.bad(f"{self.ann_file} annotation {ann['id']}", "duplicate annotation id")
+                continue
+            if not isinstance(ann, dict):
+                self._skipper.bad(self.ann_file, f"annotation entry {ann!r:.60} is not a JSON object")
+                continue
+            rec = self._parse(ann, images, domain, ambiguous)
             if rec is not None:
                 self.records.append(rec)
+                seen.add(rec["ann_id"])
         if not self.records:
             raise DataError(self.ann_file, "no usable person annotations with keypoints")
 
-    def _parse(self, ann: dict, images: dict, domain: str) -> dict | None:
+    def _parse(self, ann: dict, images: dict, domain: str, ambiguous: set = frozenset()) -> dict | None:
         where = f"{self.ann_file} annotation {ann.get('id', '?')}"
         missing = [f for f in ("id", "image_id", "keypoints", "bbox") if f not in ann]
         if missing:
@@ -175,12 +214,16 @@ class CocoKeypointSource(_RecordSource):
             return None
         if ann.get("iscrowd", 0):
             return None
-        kpts = np.asarray(ann["keypoints"], dtype=np.float64) if isinstance(ann["keypoints"], list) else None
+        try:
+            kpts = np.asarray(ann["keypoints"], dtype=np.float64) if isinstance(ann["keypoints"], list) else None
+            bbox = np.asarray(ann["bbox"], dtype=np.float64) if isinstance(ann["bbox"], list) else np.zeros(0)
+        except (TypeError, ValueError):
+            self._skipper.bad(where, "'keypoints' and 'bbox' must hold numbers")
+            return None
         if kpts is None or kpts.size != 3 * self.num_keypoints:
             self._skipper.bad(where, f"'keypoints' must hold {3 * self.num_keypoints} numbers")
             return None
         kpts = kpts.reshape(self.num_keypoints, 3)
-        bbox = np.asarray(ann["bbox"], dtype=np.float64) if isinstance(ann["bbox"], list) else np.zeros(0)
         if bbox.size != 4:
             self._skipper.bad(where, "'bbox' must be [x, y, w, h]")
             return None
@@ -188,13 +231,22 @@ class CocoKeypointSource(_RecordSource):
             self._skipper.bad(where, "NaN or infinite keypoints or bbox")
             return None
         if bbox[2] <= 0 or bbox[3] <= 0:
-            self._skipper.bad(where, f"zero-area box {bbox.tolist()}")
+            self._skipper.bad(where, f"box {bbox.tolist()} has a zero or negative width or height")
+            return None
+        if not np.isin(kpts[:, 2], (0, 1, 2)).all():
+            self._skipper.bad(where, f"keypoint visibility flags must be 0, 1 or 2, got {sorted(set(kpts[:, 2]))}")
             return None
         if int(ann.get("num_keypoints", int((kpts[:, 2] > 0).sum()))) == 0 or not (kpts[:, 2] > 0).any():
             return None
         img = images.get(ann["image_id"])
         if img is None:
-            self._skipper.bad(where, f"image_id {ann['image_id']} is not in 'images'")
+            if ann["image_id"] not in ambiguous:  # those are reported once, with the image entry
+                self._skipper.bad(where, f"image_id {ann['image_id']} is not in 'images'")
+            return None
+        width, height = img.get("width"), img.get("height")
+        x, y, w, h = bbox
+        if width and height and (x >= width or y >= height or x + w <= 0 or y + h <= 0):
+            self._skipper.bad(where, f"box {bbox.tolist()} lies outside its {width}x{height} image")
             return None
         name = Path(str(img["file_name"]))
         if name.is_absolute() or ".." in name.parts:  # image_root / name would leave the root
@@ -332,7 +384,7 @@ class MiniRgbdSource(_RecordSource):
     def load(self, rec: dict) -> Record:
         return mini_rgbd_record(
             read_image(rec["rgb"]),
-            read_gray(rec["depth"], np.float32),
+            read_gray(rec["depth"], np.float32, sixteen_bit=True),
             read_gray(rec["mask"]),
             read_joints_2ddep(rec["joints"]),
             rec["image_id"],

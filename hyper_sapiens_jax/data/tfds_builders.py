@@ -43,6 +43,8 @@ from hyper_sapiens_jax.data.sources import (
     DataError,
     MiniRgbdSource,
     Record,
+    _Skipper,
+    first_loadable,
     parse_sequences,
     read_gray,
     read_image,
@@ -310,7 +312,7 @@ def mini_rgbd_record(
     """A mini_rgbd example (as the TFDS data source returns it) -> the record MiniRgbdSource gives."""
     return sources.mini_rgbd_record(
         read_image(io.BytesIO(raw["rgb"]), where=f"{where} rgb"),
-        read_gray(io.BytesIO(raw["depth"]), np.float32, where=f"{where} depth"),
+        read_gray(io.BytesIO(raw["depth"]), np.float32, where=f"{where} depth", sixteen_bit=True),
         read_gray(io.BytesIO(raw["mask"]), where=f"{where} mask"),
         np.asarray(raw["joints_2Ddep"], np.float64),
         int(raw["image_id"]),
@@ -353,6 +355,9 @@ class TfdsRecordSource:
       kind: 'syrip' | 'mini_rgbd'; inferred from the builder's name when omitted.
       config: config name under a data_dir root (default: the only one, else 'default').
       intrinsics: MINI-RGBD (fx, fy, cx, cy) at 640x480, as MiniRgbdSource's.
+      skip_bad_records: as the file readers': a record that fails to decode (a truncated image, a
+        bad depth or mask frame) is logged, listed in ``skipped`` and replaced by the next
+        loadable one, instead of raising ``DataError`` naming it.
     ``[i]`` is the record CocoKeypointSource / MiniRgbdSource return for their record ``i``.
     Reads need no TensorFlow; the ArrayRecord reader is opened lazily (per Grain worker).
     """
@@ -365,7 +370,9 @@ class TfdsRecordSource:
         *,
         config: str | None = None,
         intrinsics: tuple[float, float, float, float] = geometry.MINI_RGBD_INTRINSICS,
+        skip_bad_records: bool = False,
     ):
+        self._skipper = _Skipper(skip_bad_records)
         if hasattr(builder_or_dir, "info") and hasattr(builder_or_dir, "data_dir"):
             self.version_dir = Path(builder_or_dir.data_dir)
         else:
@@ -392,10 +399,18 @@ class TfdsRecordSource:
     def __len__(self) -> int:
         return self._len
 
+    @property
+    def skipped(self) -> list[dict[str, str]]:
+        """The records skipped so far (``skip_bad_records``), each {'file': where, 'reason': why}."""
+        return self._skipper.skipped
+
     def __getitem__(self, index: int) -> Record:
         index = int(index)
         if not 0 <= index < self._len:
             raise IndexError(f"{self.name}: index {index} out of range [0, {self._len})")
+        return first_loadable(index, self._len, self._load, self._skipper, self.name)
+
+    def _load(self, index: int) -> Record:
         raw = self._data_source()[index]
         where = f"{self.version_dir}[{self.split}][{index}] ({raw['file_name'].decode()})"
         if self.kind == "syrip":

@@ -169,8 +169,9 @@ class UnlabeledSource(_RecordSource):
                 {"path": str(p), "bbox": None, "image_id": i, "ann_id": i} for i, p in enumerate(folder.paths)
             ]
             return
-        data = _load_json(self.boxes) if self.boxes is not None else None
-        listing = _load_json(self.image_list) if self.image_list is not None else None
+        # Detection results are a JSON list; the other layouts are COCO objects (checked below).
+        data = _load_json(self.boxes, object_only=False) if self.boxes is not None else None
+        listing = _load_json(self.image_list, object_only=False) if self.image_list is not None else None
         self.records = []
         if data is None:  # an image list alone: whole images
             self._whole_images(self.image_list, listing)

@@ -184,6 +184,12 @@ def keypoint_results(
     ]
 
 
+def check_coco_ground_truth(gt: str | Path) -> None:
+    """Raise the error ``coco_keypoint_ap`` would raise at the first evaluation (unreadable file, no
+    'categories', ...) now, so a run stops at start-up instead of after ``eval.every`` steps."""
+    _load_gt(gt)
+
+
 def _load_gt(gt: str | Path | dict[str, Any]) -> dict[str, Any]:
     if isinstance(gt, (str, Path)):
         try:

@@ -138,7 +138,7 @@ def load_weights(path: str | Path) -> tuple[ModelConfig, dict[KeyPath, np.ndarra
     try:
         with ocp.StandardCheckpointer() as ckptr:
             tree = ckptr.restore(directory / PARAMS_DIR, target)
-    except (ValueError, KeyError, OSError, TypeError, RuntimeError) as e:  # damaged, or another model's
+    except Exception as e:  # damaged (Orbax re-raises TensorStore read errors as bare Exception), or another model's
         raise WeightsError(
             f"{directory / PARAMS_DIR} is damaged or does not match {CONFIG_FILE} ({config.arch}, heads "
             f"{list(config.heads)}): {str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__}"

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from hyper_sapiens_jax.config import parse_unfreeze
+from hyper_sapiens_jax.config import base_config, parse_unfreeze
 from hyper_sapiens_jax.models import ModelConfig
 from hyper_sapiens_jax.training.objective import LossWeights
 from hyper_sapiens_jax.training.optim import sapiens_adamw
@@ -33,12 +33,13 @@ SECTION_FIELDS = {
 
 
 def refuse_unknown(section: str, keys, known) -> None:
-    """ValueError naming the fields of ``config.<section>`` that are not in ``known``."""
+    """ValueError naming the fields of ``config.<section>`` (``section`` '': the top level) that are
+    not in ``known``."""
     unknown = sorted(set(keys) - set(known))
     if unknown:
+        where = f"config.{section}" if section else "top-level config"
         raise ValueError(
-            f"unknown config.{section} fields {unknown} (from the config file or a --config override); "
-            f"known: {sorted(known)}"
+            f"unknown {where} fields {unknown} (from the config file or a --config override); known: {sorted(known)}"
         )
 
 
@@ -52,11 +53,27 @@ def model_config(config: ml_collections.ConfigDict, *, ignore: tuple[str, ...] =
 
 
 def check_sections(config: ml_collections.ConfigDict) -> None:
-    """Refuse unknown fields in ``config.optim``, ``config.eval`` and ``config.checkpoint``, and in
-    ``config.model`` and ``config.loss`` (``model_config``, ``loss_weights``): the fine-tuning job's
-    start-up check."""
+    """Refuse unknown fields at the top level and in ``config.data``, ``config.optim``, ``config.eval``
+    and ``config.checkpoint`` (a config file can add fields that no override check sees), and in
+    ``config.model`` and ``config.loss`` (``model_config``, ``loss_weights``), and step counts,
+    batch sizes and intervals that are not positive: the fine-tuning job's start-up check."""
     for section, known in SECTION_FIELDS.items():
         refuse_unknown(section, config[section].keys(), known)
+    defaults = base_config(config.arch)  # every fine-tuning config starts from these fields
+    refuse_unknown("", config.keys(), set(defaults.keys()) | {"semisup"})
+    refuse_unknown("data", config.data.keys(), defaults.data.keys())
+    counts = {
+        "num_steps": config.num_steps,
+        "batch_size": config.batch_size,
+        "eval_batch_size": config.eval_batch_size,
+        "log_every": config.log_every,
+        "micro_batches": config.micro_batches,
+        "eval.every": config.eval.every,
+        "checkpoint.every": config.checkpoint.every,
+    }
+    bad = {k: v for k, v in counts.items() if not (isinstance(v, int) and v > 0)}
+    if bad:
+        raise ValueError(f"config fields {bad} must be positive integers")
     model_config(config)
     loss_weights(config)
 

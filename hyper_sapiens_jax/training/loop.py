@@ -39,6 +39,7 @@ from hyper_sapiens_jax.config import config_to_dict
 from hyper_sapiens_jax.data import builders
 from hyper_sapiens_jax.data.pipeline import eval_batches, train_dataset, train_iterator
 from hyper_sapiens_jax.evaluation.evaluate import evaluate, flip_test
+from hyper_sapiens_jax.evaluation.metrics import check_coco_ground_truth
 from hyper_sapiens_jax.models import ModelConfig, Sapiens
 from hyper_sapiens_jax.models.pos_embed import resize_pos_embed
 from hyper_sapiens_jax.models.weights import (
@@ -408,6 +409,8 @@ class Trainer:
         self.mngr = ckpt.manager(workdir / ckpt.CHECKPOINT_DIR, every=c.every, keep=c.keep, keep_best=c.keep_best)
         self.writer = MetricsWriter(workdir)
         self.val = builders.build_source("val", self.paths, config.data.skip_bad_records)
+        if self.paths.get("val_ann"):  # OKS AP reads it at every evaluation: refuse a bad one now
+            check_coco_ground_truth(self.paths["val_ann"])
 
     def close(self) -> None:
         """Wait for the last async save, then release the checkpoint manager and the writers."""

@@ -1,0 +1,256 @@
+"""Faults: damaged checkpoints (fine-tuning runs, converted weights directories), a workdir held by
+another job, and a killed run's workdir resuming."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import REPO, free_port, subprocess_env
+from flax import nnx
+from train_helpers import MODEL, stage_command
+
+from hyper_sapiens_jax.config import base_config
+from hyper_sapiens_jax.models import Sapiens
+from hyper_sapiens_jax.models.weights import WeightsError, abstract_model, flat_params, load_weights, save_weights
+from hyper_sapiens_jax.sharding import make_mesh
+from hyper_sapiens_jax.training import checkpoint as ckpt
+from hyper_sapiens_jax.training import loop
+from hyper_sapiens_jax.training.monitor import LOCK_FILE, WorkdirInUseError, workdir_lock
+
+
+def truncate_largest(directory: Path) -> Path:
+    """Cut the largest file under ``directory`` to half its size (a write cut short); returns it."""
+    victim = max((p for p in directory.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 2])
+    return victim
+
+
+def _run_dir(tmp_path: Path, steps=(1, 2, 3)) -> Path:
+    """A training workdir of the tiny model with a checkpoint at each of ``steps`` (EMA = raw + step)."""
+    config = base_config("tiny")
+    config.model.image_size = MODEL.image_size
+    graphdef = nnx.graphdef(abstract_model(MODEL))
+    phase = loop.compile_phase(
+        config, MODEL, make_mesh(devices=jax.devices()[:1]), graphdef, 2, loop.make_objective(config, None, None)
+    )
+    state = loop.fresh_state(phase, nnx.state(Sapiens(MODEL, rngs=nnx.Rngs(0)), nnx.Param))
+    MODEL.save(tmp_path / ckpt.MODEL_CONFIG_FILE)
+    meta = {"stage": 1, "arch": "tiny", **phase.trainable.meta()}
+    with ckpt.manager(tmp_path / ckpt.CHECKPOINT_DIR, every=1, keep=len(steps), keep_best=0) as mngr:
+        for step in steps:
+            ema = jax.tree.map(lambda x, s=step: x + float(s), state.params)
+            ckpt.save(mngr, state.replace(step=jnp.int32(step), ema=ema), None, meta, force=True)
+        mngr.wait_until_finished()
+    return tmp_path
+
+
+KEY = ("heads", "pose", "final_layer", "kernel")  # trainable: its EMA is raw + step
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_readable_one(tmp_path, caplog):
+    """Truncated file in step 3, deleted item in step 2: loading the latest weights warns naming
+    each damaged step and reads step 1; with every step damaged the error names the directory and
+    the fix. A resuming run moves the damaged steps aside (kept) and can save their numbers again."""
+    run = _run_dir(tmp_path)
+    _, raw, _ = ckpt.load_run_params(run, raw=True)
+    truncate_largest(run / "checkpoints" / "3" / "ema")
+    shutil.rmtree(run / "checkpoints" / "2" / "ema")
+    with caplog.at_level(logging.WARNING):
+        _, ema, step = ckpt.load_run_params(run)
+    assert step == 1
+    np.testing.assert_allclose(ema[KEY], raw[KEY] + 1.0, atol=1e-6)
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert str(run / "checkpoints" / "3") in warned and str(run / "checkpoints" / "2") in warned
+    with pytest.raises(WeightsError, match=r"unreadable checkpoint"):
+        ckpt.load_run_params(run, step=3)  # an explicit step does not fall back
+
+    with ckpt.manager(run / ckpt.CHECKPOINT_DIR, every=1, keep=3, keep_best=0) as mngr:
+        step, meta = ckpt.newest_readable(
+            mngr, lambda s: (ckpt.read_meta(mngr, s), ckpt.load_run_params(run, step=s)), set_aside=True
+        )
+        assert step == 1 and sorted(mngr.all_steps()) == [1]
+    assert (run / "checkpoints" / "3.damaged").is_dir() and (run / "checkpoints" / "2.damaged").is_dir()
+
+    truncate_largest(run / "checkpoints" / "1" / "ema")
+    with pytest.raises(ckpt.CheckpointError, match=r"no readable checkpoint.*steps \[1\] are damaged.*--workdir"):
+        ckpt.load_run_params(run)
+
+
+def test_damaged_weights_directories_name_the_file(tmp_path):
+    params = flat_params(Sapiens(MODEL, rngs=nnx.Rngs(0)))
+    good = save_weights(tmp_path / "w", MODEL, params)
+    assert set(load_weights(good)[1]) == set(params)
+    cases = {
+        "missing config": lambda d: (d / "model_config.json").unlink(),
+        "bad config json": lambda d: (d / "model_config.json").write_text("{arch: "),
+        "wrong config field": lambda d: (d / "model_config.json").write_text(json.dumps({"arch": "tiny", "x": 1})),
+        "truncated params": lambda d: truncate_largest(d / "params"),
+    }
+    for name, damage in cases.items():
+        d = tmp_path / name.replace(" ", "_")
+        shutil.copytree(good, d)
+        damage(d)
+        with pytest.raises(WeightsError) as e:
+            load_weights(d)
+        assert str(d) in str(e.value), (name, str(e.value))
+
+
+def test_a_second_job_on_the_same_workdir_refuses_naming_the_first(tmp_path):
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from hyper_sapiens_jax.training.monitor import workdir_lock\n"
+            f"with workdir_lock({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(120)",
+        ],
+        cwd=REPO,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        in_use = rf"{tmp_path} is in use by another job \(pid {holder.pid} on"
+        with pytest.raises(WorkdirInUseError, match=in_use), workdir_lock(tmp_path):
+            pass
+    finally:
+        holder.send_signal(signal.SIGKILL)  # the kernel drops the lock with the process
+        holder.wait(timeout=30)
+    with workdir_lock(tmp_path):
+        assert f"pid {os.getpid()} on " in (tmp_path / LOCK_FILE).read_text()
+    with workdir_lock(tmp_path):  # released on exit
+        pass
+
+
+def test_a_run_resumes_past_a_damaged_checkpoint(testbed, tmp_path):
+    """End to end: the latest checkpoint of a stage run truncated; the same command warns, sets it
+    aside, resumes from the one before and finishes."""
+    settings = dict(num_steps=6, **{"checkpoint.every": 2, "eval.every": 1000, "checkpoint.keep": 3})
+    cmd = stage_command(testbed, tmp_path, **{**settings, "num_steps": 4})
+    r = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    truncate_largest(tmp_path / "checkpoints" / "4" / "params")
+    t0 = time.time()
+    r = subprocess.run(
+        stage_command(testbed, tmp_path, **settings), env=subprocess_env(), capture_output=True, text=True, timeout=600
+    )
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    assert f"{tmp_path / 'checkpoints' / '4'} is unreadable" in out and "at step 2" in out, out[-3000:]
+    assert (tmp_path / "checkpoints" / "4.damaged").is_dir()
+    with ckpt.manager(tmp_path / ckpt.CHECKPOINT_DIR, read_only=True) as mngr:
+        assert max(mngr.all_steps()) == 6, (mngr.all_steps(), time.time() - t0)
+
+
+def test_sigkill_at_seeded_points_resumes_exactly(testbed, tmp_path):
+    """tests/scripts/kill_resume.py with 4 kill points (2 inside async checkpoint writes): each
+    start resumes from the last complete checkpoint, and the end is bit-identical to an
+    uninterrupted run (the script runs 12 points for the README's reliability figures)."""
+    r = subprocess.run(
+        [sys.executable, str(REPO / "tests/scripts/kill_resume.py"), str(testbed.root), str(tmp_path), "--kills", "4"],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    assert "kills=4 exact_resumes=4 identical=1" in r.stdout, r.stdout
+    assert r.stdout.count("inside a checkpoint write") == 2, r.stdout
+
+
+@pytest.mark.parametrize("victim", [1, 0], ids=["worker-killed", "coordinator-killed"])
+def test_a_dead_process_stops_the_other_within_the_heartbeat_timeout(testbed, tmp_path, victim):
+    """Two jax.distributed processes (gloo on localhost) training; one is SIGKILLed mid-run. The
+    survivor must not hang: it exits with an error within the heartbeat timeout (10 s here) plus
+    a margin, and the workdir keeps a complete checkpoint to resume from."""
+    port = free_port()
+    settings = {
+        "num_steps": 2000,
+        "checkpoint.every": 5,
+        "distributed.coordinator_address": f"localhost:{port}",
+        "distributed.num_processes": 2,
+        "distributed.cpu_collectives": "gloo",
+        "distributed.heartbeat_timeout_s": 10,
+    }
+    procs = [
+        subprocess.Popen(
+            stage_command(testbed, tmp_path, **settings, **{"distributed.process_id": i}),
+            env=subprocess_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    try:
+        complete = lambda: [d for d in (tmp_path / "checkpoints").glob("*") if d.name.isdigit()]
+        deadline = time.time() + 300
+        while time.time() < deadline and not ((tmp_path / "checkpoints").is_dir() and complete()):
+            assert all(p.poll() is None for p in procs), [p.communicate()[0][-2000:] for p in procs]
+            time.sleep(0.1)
+        procs[victim].send_signal(signal.SIGKILL)
+        t0 = time.time()
+        survivor = procs[1 - victim]
+        out = survivor.communicate(timeout=180)[0]
+        waited = time.time() - t0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert survivor.returncode != 0, out[-3000:]
+    assert waited < 10 + 80, (waited, out[-3000:])
+    _, params, step = ckpt.load_run_params(tmp_path)  # the complete checkpoints are still readable
+    assert step >= 5 and all(np.isfinite(v).all() for v in params.values())
+    print(f"victim {victim}: survivor exited {survivor.returncode} after {waited:.1f} s:\n{out[-1500:]}")
+
+
+def test_a_validation_file_without_categories_stops_the_run_at_start_up(testbed, tmp_path):
+    """OKS AP needs 'categories': a run refuses such a validation file when it starts, naming it,
+    not at its first evaluation eval.every steps later."""
+    from conftest import tiny_data_config
+
+    config = tiny_data_config(testbed, stage=1)
+    val = json.loads(testbed.val_json.read_text())
+    del val["categories"]
+    bad = tmp_path / "val_no_categories.json"
+    bad.write_text(json.dumps(val))
+    config.data.val_ann = str(bad)
+    with pytest.raises(ValueError, match=rf"COCO ground truth '{bad}' needs 'images', 'annotations' and 'categories'"):
+        loop.Trainer(config, tmp_path / "run", mode="eval")
+
+
+@pytest.mark.parametrize(
+    "changes, error, message",
+    [
+        ({"mesh.data": 2, "mesh.fsdp": 2}, ValueError, r"mesh data=2 x fsdp=2 needs 4 devices, have 1"),
+        ({"batch_size": 8, "micro_batches": 3}, ValueError, r"batch_size 8 must be a multiple of micro_batches"),
+        ({"model.image_size": (100, 100)}, ValueError, r"image_size \(100, 100\) must be positive multiples of 16"),
+        ({"batch_size": 10}, ValueError, r"batch size 10 is not a multiple of the mix total 4"),
+        ({"num_steps": 0}, ValueError, r"'num_steps': 0\} must be positive integers"),
+        ({"loss.sds": 0.01, "loss.bone_ratio": 0.0}, loop.TrainingError, r"config.prior_ckpt=.*not a prior config"),
+    ],
+    ids=["mesh", "devices", "image-size", "mix", "steps", "prior-kind"],
+)
+def test_bad_configs_stop_at_start_up_naming_the_field(testbed, tmp_path, changes, error, message):
+    """Each is refused when the job starts (before data loading or compiling), naming the field."""
+    from conftest import tiny_data_config
+
+    config = tiny_data_config(testbed, stage=2)
+    config.prior_ckpt = str(tmp_path)  # a directory, but no prior run: read only where loss.sds > 0
+    config.loss.sds = 0.0
+    config.update_from_flattened_dict(changes)
+    with pytest.raises(error, match=message):
+        loop.Trainer(config, tmp_path / "run").train_data()  # the mix is checked with the data
