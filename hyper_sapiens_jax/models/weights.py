@@ -27,6 +27,12 @@ INFO_FILE = "conversion.json"
 KeyPath = tuple  # a Flax parameter path, e.g. ('backbone', 'layers', 0, 'attn', 'qkv', 'kernel')
 
 
+def error_summary(e: BaseException, limit: int = 300) -> str:
+    """The first line of an error's message (Orbax / TensorStore errors run to pages), or its type."""
+    text = str(e).strip()
+    return text.splitlines()[0][:limit] if text else type(e).__name__
+
+
 class WeightsError(ValueError):
     """A weights directory is missing, incomplete or does not match its config."""
 
@@ -141,7 +147,7 @@ def load_weights(path: str | Path) -> tuple[ModelConfig, dict[KeyPath, np.ndarra
     except Exception as e:  # damaged (Orbax re-raises TensorStore read errors as bare Exception), or another model's
         raise WeightsError(
             f"{directory / PARAMS_DIR} is damaged or does not match {CONFIG_FILE} ({config.arch}, heads "
-            f"{list(config.heads)}): {str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__}"
+            f"{list(config.heads)}): {error_summary(e)}"
         ) from None
     return config, {path: np.asarray(leaf) for path, leaf in traverse_util.flatten_dict(tree).items()}
 

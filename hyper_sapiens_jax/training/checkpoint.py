@@ -30,7 +30,7 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 from orbax.checkpoint.checkpoint_managers import save_decision_policy as sdp
 
 from hyper_sapiens_jax.models.config import ModelConfig
-from hyper_sapiens_jax.models.weights import PARAMS_DIR, WeightsError, abstract_params, load_weights
+from hyper_sapiens_jax.models.weights import PARAMS_DIR, WeightsError, abstract_params, error_summary, load_weights
 from hyper_sapiens_jax.training.partition import Trainable
 from hyper_sapiens_jax.training.state import TrainState
 
@@ -145,12 +145,11 @@ def newest_readable(mngr: ocp.CheckpointManager, restore_step: Any, *, set_aside
         try:
             out = restore_step(step)
         except RESTORE_ERRORS as e:
-            reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
             log.warning(
                 "checkpoint %s is unreadable (%s: %s); trying the step before",
                 directory / str(step),
                 type(e).__name__,
-                reason,
+                error_summary(e),
             )
             damaged.append(step)
             continue
