@@ -84,17 +84,30 @@ def test_the_step_learns_a_fixed_batch(batch):
 
 
 def test_sharded_step_on_8_devices_equals_one_device(testbed):
-    """data=4 x fsdp=2 on 8 fake CPU devices vs one device: same loss, same gradients.
+    """data=4 x fsdp=2 on 8 fake CPU devices vs one device: same loss, same gradients, in float32
+    and in float64.
 
-    Compared per tensor as ||g_8 - g_1|| / ||g_1||. Pose + normal objective: to 2e-5 (measured
-    7.6e-6 on one machine, 1.03e-5 on another with the same code: XLA's CPU code follows the
-    host). With the SI-log depth term the backbone gradients agree only to ~5e-4 (the losses to
-    1e-7): the loss takes logs of near-zero min-max depth targets, so a few pixels dominate and
-    amplify float32 rounding. Bounded here at 1e-3 (a sharding bug shows up as O(1)); the 1e-5
-    target is not met with the depth term and is reported open."""
-    rows = parity_rows("train_step_parity.py", testbed.root)
-    assert set(rows) == {"no_depth", "full"}, rows
-    assert float(rows["no_depth"]["params_rel_err"]) <= 2e-5, rows
-    assert float(rows["full"]["params_rel_err"]) <= 1e-3, rows
-    for values in rows.values():
-        assert float(values["loss_rel_err"]) <= 1e-6 and int(values["fsdp_sharded"]) > 0, values
+    Compared per tensor as ||g_8 - g_1|| / ||g_1||, measured (one CPU):
+
+        objective                 float32    float64    ratio
+        pose + normal (no_depth)  1.03e-5    1.41e-14   7.3e8
+        + SI-log depth (full)     6.06e-4    1.08e-12   5.6e8
+
+    Both gaps shrink with the machine epsilon (float32 / float64 eps = 5.4e8), and the depth term
+    amplifies rounding by the same factor (~60-80) in both precisions: the float32 gap with depth
+    is rounding amplified by an ill-conditioned depth gradient (sums that cancel), not a sharding
+    defect. A real difference (a
+    reduction over one shard, a missing all-reduce) would stay O(1e-3 .. 1) in float64. Hence the
+    tight float64 bounds below (100x the measurement) carry the check; the float32 bounds only
+    keep the production dtype's gap where it was measured (XLA's CPU code follows the host:
+    no_depth was 7.6e-6 on another machine)."""
+    rows = parity_rows("train_step_parity.py", testbed.root, "--float64")
+    names = {f"{d}/{o}" for d in ("float32", "float64") for o in ("no_depth", "full")}
+    assert set(rows) == names, rows
+    bounds = {"float32/no_depth": 2e-5, "float32/full": 1e-3, "float64/no_depth": 1e-12, "float64/full": 1e-10}
+    for name, bound in bounds.items():
+        assert float(rows[name]["params_rel_err"]) <= bound, (name, rows[name])
+        assert rows[name]["dtype"] == name.split("/")[0], rows[name]
+    for name, values in rows.items():
+        loss_bound = 1e-6 if name.startswith("float32") else 1e-14
+        assert float(values["loss_rel_err"]) <= loss_bound and int(values["fsdp_sharded"]) > 0, values

@@ -59,14 +59,21 @@ def make_step_and_state(
     seed=0,
     sgd=False,
     image_size=MODEL.image_size,
+    float64=False,
 ):
     """(step, state) for the tiny model; ``sgd`` swaps in plain SGD so updates are linear in the grads.
 
     The depth head's output bias starts at 0.5 (mid-range relative depth), as a trained head would
-    predict, instead of ~0 where the log loss's 1 / pred gradients are ill-conditioned."""
+    predict, instead of ~0 where the log loss's 1 / pred gradients are ill-conditioned. ``float64``
+    (needs ``jax_enable_x64``): float64 parameters and compute, the same initial values rounded up
+    from float32 (see ``hyper_sapiens_jax.precision``)."""
     weights = LossWeights() if weights is None else weights
-    model = Sapiens(MODEL.replace(image_size=tuple(image_size)), rngs=nnx.Rngs(seed))
+    config = MODEL.replace(image_size=tuple(image_size), dtype="float64" if float64 else "float32")
+    model = Sapiens(config, rngs=nnx.Rngs(seed))
     model.heads["depth"].conv_seg.bias[...] = jnp.full((1,), 0.5)
+    if float64:
+        assert jax.config.jax_enable_x64, "float64=True needs jax_enable_x64"
+        nnx.update(model, jax.tree.map(lambda x: x.astype(jnp.float64), nnx.state(model)))
     # The optimizer is built for the trainable tree only (its per-parameter LR scales need the paths).
     trainable = nnx.state(model, Trainable(MODEL.spec.num_layers, trainable_blocks).filter)
     tx = optax.sgd(lr) if sgd else sapiens_adamw(trainable, num_layers=MODEL.spec.num_layers, learning_rate=lr)
@@ -186,15 +193,15 @@ def semisup_parts(seed: int = 0, **spec_changes):
     return graphdef, params, spec, reference, prior, obj
 
 
-def parity_rows(script: str, testbed_root: Path, devices: int = 8) -> dict[str, dict[str, str]]:
-    """Run ``tests/scripts/SCRIPT`` on ``devices`` fake CPU devices; its ``objective=NAME k=v ...``
-    lines, keyed by NAME."""
+def parity_rows(script: str, testbed_root: Path, *args: str, devices: int = 8) -> dict[str, dict[str, str]]:
+    """Run ``tests/scripts/SCRIPT TESTBED_ROOT ARGS...`` on ``devices`` fake CPU devices; its
+    ``objective=NAME k=v ...`` lines, keyed by NAME."""
     import subprocess
 
     from conftest import subprocess_env
 
     r = subprocess.run(
-        [sys.executable, str(REPO / "tests/scripts" / script), str(testbed_root)],
+        [sys.executable, str(REPO / "tests/scripts" / script), str(testbed_root), *args],
         env=subprocess_env(devices),
         capture_output=True,
         text=True,

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from hyper_sapiens_jax.losses.geometry import safe_norm
+from hyper_sapiens_jax.precision import widen
 
 Array = jax.Array
 _F32 = jnp.float32
@@ -19,7 +20,7 @@ _F32 = jnp.float32
 
 def _masked_mean(per_sample: Array, mask: Array, normalizer: Array | None = None) -> Array:
     """Mean of per-sample values (B,) over mask (B,) (or sum / ``normalizer``); 0 when empty."""
-    mask = mask.astype(_F32)
+    mask = widen(mask)
     count = jnp.sum(mask) if normalizer is None else normalizer
     return jnp.sum(per_sample * mask) / jnp.maximum(count, 1.0)
 
@@ -32,7 +33,7 @@ def pose_heatmap_loss(
     pred, target: (B, h, w, K); target_weight: (B, K); has_pose: (B,). With every flag set this is
     exactly ``mean((pred - target)^2 * weight)`` over B, h, w, K.
     """
-    sq = jnp.square(pred.astype(_F32) - target.astype(_F32)) * target_weight.astype(_F32)[:, None, None, :]
+    sq = jnp.square(widen(pred) - widen(target)) * widen(target_weight)[:, None, None, :]
     return _masked_mean(jnp.mean(sq, axis=(1, 2, 3)), has_pose, normalizer)
 
 
@@ -50,8 +51,8 @@ def keypoint_coordinate_loss(
     (the heatmap stride makes it heatmap pixels). The heatmap MSE changes by only ~1.5% of a
     keypoint's loss for a half-pixel shift of a sigma-2 peak; this term is linear in the offset.
     """
-    err = jnp.sum(jnp.abs(pred_xy.astype(_F32) - target_xy.astype(_F32)), -1) / unit  # (B, K)
-    w = target_weight.astype(_F32)
+    err = jnp.sum(jnp.abs(widen(pred_xy) - widen(target_xy)), -1) / unit  # (B, K)
+    w = widen(target_weight)
     per_sample = jnp.sum(err * w, -1) / jnp.maximum(jnp.sum(w, -1), 1.0)
     return _masked_mean(per_sample, has_pose * (jnp.sum(w, -1) > 0), normalizer)
 
@@ -73,15 +74,15 @@ def depth_silog_loss(
     an untrained head predicts values near 0 where d log / d pred = 1 / pred explodes, which makes
     the gradient (and its float32 sum) ill-conditioned.
     """
-    pred = pred.astype(_F32)[..., 0]
-    target = target.astype(_F32)[..., 0]
+    pred = widen(pred)[..., 0]
+    target = widen(target)[..., 0]
     valid = (target > eps).astype(_F32)
     n = jnp.maximum(valid.sum(axis=(1, 2)), 1.0)
     d = (jnp.log(jnp.maximum(target, eps)) - jnp.log(jnp.maximum(pred, pred_floor))) * valid
     mean_d = d.sum(axis=(1, 2)) / n
     mean_d2 = jnp.square(d).sum(axis=(1, 2)) / n
     per_sample = jnp.sqrt(jnp.maximum(mean_d2 - lambd * jnp.square(mean_d), 0.0) + 1e-12)
-    has = has_depth.astype(_F32) * (valid.sum(axis=(1, 2)) > 0)
+    has = widen(has_depth) * (valid.sum(axis=(1, 2)) > 0)
     return _masked_mean(per_sample, has, normalizer)
 
 
@@ -90,12 +91,12 @@ def normal_loss(pred: Array, target: Array, has_normal: Array, normalizer: Array
 
     pred, target: (B, h, w, 3); has_normal: (B,). L1 is the mean absolute difference per component.
     """
-    pred = pred.astype(_F32)
-    target = target.astype(_F32)
+    pred = widen(pred)
+    target = widen(target)
     valid = (jnp.sum(jnp.abs(target), axis=-1) > 0).astype(_F32)
     n = jnp.maximum(valid.sum(axis=(1, 2)), 1.0)
     l1 = jnp.mean(jnp.abs(pred - target), axis=-1)
     cos = jnp.sum(pred * target, -1) / (safe_norm(pred) * safe_norm(target) + 1e-6)
     per_sample = ((l1 + 1.0 - cos) * valid).sum(axis=(1, 2)) / n
-    has = has_normal.astype(_F32) * (valid.sum(axis=(1, 2)) > 0)
+    has = widen(has_normal) * (valid.sum(axis=(1, 2)) > 0)
     return _masked_mean(per_sample, has, normalizer)

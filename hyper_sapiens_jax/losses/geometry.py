@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from hyper_sapiens_jax.data.keypoints import COCO17_BODY_BONES, mirrored_bone_pairs
+from hyper_sapiens_jax.precision import widen
 
 Array = jax.Array
 _F32 = jnp.float32
@@ -35,11 +36,11 @@ def soft_argmax(heatmaps: Array, beta: float = 20.0) -> tuple[Array, Array]:
     centre, much higher snaps to the integer argmax.
     """
     b, h, w, k = heatmaps.shape
-    logits = beta * heatmaps.astype(_F32).reshape(b, h * w, k)
+    logits = beta * widen(heatmaps).reshape(b, h * w, k)
     prob = jax.nn.softmax(logits, axis=1).reshape(b, h, w, k)
     x = jnp.einsum("bhwk,w->bk", prob, jnp.arange(w, dtype=_F32))
     y = jnp.einsum("bhwk,h->bk", prob, jnp.arange(h, dtype=_F32))
-    return jnp.stack([x, y], -1), heatmaps.astype(_F32).max(axis=(1, 2))
+    return jnp.stack([x, y], -1), widen(heatmaps).max(axis=(1, 2))
 
 
 def peak_soft_argmax(heatmaps: Array, radius: int = 2, beta: float = 20.0) -> tuple[Array, Array]:
@@ -52,7 +53,7 @@ def peak_soft_argmax(heatmaps: Array, radius: int = 2, beta: float = 20.0) -> tu
     the soft-argmax toward the map's centre whenever the peak is low.
     """
     b, h, w, k = heatmaps.shape
-    hm = heatmaps.astype(_F32).transpose(0, 3, 1, 2).reshape(b * k, h, w)
+    hm = widen(heatmaps).transpose(0, 3, 1, 2).reshape(b * k, h, w)
     flat = jnp.argmax(hm.reshape(b * k, h * w), axis=1)
     py, px = flat // w, flat % w
     pad = jnp.pad(hm, ((0, 0), (radius, radius), (radius, radius)), constant_values=-jnp.inf)
@@ -62,7 +63,7 @@ def peak_soft_argmax(heatmaps: Array, radius: int = 2, beta: float = 20.0) -> tu
     offsets = jnp.arange(size, dtype=_F32) - radius
     dx = jnp.einsum("nij,j->n", prob, offsets)
     dy = jnp.einsum("nij,i->n", prob, offsets)
-    coords = jnp.stack([px.astype(_F32) + dx, py.astype(_F32) + dy], -1).reshape(b, k, 2)
+    coords = jnp.stack([widen(px) + dx, widen(py) + dy], -1).reshape(b, k, 2)
     return coords, hm.max(axis=(1, 2)).reshape(b, k)
 
 
@@ -70,7 +71,7 @@ def pixel_rays(intrinsics: Array, height: int, width: int) -> Array:
     """Per-pixel camera rays (B, H, W, 3) with z = 1 for crop intrinsics (B, 3, 3)."""
     u, v = jnp.meshgrid(jnp.arange(width, dtype=_F32), jnp.arange(height, dtype=_F32))
     pix = jnp.stack([u, v, jnp.ones_like(u)], -1)  # (H, W, 3)
-    rays = jnp.einsum("bij,hwj->bhwi", jnp.linalg.inv(intrinsics.astype(_F32)), pix)
+    rays = jnp.einsum("bij,hwj->bhwi", jnp.linalg.inv(widen(intrinsics)), pix)
     return rays / rays[..., 2:3]
 
 
@@ -81,7 +82,7 @@ def normals_from_depth(depth: Array, intrinsics: Array, valid: Array | None = No
     are not ``valid`` get mask 0. Normals are turned to face the camera.
     """
     b, h, w = depth.shape
-    pts = depth.astype(_F32)[..., None] * pixel_rays(intrinsics, h, w)
+    pts = widen(depth)[..., None] * pixel_rays(intrinsics, h, w)
     du = jnp.zeros_like(pts).at[:, :, 1:-1].set(pts[:, :, 2:] - pts[:, :, :-2])
     dv = jnp.zeros_like(pts).at[:, 1:-1].set(pts[:, 2:] - pts[:, :-2])
     n = jnp.cross(dv, du)
@@ -96,7 +97,7 @@ def normals_from_depth(depth: Array, intrinsics: Array, valid: Array | None = No
 
 def relative_to_metric(depth_rel: Array, near: float, extent: float) -> Array:
     """Relative depth in [0, 1] (Sapiens target convention) -> metres, z = near + extent * d."""
-    return near + extent * depth_rel.astype(_F32)
+    return near + extent * widen(depth_rel)
 
 
 def depth_normal_consistency(
@@ -112,25 +113,25 @@ def depth_normal_consistency(
     """
     b, H, W, _ = depth_rel.shape
     h, w = normal.shape[1:3]
-    d = depth_rel.astype(_F32)[..., 0].reshape(b, h, H // h, w, W // w).mean(axis=(2, 4))
+    d = widen(depth_rel)[..., 0].reshape(b, h, H // h, w, W // w).mean(axis=(2, 4))
     person = jax.lax.stop_gradient(d) > -0.5
     scale = jnp.diag(jnp.array([w / W, h / H, 1.0], _F32))
     # Pooling 2x2 maps input pixel centres p to (p + 0.5) * s - 0.5: shift the principal point too.
     shift = jnp.array([[1, 0, 0.5 * w / W - 0.5], [0, 1, 0.5 * h / H - 0.5], [0, 0, 1]], _F32)
-    k_small = shift @ scale @ intrinsics.astype(_F32)
+    k_small = shift @ scale @ widen(intrinsics)
     from_depth, mask = normals_from_depth(relative_to_metric(jnp.maximum(d, 0.0), near, extent), k_small, person)
-    pred = normal.astype(_F32)
+    pred = widen(normal)
     cos = jnp.sum(pred * from_depth, -1) / (safe_norm(pred) + 1e-6)
-    m = mask.astype(_F32)
+    m = widen(mask)
     per_sample = jnp.sum((1.0 - cos) * m, axis=(1, 2)) / jnp.maximum(m.sum(axis=(1, 2)), 1.0)
-    has = weight.astype(_F32) * (m.sum(axis=(1, 2)) > 0)
+    has = widen(weight) * (m.sum(axis=(1, 2)) > 0)
     return jnp.sum(per_sample * has) / jnp.maximum(has.sum(), 1.0)
 
 
 def bilinear_sample(maps: Array, xy: Array) -> Array:
     """Values of maps (B, H, W, C) at points xy (B, N, 2) (x, y pixels, clipped to the map), bilinear
     and differentiable in both -> (B, N, C)."""
-    maps = maps.astype(_F32)
+    maps = widen(maps)
     _, h, w, _ = maps.shape
     x = jnp.clip(xy[..., 0], 0, w - 1)
     y = jnp.clip(xy[..., 1], 0, h - 1)
@@ -155,8 +156,8 @@ def backproject_keypoints(
     """
     z = bilinear_sample(depth_rel, keypoints)[..., 0]
     z = relative_to_metric(jnp.maximum(z, 0.0), near, extent)
-    pix = jnp.concatenate([keypoints.astype(_F32), jnp.ones(keypoints.shape[:-1] + (1,), _F32)], -1)
-    rays = jnp.einsum("bij,bkj->bki", jnp.linalg.inv(intrinsics.astype(_F32)), pix)
+    pix = jnp.concatenate([widen(keypoints), jnp.ones(keypoints.shape[:-1] + (1,), _F32)], -1)
+    rays = jnp.einsum("bij,bkj->bki", jnp.linalg.inv(widen(intrinsics)), pix)
     return rays / rays[..., 2:3] * z[..., None]
 
 
@@ -176,7 +177,7 @@ def bone_ratios(points: Array, bones=RATIO_BONES) -> Array:
 
 def bone_ratio_stats(points, bones=RATIO_BONES) -> dict[str, list[float]]:
     """Reference statistics from skeletons (N, K, 3) of the synthetic set: per-bone ratio mean, std."""
-    r = bone_ratios(jnp.asarray(points, _F32), bones)
+    r = bone_ratios(widen(points), bones)
     return {
         "mean": [float(v) for v in r.mean(0)],
         "std": [float(v) for v in r.std(0)],
@@ -202,10 +203,10 @@ def bone_ratio_loss(
     gradient of a wildly wrong skeleton instead of letting it swamp the other losses.
     """
     z = (bone_ratios(points, bones) - ref_mean) / jnp.maximum(ref_std, min_std)
-    c = jax.lax.stop_gradient(confidence.astype(_F32))
+    c = jax.lax.stop_gradient(widen(confidence))
     a = jnp.array([i for i, _ in bones])
     b = jnp.array([j for _, j in bones])
-    bone_w = c[:, a] * c[:, b] * weight.astype(_F32)[:, None]
+    bone_w = c[:, a] * c[:, b] * widen(weight)[:, None]
     return jnp.sum(jnp.log1p(jnp.square(z)) * bone_w) / jnp.maximum(bone_w.sum(), 1e-6)
 
 
@@ -217,7 +218,7 @@ def limb_rigidity_loss(
     left = jnp.array([i for i, _ in pairs])
     right = jnp.array([j for _, j in pairs])
     asym = jnp.abs(lengths[:, left] - lengths[:, right]) / (lengths[:, left] + lengths[:, right] + 1e-9)
-    c = jax.lax.stop_gradient(confidence.astype(_F32))
+    c = jax.lax.stop_gradient(widen(confidence))
     ends = jnp.array([[bones[p][0], bones[p][1], bones[q][0], bones[q][1]] for p, q in pairs])
-    pair_w = jnp.prod(c[:, ends], axis=-1) * weight.astype(_F32)[:, None]
+    pair_w = jnp.prod(c[:, ends], axis=-1) * widen(weight)[:, None]
     return jnp.sum(asym * pair_w) / jnp.maximum(pair_w.sum(), 1e-6)

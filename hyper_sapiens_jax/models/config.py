@@ -52,7 +52,8 @@ ARCHS: dict[str, ArchSpec] = {
     "sapiens_2b": ArchSpec(1920, 48, 32),
 }
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+# float64 is for numerical checks only (needs jax_enable_x64; see hyper_sapiens_jax.precision).
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16, "float64": jnp.float64}
 
 
 def arch_spec(arch: str) -> ArchSpec:
@@ -82,7 +83,8 @@ class ModelConfig:
       heads: subset of ``HEADS`` in any order.
       patch_padding: patch-embed conv padding (2 for pose/normal models, 0 for depth models).
       num_keypoints: K, the pose head's output channels.
-      dtype: compute dtype ('float32' or 'bfloat16'); parameters are always float32.
+      dtype: compute dtype ('float32' or 'bfloat16'; 'float64' for numerical checks under
+        jax_enable_x64); parameters are float32.
       attention: 'xla' or 'cudnn' (GPU, bf16, head dim a multiple of 8).
       remat: rematerialise each transformer block in the backward pass.
       remat_policy: a ``jax.checkpoint_policies`` name used when ``remat`` is on.

@@ -20,6 +20,8 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.nnx.nn import dtypes, initializers
 
+from hyper_sapiens_jax.precision import widen
+
 Array = jax.Array
 
 # torch ConvTranspose2d(k=4, s=2, p=1, output_padding=0) == lax conv_transpose with padding k-1-p = 2.
@@ -174,7 +176,7 @@ class Conv1x1(nnx.Conv):
 
 def instance_norm(x: Array, eps: float = 1e-5) -> Array:
     """Affine-free instance norm over (H, W) of x (B, H, W, C); statistics in float32."""
-    x32 = x.astype(jnp.float32)
+    x32 = widen(x)
     mean = x32.mean(axis=(1, 2), keepdims=True)
     var = jnp.square(x32 - mean).mean(axis=(1, 2), keepdims=True)
     return ((x32 - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)

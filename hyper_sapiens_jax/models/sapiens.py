@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from hyper_sapiens_jax.models.config import ModelConfig
 from hyper_sapiens_jax.models.heads import DepthHead, NormalHead, PoseHead
 from hyper_sapiens_jax.models.vit import SapiensViT
+from hyper_sapiens_jax.precision import widen
 
 Array = jax.Array
 
@@ -53,8 +53,8 @@ class Sapiens(nnx.Module):
     def __call__(self, images: Array, *, dropout_key: Array | None = None) -> dict[str, Array]:
         """images: (B, H, W, 3) Sapiens-normalised RGB. ``dropout_key`` enables head dropout (training)."""
         features = self.backbone(images)
-        out = {"features": features.astype(jnp.float32)}
+        out = {"features": widen(features)}
         keys = dict(zip(self.heads, jax.random.split(dropout_key, len(self.heads)))) if dropout_key is not None else {}
         for name, head in self.heads.items():
-            out[name] = head(features, dropout_key=keys.get(name)).astype(jnp.float32)
+            out[name] = widen(head(features, dropout_key=keys.get(name)))
         return out

@@ -42,7 +42,11 @@ class Attention(nnx.Module):
         b, t, d = x.shape
         qkv = self.qkv(x).reshape(b, t, 3, self.num_heads, d // self.num_heads)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each (B, T, N, Dh)
-        out = jax.nn.dot_product_attention(q, k, v, implementation=self.attention)
+        if q.dtype == jnp.float64:  # a float64 check: dot_product_attention's softmax is float32 always
+            logits = jnp.einsum("btnh,bsnh->bnts", q, k) / jnp.sqrt(float(q.shape[-1]))
+            out = jnp.einsum("bnts,bsnh->btnh", jax.nn.softmax(logits, axis=-1), v)
+        else:
+            out = jax.nn.dot_product_attention(q, k, v, implementation=self.attention)
         return self.proj(out.reshape(b, t, d))
 
 

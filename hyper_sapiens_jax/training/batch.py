@@ -16,6 +16,7 @@ import numpy as np
 
 from hyper_sapiens_jax.data.codec import udp_scale_factor
 from hyper_sapiens_jax.data.transforms import SAPIENS_MEAN, SAPIENS_STD
+from hyper_sapiens_jax.precision import widen
 
 Array = jax.Array
 
@@ -61,7 +62,7 @@ def render_udp_heatmaps(
     """
     w, h = heatmap_wh
     scale = jnp.asarray(udp_scale_factor(input_wh, heatmap_wh), jnp.float32)  # (x, y) input px per heatmap px
-    mu = keypoints.astype(jnp.float32) / scale  # (B, K, 2) heatmap pixels
+    mu = widen(keypoints) / scale  # (B, K, 2) heatmap pixels
     radius = 3.0 * sigma
     rounded = jnp.trunc(mu + 0.5)  # mmpose's int64(mu + 0.5)
     lo, hi = jnp.trunc(rounded - radius), jnp.trunc(rounded + radius + 1)

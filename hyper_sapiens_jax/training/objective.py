@@ -24,6 +24,7 @@ from hyper_sapiens_jax.losses import (
     soft_argmax,
 )
 from hyper_sapiens_jax.losses.geometry import backproject_keypoints, peak_soft_argmax
+from hyper_sapiens_jax.precision import widen
 
 Array = jax.Array
 # sds(xy (B, K, 2) input pixels, visible (B, K), weight (B,), key) -> scalar
@@ -141,4 +142,4 @@ def objective(
             parts[name] = parts[name] / per_micro
     scales = scales or {}
     total = sum(getattr(weights, name) * scales.get(name, 1.0) * value for name, value in parts.items())
-    return jnp.asarray(total, jnp.float32), parts
+    return widen(total), parts
