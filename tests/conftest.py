@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,17 @@ sys.path.insert(0, str(Path(__file__).parent))  # for ``import torch_sapiens``
 REPO = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+# One persistent JAX compilation cache for the run, shared by this process and every subprocess it
+# starts (they inherit the environment): the suite compiles the same tiny train steps in dozens of
+# jobs, and a cache hit loads the very executable a compile would produce. Removed at exit; a
+# cache given in the environment is used as it is.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="hyper-sapiens-tests-jax-cache-")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 # Execution modes of the backbone: parity must hold in each.
 MODES = {
@@ -76,6 +90,14 @@ def tiny_data_config(testbed_paths, stage: int = 2):
     config = point_at_testbed(load_config_file(REPO / f"configs/stage{stage}.py", "tiny"), testbed_paths)
     config.model.image_size = (64, 48)
     return config
+
+
+def truncate_largest(directory: Path) -> Path:
+    """Cut the largest file under ``directory`` to half its size (a write cut short); returns it."""
+    victim = max((p for p in directory.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 2])
+    return victim
 
 
 def free_port() -> int:

@@ -356,6 +356,31 @@ def test_train_job_resumes(trained, tmp_path):
     assert not np.allclose(kernel(DiffusionPrior.load(workdir, step=1500)), kernel(DiffusionPrior.load(workdir)))
 
 
+def test_a_damaged_prior_checkpoint_falls_back_to_the_one_before(trained, tmp_path, caplog):
+    """A prior workdir whose latest checkpoint (1500) has a truncated file: loading the prior warns
+    naming that step and gives the step-1000 weights; with both steps damaged the error names the
+    checkpoint directory."""
+    import logging
+    import shutil
+
+    from conftest import truncate_largest
+
+    from hyper_sapiens_jax.training.checkpoint import CheckpointError
+
+    source, _ = trained
+    workdir = tmp_path / "run"
+    shutil.copytree(source, workdir)
+    truncate_largest(workdir / "checkpoints" / "1500" / "ema")
+    with caplog.at_level(logging.WARNING):
+        prior = DiffusionPrior.load(workdir)
+    assert str(workdir / "checkpoints" / "1500") in " ".join(r.getMessage() for r in caplog.records)
+    kernel = lambda p: np.asarray(p.params["out"]["kernel"][...])
+    np.testing.assert_array_equal(kernel(prior), kernel(DiffusionPrior.load(source, step=1000)))
+    truncate_largest(workdir / "checkpoints" / "1000" / "ema")
+    with pytest.raises(CheckpointError, match=r"checkpoints: no readable checkpoint"):
+        DiffusionPrior.load(workdir)
+
+
 class _StopAfterFirstChunk:
     """A SIGTERM that arrives during the first chunk (the prior asks after every chunk)."""
 

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO, free_port, subprocess_env
+from conftest import REPO, free_port, subprocess_env, truncate_largest
 from flax import nnx
 from train_helpers import MODEL, stage_command
 
@@ -28,14 +28,6 @@ from hyper_sapiens_jax.sharding import make_mesh
 from hyper_sapiens_jax.training import checkpoint as ckpt
 from hyper_sapiens_jax.training import loop
 from hyper_sapiens_jax.training.monitor import LOCK_FILE, WorkdirInUseError, workdir_lock
-
-
-def truncate_largest(directory: Path) -> Path:
-    """Cut the largest file under ``directory`` to half its size (a write cut short); returns it."""
-    victim = max((p for p in directory.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
-    data = victim.read_bytes()
-    victim.write_bytes(data[: len(data) // 2])
-    return victim
 
 
 def _run_dir(tmp_path: Path, steps=(1, 2, 3)) -> Path:

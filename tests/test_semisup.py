@@ -268,12 +268,14 @@ def test_teachers_get_no_gradient_but_shape_the_loss(step_inputs):
         total, _ = semisup_loss(p, ema, none, geo, batch, jax.random.key(0), jnp.int32(0), heatmap_sigma=2.0, **kw)
         return total
 
-    value, (g_params, g_ema, g_geo) = jax.value_and_grad(loss, argnums=(0, 1, 2))(params, params, params)
+    # Jitted: op by op, the semi-supervised loss and its gradient take minutes on 2 CPU cores.
+    value, (g_params, g_ema, g_geo) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(params, params, params)
     assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves((g_ema, g_geo)))
     assert sum(float(jnp.abs(g).sum()) for g in jax.tree.leaves(g_params)) > 0
     other = jax.tree.map(lambda x: x * 1.01 + 0.01, params)
-    assert float(loss(params, other, params)) != pytest.approx(float(value), rel=1e-6)  # teacher A is used
-    assert float(loss(params, params, other)) != pytest.approx(float(value), rel=1e-6)  # the geometry copy too
+    jloss = jax.jit(loss)
+    assert float(jloss(params, other, params)) != pytest.approx(float(value), rel=1e-6)  # teacher A is used
+    assert float(jloss(params, params, other)) != pytest.approx(float(value), rel=1e-6)  # the geometry copy too
 
 
 def test_semisup_step_on_8_devices_equals_one_device(testbed):
