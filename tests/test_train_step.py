@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
-from train_helpers import first_batch, make_step_and_state, parity_rows
+from train_helpers import MODEL, first_batch, make_step_and_state, parity_rows
 
 from hyper_sapiens_jax.models.weights import state_to_flat
 
@@ -111,3 +112,17 @@ def test_sharded_step_on_8_devices_equals_one_device(testbed):
     for name, values in rows.items():
         loss_bound = 1e-6 if name.startswith("float32") else 1e-14
         assert float(values["loss_rel_err"]) <= loss_bound and int(values["fsdp_sharded"]) > 0, values
+
+
+def test_the_dtype_policy_widens_to_float32_and_float64_needs_x64():
+    """``precision.widen`` makes bf16 / f16 / ints / bools float32 and leaves float32 alone; a
+    float64 model (the numerical checks' mode) is refused without jax_enable_x64, not silently
+    run in float32."""
+    from hyper_sapiens_jax.precision import widen
+
+    for x in (jnp.ones(3, jnp.bfloat16), jnp.ones(3, jnp.float16), jnp.arange(3), jnp.ones(3, bool)):
+        assert widen(x).dtype == jnp.float32 and widen(x).shape == (3,), x.dtype
+    assert widen(jnp.ones(3, jnp.float32)).dtype == jnp.float32
+    assert not jax.config.jax_enable_x64
+    with pytest.raises(ValueError, match="jax_enable_x64"):
+        MODEL.replace(dtype="float64")

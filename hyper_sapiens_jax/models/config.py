@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 
 PATCH_SIZE = 16
@@ -120,6 +121,8 @@ class ModelConfig:
             raise ValueError(f"heads {self.heads} must be distinct names from {HEADS}")
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype {self.dtype!r} must be one of {sorted(_DTYPES)}")
+        if self.dtype == "float64" and not jax.config.jax_enable_x64:
+            raise ValueError("dtype 'float64' (a numerical check) needs jax.config.update('jax_enable_x64', True)")
         if self.attention not in ("xla", "cudnn"):
             raise ValueError(f"attention {self.attention!r} must be 'xla' or 'cudnn'")
         if not 0 <= self.patch_padding < PATCH_SIZE:
