@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 
@@ -191,34 +190,13 @@ def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("pretrain")
     images = _write_images(root / "imgs")
     workdir = root / "run"
-    with _compilation_cache(root / "jax_cache"):  # the restart compiles the very same step
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(pretrain, "StopFlag", _StopAtStep60)
-            assert pretrain.run(_config(images), workdir) == 0
-        interrupted = {"log": _log(workdir), "exported": (workdir / pretrain.EXPORT_FILE).exists()}
-        assert pretrain.run(_config(images), workdir) == 0  # (d) the restart
+    # The restart compiles the very same step: a hit in the run's compilation cache (conftest.py).
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pretrain, "StopFlag", _StopAtStep60)
+        assert pretrain.run(_config(images), workdir) == 0
+    interrupted = {"log": _log(workdir), "exported": (workdir / pretrain.EXPORT_FILE).exists()}
+    assert pretrain.run(_config(images), workdir) == 0  # (d) the restart
     return {"workdir": workdir, "interrupted": interrupted, "log": _log(workdir)}
-
-
-@contextlib.contextmanager
-def _compilation_cache(directory):
-    """JAX's persistent compilation cache in ``directory`` for the block (saves the second compile)."""
-    from jax.experimental.compilation_cache import compilation_cache as cc
-
-    names = (
-        "jax_compilation_cache_dir",
-        "jax_persistent_cache_min_compile_time_secs",
-        "jax_persistent_cache_min_entry_size_bytes",
-    )
-    old = {n: getattr(jax.config, n) for n in names}
-    for n, v in zip(names, (str(directory), 0.5, 0)):
-        jax.config.update(n, v)
-    try:
-        yield
-    finally:
-        for n, v in old.items():
-            jax.config.update(n, v)
-        cc.reset_cache()
 
 
 def _checkpoint_params(workdir, step):

@@ -85,6 +85,9 @@ def first_loadable(index: int, size: int, load_at, skipper: _Skipper, name: str)
     raise DataError(name, f"no loadable record near index {index}")
 
 
+_WIDE_GREY_MODES = ("I;16", "I;16B", "I;16L", "I")  # PIL's 16- and 32-bit greyscale modes
+
+
 def read_image(path: str | Path | BinaryIO, where: str | None = None) -> np.ndarray:
     """An image file (or file object, named ``where`` in errors) -> uint8 (H, W, 3) RGB, read the way
     mmcv's ``cv2.imread`` reads it (what Sapiens was trained on):
@@ -100,7 +103,7 @@ def read_image(path: str | Path | BinaryIO, where: str | None = None) -> np.ndar
         with Image.open(path) as img:
             img.load()  # decodes fully: truncated files raise here instead of giving grey rows
             ImageOps.exif_transpose(img, in_place=True)  # no copy when there is no orientation tag
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grey: keep the high byte
+            if img.mode in _WIDE_GREY_MODES:  # keep the high byte
                 grey = (np.clip(np.asarray(img, np.int64), 0, 65535) >> 8).astype(np.uint8)
                 return np.repeat(grey[..., None], 3, axis=-1)
             return np.asarray(img.convert("RGB"))
@@ -125,7 +128,7 @@ def read_gray(
         raise DataError(where, "missing file") from None
     except (OSError, ValueError) as e:
         raise DataError(where, f"unreadable or truncated image ({e})") from None
-    if sixteen_bit and mode not in ("I;16", "I;16B", "I;16L", "I"):
+    if sixteen_bit and mode not in _WIDE_GREY_MODES:
         raise DataError(where, f"expected a 16-bit depth PNG (millimetres), got image mode {mode!r}")
     if arr.ndim == 3:
         arr = arr[..., 0]
@@ -193,11 +196,11 @@ class CocoKeypointSource(_RecordSource):
             del images[image_id]
         self.records, seen = [], set()
         for ann in data["annotations"]:
-            if isinstance(ann, dict) and "id" in ann and ann["id"] in seen:
-                self._skipper.bad(f"{self.ann_file} annotation {ann['id']}", "duplicate annotation id")
-                continue
             if not isinstance(ann, dict):
                 self._skipper.bad(self.ann_file, f"annotation entry {ann!r:.60} is not a JSON object")
+                continue
+            if ann.get("id") in seen:
+                self._skipper.bad(f"{self.ann_file} annotation {ann['id']}", "duplicate annotation id")
                 continue
             rec = self._parse(ann, images, domain, ambiguous)
             if rec is not None:
