@@ -352,14 +352,22 @@ def _flat_settings(config: dict[str, Any]) -> dict[str, Any]:
     return {k: canonical_setting(k, v) for k, v in traverse_util.flatten_dict(config, sep=".").items()}
 
 
+# Settings added to the configs after a study file was written that cannot move a supervised study's
+# numbers: how long a process waits for a silent peer, and the size of the unlabelled testbed split
+# (only the semi-supervised job reads it; the labelled splits are generated per index, unchanged).
+NO_EFFECT_ON_RESULTS = ("distributed.heartbeat_timeout_s", "data.num_unlabeled")
+
+
 def _differing_settings(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     """Flattened config keys whose values differ, paths aside (another checkout or --out moves them).
 
     A key only one side has counts as equal when its value there is off (False, 0, '' or None): a
-    switch added to the config after a file was written, left at its off default, changes nothing."""
+    switch added to the config after a file was written, left at its off default, changes nothing.
+    So does one of ``NO_EFFECT_ON_RESULTS`` (as the last parts of the key), whatever its value."""
     a, b = _flat_settings(saved), _flat_settings(wanted)
     is_path = lambda v: isinstance(v, str) and "/" in v
-    added_off = lambda k: (k not in a or k not in b) and not a.get(k, b.get(k))
+    no_effect = lambda k: any(k == s or k.endswith("." + s) for s in NO_EFFECT_ON_RESULTS)
+    added_off = lambda k: (k not in a or k not in b) and (not a.get(k, b.get(k)) or no_effect(k))
     return sorted(
         k
         for k in a.keys() | b.keys()

@@ -194,6 +194,14 @@ def test_merge_adds_seeds_and_refuses_other_studies(tmp_path):
         else:
             with pytest.raises(ValueError, match=r"other settings \(stage2.model.new_switch"):
                 study.merge_results(here, [path], newer)
+    # Settings that cannot move the numbers, added since the file was written, are the same study too.
+    newer = demo_config()
+    newer.foundation.dir = config.foundation.dir
+    newer.stage2.distributed.heartbeat_timeout_s = 600
+    older = config_to_dict(config)
+    del older["stage2"]["distributed"]["heartbeat_timeout_s"], older["data"]["num_unlabeled"]
+    path.write_text(json.dumps({**saved, "config": older}))
+    assert sorted(study.merge_results(here, [path], newer)["a"]) == [0, 1]
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ValueError, match="bad.json: not a study.json"):
         study.merge_results(here, [tmp_path / "bad.json"], config)
