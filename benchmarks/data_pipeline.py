@@ -5,7 +5,8 @@ For each source (SyRIP-layout COCO sets, MINI-RGBD) and in ONE process (= one Gr
   decode floor    read_image / read_gray of the record's files only (rgb; + depth, mask for MINI-RGBD)
   source read     source[i]: decode + record (MINI-RGBD: + depth in metres and normals)
   tfds read       (--tfds) the same record from the TFDS ArrayRecord build (TfdsRecordSource)
-  sample HxW      source[i] + train_sample: augmentation, warps, heatmaps, depth/normal targets
+  sample HxW      source[i] + train_sample: augmentation, warps, target weights, depth/normal targets
+  tfds sample HxW (--tfds) the same from the TFDS record (MINI-RGBD: normals stored at build time)
 
 at each --sizes (default the Sapiens 1024x768 and the demo 256x192), after --warmup untimed samples,
 over --samples records cycling through the source. OpenCV runs with --threads threads (default 1:
@@ -15,7 +16,8 @@ a Grain worker should not count on other cores). With --workers N it also times 
   python benchmarks/data_pipeline.py --samples 100 --out /tmp/data_pipeline.json
 
 With --batch-bytes it also reports, per source and size, the bytes of one sample: on the host (every
-key), sent to the device (``training.batch.step_inputs``: uint8 image, no heatmaps) and in the
+key), sent to the device (``training.batch.step_inputs``: uint8 image, no heatmaps, float16 dense
+targets only where the source has them; also with the dense targets whole) and in the
 layout before the lean batch (every key travelled, the image as float32 and the 17 heatmaps drawn
 on the host: the host sample + 3 bytes more per image value + the heatmaps' float32 bytes).
 """
@@ -113,12 +115,14 @@ def measure_source(name: str, source, tfds_source, sizes, args) -> list[dict]:
     for size in sizes:
         cfg = sample_config(size)
         # A fixed rng per index: every run augments record i the same way.
-        stages.append(
-            (
-                f"sample {size[0]}x{size[1]}",
-                lambda i, cfg=cfg: train_sample(source[i], np.random.default_rng(args.seed + i), cfg),
-            )
-        )
+        for label, src in (("sample", source), ("tfds sample", tfds_source)):
+            if src is not None:
+                stages.append(
+                    (
+                        f"{label} {size[0]}x{size[1]}",
+                        lambda i, cfg=cfg, src=src: train_sample(src[i], np.random.default_rng(args.seed + i), cfg),
+                    )
+                )
     rows = []
     for stage, fn in stages:
         r = time_per_sample(fn, args.samples, args.warmup, len(source))
@@ -132,26 +136,59 @@ def measure_source(name: str, source, tfds_source, sizes, args) -> list[dict]:
 
 
 def sample_bytes(name: str, source, sizes, args) -> list[dict]:
-    """Bytes of one training sample per size: host, device, and the pre-lean-batch layout."""
-    from hyper_sapiens_jax.training.batch import step_inputs
+    """Bytes of one training sample per size: on the host; sent to the device as the train loop
+    sends it (``step_inputs`` with the mix's ``dense_plan``: dense targets float16 and only where the
+    source carries them); sent with every dense target whole (the lean batch before packing); and in
+    the layout before the lean batch (every key, float32 image, host heatmaps)."""
+    from hyper_sapiens_jax.training.batch import dense_plan, step_inputs
 
     rows = []
     for size in sizes:
         cfg = sample_config(size)
         sample = train_sample(source[0], np.random.default_rng(args.seed), cfg)
+        batch = {k: np.asarray(v)[None] for k, v in sample.items()} | {"source_id": np.zeros(1, np.int32)}
         host = sum(np.asarray(v).nbytes for v in sample.values())
-        device = sum(np.asarray(v).nbytes for v in step_inputs(sample).values())
+        device = sum(v.nbytes for v in step_inputs(batch, plan=dense_plan([source])).values())
+        whole = sum(v.nbytes for v in step_inputs(batch).values())
         heatmap_bytes = 4 * cfg.heatmap_wh[0] * cfg.heatmap_wh[1] * cfg.num_keypoints
         before = host + 3 * sample["image"].nbytes + heatmap_bytes
         row = {"source": name, "size": list(size), "host_bytes": host, "device_bytes": device}
-        row |= {"before_bytes": before, "before_over_device": before / device}
+        row |= {"whole_dense_bytes": whole, "before_bytes": before, "before_over_device": before / device}
         rows.append(row)
         print(
-            f"  {name:10s} {size[0]}x{size[1]}: {before / 1e6:.1f} MB before -> {device / 1e6:.1f} MB to the device "
-            f"({before / device:.1f}x fewer; host sample {host / 1e6:.1f} MB)",
+            f"  {name:10s} {size[0]}x{size[1]}: {before / 1e6:.1f} MB before -> {device / 1e6:.2f} MB to the device "
+            f"({before / device:.1f}x fewer; {whole / 1e6:.1f} MB with whole dense targets; host sample "
+            f"{host / 1e6:.1f} MB)",
             flush=True,
         )
     return rows
+
+
+STAGE_CONFIGS = {s: Path(__file__).resolve().parents[1] / "configs" / f"{s}.py" for s in ("stage1", "stage2", "stage3")}
+
+
+def stage_bytes(rows: list[dict]) -> list[dict]:
+    """Mean device bytes per sample of each stage's mix (``configs/stageN.py``'s ``data.mix``), from
+    the per-source rows of ``sample_bytes``; stages whose sources were not all measured are left out."""
+    from hyper_sapiens_jax.config import load_config_file
+
+    out = []
+    for stage, path in STAGE_CONFIGS.items():
+        mix = dict(load_config_file(path).data.mix)
+        for size in {tuple(r["size"]) for r in rows}:
+            per = {r["source"]: r for r in rows if tuple(r["size"]) == size}
+            if not set(mix) <= set(per):
+                continue
+            n = sum(mix.values())
+            device = sum(w * per[s]["device_bytes"] for s, w in mix.items()) / n
+            before = sum(w * per[s]["before_bytes"] for s, w in mix.items()) / n
+            out.append({"stage": stage, "mix": mix, "size": list(size), "device_bytes": device, "before_bytes": before})
+            print(
+                f"  {stage} {mix} {size[0]}x{size[1]}: {before / 1e6:.1f} MB -> {device / 1e6:.2f} MB a sample "
+                f"({before / device:.1f}x fewer)",
+                flush=True,
+            )
+    return out
 
 
 def tfds_sources(paths, names: list[str], cache: Path) -> dict[str, Any]:
@@ -292,11 +329,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.batch_bytes
         else []
     )
+    stages = stage_bytes(sizes) if sizes else []
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(
             json.dumps(
-                {"environment": environment(args), "testbed": str(args.testbed_dir), "results": rows, "bytes": sizes},
+                {
+                    "environment": environment(args),
+                    "testbed": str(args.testbed_dir),
+                    "results": rows,
+                    "bytes": sizes,
+                    "stage_bytes": stages,
+                },
                 indent=2,
             )
         )

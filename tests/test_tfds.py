@@ -55,14 +55,16 @@ def assert_tf_absent() -> None:
 
 
 def test_layout_on_disk(built):
-    version_dir = built["data_dir"] / "syrip" / "default" / "1.0.0"
+    version_dir = built["data_dir"] / "syrip" / "default" / str(tfds_builders.VERSION)
     names = sorted(p.name for p in version_dir.iterdir())
     assert "dataset_info.json" in names and "features.json" in names
     for split in ("train_syn", "train_real", "validate"):
         assert f"syrip-{split}.array_record-00000-of-00001" in names
     info = json.loads((version_dir / "dataset_info.json").read_text())
     assert info["fileFormat"] == "array_record" and info["disableShuffling"]
-    custom = list((built["data_dir"] / "mini_rgbd").glob("custom_*/1.0.0/mini_rgbd-val.array_record-*"))
+    custom = list(
+        (built["data_dir"] / "mini_rgbd").glob(f"custom_*/{tfds_builders.VERSION}/mini_rgbd-val.array_record-*")
+    )
     assert len(custom) == 1  # a custom split spec builds beside, never over, the default config
 
 
@@ -86,6 +88,27 @@ def test_mini_rgbd_records_equal_file_reader(built, testbed, split):
     for i in range(len(direct)):
         assert_same_record(ds[i], direct[i], f"{split}[{i}]")
     assert_tf_absent()
+
+
+def test_mini_rgbd_normals_are_read_not_recomputed(built, testbed, monkeypatch):
+    from hyper_sapiens_jax.data import sources
+
+    src = tfds_builders.TfdsRecordSource(built["mini_rgbd"], "train")
+    raw = src._data_source()[1]
+    assert raw["normal_window"][1] > raw["normal_window"][0] and len(raw["normal"]) > 0
+    want = MiniRgbdSource(testbed.mini_rgbd, "01")[1]
+    monkeypatch.setattr(sources, "_normals_in_window", lambda *a: pytest.fail("normals recomputed"))
+    assert_same_record(src[1], want, "stored normals")
+    monkeypatch.undo()
+    # Other intrinsics than the build's: the reader computes its own, as the file reader does.
+    other = (500.0, 500.0, 320.0, 240.0)
+    assert_same_record(
+        tfds_builders.TfdsRecordSource(built["mini_rgbd"], "train", intrinsics=other)[1],
+        MiniRgbdSource(testbed.mini_rgbd, "01", intrinsics=other)[1],
+        "other intrinsics",
+    )
+    with pytest.raises(DataError, match=r"\[train\]\[1\].*stored normals are damaged"):
+        tfds_builders.mini_rgbd_record({**raw, "normal": b"not zlib"}, f"{src.version_dir}[train][1]")
 
 
 def test_train_samples_identical(built, testbed):
@@ -175,7 +198,8 @@ def test_cli(testbed, tmp_path, capsys):
     )
     out = capsys.readouterr().out
     assert rc == 0 and "mini_rgbd/both" in out and "train" in out and "12 examples" in out
-    assert (tmp_path / "mini_rgbd" / "both" / "1.0.0" / "mini_rgbd-train.array_record-00000-of-00001").is_file()
+    version = str(tfds_builders.VERSION)
+    assert (tmp_path / "mini_rgbd" / "both" / version / "mini_rgbd-train.array_record-00000-of-00001").is_file()
     assert (
         tfds_builders.main(["--dataset", "syrip", "--manual-dir", str(tmp_path / "none"), "--data-dir", str(tmp_path)])
         == 1

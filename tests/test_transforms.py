@@ -201,6 +201,45 @@ def test_depth_warp_never_blends_foreground_with_background():
     assert saw_edge  # the naive bilinear warp would have produced blended values here
 
 
+def _warp_whole_source(values, valid, matrix, output_wh):
+    """The normalised-convolution warp over the whole source (the reference)."""
+    v = valid.astype(np.float32)[..., None]
+    stacked = np.concatenate([values.astype(np.float32) * v, v], axis=-1)
+    warped = cv2.warpAffine(stacked, matrix, output_wh, flags=cv2.INTER_LINEAR, borderValue=0)
+    return warped[..., :-1], warped[..., -1]
+
+
+def test_depth_and_normal_warps_read_only_their_window_and_equal_the_whole_source_warp():
+    rng = np.random.default_rng(8)
+    h, w = 96, 128
+    ys, xs = np.mgrid[0:h, 0:w]
+    person = (xs - 70) ** 2 / 900 + (ys - 50) ** 2 / 400 < 1
+    depth = np.where(person, rng.uniform(1.0, 2.0, (h, w)), -1.0).astype(np.float32)
+    normal = np.stack([(xs - 70) / 30, (ys - 50) / 20, -np.ones((h, w))], -1)  # a smooth surface's
+    normal = np.where(person[..., None], normal / np.linalg.norm(normal, axis=-1, keepdims=True), 0.0)
+    windows = 0
+    for center, size, rot in [((70, 50), 60, 0.0), ((70, 50), 40, 35.0), ((5, 5), 50, -20.0), ((300, 300), 30, 0.0)]:
+        matrix = T.get_udp_warp_matrix(np.array(center, float), size * np.array([0.75, 1.0]), rot, (48, 64))
+        window = T.source_window(matrix, (48, 64), (h, w))
+        windows += (
+            window is not None
+            and (window[0][0].stop - window[0][0].start) * (window[0][1].stop - window[0][1].start) < h * w
+        )
+        summed, weight = _warp_whole_source(depth[..., None], depth > -1, matrix, (48, 64))
+        want = np.where(weight >= 0.5, summed[..., 0] / np.maximum(weight, 1e-9), -1.0)
+        np.testing.assert_allclose(T.warp_depth(depth, matrix, (48, 64)), want, rtol=1e-5, atol=1e-5)
+        summed, weight = _warp_whole_source(normal, person, matrix, (48, 64))
+        r = T.rotation_matrix_2d(rot)
+        summed[..., :2] = summed[..., :2] @ r.T
+        length = np.linalg.norm(summed, axis=-1, keepdims=True)
+        keep = (weight[..., None] >= 0.5) & (length > 1e-6 * weight[..., None])
+        want = np.where(keep, summed / np.maximum(length, 1e-12), 0.0)
+        got = T.warp_normals(normal, matrix, (48, 64), rot)
+        np.testing.assert_allclose(got, want, atol=1e-4)
+        assert got.dtype == np.float32 and (np.abs(np.linalg.norm(got, axis=-1) - 1) < 1e-5)[keep[..., 0]].all()
+    assert windows >= 2  # most crops read a part of the frame; the last one none of it
+
+
 def test_mask_warp_is_nearest_and_keeps_dtype():
     rng = np.random.default_rng(5)
     mask = rng.integers(0, 4, (60, 50), dtype=np.uint8)
@@ -356,6 +395,38 @@ def test_photometric_distortion_keeps_dtype_shape_and_changes_pixels():
     np.testing.assert_array_equal(image, before)
     a = T.photometric_distortion(image, np.random.default_rng(3))
     np.testing.assert_array_equal(a, T.photometric_distortion(image, np.random.default_rng(3)))
+
+
+def _photometric_per_pixel(image, rng, brightness_delta=32.0, contrast_range=(0.5, 1.5), saturation_range=(0.5, 1.5)):
+    """The mmcv PhotometricDistortion as float32 arithmetic on every pixel (the reference the
+    table-driven ``photometric_distortion`` must equal byte for byte), the same draws in order."""
+    convert = lambda x, alpha=1.0, beta=0.0: np.clip(x.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
+    contrast_last = rng.integers(2) == 1
+    do_brightness, do_contrast, do_swap = rng.integers(2, size=3) == 1
+    hsv_mode = int(rng.integers(4))
+    beta, alpha = rng.uniform(-brightness_delta, brightness_delta), rng.uniform(*contrast_range)
+    saturation, hue, order = rng.uniform(*saturation_range), int(rng.integers(-18, 18)), rng.permutation(3)
+    out = convert(image, beta=beta) if do_brightness else image
+    out = convert(out, alpha=alpha) if do_contrast and not contrast_last else out
+    if hsv_mode:
+        hsv = cv2.cvtColor(out, cv2.COLOR_RGB2HSV)
+        if hsv_mode in (1, 3):
+            hsv[..., 1] = convert(hsv[..., 1], alpha=saturation)
+        if hsv_mode in (2, 3):
+            hsv[..., 0] = (hsv[..., 0].astype(np.int32) + hue) % 180
+        out = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    out = convert(out, alpha=alpha) if do_contrast and contrast_last else out
+    return out[..., order] if do_swap else out
+
+
+def test_photometric_distortion_equals_the_per_pixel_arithmetic():
+    image = _natural_image(np.random.default_rng(5), (96, 72))
+    for seed in range(64):  # every combination of the sub-steps, many times over
+        np.testing.assert_array_equal(
+            T.photometric_distortion(image, np.random.default_rng(seed)),
+            _photometric_per_pixel(image, np.random.default_rng(seed)),
+            err_msg=f"seed {seed}",
+        )
 
 
 @pytest.mark.parametrize(

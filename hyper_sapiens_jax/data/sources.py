@@ -162,6 +162,8 @@ class CocoKeypointSource(_RecordSource):
     xywh; image_id, ann_id; is_real; has_pose = 1, has_depth = has_normal = 0.
     """
 
+    dense_targets = ()  # the dense targets its records carry (training.batch): none
+
     def __init__(
         self,
         ann_file: str | Path,
@@ -349,6 +351,8 @@ class MiniRgbdSource(_RecordSource):
     (eyes and ears have visibility 0); has_pose = has_depth = has_normal = 1; is_real = 0.
     """
 
+    dense_targets = ("depth", "normal")  # the dense targets its records carry (training.batch)
+
     def __init__(
         self,
         root: str | Path,
@@ -407,9 +411,12 @@ def mini_rgbd_record(
     image_id: int,
     intrinsics: tuple[float, float, float, float] = geometry.MINI_RGBD_INTRINSICS,
     where: str | Path = "MINI-RGBD frame",
+    normal: np.ndarray | None = None,
 ) -> Record:
     """A MINI-RGBD record from decoded arrays: image (H, W, 3) uint8, depth_mm (H, W), mask (H, W)
-    (non-zero = infant), joints (25, 3) [x, y, depth_mm] by SMIL id; ``intrinsics`` given at 640x480."""
+    (non-zero = infant), joints (25, 3) [x, y, depth_mm] by SMIL id; ``intrinsics`` given at 640x480.
+    ``normal`` (H, W, 3) float32: the normals already computed from this depth with these intrinsics
+    (a TFDS build stores them); None computes them (the costly part of a read)."""
     mask = mask > 0
     if depth_mm.shape != image.shape[:2] or mask.shape != image.shape[:2]:
         raise DataError(
@@ -427,7 +434,10 @@ def mini_rgbd_record(
     fx, fy, cx, cy = intrinsics  # given for 640x480: scale to this frame's size
     sy, sx = h / geometry.MINI_RGBD_SIZE[0], w / geometry.MINI_RGBD_SIZE[1]
     scaled = (fx * sx, fy * sy, cx * sx, cy * sy)
-    normal = _normals_in_window(depth_m, person, scaled)
+    if normal is None:
+        normal = _normals_in_window(depth_m, person, scaled)
+    elif normal.shape != image.shape:
+        raise DataError(where, f"stored normals of size {normal.shape} for a {image.shape} frame")
     return {
         "image": image,
         "keypoints": np.concatenate([kpts, vis[:, None]], 1).astype(np.float32),

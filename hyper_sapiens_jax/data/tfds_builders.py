@@ -28,6 +28,7 @@ import hashlib
 import io
 import json
 import sys
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,11 @@ from hyper_sapiens_jax.data.sources import (
     read_joints_2ddep,
 )
 
-VERSION = tfds.core.Version("1.0.0")
+VERSION = tfds.core.Version("1.1.0")
+RELEASE_NOTES = {  # an older build is read as it is (mini_rgbd 1.0.0: normals computed at every read)
+    "1.1.0": "mini_rgbd stores each frame's normals (computed from its depth once, at build time).",
+    "1.0.0": "Initial release.",
+}
 _BYTES = {"shape": (), "dtype": np.object_}  # encoded file bytes: no TF needed to write or read
 
 
@@ -165,6 +170,7 @@ class Syrip(_LocalBuilder):
     """
 
     VERSION = VERSION
+    RELEASE_NOTES = RELEASE_NOTES
     BUILDER_CONFIGS = [SyripConfig(name="default", version=VERSION, description="train_syn, train_real, validate")]  # noqa: RUF012 (the TFDS API)
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "A folder with annotations/person_keypoints_<split>.json and images/<split>/ "
@@ -217,10 +223,15 @@ class MiniRgbd(_LocalBuilder):
     Features: rgb, depth (16-bit PNG, millimetres, as-is), mask (PNG) encoded bytes; file_name
     (rgb path relative to the manual dir, bytes); joints_2Ddep (25, 3) f64 [x, y, depth_mm] by joint
     id — float64, the parsed text exactly, so keypoints/bbox are bit-equal to MiniRgbdSource's;
-    image_id int64 (sequence * 100000 + frame).
+    image_id int64 (sequence * 100000 + frame). Since 1.1.0 also the frame's normals, computed once
+    here as MiniRgbdSource computes them at every read (its costliest part): normal_window (4,)
+    int64 [y0, y1, x0, x1], the box holding every non-zero normal, normal the zlib-compressed
+    float32 (y1 - y0, x1 - x0, 3) normals in it, and normal_intrinsics, the float64 bytes of the
+    (fx, fy, cx, cy) at 640x480 they were computed with (a reader asking for others computes its own).
     """
 
     VERSION = VERSION
+    RELEASE_NOTES = RELEASE_NOTES
     BUILDER_CONFIGS = [  # noqa: RUF012 (the TFDS API)
         MiniRgbdConfig(name="default", version=VERSION, description="train 01-08, val 09-10, test 11-12")
     ]
@@ -243,6 +254,9 @@ class MiniRgbd(_LocalBuilder):
                     "file_name": tfds.features.Tensor(**_BYTES),
                     "joints_2Ddep": tfds.features.Tensor(shape=(25, 3), dtype=np.float64),
                     "image_id": np.int64,
+                    "normal": tfds.features.Tensor(**_BYTES),
+                    "normal_window": tfds.features.Tensor(shape=(4,), dtype=np.int64),
+                    "normal_intrinsics": tfds.features.Tensor(**_BYTES),
                 }
             ),
         )
@@ -263,8 +277,37 @@ class MiniRgbd(_LocalBuilder):
                     "file_name": str(Path(rec["rgb"]).relative_to(root)).encode(),
                     "joints_2Ddep": read_joints_2ddep(rec["joints"]),
                     "image_id": rec["image_id"],
+                    **pack_normals(src.load(rec)["normal"], src.intrinsics),
                 },
             )
+
+
+def pack_normals(normal: np.ndarray, intrinsics) -> dict[str, Any]:
+    """A frame's (H, W, 3) float32 normals as the mini_rgbd features: the box around the non-zero
+    ones and the zlib-compressed normals in it (the infant covers a small part of the frame)."""
+    rows, cols = np.nonzero(normal.any(-1).any(1))[0], np.nonzero(normal.any(-1).any(0))[0]
+    y0, y1, x0, x1 = (rows[0], rows[-1] + 1, cols[0], cols[-1] + 1) if rows.size else (0, 0, 0, 0)
+    window = np.ascontiguousarray(normal[y0:y1, x0:x1], np.float32)
+    return {
+        "normal": zlib.compress(window.tobytes(), 1),
+        "normal_window": np.array([y0, y1, x0, x1], np.int64),
+        "normal_intrinsics": np.asarray(intrinsics, np.float64).tobytes(),  # TFDS keeps floats as float32
+    }
+
+
+def unpack_normals(raw: Mapping[str, Any], shape: tuple[int, int], intrinsics, where: str) -> np.ndarray | None:
+    """The (H, W, 3) normals a mini_rgbd example stores, or None when it stores none (a 1.0.0 build)
+    or stored them for other intrinsics than ``intrinsics``."""
+    if "normal" not in raw or raw["normal_intrinsics"] != np.asarray(intrinsics, np.float64).tobytes():
+        return None
+    y0, y1, x0, x1 = (int(v) for v in raw["normal_window"])
+    out = np.zeros((*shape, 3), np.float32)
+    try:
+        window = np.frombuffer(zlib.decompress(raw["normal"]), np.float32)
+        out[y0:y1, x0:x1] = window.reshape(y1 - y0, x1 - x0, 3)
+    except (zlib.error, ValueError) as e:
+        raise DataError(where, f"stored normals are damaged ({e})") from None
+    return out
 
 
 def build_dataset(
@@ -309,15 +352,18 @@ def coco_record(raw: Mapping[str, Any], where: str) -> Record:
 def mini_rgbd_record(
     raw: Mapping[str, Any], where: str, intrinsics: tuple[float, float, float, float] = geometry.MINI_RGBD_INTRINSICS
 ) -> Record:
-    """A mini_rgbd example (as the TFDS data source returns it) -> the record MiniRgbdSource gives."""
+    """A mini_rgbd example (as the TFDS data source returns it) -> the record MiniRgbdSource gives
+    (with the stored normals, when the build holds them for these ``intrinsics``)."""
+    image = read_image(io.BytesIO(raw["rgb"]), where=f"{where} rgb")
     return sources.mini_rgbd_record(
-        read_image(io.BytesIO(raw["rgb"]), where=f"{where} rgb"),
+        image,
         read_gray(io.BytesIO(raw["depth"]), np.float32, where=f"{where} depth", sixteen_bit=True),
         read_gray(io.BytesIO(raw["mask"]), where=f"{where} mask"),
         np.asarray(raw["joints_2Ddep"], np.float64),
         int(raw["image_id"]),
         intrinsics,
         where=where,
+        normal=unpack_normals(raw, image.shape[:2], intrinsics, where),
     )
 
 
@@ -398,6 +444,11 @@ class TfdsRecordSource:
 
     def __len__(self) -> int:
         return self._len
+
+    @property
+    def dense_targets(self) -> tuple[str, ...]:
+        """The dense targets its records carry (``training.batch``): MINI-RGBD's depth and normals."""
+        return ("depth", "normal") if self.kind == "mini_rgbd" else ()
 
     @property
     def skipped(self) -> list[dict[str, str]]:

@@ -485,6 +485,8 @@ class HumansSource:
     num, image_size, seed)`` renders each record when asked (the same records, no cache).
     """
 
+    dense_targets = ("depth", "normal")  # the dense targets its records carry (training.batch)
+
     def __init__(self, root: str | os.PathLike | None = None, *, _render: tuple | None = None):
         self.name = "humans"
         self.skipped: list = []

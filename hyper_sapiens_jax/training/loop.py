@@ -62,7 +62,7 @@ from hyper_sapiens_jax.training.adapters import (
     sds_scale,
     unfreeze_schedule,
 )
-from hyper_sapiens_jax.training.batch import complete_batch, normalize_images, step_inputs
+from hyper_sapiens_jax.training.batch import complete_batch, dense_plan, normalize_images, step_inputs
 from hyper_sapiens_jax.training.monitor import IntervalClock, MetricsWriter, StopFlag, interval_means
 from hyper_sapiens_jax.training.objective import objective
 from hyper_sapiens_jax.training.partition import Trainable, trainable_blocks_at
@@ -434,8 +434,17 @@ class Trainer:
         return train_iterator(dataset, worker_count=self.config.data.worker_count)
 
     def device_batch(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
-        """This process's host batch -> the global batch the step reads (only the keys it uses)."""
-        return global_batch(step_inputs(local, self.ext.batch_keys if self.ext else ()), self.mesh)
+        """This process's host batch -> the global batch the step reads: only the keys it uses, and
+        the dense targets only for the rows whose source carries them (``training.batch``)."""
+        inputs = step_inputs(
+            local,
+            self.ext.batch_keys if self.ext else (),
+            plan=dense_plan([e.source for e in self.mix]),
+            row_offset=jax.process_index() * len(local["valid"]),
+            multiple=len(self.mesh.local_devices),
+            names=tuple(e.name for e in self.mix),
+        )
+        return global_batch(inputs, self.mesh)
 
     # ---- model and state ---------------------------------------------------------------------
     def phase(self, blocks: int | None) -> Phase:
