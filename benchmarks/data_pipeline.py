@@ -191,6 +191,42 @@ def stage_bytes(rows: list[dict]) -> list[dict]:
     return out
 
 
+def worker_cores(
+    rows: list[dict], size: tuple[int, int], archs: list[str], peak_tflops: float, mfu: float
+) -> list[dict]:
+    """Worker cores one accelerator needs to feed each stage's mix at ``size``: the images/s of
+    ``arch`` at ``mfu`` of ``peak_tflops`` (analytic train FLOPs per image, pose head alone and all
+    three heads) over the samples/s one worker gives for that mix (its sources' mean time per sample,
+    weighted by the mix; the TFDS rows where measured). An estimate from measured worker rates and
+    an assumed step rate, not a measured GPU run."""
+    from hyper_sapiens_jax.config import load_config_file
+    from hyper_sapiens_jax.models.config import ModelConfig
+    from hyper_sapiens_jax.training.flops import train_flops_per_image_analytic
+
+    ms = {}
+    for stage in (f"sample {size[0]}x{size[1]}", f"tfds sample {size[0]}x{size[1]}"):  # TFDS rows win
+        ms |= {r["source"]: r["ms_per_sample"] for r in rows if r["stage"] == stage}
+    out = []
+    for stage, path in STAGE_CONFIGS.items():
+        mix = dict(load_config_file(path).data.mix)
+        if not set(mix) <= set(ms):
+            continue
+        per_worker = 1000.0 * sum(mix.values()) / sum(w * ms[s] for s, w in mix.items())
+        for arch in archs:
+            for heads in (("pose",), ("pose", "depth", "normal")):
+                flops = train_flops_per_image_analytic(ModelConfig(arch=arch, image_size=size, heads=heads))
+                img_per_s = peak_tflops * 1e12 * mfu / flops
+                row = {"stage": stage, "arch": arch, "heads": list(heads), "img_per_s": img_per_s}
+                row |= {"worker_samples_per_s": per_worker, "cores": img_per_s / per_worker}
+                out.append(row)
+                print(
+                    f"  {stage} {arch} {'+'.join(heads)}: {img_per_s:.1f} img/s at {mfu:.0%} of {peak_tflops:g} "
+                    f"TFLOP/s, a worker gives {per_worker:.1f}/s -> {img_per_s / per_worker:.1f} cores",
+                    flush=True,
+                )
+    return out
+
+
 def tfds_sources(paths, names: list[str], cache: Path) -> dict[str, Any]:
     """TfdsRecordSource per name, built once into ``cache`` (TFDS reuses a complete build)."""
     from hyper_sapiens_jax.data import tfds_builders as tb
@@ -300,6 +336,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--worker-batch", type=int, default=8, help="per-step batch for --workers")
     p.add_argument("--worker-size", type=parse_size, default=(256, 192), help="input size for --workers")
     p.add_argument("--batch-bytes", action="store_true", help="also report the bytes per sample (host, device)")
+    p.add_argument(
+        "--cores-for",
+        default="",
+        help="comma list of archs (e.g. sapiens_0.3b,sapiens_1b): estimate the worker cores one accelerator "
+        "needs per stage mix at the first --sizes, from --peak-tflops and --mfu",
+    )
+    p.add_argument("--peak-tflops", type=float, default=989.0, help="accelerator peak for --cores-for (H100/H200 bf16)")
+    p.add_argument("--mfu", type=float, default=0.5, help="assumed model FLOPs utilisation for --cores-for")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     return p
@@ -330,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
         else []
     )
     stages = stage_bytes(sizes) if sizes else []
+    archs = [a.strip() for a in args.cores_for.split(",") if a.strip()]
+    cores = worker_cores(rows, args.sizes[0], archs, args.peak_tflops, args.mfu) if archs else []
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(
@@ -340,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
                     "results": rows,
                     "bytes": sizes,
                     "stage_bytes": stages,
+                    "cores": cores,
                 },
                 indent=2,
             )

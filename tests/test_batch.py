@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from hyper_sapiens_jax.data import codec
+from hyper_sapiens_jax.data.builders import Subset
 from hyper_sapiens_jax.data.sources import CocoKeypointSource, MiniRgbdSource
 from hyper_sapiens_jax.data.transforms import normalize_image
 from hyper_sapiens_jax.training.batch import (
@@ -98,6 +99,8 @@ def mixed_host_batch(rng, n_coco=3, n_mini=2, h=16, w=12):
 def test_dense_targets_travel_only_for_the_sources_that_carry_them():
     plan = dense_plan([CocoKeypointSource, MiniRgbdSource, object()])  # a source that says nothing: all
     assert plan == {"depth": (1, 2), "normal": (1, 2)}
+    few_labels = Subset(type("Coco", (list,), {"dense_targets": ()})([{}] * 5), 2)  # num_labeled
+    assert dense_plan([few_labels, Subset([{}] * 5, 2)]) == {"depth": (1,), "normal": (1,)}
     host = mixed_host_batch(np.random.default_rng(0))
     sent = step_inputs(host, plan=plan, row_offset=10, multiple=4, names=("syrip", "mini_rgbd", "other"))
     # Two MINI-RGBD rows, padded to the process's 4 devices; numbered in the global batch.

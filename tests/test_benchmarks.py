@@ -108,3 +108,29 @@ def test_heads_benchmark_times_every_case(tmp_path):
     assert set(deconv["median_s"]) == {"old", "3x3", "new", "torch"} and deconv["new_over_torch"] > 0
     head = next(r for n, r in rows.items() if n.startswith("normal head"))  # torch holds the same weights
     assert set(head["median_s"]) == {"old", "3x3", "new", "torch"}
+
+
+def test_data_pipeline_reports_rates_bytes_and_cores(testbed):
+    import argparse
+
+    bench = load_script("data_pipeline")
+    args = argparse.Namespace(samples=2, warmup=0, seed=0)
+    sources = bench.build_sources(testbed, ["syrip_real", "syrip_syn", "mini_rgbd"])
+    rows = [r for name, src in sources.items() for r in bench.measure_source(name, src, None, [(64, 48)], args)]
+    assert {r["stage"] for r in rows} == {"decode floor", "source read", "sample 64x48"}
+    assert all(r["samples_per_s"] > 0 and r["samples"] == 2 for r in rows)
+    sizes = [r for name, src in sources.items() for r in bench.sample_bytes(name, src, [(64, 48)], args)]
+    per = {r["source"]: r for r in sizes}
+    image = 64 * 48 * 3
+    # A SyRIP sample sends its uint8 crop and small keys only; MINI-RGBD its float16 depth and normals too.
+    assert image < per["syrip_real"]["device_bytes"] < image + 1000
+    dense = 2 * (64 * 48 + 32 * 24 * 3)
+    assert per["mini_rgbd"]["device_bytes"] - per["syrip_real"]["device_bytes"] == dense + 2 * 4  # + two row numbers
+    assert per["mini_rgbd"]["whole_dense_bytes"] == per["syrip_real"]["whole_dense_bytes"]
+    stages = bench.stage_bytes(sizes)
+    assert [s["stage"] for s in stages] == ["stage1", "stage2", "stage3"]
+    assert stages[0]["device_bytes"] > stages[2]["device_bytes"]  # stage 3 is mostly SyRIP real
+    cores = bench.worker_cores(rows, (64, 48), ["tiny"], peak_tflops=100.0, mfu=0.5)
+    assert len(cores) == 3 * 2 and all(c["cores"] > 0 for c in cores)
+    c = cores[0]
+    assert c["cores"] == pytest.approx(c["img_per_s"] / c["worker_samples_per_s"])

@@ -271,6 +271,11 @@ class Subset:
     def skipped(self) -> list[dict[str, str]]:
         return getattr(self.source, "skipped", [])
 
+    @property
+    def dense_targets(self) -> tuple[str, ...]:
+        """The source's (``training.batch.dense_plan``; all of them when it does not say)."""
+        return getattr(self.source, "dense_targets", ("depth", "normal"))
+
     def __repr__(self) -> str:
         return f"Subset({self.source!r}, {len(self)} of {len(self.source)})"
 
