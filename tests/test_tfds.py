@@ -8,6 +8,7 @@ import json
 import pickle
 import shutil
 import sys
+from pathlib import Path
 
 import grain
 import numpy as np
@@ -176,6 +177,20 @@ def test_truncated_image_error_names_the_record(testbed, tmp_path):
     assert source[0]["ann_id"] == source[1]["ann_id"]  # record 0 replaced by record 1
     assert len(source.skipped) == 1 and f"(images/validate/{first})" in source.skipped[0]["file"]
     assert "unreadable" in source.skipped[0]["reason"]
+
+
+def test_a_bad_mini_rgbd_frame_builds_and_fails_on_read(testbed, tmp_path):
+    """As for SyRIP: the build stores the bytes (and no normals for that frame); the read names it."""
+    manual = tmp_path / "mini"
+    shutil.copytree(testbed.mini_rgbd / "01", manual / "01")
+    first = MiniRgbdSource(manual, "01").records[0]["depth"]
+    Path(first).write_bytes(Path(first).read_bytes()[:100])
+    builder = tfds_builders.build_dataset("mini_rgbd", manual, tmp_path / "out", splits={"train": "01"})
+    source = tfds_builders.TfdsRecordSource(builder, "train")
+    assert source._data_source()[0]["normal"] == b"" and len(source._data_source()[1]["normal"]) > 0
+    with pytest.raises(DataError, match=r"\[train\]\[0\] \(01/rgb/.*depth"):
+        source[0]
+    assert_same_record(source[1], MiniRgbdSource(manual, "01")[1], "the next frame")
 
 
 def test_cli(testbed, tmp_path, capsys):

@@ -277,9 +277,18 @@ class MiniRgbd(_LocalBuilder):
                     "file_name": str(Path(rec["rgb"]).relative_to(root)).encode(),
                     "joints_2Ddep": read_joints_2ddep(rec["joints"]),
                     "image_id": rec["image_id"],
-                    **pack_normals(src.load(rec)["normal"], src.intrinsics),
+                    **self._normals(src, rec),
                 },
             )
+
+    @staticmethod
+    def _normals(src: MiniRgbdSource, rec: dict) -> dict[str, Any]:
+        """The frame's stored normals; none for a frame that does not load (its bytes are stored
+        as they are, and the read fails or skips it as the file reader would)."""
+        try:
+            return pack_normals(src.load(rec)["normal"], src.intrinsics)
+        except DataError:
+            return {"normal": b"", "normal_window": np.zeros(4, np.int64), "normal_intrinsics": b""}
 
 
 def pack_normals(normal: np.ndarray, intrinsics) -> dict[str, Any]:
@@ -296,8 +305,8 @@ def pack_normals(normal: np.ndarray, intrinsics) -> dict[str, Any]:
 
 
 def unpack_normals(raw: Mapping[str, Any], shape: tuple[int, int], intrinsics, where: str) -> np.ndarray | None:
-    """The (H, W, 3) normals a mini_rgbd example stores, or None when it stores none (a 1.0.0 build)
-    or stored them for other intrinsics than ``intrinsics``."""
+    """The (H, W, 3) normals a mini_rgbd example stores, or None when it stores none (a 1.0.0 build,
+    a frame that did not load at build time) or stored them for other intrinsics than ``intrinsics``."""
     if "normal" not in raw or raw["normal_intrinsics"] != np.asarray(intrinsics, np.float64).tobytes():
         return None
     y0, y1, x0, x1 = (int(v) for v in raw["normal_window"])
