@@ -167,14 +167,18 @@ def sample_bytes(name: str, source, sizes, args) -> list[dict]:
 STAGE_CONFIGS = {s: Path(__file__).resolve().parents[1] / "configs" / f"{s}.py" for s in ("stage1", "stage2", "stage3")}
 
 
+def stage_mixes() -> dict[str, dict[str, int]]:
+    """Stage name -> its ``data.mix`` (source -> weight), read from ``configs/stageN.py``."""
+    from hyper_sapiens_jax.config import load_config_file
+
+    return {stage: dict(load_config_file(path).data.mix) for stage, path in STAGE_CONFIGS.items()}
+
+
 def stage_bytes(rows: list[dict]) -> list[dict]:
     """Mean device bytes per sample of each stage's mix (``configs/stageN.py``'s ``data.mix``), from
     the per-source rows of ``sample_bytes``; stages whose sources were not all measured are left out."""
-    from hyper_sapiens_jax.config import load_config_file
-
     out = []
-    for stage, path in STAGE_CONFIGS.items():
-        mix = dict(load_config_file(path).data.mix)
+    for stage, mix in stage_mixes().items():
         for size in {tuple(r["size"]) for r in rows}:
             per = {r["source"]: r for r in rows if tuple(r["size"]) == size}
             if not set(mix) <= set(per):
@@ -199,7 +203,6 @@ def worker_cores(
     three heads) over the samples/s one worker gives for that mix (its sources' mean time per sample,
     weighted by the mix; the TFDS rows where measured). An estimate from measured worker rates and
     an assumed step rate, not a measured GPU run."""
-    from hyper_sapiens_jax.config import load_config_file
     from hyper_sapiens_jax.models.config import ModelConfig
     from hyper_sapiens_jax.training.flops import train_flops_per_image_analytic
 
@@ -207,8 +210,7 @@ def worker_cores(
     for stage in (f"sample {size[0]}x{size[1]}", f"tfds sample {size[0]}x{size[1]}"):  # TFDS rows win
         ms |= {r["source"]: r["ms_per_sample"] for r in rows if r["stage"] == stage}
     out = []
-    for stage, path in STAGE_CONFIGS.items():
-        mix = dict(load_config_file(path).data.mix)
+    for stage, mix in stage_mixes().items():
         if not set(mix) <= set(ms):
             continue
         per_worker = 1000.0 * sum(mix.values()) / sum(w * ms[s] for s, w in mix.items())

@@ -273,8 +273,9 @@ class Subset:
 
     @property
     def dense_targets(self) -> tuple[str, ...]:
-        """The source's (``training.batch.dense_plan``; all of them when it does not say)."""
-        return getattr(self.source, "dense_targets", ("depth", "normal"))
+        """The source's (``training.batch.dense_plan``); an AttributeError, as for the source, when
+        the source does not say, so that the plan's default applies."""
+        return self.source.dense_targets
 
     def __repr__(self) -> str:
         return f"Subset({self.source!r}, {len(self)} of {len(self.source)})"

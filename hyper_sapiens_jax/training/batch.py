@@ -150,8 +150,8 @@ def render_udp_heatmaps(
 def unpack_dense_rows(values: Array, rows: Array, batch_size: int, fill: float) -> Array:
     """Packed dense targets (R, ...) and their rows (R,) -> (batch_size, ...) float32, ``fill`` in
     the rows not given; rows past the batch (padding) are dropped."""
-    full = jnp.full((batch_size, *values.shape[1:]), fill, widen(values).dtype)
-    return full.at[rows].set(widen(values), mode="drop")
+    values = widen(values)
+    return jnp.full((batch_size, *values.shape[1:]), fill, values.dtype).at[rows].set(values, mode="drop")
 
 
 def complete_batch(batch: dict[str, Array], heatmap_sigma: float) -> dict[str, Array]:

@@ -384,6 +384,8 @@ class Trainer:
         self.mix, self.paths = (
             builders.build_train_mix(config, ["val"]) if training else (None, builders.resolved_paths(config.data))
         )
+        # Which mix sources' rows carry the dense targets to the device (training.batch).
+        self.dense_plan = dense_plan([e.source for e in self.mix]) if training else None
         self.objective_fn = None  # evaluation needs neither the prior nor the bone reference
         self.ext = None
         if training:
@@ -439,7 +441,7 @@ class Trainer:
         inputs = step_inputs(
             local,
             self.ext.batch_keys if self.ext else (),
-            plan=dense_plan([e.source for e in self.mix]),
+            plan=self.dense_plan,
             row_offset=jax.process_index() * len(local["valid"]),
             multiple=len(self.mesh.local_devices),
             names=tuple(e.name for e in self.mix),
