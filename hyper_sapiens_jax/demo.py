@@ -171,6 +171,25 @@ def results_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
+def orientation_table(rows: list[tuple[str, dict[str, Any]]], threshold: float = 0.2) -> str:
+    """Markdown: PCK@threshold per range of body orientation (``metrics.pck_by_orientation``) for the
+    rows that have it; empty when none does."""
+    key = f"pck@{threshold:g}"
+    have = [(name, r["pck_by_orientation"]) for name, r in rows if key in r.get("pck_by_orientation", {})]
+    if not have:
+        return ""
+    bins, samples = have[0][1]["bins"], have[0][1]["samples"]
+    head = " | ".join(f"{b}° ({n})" for b, n in zip(bins, samples))
+    lines = [
+        f"PCK@{threshold:g} by body orientation (degrees of the trunk from head-up; samples):",
+        "",
+        f"| run | {head} |",
+        "|---|" + "---|" * len(bins),
+    ]
+    lines += [f"| {name} | " + " | ".join(f"{v:.3f}" for v in o[key]) + " |" for name, o in have]
+    return "\n".join(lines)
+
+
 def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "train") -> int:
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -200,6 +219,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
     gt_g = rows[-1][1].get("g_error_gt")
     if gt_g is not None:
         table += ground_truth_note(gt_g)
+    if orient := orientation_table(rows):
+        table += "\n\n" + orient
     (workdir / "results.md").write_text(table + "\n")
     (workdir / "results.json").write_text(json.dumps({"rows": dict(rows), "seconds": timings}, indent=1))
     print("\n" + table + "\n")

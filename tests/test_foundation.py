@@ -44,6 +44,16 @@ def test_a_damaged_file_is_named(tmp_path):
         foundation.check_manifest(tmp_path)
 
 
+def test_demo_orientation_table():
+    orient = {"bins": ["0-90", "90-180"], "samples": [3, 1], "pck@0.05": [0.5, 0.0], "pck@0.2": [0.75, 0.25]}
+    rows = [("mean pose (val)", {"pck@0.2": 0.1}), ("stage1", {"pck_by_orientation": orient})]
+    lines = demo.orientation_table(rows).splitlines()
+    assert lines[2] == "| run | 0-90° (3) | 90-180° (1) |"
+    assert lines[4:] == ["| stage1 | 0.750 | 0.250 |"]  # the row without the breakdown is left out
+    assert demo.orientation_table(rows, threshold=0.05).splitlines()[4] == "| stage1 | 0.500 | 0.000 |"
+    assert demo.orientation_table(rows[:1]) == ""
+
+
 @needs_shipped
 def test_shipped_files_convert_and_reproduce_the_zero_shot_row(tmp_path):
     """torch_to_flax reads the shipped files (no torch needed for safetensors); scored on the

@@ -11,10 +11,12 @@ import pytest
 from hyper_sapiens_jax.data.keypoints import COCO17_NAMES, NUM_COCO_KEYPOINTS
 from hyper_sapiens_jax.evaluation import (
     bbox_normalizer,
+    body_orientation,
     coco_keypoint_ap,
     g_error,
     keypoint_results,
     pck,
+    pck_by_orientation,
     per_joint_table,
     torso_normalizer,
 )
@@ -77,6 +79,54 @@ def test_torso_normalizer():
     out = torso_normalizer(kpts, visible)
     assert out[0] == pytest.approx(50.0)
     assert np.isnan(out[1])
+
+
+# ------------------------------------------------------------------------------- body orientation
+def _trunks(angles_deg: list[float]) -> np.ndarray:
+    """COCO-17 poses (N, 17, 2) whose shoulders sit 40 px from the hips at the given angles from
+    head-up (image y down), the body centred at (100, 100)."""
+    kpts = np.full((len(angles_deg), NUM_COCO_KEYPOINTS, 2), 100.0)
+    for i, a in enumerate(np.radians(angles_deg)):
+        up = np.array([np.sin(a), -np.cos(a)]) * 40.0
+        side = np.array([np.cos(a), np.sin(a)]) * 10.0
+        points = {"left_shoulder": up + side, "right_shoulder": up - side, "left_hip": side, "right_hip": -side}
+        for name, p in points.items():
+            kpts[i, COCO17_NAMES.index(name)] += p
+    return kpts
+
+
+def test_body_orientation():
+    kpts = _trunks([0.0, 30.0, -30.0, 90.0, 170.0, 180.0])
+    visible = np.ones(kpts.shape[:2])
+    np.testing.assert_allclose(body_orientation(kpts, visible), [0, 30, 30, 90, 170, 180], atol=1e-9)
+    visible[0, COCO17_NAMES.index("left_shoulder")] = 0  # the other shoulder still defines the trunk
+    visible[1, [COCO17_NAMES.index("left_hip"), COCO17_NAMES.index("right_hip")]] = 0  # no hip: NaN
+    out = body_orientation(kpts, visible)
+    assert out[0] == pytest.approx(np.degrees(np.arctan2(10, 40)))  # right shoulder above the hips' mid
+    assert np.isnan(out[1]) and out[2] == pytest.approx(30)
+    with pytest.raises(ValueError, match="COCO-17"):
+        body_orientation(kpts[:, :5], visible[:, :5])
+
+
+def test_pck_by_orientation():
+    gt = _trunks([10.0, 50.0, 100.0, 180.0, 20.0])
+    visible = np.ones(gt.shape[:2])
+    pred = gt.copy()
+    pred[1] += 30.0  # the 45-90 sample misses every joint at 0.05 (threshold 5 px), hits at 0.2
+    pred[3, :8] += 30.0  # the upside-down one misses 8 of 17 at 0.05
+    visible[4, COCO17_NAMES.index("left_hip")] = 0
+    visible[4, COCO17_NAMES.index("right_hip")] = 0  # no orientation: left out of every range
+    pred[4] += 1e3
+    out = pck_by_orientation(pred, gt, visible, np.full(5, 100.0))
+    assert out["bins"] == ["0-45", "45-90", "90-135", "135-180"]
+    assert out["samples"] == [1, 1, 1, 1]  # 180 falls in the last range, the NaN one in none
+    np.testing.assert_allclose(out["pck@0.05"], [1.0, 0.0, 1.0, 9 / 17])
+    np.testing.assert_allclose(out["pck@0.2"], [1.0, 0.0, 1.0, 9 / 17])  # 30 * sqrt(2) > 20
+    out = pck_by_orientation(pred, gt, visible, np.full(5, 400.0), thresholds=(0.2,), bins=(0, 90, 180))
+    assert out["samples"] == [2, 2] and out["pck@0.2"] == [1.0, 1.0] and "pck@0.05" not in out
+    assert np.isnan(pck_by_orientation(pred, gt, visible, np.full(5, 100.0), bins=(0, 5, 180))["pck@0.2"][0])
+    with pytest.raises(ValueError, match="increasing"):
+        pck_by_orientation(pred, gt, visible, np.full(5, 100.0), bins=(0, 90, 45))
 
 
 # ------------------------------------------------------------------------------------------- G-Error

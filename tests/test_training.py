@@ -313,8 +313,10 @@ def test_eval_mode_appends_one_metrics_row(testbed, tmp_path):
     _run(stage_command(testbed, tmp_path, num_steps=2) + ["--mode=eval"])
     rows = [json.loads(r) for r in (tmp_path / loop.METRICS_FILE).read_text().splitlines()]
     assert len(rows) == 2 and rows[0]["step"] == rows[1]["step"] == 2
-    for key in ("step", "stage", "pck@0.05", "ap", "g_error", "per_joint_pck"):
+    for key in ("step", "stage", "pck@0.05", "ap", "g_error", "per_joint_pck", "pck_by_orientation"):
         assert key in rows[1], key
+    orient = rows[1]["pck_by_orientation"]
+    assert sum(orient["samples"]) == 7 and len(orient["pck@0.2"]) == len(orient["bins"]) == 4
     assert rows[1]["pck@0.05"] == rows[0]["pck@0.05"] and rows[1]["num_samples"] == 7
     assert list((tmp_path / "tensorboard").glob("events.*"))
 

@@ -92,7 +92,8 @@ def evaluate(
       pck_norm: 'bbox' (the box's longer side) or 'torso'.
     Returns:
       {'pck@T', 'pck@0.1', 'pck@0.2', 'ap', 'ap50', ..., 'g_error', 'g_error_gt', 'num_samples',
-      'per_joint_pck' (list, at T)}.
+      'per_joint_pck' (list, at T), 'pck_by_orientation' (``metrics.pck_by_orientation``, at T
+      and 0.2)}.
     """
     keep = ("image_id", "ann_id", "bbox", "center", "scale", "rotation", "keypoints", "keypoints_visible", "valid")
     rows: dict[str, list[np.ndarray]] = {}
@@ -126,6 +127,7 @@ def evaluate(
         f"pck@{pck_threshold:g}": float(pck["pck"]),
         **coarse,
         "per_joint_pck": [float(v) for v in pck["per_joint"]],
+        "pck_by_orientation": M.pck_by_orientation(every["pred"], gt, visible, norm, sorted({pck_threshold, 0.2})),
         "g_error": float(M.g_error(every["pred"], visible)),
         "g_error_gt": float(M.g_error(gt, visible)),
         "num_samples": int(ok.sum()),

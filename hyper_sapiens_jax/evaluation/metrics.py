@@ -8,6 +8,10 @@ keypoint counts only where ``visible > 0``.
              normalised by the ground-truth box's longer side (``bbox_normalizer``); the torso option
              (``torso_normalizer``) uses the left-shoulder to right-hip distance. A sample whose
              normaliser is NaN, infinite or <= 0 is ignored.
+  PCK by body orientation
+             the same PCK over the samples whose trunk points within a range of angles of the
+             image's up direction (``body_orientation``: 0 head up, 180 head down). Infants lie at
+             every angle, while a foundation trained on people who mostly stand sees few upside down.
   G-Error    variance of normalised bone lengths across samples (each sample's body-bone lengths
              divided by their mean), averaged over bones: how consistent the predicted body
              proportions are. Scale and translation invariant; lower is more consistent.
@@ -21,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import itertools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +41,10 @@ from hyper_sapiens_jax.data.keypoints import (
 
 LEFT_SHOULDER = COCO17_NAMES.index("left_shoulder")
 RIGHT_HIP = COCO17_NAMES.index("right_hip")
+SHOULDERS = (LEFT_SHOULDER, COCO17_NAMES.index("right_shoulder"))
+HIPS = (COCO17_NAMES.index("left_hip"), RIGHT_HIP)
+# Bin edges (degrees from head-up) of ``pck_by_orientation``.
+ORIENTATION_BINS: tuple[float, ...] = (0.0, 45.0, 90.0, 135.0, 180.0)
 
 COCO_STAT_NAMES: tuple[str, ...] = ("ap", "ap50", "ap75", "ap_m", "ap_l", "ar", "ar50", "ar75", "ar_m", "ar_l")
 
@@ -106,6 +115,62 @@ def pck(
     np.divide(hits, count, out=per_joint, where=count > 0)
     total = int(count.sum())
     return {"pck": float(hits.sum() / total) if total else float("nan"), "per_joint": per_joint, "count": count}
+
+
+def body_orientation(keypoints_gt: np.ndarray, visible: np.ndarray) -> np.ndarray:
+    """The trunk's angle (N,) in degrees, in [0, 180], from the image's up direction.
+
+    The trunk runs from the mean of the visible hips to the mean of the visible shoulders of the
+    COCO-17 ``keypoints_gt`` (N, K, 2) (image y points down): 0 is a person upright, 90 one lying
+    sideways, 180 one upside down. NaN where no shoulder or no hip is visible (``visible`` (N, K)).
+    """
+    keypoints_gt = np.asarray(keypoints_gt, dtype=np.float64)
+    visible = np.asarray(visible)
+    _check_points("keypoints_gt", keypoints_gt)
+    _check_shape("visible", visible, keypoints_gt.shape[:2])
+    if keypoints_gt.shape[1] <= max(SHOULDERS + HIPS):
+        raise ValueError(f"body_orientation needs COCO-17 keypoints, got K={keypoints_gt.shape[1]}")
+
+    def mean_visible(idx: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        w = (visible[:, idx] > 0).astype(np.float64)  # (N, 2)
+        n = w.sum(axis=1)
+        return (keypoints_gt[:, idx] * w[..., None]).sum(axis=1) / np.maximum(n, 1)[:, None], n > 0
+
+    shoulders, has_s = mean_visible(SHOULDERS)
+    hips, has_h = mean_visible(HIPS)
+    up = shoulders - hips  # (N, 2)
+    angle = np.degrees(np.arctan2(np.abs(up[:, 0]), -up[:, 1]))
+    return np.where(has_s & has_h & (np.linalg.norm(up, axis=1) > 0), angle, np.nan)
+
+
+def pck_by_orientation(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    visible: np.ndarray,
+    normalizer: np.ndarray,
+    thresholds: Sequence[float] = (0.05, 0.2),
+    bins: Sequence[float] = ORIENTATION_BINS,
+) -> dict[str, Any]:
+    """PCK of ``pred`` (N, K, 2) against ``gt`` (N, K, 2) per range of ``body_orientation(gt)``.
+
+    ``bins`` are increasing edges in degrees; a sample falls in ``[lo, hi)`` (the last range
+    includes ``hi``); samples with no orientation are left out. Returns ``{"bins": ["0-45", ...],
+    "samples": [n per range], "pck@T": [PCK per range (NaN where empty)] for T in thresholds}``.
+    """
+    edges = np.asarray(bins, dtype=np.float64)
+    if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0):
+        raise ValueError(f"bins must be at least two increasing edges, got {bins}")
+    angle = body_orientation(gt, visible)
+    visible = np.asarray(visible)
+    ranges = list(itertools.pairwise(edges))
+    # NaN compares False, so samples without an orientation fall in no range; the last one is closed.
+    last = len(ranges) - 1
+    masks = [(angle >= lo) & ((angle <= hi) if i == last else (angle < hi)) for i, (lo, hi) in enumerate(ranges)]
+    out: dict[str, Any] = {"bins": [f"{lo:g}-{hi:g}" for lo, hi in ranges], "samples": [int(m.sum()) for m in masks]}
+    for t in thresholds:
+        per_range = [pck(pred, gt, np.where(m[:, None], visible, 0), normalizer, t)["pck"] for m in masks]
+        out[f"pck@{t:g}"] = [float(v) for v in per_range]
+    return out
 
 
 def g_error(keypoints: np.ndarray, visible: np.ndarray, bones: Sequence[tuple[int, int]] = COCO17_BODY_BONES) -> float:

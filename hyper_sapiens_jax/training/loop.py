@@ -594,6 +594,11 @@ class Trainer:
             row["num_samples"],
             row["eval_s"],
         )
+        orient = row["pck_by_orientation"]
+        log.info(
+            "  PCK@0.2 by body orientation: %s",
+            "  ".join(f"{b}° {v:.3f} ({n})" for b, v, n in zip(orient["bins"], orient["pck@0.2"], orient["samples"])),
+        )
         return row
 
     def evaluate_latest(self) -> int:
