@@ -281,7 +281,8 @@ def test_teachers_get_no_gradient_but_shape_the_loss(step_inputs):
 def test_semisup_step_on_8_devices_equals_one_device(testbed):
     """data=4 x fsdp=2 on 8 fake CPU devices vs one device, one semi-supervised SGD step
     (tests/scripts/semisup_parity.py): the same loss and parameter updates. With the teachers and
-    L_dev, to 5e-5 (measured 1.6e-5; the supervised step alone gives 9e-6). With the geometry terms
+    L_dev, to 2e-4 (measured 1.6e-5 and 5.1e-5 on two CPUs, each the same on every rerun; the
+    supervised step alone gives 9e-6). With the geometry terms
     on the untrained test model, ~5e-4 (the loss to 1e-5): the near-constant depth of an untrained
     head enters through differences and normalised limb directions, which amplify float32 rounding,
     as the fine-tuning step's depth term does (test_train_step). A sharding bug shows up as O(1)."""
@@ -289,7 +290,7 @@ def test_semisup_step_on_8_devices_equals_one_device(testbed):
 
     rows = parity_rows("semisup_parity.py", testbed.root)
     assert set(rows) == {"teachers", "full"}, rows
-    assert float(rows["teachers"]["params_rel_err"]) <= 5e-5, rows
+    assert float(rows["teachers"]["params_rel_err"]) <= 2e-4, rows
     assert float(rows["full"]["params_rel_err"]) <= 2e-3, rows
     for values in rows.values():
         assert float(values["loss_rel_err"]) <= 2e-5 and int(values["fsdp_sharded"]) > 0, values
