@@ -281,7 +281,7 @@ def test_teachers_get_no_gradient_but_shape_the_loss(step_inputs):
 def test_semisup_step_on_8_devices_equals_one_device(testbed):
     """data=4 x fsdp=2 on 8 fake CPU devices vs one device, one semi-supervised SGD step
     (tests/scripts/semisup_parity.py): the same loss and parameter updates. With the teachers and
-    L_dev, to 2e-4 (measured 1.6e-5 and 5.1e-5 on two CPUs, each the same on every rerun; the
+    L_dev, to 2e-4 (measured 1.6e-5 on one CPU, 5.1e-5 on another and again on a rerun there; the
     supervised step alone gives 9e-6). With the geometry terms
     on the untrained test model, ~5e-4 (the loss to 1e-5): the near-constant depth of an untrained
     head enters through differences and normalised limb directions, which amplify float32 rounding,
