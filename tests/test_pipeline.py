@@ -201,14 +201,20 @@ def test_preview_cli_summary_and_bad_records(testbed, tmp_path):
         "--config.model.image_size=(64, 48)",
     ]
     r = _preview(args, tmp_path / "fail")
-    assert r.returncode != 0 and f"{bad_ann} annotation {bad_id}: NaN or infinite keypoints" in r.stderr
+    assert (
+        r.returncode != 0
+        and f"{bad_ann} annotation {bad_id}: field 'keypoints'[0]: input should be a finite number" in r.stderr
+    )
     r = _preview(args + ["--config.data.skip_bad_records=True"], tmp_path / "ok")
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads((tmp_path / "ok" / "summary.json").read_text())
     assert [b["counts"] for b in summary["batches"]] == [{"synthetic": 8, "real": 8}] * 2
     assert summary["batches"][0]["shapes"]["image"] == [16, 64, 48, 3]
     assert summary["skipped"] == [
-        {"file": f"{bad_ann} annotation {bad_id}", "reason": "NaN or infinite keypoints or bbox"}
+        {
+            "file": f"{bad_ann} annotation {bad_id}",
+            "reason": "field 'keypoints'[0]: input should be a finite number (got nan)",
+        }
     ]
     assert (tmp_path / "ok" / "batch_000.png").stat().st_size > 10_000
 

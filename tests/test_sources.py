@@ -126,29 +126,58 @@ def _write(path, data):
     return path
 
 
+def _far(a, d):
+    """Keypoint 0 labelled 5000 px right of its image."""
+    a["keypoints"][0:3] = [_image_of(a, d)["width"] + 5000.0, 10.0, 2]
+    a["num_keypoints"] = sum(v > 0 for v in a["keypoints"][2::3])
+
+
+def _tiny_image(a, d):
+    _image_of(a, d).update(width=1, height=1)
+    a["bbox"] = [0, 0, 50, 70]
+
+
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda a, d: a.pop("bbox"), "annotation {id}: missing field 'bbox'"),
-        (lambda a, d: a["keypoints"].__setitem__(4, float("nan")), "annotation {id}: NaN or infinite keypoints"),
+        (lambda a, d: a.pop("bbox"), "annotation {id}: field 'bbox': missing"),
+        (
+            lambda a, d: a["keypoints"].__setitem__(4, float("nan")),
+            "annotation {id}: field 'keypoints'[4]: input should be a finite number",
+        ),
         (
             lambda a, d: a.__setitem__("bbox", [10, 10, 0, 20]),
-            "annotation {id}: box [10.0, 10.0, 0.0, 20.0] has a zero",
+            "annotation {id}: field 'bbox': box [10.0, 10.0, 0.0, 20.0] has a zero",
         ),
         (
             lambda a, d: a.__setitem__("bbox", [10, 10, -5, 20]),
-            "annotation {id}: box [10.0, 10.0, -5.0, 20.0] has a zero",
+            "annotation {id}: field 'bbox': box [10.0, 10.0, -5.0, 20.0] has a zero",
         ),
-        (lambda a, d: a["keypoints"].__setitem__(0, float("inf")), "annotation {id}: NaN or infinite keypoints"),
-        (lambda a, d: a["keypoints"].__setitem__(0, "a"), "annotation {id}: 'keypoints' and 'bbox' must hold numbers"),
-        (lambda a, d: a["keypoints"].__setitem__(2, 7), "annotation {id}: keypoint visibility flags must be 0, 1 or 2"),
+        (
+            lambda a, d: a["keypoints"].__setitem__(0, float("inf")),
+            "annotation {id}: field 'keypoints'[0]: input should be a finite number",
+        ),
+        (
+            lambda a, d: a["keypoints"].__setitem__(0, "a"),
+            "annotation {id}: field 'keypoints'[0]: input should be a valid number",
+        ),
+        (
+            lambda a, d: a["keypoints"].__setitem__(2, 7),
+            "annotation {id}: field 'keypoints': visibility flags must be 0, 1 or 2",
+        ),
         (
             lambda a, d: a.__setitem__("bbox", [_image_of(a, d)["width"] + 5, 1, 10, 10]),
-            "annotation {id}: box",  # ... lies outside its WxH image
+            "annotation {id}: field 'bbox': box",  # ... lies outside its WxH image
         ),
         (lambda a, d: a.__setitem__("id", d["annotations"][0]["id"]), "annotation {id}: duplicate annotation id"),
-        (lambda a, d: a.__setitem__("keypoints", [1, 2, 2]), "annotation {id}: 'keypoints' must hold 51 numbers"),
-        (lambda a, d: a.__setitem__("image_id", 987654), "annotation {id}: image_id 987654 is not in 'images'"),
+        (
+            lambda a, d: a.__setitem__("keypoints", [1, 2, 2]),
+            "annotation {id}: field 'keypoints': must hold 51 numbers",
+        ),
+        (
+            lambda a, d: a.__setitem__("image_id", 987654),
+            "annotation {id}: field 'image_id': 987654 is not in 'images'",
+        ),
         (
             lambda a, d: _image_of(a, d).__setitem__("file_name", "../ann.json"),
             "annotation {id}: file_name '../ann.json' leads outside the image root",
@@ -157,6 +186,27 @@ def _write(path, data):
             lambda a, d: _image_of(a, d).__setitem__("file_name", "/etc/hostname"),
             "annotation {id}: file_name '/etc/hostname' leads outside the image root",
         ),
+        # Issue 33: type errors named, contradictions and impossible geometry refused.
+        (lambda a, d: a.__setitem__("id", [3]), "annotation [3]: field 'id': [3] is not an id"),
+        (
+            lambda a, d: a.__setitem__("image_id", {"x": 1}),
+            "annotation {id}: field 'image_id': {{'x': 1}} is not an id",
+        ),
+        (
+            lambda a, d: a.__setitem__("num_keypoints", "3"),
+            "annotation {id}: field 'num_keypoints': input should be a valid integer",
+        ),
+        (
+            lambda a, d: a.__setitem__("num_keypoints", 0),
+            "annotation {id}: field 'num_keypoints': 0 contradicts the",
+        ),
+        (lambda a, d: a.__setitem__("iscrowd", "0"), "annotation {id}: field 'iscrowd': '0' is not 0, 1"),
+        (
+            lambda a, d: a.__setitem__("bbox", [10, 10, 1e30, 20]),
+            "annotation {id}: field 'bbox': box [10.0, 10.0, 1e+30, 20.0] reaches far outside",
+        ),
+        (_tiny_image, "annotation {id}: field 'bbox': box [0.0, 0.0, 50.0, 70.0] reaches far outside its 1x1 image"),
+        (_far, "annotation {id}: field 'keypoints'[0]: labelled keypoint 0 at"),
     ],
 )
 def test_bad_annotations_named_or_skipped(coco_copy, edit, message):
@@ -287,3 +337,149 @@ def test_image_modes_decode_as_cv2_imread_does(tmp_path):
     for name in ("empty.png", "cut.png"):
         with pytest.raises(DataError, match=rf"{tmp_path / name}: unreadable or truncated image"):
             read_image(tmp_path / name)
+
+
+def test_ids_of_any_json_scalar_type_map_consistently(coco_copy):
+    """String, float and huge ids are read and mapped to fresh int64 ids (7 and 7.0 are one id);
+    annotations keep pointing at their images."""
+    ann_path, images, data = coco_copy
+    names = {}
+    for k, im in enumerate(data["images"]):
+        new = [f"img-{k}", float(im["id"]), 2**70 + k][k % 3]
+        for a in data["annotations"]:
+            if a["image_id"] == im["id"]:
+                a["image_id"] = int(new) if isinstance(new, float) else new  # 7.0 in images, 7 here
+        names[int(new) if isinstance(new, float) else new] = im["file_name"]  # by canonical id
+        im["id"] = new
+    for k, a in enumerate(data["annotations"]):
+        a["id"] = [f"ann-{k}", 10.5 + k, k][k % 3]
+    _write(ann_path, data)
+    src = CocoKeypointSource(ann_path, images)
+    assert len(src) == len(data["annotations"]) and not src.skipped
+    by_int = {v: k for k, v in src.id_maps["image"].items()}
+    for rec in src.records:
+        original = by_int.get(rec["image_id"], rec["image_id"])
+        assert rec["path"].endswith(names[original])
+    assert len({r["ann_id"] for r in src.records}) == len(src) and all(
+        isinstance(r["ann_id"], int) for r in src.records
+    )
+    assert all(-(2**63) <= r["image_id"] < 2**63 for r in src.records)
+    # True, null and an empty string are not ids.
+    for bad, shown in ((True, "True"), (None, "None"), ("", "''")):
+        data["annotations"][0]["id"] = bad
+        _write(ann_path, data)
+        with pytest.raises(DataError, match=rf"field 'id': {shown} is not an id"):
+            CocoKeypointSource(ann_path, images)
+
+
+def test_dropped_annotations_are_counted(coco_copy):
+    """Crowd annotations and annotations without labelled keypoints are not records, and are
+    counted (``dropped``) instead of vanishing."""
+    ann_path, images, data = coco_copy
+    data["annotations"][0]["iscrowd"] = 1
+    hidden = data["annotations"][1]
+    hidden["keypoints"][2::3] = [0] * 17
+    hidden["num_keypoints"] = 0
+    _write(ann_path, data)
+    src = CocoKeypointSource(ann_path, images)
+    assert src.dropped == {"crowd": 1, "no_keypoints": 1} and len(src) == len(data["annotations"]) - 2
+
+
+def test_bad_image_entries_and_categories_are_named(coco_copy):
+    """An image entry with a string width (or a zero height) is named by its id and field; its
+    annotations are not reported again. A category with another keypoint count is named."""
+    ann_path, images, data = coco_copy
+    im = data["images"][0]
+    im["width"] = "640"
+    data["images"][1]["height"] = 0
+    _write(ann_path, data)
+    with pytest.raises(DataError, match=rf"ann.json image {im['id']}: field 'width': input should be a valid integer"):
+        CocoKeypointSource(ann_path, images)
+    src = CocoKeypointSource(ann_path, images, skip_bad_records=True)
+    assert len(src.skipped) == 2 and "field 'height': input should be greater than 0" in src.skipped[1]["reason"]
+    lost = sum(a["image_id"] in (im["id"], data["images"][1]["id"]) for a in data["annotations"])
+    assert len(src) == len(data["annotations"]) - lost
+    data["images"][0]["width"], data["images"][1]["height"] = 640, 480
+    data["categories"][0]["keypoints"] = ["nose"]
+    _write(ann_path, data)
+    with pytest.raises(DataError, match=r"category 1: field 'keypoints': names 1 keypoints, not 17"):
+        CocoKeypointSource(ann_path, images)
+
+
+def test_image_paths_are_resolved_inside_the_root(coco_copy, tmp_path):
+    """A symlink inside the image root that leads outside it is refused (the path is resolved
+    first); one that stays inside is followed; an image path that is a directory says so."""
+    ann_path, images, data = coco_copy
+    outside = tmp_path / "outside.png"
+    shutil.copy(images / data["images"][0]["file_name"], outside)
+    (images / "escape.png").symlink_to(outside)
+    (images / "inside.png").symlink_to(images / data["images"][1]["file_name"])
+    (images / "a_folder.png").mkdir()
+    data["images"][0]["file_name"] = "escape.png"
+    _write(ann_path, data)
+    with pytest.raises(DataError, match=r"file_name 'escape.png' leads outside the image root .* \(through a symlink"):
+        CocoKeypointSource(ann_path, images)
+    data["images"][0]["file_name"] = "inside.png"
+    _write(ann_path, data)
+    assert len(CocoKeypointSource(ann_path, images)) == len(data["annotations"])
+    data["images"][0]["file_name"] = "a_folder.png"
+    _write(ann_path, data)
+    with pytest.raises(DataError, match=r"a_folder.png: is a directory, not an image file \(annotation"):
+        CocoKeypointSource(ann_path, images)
+
+
+def test_geometry_is_checked_against_the_decoded_size_when_it_differs(coco_copy):
+    """An image declared 10x larger than it decodes: a keypoint inside the declared size but far
+    outside the decoded one is refused when the record is read (or skipped with the next one)."""
+    ann_path, images, data = coco_copy
+    ann = data["annotations"][0]
+    im = _image_of(ann, data)
+    w, h = im["width"], im["height"]
+    im["width"], im["height"] = 10 * w, 10 * h
+    ann["keypoints"][0:3] = [5.0 * w, 10.0, 2]
+    ann["num_keypoints"] = sum(v > 0 for v in ann["keypoints"][2::3])
+    _write(ann_path, data)
+    src = CocoKeypointSource(ann_path, images)  # fits the declared size
+    idx = next(i for i, r in enumerate(src.records) if r["path"].endswith(im["file_name"]))
+    with pytest.raises(
+        DataError,
+        match=rf"annotation {ann['id']}: field 'keypoints'\[0\]: .* outside its {w}.0x{h}.0 "
+        rf"image \(the decoded image .*; declared {10 * w}x{10 * h}\)",
+    ):
+        src[idx]
+    lenient = CocoKeypointSource(ann_path, images, skip_bad_records=True)
+    assert lenient[idx]["ann_id"] != ann["id"] and len(lenient.skipped) == 1
+    # Without a declared size, the decoded one is the reference.
+    del im["width"], im["height"]
+    _write(ann_path, data)
+    with pytest.raises(DataError, match="no size declared"):
+        CocoKeypointSource(ann_path, images)[idx]
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"\xff\xfe{\x00}", r"unreadable annotation file: not UTF-8 text"),
+        (b"[" * 100_000 + b"]" * 100_000, r"unreadable annotation file: JSON nested too deeply"),
+        (b'{"images": [], "annotations": [], "x": 1' + b"1" * 5000 + b"}", r"unreadable annotation file \("),
+        (b"", r"unreadable annotation file \("),
+    ],
+    ids=["not-utf8", "deep", "huge-number", "empty"],
+)
+def test_every_read_failure_is_a_data_error_naming_the_file(coco_copy, content, message):
+    ann_path, images, _ = coco_copy
+    ann_path.write_bytes(content)
+    with pytest.raises(DataError, match=rf"{ann_path}: {message}"):
+        CocoKeypointSource(ann_path, images)
+
+
+def test_a_directory_or_oversized_annotation_file_is_named(coco_copy, monkeypatch):
+    from hyper_sapiens_jax.data import coco_schema
+
+    ann_path, images, data = coco_copy
+    with pytest.raises(DataError, match=rf"{images}: is a directory, not a JSON annotation file"):
+        CocoKeypointSource(images, images)
+    _write(ann_path, data)
+    monkeypatch.setattr(coco_schema, "MAX_JSON_BYTES", 100)
+    with pytest.raises(DataError, match=rf"{ann_path}: annotation file of \d+ bytes is larger than the 100-byte limit"):
+        CocoKeypointSource(ann_path, images)

@@ -4,6 +4,7 @@ testbed's unlabelled split, the builders' 'unlabeled' source, and the batched, z
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -250,25 +251,41 @@ def _bad_cases(tmp_path, root, listing, dets, dets_path):
         "detections without list": ((root, dets_with(0)), r"dets_\d.json: a COCO detection-results list", None),
         "no bbox": (
             (root, dets_with(1, bbox=None), lst),
-            r"dets_\d.json detection 1: missing field 'bbox'",
+            r"dets_\d.json detection 1: field 'bbox': missing",
             (1, 2),
         ),
-        "no image_id": ((root, dets_with(0, image_id=None), lst), r"detection 0: missing field 'image_id'", (1, 2)),
+        "no image_id": ((root, dets_with(0, image_id=None), lst), r"detection 0: field 'image_id': missing", (1, 2)),
         "unknown image": (
             (root, dets_with(3, image_id=99), lst),
-            r"detection 3: image_id 99 is not in .*list",
+            r"detection 3: field 'image_id': 99 is not in .*list",
             (1, 2),
         ),
-        "zero width": ((root, dets_with(0, bbox=[1, 1, 0, 5]), lst), r"detection 0: 'bbox' .* w or h <= 0", (1, 2)),
+        "zero width": (
+            (root, dets_with(0, bbox=[1, 1, 0, 5]), lst),
+            r"detection 0: field 'bbox': box .* w or h <= 0",
+            (1, 2),
+        ),
         "negative height": ((root, dets_with(0, bbox=[1, 1, 5, -2]), lst), r"detection 0: .*w or h <= 0", (1, 2)),
         "nan box": (
             (root, dets_with(0, bbox=[1, float("nan"), 5, 5]), lst),
-            r"detection 0: NaN or infinite",
+            r"detection 0: field 'bbox'\[1\]: input should be a finite number",
             (1, 2),
         ),
-        "infinite box": ((root, dets_with(0, bbox=[1, 1, float("inf"), 5]), lst), r"NaN or infinite", (1, 2)),
-        "short box": ((root, dets_with(0, bbox=[1, 2, 3]), lst), r"detection 0: 'bbox' .* must be \[x, y", (1, 2)),
-        "bad score": ((root, dets_with(0, score="high"), lst), r"detection 0: 'score' 'high' is not", (1, 2)),
+        "infinite box": (
+            (root, dets_with(0, bbox=[1, 1, float("inf"), 5]), lst),
+            r"field 'bbox'\[2\]: input should be a finite number",
+            (1, 2),
+        ),
+        "short box": (
+            (root, dets_with(0, bbox=[1, 2, 3]), lst),
+            r"detection 0: field 'bbox': list should have at least 4 items",
+            (1, 2),
+        ),
+        "bad score": (
+            (root, dets_with(0, score="high"), lst),
+            r"detection 0: field 'score': input should be a valid number \(got 'high'\)",
+            (1, 2),
+        ),
         "missing image file": (
             (
                 root,
@@ -280,7 +297,7 @@ def _bad_cases(tmp_path, root, listing, dets, dets_path):
         ),
         "image entry without file_name": (
             (root, dets_path, _json(tmp_path / "list3.json", {"images": [*two_images, {"id": 7}]})),
-            r"list3.json image entry 2: lacks 'id' or 'file_name'",
+            r"list3.json image 7: field 'file_name': missing",
             (2, 2),  # the entry, then the detection of image 7 it leaves unknown
         ),
     }
@@ -476,3 +493,33 @@ def test_unlabeled_records_carry_no_pose_and_pass_the_labelled_transform(tmp_pat
     assert record["has_pose"] == 0 and record["keypoints"].shape == (17, 3)
     sample = train_sample(record, np.random.default_rng(0), SampleConfig(input_size=(64, 48)))
     assert sample["has_pose"] == 0 and float(sample["target_weight"].sum()) == 0.0
+
+
+def test_unlabelled_lists_share_the_coco_validation_layer(files, tmp_path):
+    """String image ids map to int ids; a symlink leading out of the folder, a box outside its
+    declared image and a detection of the wrong type are named (entry and field) or skipped."""
+    root, _, _, listing, dets = files
+    outside = tmp_path / "elsewhere.jpg"
+    shutil.copy(root / listing["images"][0]["file_name"], outside)
+    (root / "link.jpg").symlink_to(outside)
+    images = [{**im, "id": f"im{im['id']}"} for im in listing["images"]]
+    images.append({"id": "escape", "file_name": "link.jpg"})
+    lst = _json(tmp_path / "strlist.json", {"images": images})
+    detections = [{**d, "image_id": f"im{d['image_id']}"} for d in dets]
+    src = UnlabeledSource(root, _json(tmp_path / "strdets.json", detections), lst, skip_bad_records=True)
+    assert len(src) == 3 and len({r["image_id"] for r in src.records}) == 3  # one car; images 1, 2, 7
+    assert all(isinstance(r["image_id"], int) for r in src.records)
+    assert len(src.skipped) == 1 and "link.jpg' leads outside the image folder" in src.skipped[0]["reason"]
+    sized = [{**im, "width": 10, "height": 10} for im in listing["images"]]
+    far = [dict(d) for d in dets]
+    far[0]["bbox"] = [500.0, 1.0, 5.0, 5.0]
+    far[1]["category_id"] = [1]
+    args = (root, _json(tmp_path / "far.json", far), _json(tmp_path / "sized.json", {"images": sized}))
+    with pytest.raises(DataError, match=r"far.json detection 1: field 'category_id': \[1\] is not an id"):
+        UnlabeledSource(*args)  # schema findings come first
+    lenient = UnlabeledSource(*args, skip_bad_records=True)
+    reasons = [f"{s['file']}: {s['reason']}" for s in lenient.skipped]
+    assert (
+        len(reasons) == 2
+        and "far.json detection 0: field 'bbox': box [500.0, 1.0, 5.0, 5.0] lies outside" in reasons[1]
+    )

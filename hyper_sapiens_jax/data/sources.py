@@ -14,7 +14,7 @@ sample. Bad input raises ``DataError`` naming the file or annotation; with
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import re
 from pathlib import Path
@@ -23,19 +23,13 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image, ImageOps
 
-from hyper_sapiens_jax.data import geometry
+from hyper_sapiens_jax.data import coco_schema, geometry
+from hyper_sapiens_jax.data.errors import DataError
 from hyper_sapiens_jax.data.keypoints import NUM_COCO_KEYPOINTS, smil25_to_coco17
 
 log = logging.getLogger(__name__)
 Record = dict[str, Any]
-
-
-class DataError(ValueError):
-    """A data file or annotation is unusable. ``where`` names it; the message is "where: reason"."""
-
-    def __init__(self, where: str | Path, reason: str | None = None):
-        self.where, self.reason = str(where), reason
-        super().__init__(f"{where}: {reason}" if reason else str(where))
+__all__ = ["CocoKeypointSource", "DataError", "MiniRgbdSource", "load_skeletons", "read_gray", "read_image"]
 
 
 class _Skipper:
@@ -136,14 +130,9 @@ def read_gray(
 
 
 def _load_json(path: Path, *, object_only: bool = True) -> Any:
-    """A JSON file's content; DataError naming it when missing, unreadable or empty, or (with
-    ``object_only``, COCO annotation files) not a JSON object."""
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(path, "missing annotation file") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise DataError(path, f"unreadable annotation file ({e})") from None
+    """A JSON file's content (``coco_schema.read_json``: every way the read can fail is a DataError
+    naming the file), and with ``object_only`` (COCO annotation files) refused unless an object."""
+    data = coco_schema.read_json(path)
     if object_only and not isinstance(data, dict):
         raise DataError(path, f"not a COCO file (a JSON object expected, got {type(data).__name__})")
     return data
@@ -160,6 +149,17 @@ class CocoKeypointSource(_RecordSource):
       name: label used in messages and batch counts.
     Record fields: image uint8 (H, W, 3); keypoints (K, 3) [x, y, visibility 0/1/2]; bbox (4,)
     xywh; image_id, ann_id; is_real; has_pose = 1, has_depth = has_normal = 0.
+
+    The file is checked once, when read, by ``coco_schema``: every image, annotation and category
+    against its schema (types, ranges), each annotation for consistency (3K keypoint numbers,
+    visibility 0/1/2, ``num_keypoints`` equal to the labelled points, a positive box; box and
+    labelled keypoints inside the declared image size, and inside the decoded size when an image
+    turns out to have another), image paths resolved (symlinks included) inside ``image_root``.
+    Each finding raises ``DataError`` naming the file, the record and the field, or with
+    ``skip_bad_records`` is skipped and listed in ``skipped``. Crowd annotations and annotations
+    without labelled keypoints are not records: they are counted in ``dropped``. Ids may be any
+    JSON scalar (``coco_schema.IdMap``); ids that are not int64 integers are mapped to fresh ints,
+    listed in ``id_maps``.
     """
 
     dense_targets = ()  # the dense targets its records carry (training.batch): none
@@ -180,104 +180,138 @@ class CocoKeypointSource(_RecordSource):
         self.name = name or self.ann_file.stem
         self.num_keypoints = num_keypoints
         self._skipper = _Skipper(skip_bad_records)
+        self.dropped = {"crowd": 0, "no_keypoints": 0}  # not records, and not errors
         data = _load_json(self.ann_file)
         for key in ("images", "annotations"):
             if not isinstance(data.get(key), list):
                 raise DataError(self.ann_file, f"not a COCO file (no {key!r} list)")
-        images, ambiguous = {}, set()
-        for img in data["images"]:
-            if not isinstance(img, dict) or "id" not in img or "file_name" not in img:
-                entry = img.get("id", "?") if isinstance(img, dict) else img
-                self._skipper.bad(self.ann_file, f"image entry {entry} lacks 'id' or 'file_name'")
-                continue
-            if img["id"] in images:  # which file its annotations belong to is unknowable
-                self._skipper.bad(self.ann_file, f"image id {img['id']} appears more than once in 'images'")
-                ambiguous.add(img["id"])
-            images[img["id"]] = img
-        for image_id in ambiguous:
-            del images[image_id]
-        self.records, seen = [], set()
-        for ann in data["annotations"]:
-            if not isinstance(ann, dict):
-                self._skipper.bad(self.ann_file, f"annotation entry {ann!r:.60} is not a JSON object")
-                continue
-            if ann.get("id") in seen:
-                self._skipper.bad(f"{self.ann_file} annotation {ann['id']}", "duplicate annotation id")
-                continue
-            rec = self._parse(ann, images, domain, ambiguous)
-            if rec is not None:
-                self.records.append(rec)
-                seen.add(rec["ann_id"])
+        if data.get("categories") is not None:
+            self._check_categories(data["categories"])
+        images, unusable = self._images(data["images"])
+        self.records = self._annotations(data["annotations"], images, unusable, domain)
         if not self.records:
             raise DataError(self.ann_file, "no usable person annotations with keypoints")
-
-    def _parse(self, ann: dict, images: dict, domain: str, ambiguous: set = frozenset()) -> dict | None:
-        where = f"{self.ann_file} annotation {ann.get('id', '?')}"
-        missing = [f for f in ("id", "image_id", "keypoints", "bbox") if f not in ann]
-        if missing:
-            self._skipper.bad(where, f"missing field {missing[0]!r}")
-            return None
-        if ann.get("iscrowd", 0):
-            return None
-        try:
-            kpts = np.asarray(ann["keypoints"], dtype=np.float64) if isinstance(ann["keypoints"], list) else None
-            bbox = np.asarray(ann["bbox"], dtype=np.float64) if isinstance(ann["bbox"], list) else np.zeros(0)
-        except (TypeError, ValueError):
-            self._skipper.bad(where, "'keypoints' and 'bbox' must hold numbers")
-            return None
-        if kpts is None or kpts.size != 3 * self.num_keypoints:
-            self._skipper.bad(where, f"'keypoints' must hold {3 * self.num_keypoints} numbers")
-            return None
-        kpts = kpts.reshape(self.num_keypoints, 3)
-        if bbox.size != 4:
-            self._skipper.bad(where, "'bbox' must be [x, y, w, h]")
-            return None
-        if not (np.isfinite(kpts).all() and np.isfinite(bbox).all()):
-            self._skipper.bad(where, "NaN or infinite keypoints or bbox")
-            return None
-        if bbox[2] <= 0 or bbox[3] <= 0:
-            self._skipper.bad(where, f"box {bbox.tolist()} has a zero or negative width or height")
-            return None
-        if not np.isin(kpts[:, 2], (0, 1, 2)).all():
-            self._skipper.bad(where, f"keypoint visibility flags must be 0, 1 or 2, got {sorted(set(kpts[:, 2]))}")
-            return None
-        if int(ann.get("num_keypoints", int((kpts[:, 2] > 0).sum()))) == 0 or not (kpts[:, 2] > 0).any():
-            return None
-        img = images.get(ann["image_id"])
-        if img is None:
-            if ann["image_id"] not in ambiguous:  # those are reported once, with the image entry
-                self._skipper.bad(where, f"image_id {ann['image_id']} is not in 'images'")
-            return None
-        width, height = img.get("width"), img.get("height")
-        x, y, w, h = bbox
-        if width and height and (x >= width or y >= height or x + w <= 0 or y + h <= 0):
-            self._skipper.bad(where, f"box {bbox.tolist()} lies outside its {width}x{height} image")
-            return None
-        name = Path(str(img["file_name"]))
-        if name.is_absolute() or ".." in name.parts:  # image_root / name would leave the root
-            self._skipper.bad(
-                where,
-                f"file_name {str(img['file_name'])!r} leads outside the image root "
-                f"{self.image_root}; give it relative to that folder",
+        if any(self.dropped.values()):
+            log.info(
+                "%s: %s annotations are not person records (%s)",
+                self.ann_file,
+                sum(self.dropped.values()),
+                ", ".join(f"{k}: {v}" for k, v in self.dropped.items()),
             )
-            return None
-        path = self.image_root / name
-        if not path.is_file():
-            self._skipper.bad(path, f"missing image file (annotation {ann['id']})")
-            return None
-        synthetic = img.get("is_synthetic")
-        is_real = (domain == "real") if synthetic is None else not bool(synthetic)
-        return {
-            "path": str(path),
-            "ann_id": int(ann["id"]),
-            "image_id": int(ann["image_id"]),
-            "keypoints": kpts.astype(np.float32),
-            "bbox": bbox.astype(np.float32),
-            "is_real": is_real,
-        }
+
+    def _bad(self, finding: coco_schema.Finding, kind: str) -> None:
+        self._skipper.bad(finding.where(self.ann_file, kind), finding.message())
+
+    def _check_categories(self, categories: Any) -> None:
+        """'categories', when given: a list of category objects with a keypoint list of K names."""
+        if not isinstance(categories, list):
+            raise DataError(self.ann_file, f"'categories' is not a list (got {type(categories).__name__})")
+        good, bad = coco_schema.validate("category", categories)
+        for f in bad:
+            self._bad(f, "category")
+        for i, cat in good:
+            names = cat.get("keypoints")
+            if names and len(names) != self.num_keypoints:
+                reason = f"names {len(names)} keypoints, not {self.num_keypoints}"
+                self._bad(coco_schema.Finding(i, cat["id"], "'keypoints'", reason), "category")
+
+    def _images(self, entries: list) -> tuple[dict, set]:
+        """id -> checked image entry; and the ids of entries that are refused (their annotations
+        are not reported again)."""
+        good, bad = coco_schema.validate("image", entries)
+        unusable = set()
+        for f in bad:
+            self._bad(f, "image")
+            with contextlib.suppress(ValueError, AttributeError):  # no usable id: nothing to remember
+                unusable.add(coco_schema.canonical_id(entries[f.index].get("id")))
+        images = {}
+        for _, img in good:
+            if img["id"] in images:  # which file its annotations belong to is unknowable
+                self._skipper.bad(self.ann_file, f"image id {img['id']!r} appears more than once in 'images'")
+                unusable.add(img["id"])
+            images[img["id"]] = img
+        for image_id in unusable:
+            images.pop(image_id, None)
+        self.id_maps = {"image": coco_schema.IdMap(images).mapped}
+        return images, unusable
+
+    def _annotations(self, entries: list, images: dict, unusable: set, domain: str) -> list[dict]:
+        """The person records of the checked annotations (module docstring of ``coco_schema``)."""
+        good, bad = coco_schema.validate("annotation", entries)
+        for f in bad:
+            self._bad(f, "annotation")
+        kept, seen = [], set()
+        for _, ann in good:
+            where = f"{self.ann_file} annotation {ann['id']!r}"
+            if ann["id"] in seen:
+                self._skipper.bad(where, "duplicate annotation id")
+                continue
+            seen.add(ann["id"])
+            if ann.get("iscrowd"):
+                self.dropped["crowd"] += 1
+                continue
+            if ann["image_id"] not in images:
+                if ann["image_id"] not in unusable:  # those are reported once, with the image entry
+                    self._skipper.bad(where, f"field 'image_id': {ann['image_id']!r} is not in 'images'")
+                continue
+            kept.append(ann)
+        sizes = [coco_schema.declared_size(images[a["image_id"]]) for a in kept]
+        findings = coco_schema.annotation_findings_bulk(kept, self.num_keypoints, sizes)
+        image_ids, ann_ids = coco_schema.IdMap(images), coco_schema.IdMap(a["id"] for a in kept)
+        self.id_maps["annotation"] = ann_ids.mapped
+        paths: dict[Any, tuple[Path, str | None]] = {}
+        records = []
+        for i, ann in enumerate(kept):
+            where = f"{self.ann_file} annotation {ann['id']!r}"
+            if i in findings:
+                self._skipper.bad(where, "field {}: {}".format(*findings[i]))
+                continue
+            kpts = np.asarray(ann["keypoints"], np.float32).reshape(self.num_keypoints, 3)
+            if not (kpts[:, 2] > 0).any():
+                self.dropped["no_keypoints"] += 1
+                continue
+            img = images[ann["image_id"]]
+            if ann["image_id"] not in paths:
+                paths[ann["image_id"]] = coco_schema.image_path(self.image_root, img["file_name"])
+            path, problem = paths[ann["image_id"]]
+            if problem is not None:
+                if problem.startswith("file_name"):  # a problem of the annotation file
+                    self._skipper.bad(where, problem)
+                else:  # a problem of the image file
+                    self._skipper.bad(path, f"{problem} (annotation {ann['id']!r})")
+                continue
+            synthetic = img.get("is_synthetic")
+            records.append(
+                {
+                    "path": str(path),
+                    "ann_id": ann_ids(ann["id"]),
+                    "image_id": image_ids(ann["image_id"]),
+                    "keypoints": kpts,
+                    "bbox": np.asarray(ann["bbox"], np.float32),
+                    "is_real": (domain == "real") if synthetic is None else not synthetic,
+                    "size": coco_schema.declared_size(img),
+                    "where": where,
+                }
+            )
+        return records
 
     def load(self, rec: dict) -> Record:
-        return coco_record(read_image(rec["path"]), rec)
+        """The record of parsed annotation ``rec``. When the decoded image's size differs from the
+        declared one (or none was declared), box and keypoints are checked against the decoded
+        size: a finding raises ``DataError`` (``__getitem__`` skips it with skip_bad_records)."""
+        image = read_image(rec["path"])
+        h, w = image.shape[:2]
+        if rec.get("size") != (w, h):
+            found = coco_schema.geometry_finding(
+                rec["bbox"].tolist(), rec["keypoints"].ravel().tolist(), float(w), float(h)
+            )
+            if found is not None:
+                declared = f"declared {rec['size'][0]}x{rec['size'][1]}" if rec.get("size") else "no size declared"
+                raise DataError(
+                    rec.get("where", rec["path"]),
+                    f"field {found[0]}: {found[1]} (the decoded image {rec['path']}; {declared})",
+                )
+        return coco_record(image, rec)
 
     def __repr__(self) -> str:
         return f"CocoKeypointSource({self.name}: {len(self)} persons from {self.ann_file})"
@@ -500,14 +534,7 @@ def load_skeletons(path: str | Path, num_keypoints: int = NUM_COCO_KEYPOINTS) ->
             skel.append(np.concatenate([kpts, visible[:, None]], 1))
         out = np.stack(skel)
     elif path.suffix == ".json":
-        data = _load_json(path)
-        anns = [a for a in data.get("annotations", []) if a.get("keypoints") and not a.get("iscrowd", 0)]
-        if not anns:
-            raise DataError(path, "no annotations with keypoints")
-        try:
-            out = np.asarray([a["keypoints"] for a in anns], np.float64).reshape(len(anns), num_keypoints, 3)
-        except ValueError:
-            raise DataError(path, f"keypoints are not {num_keypoints}x3 in every annotation") from None
+        out = _coco_skeletons(path, num_keypoints)
     elif path.suffix == ".npz":
         try:
             with np.load(path) as f:
@@ -527,3 +554,22 @@ def load_skeletons(path: str | Path, num_keypoints: int = NUM_COCO_KEYPOINTS) ->
         raise DataError(path, f"skeleton {bad} has NaN or infinite values")
     out[..., 2] = (out[..., 2] > 0).astype(np.float64)
     return out.astype(np.float32)
+
+
+def _coco_skeletons(path: Path, num_keypoints: int) -> np.ndarray:
+    """(N, K, 3) keypoints of a COCO file's non-crowd annotations with keypoints, every annotation
+    checked by ``coco_schema`` (the first finding raises ``DataError`` naming it)."""
+    data = _load_json(path)
+    if not isinstance(data.get("annotations"), list):
+        raise DataError(path, "not a COCO file (no 'annotations' list)")
+    good, bad = coco_schema.validate("annotation", data["annotations"])
+    if bad:
+        raise DataError(bad[0].where(path, "annotation"), bad[0].message())
+    anns = [a for _, a in good if a["keypoints"] and not a.get("iscrowd")]
+    if not anns:
+        raise DataError(path, "no annotations with keypoints")
+    findings = coco_schema.annotation_findings_bulk(anns, num_keypoints, [None] * len(anns))
+    if findings:
+        i, (field, reason) = next(iter(sorted(findings.items())))
+        raise DataError(f"{path} annotation {anns[i]['id']!r}", f"field {field}: {reason}")
+    return np.asarray([a["keypoints"] for a in anns], np.float64).reshape(len(anns), num_keypoints, 3)

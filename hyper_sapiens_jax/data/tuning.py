@@ -44,8 +44,10 @@ def carve(ann_file: str | Path, count: int, seed: int, out_root: str | Path) -> 
         raise TuningSplitError(
             f"{ann_file}: missing annotation file (config.data.tuning_images needs the real training set)"
         ) from None
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:  # not JSON, not UTF-8, a number with too many digits
         raise TuningSplitError(f"{ann_file}: unreadable annotation file ({e})") from None
+    except RecursionError:
+        raise TuningSplitError(f"{ann_file}: unreadable annotation file (JSON nested too deeply)") from None
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations")):
         raise TuningSplitError(f"{ann_file}: not a COCO file (no 'images' / 'annotations' lists)")
     key = hashlib.sha256(raw + f"|{count}|{seed}".encode()).hexdigest()[:16]

@@ -56,6 +56,7 @@ import cv2
 import grain
 import numpy as np
 
+from hyper_sapiens_jax.data import coco_schema
 from hyper_sapiens_jax.data import transforms as T
 from hyper_sapiens_jax.data.keypoints import NUM_COCO_KEYPOINTS, flip_permutation
 from hyper_sapiens_jax.data.pipeline import source_batches
@@ -136,12 +137,18 @@ class UnlabeledSource(_RecordSource):
     list as ``ann_id``; through the labelled top-down transform such a record has every pose term
     masked out).
 
-    Raises ``DataError`` naming the file (and entry) at fault: a missing folder or JSON file,
-    malformed JSON, a file that is neither a detection list nor a COCO image list, a detection list
-    without ``image_list``, and — unless ``skip_bad_records`` — an entry without ``bbox`` /
-    ``image_id`` (or an image entry without ``id`` / ``file_name``), an ``image_id`` not in the
-    image list, a box that is not 4 finite numbers with w, h > 0, a missing image file, an
-    unreadable image (at access); always when no record is left.
+    Every entry is checked by ``coco_schema``, the layer ``CocoKeypointSource`` uses: image entries
+    and detections against their schemas (ids of any JSON scalar type, mapped to int64 as there),
+    boxes against the declared image size (and the decoded size at access when it differs), image
+    paths resolved (symlinks included) inside ``images``.
+
+    Raises ``DataError`` naming the file (and entry and field) at fault: a missing folder or JSON
+    file, malformed JSON, a file that is neither a detection list nor a COCO image list, a detection
+    list without ``image_list``, and — unless ``skip_bad_records`` — an entry without ``bbox`` /
+    ``image_id`` (or an image entry without ``id`` / ``file_name``), a field of the wrong type, an
+    ``image_id`` not in the image list, a box that is not 4 finite numbers with w, h > 0 or lies
+    outside its image, a missing image file, an unreadable image (at access); always when no record
+    is left.
     """
 
     def __init__(
@@ -202,80 +209,88 @@ class UnlabeledSource(_RecordSource):
             raise DataError(what, f"no usable person boxes{why}")
 
     # -- parsing ---------------------------------------------------------------------------------
-    def _image_table(self, path: Path, data: Any) -> dict[int, Path]:
-        """image id -> file under ``self.images``, from a COCO file's ``"images"`` list."""
+    def _image_table(self, path: Path, data: Any) -> dict[Any, tuple[Path, str | None]]:
+        """image id -> (file under ``self.images``, None or why it cannot be read), from a COCO
+        file's ``"images"`` list, every entry checked by ``coco_schema`` (ids of any JSON scalar
+        type; paths resolved inside the folder)."""
         if not isinstance(data, dict) or not isinstance(data.get("images"), list):
             raise DataError(path, "not a COCO image list (no 'images' list)")
-        table = {}
-        for i, img in enumerate(data["images"]):
-            where = f"{path} image entry {i}"
-            if not isinstance(img, dict) or "id" not in img or "file_name" not in img:
-                self._skipper.bad(where, "lacks 'id' or 'file_name'")
+        good, bad = coco_schema.validate("image", data["images"])
+        for f in bad:
+            self._skipper.bad(f.where(path, "image"), f.message())
+        table, twice = {}, set()
+        for _, img in good:
+            where = f"{path} image {img['id']!r}"
+            if img["id"] in table:
+                self._skipper.bad(where, "image id appears more than once in 'images'")
+                twice.add(img["id"])
                 continue
-            image_id = _as_int(img["id"])
-            if image_id is None:
-                self._skipper.bad(where, f"image id {img['id']!r} is not an integer")
+            file, problem = coco_schema.image_path(self.images, img["file_name"])
+            if problem is not None and problem.startswith("file_name"):  # the list's fault
+                self._skipper.bad(where, problem.replace("image root", "image folder"))
                 continue
-            name = Path(str(img["file_name"]))
-            if name.is_absolute() or ".." in name.parts:
-                self._skipper.bad(
-                    where,
-                    f"file_name {str(img['file_name'])!r} leads outside the image folder {self.images}; "
-                    f"give it relative to that folder",
-                )
-                continue
-            table[image_id] = self.images / name
+            table[img["id"]] = (file, problem, coco_schema.declared_size(img))
+        for image_id in twice:
+            table.pop(image_id, None)
+        self._ids = coco_schema.IdMap(table)
         return table
 
-    def _image_ok(self, path: Path, where: str) -> bool:
-        if path not in self._checked:
-            self._checked[path] = path.is_file()
-            if not self._checked[path]:
-                self._skipper.bad(path, f"missing image file ({where})")
-        return self._checked[path]
+    def _image_ok(self, entry: tuple, where: str) -> bool:
+        """Whether the image of a table entry can be read; a missing file (or a directory) is
+        reported once per file."""
+        file, problem = entry[:2]
+        if problem is not None and file not in self._checked:
+            self._checked[file] = False
+            self._skipper.bad(file, f"{problem} ({where})")
+        return problem is None
 
     def _whole_images(self, path: Path, data: Any) -> None:
-        for image_id, file in self._image_table(path, data).items():
-            if self._image_ok(file, f"image {image_id} of {path}"):
-                self.records.append({"path": str(file), "bbox": None, "image_id": image_id, "ann_id": image_id})
+        for image_id, entry in self._image_table(path, data).items():
+            if self._image_ok(entry, f"image {image_id!r} of {path}"):
+                rec_id = self._ids(image_id)
+                self.records.append({"path": str(entry[0]), "bbox": None, "image_id": rec_id, "ann_id": rec_id})
 
     def _boxes(self, path: Path, entries: list, list_path: Path, listing: Any, kind: str) -> None:
         table = self._image_table(list_path, listing)
-        for i, entry in enumerate(entries):
+        good, bad = coco_schema.validate("detection", entries)
+        for f in bad:
+            self._skipper.bad(f"{path} {kind} {f.index}", f.message())
+        ann_ids = coco_schema.IdMap(entry.get("id", i) for i, entry in good)
+        for i, entry in good:
             where = f"{path} {kind} {i}"
-            if not isinstance(entry, dict):
-                self._skipper.bad(where, "not a JSON object")
-                continue
-            missing = [f for f in ("image_id", "bbox") if f not in entry]
-            if missing:
-                self._skipper.bad(where, f"missing field {missing[0]!r}")
-                continue
             if entry.get("category_id", PERSON_CATEGORY) != PERSON_CATEGORY:
                 self.dropped["category"] += 1
                 continue
-            if entry.get("iscrowd", 0):
+            if entry.get("iscrowd"):
                 self.dropped["crowd"] += 1
                 continue
-            score = entry.get("score", 1.0)
-            if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
-                self._skipper.bad(where, f"'score' {score!r} is not a finite number")
-                continue
-            if score < self.min_score:
+            if entry.get("score", 1.0) < self.min_score:
                 self.dropped["score"] += 1
                 continue
-            bbox = _check_box(entry["bbox"])
-            if isinstance(bbox, str):
-                self._skipper.bad(where, bbox)
+            bbox = entry["bbox"]
+            if bbox[2] <= 0 or bbox[3] <= 0:
+                self._skipper.bad(where, f"field 'bbox': box {bbox} has w or h <= 0")
                 continue
-            image_id = _as_int(entry["image_id"])
-            if image_id not in table:
-                self._skipper.bad(where, f"image_id {entry['image_id']!r} is not in {list_path}'s 'images'")
+            if entry["image_id"] not in table:
+                self._skipper.bad(where, f"field 'image_id': {entry['image_id']!r} is not in {list_path}'s 'images'")
                 continue
-            if not self._image_ok(table[image_id], f"{kind} {i} of {path}"):
+            file, _, size = table[entry["image_id"]]
+            found = coco_schema.geometry_finding(bbox, None, *size) if size else None
+            if found is not None:
+                self._skipper.bad(where, "field {}: {}".format(*found))
                 continue
-            ann_id = _as_int(entry.get("id", i))
-            ann_id = i if ann_id is None else ann_id
-            self.records.append({"path": str(table[image_id]), "bbox": bbox, "image_id": image_id, "ann_id": ann_id})
+            if not self._image_ok(table[entry["image_id"]], f"{kind} {i} of {path}"):
+                continue
+            self.records.append(
+                {
+                    "path": str(file),
+                    "bbox": bbox,
+                    "image_id": self._ids(entry["image_id"]),
+                    "ann_id": ann_ids(entry.get("id", i)),
+                    "size": size,
+                    "where": where,
+                }
+            )
 
     # -- access ----------------------------------------------------------------------------------
     def load(self, rec: dict) -> Record:
@@ -284,6 +299,10 @@ class UnlabeledSource(_RecordSource):
         image = read_image(rec["path"])
         h, w = image.shape[:2]
         bbox = rec["bbox"] if rec["bbox"] is not None else [0.0, 0.0, float(w), float(h)]
+        if rec["bbox"] is not None and rec.get("size") != (w, h):  # check the box against the decoded size
+            found = coco_schema.geometry_finding(bbox, None, float(w), float(h))
+            if found is not None:
+                raise DataError(rec.get("where", rec["path"]), f"field {found[0]}: {found[1]} (decoded {rec['path']})")
         return {
             "image": image,
             "bbox": np.asarray(bbox, np.float32),
@@ -298,32 +317,6 @@ class UnlabeledSource(_RecordSource):
     def __repr__(self) -> str:
         given = self.boxes or self.image_list or self.images
         return f"UnlabeledSource({self.name}: {len(self)} person boxes from {given})"
-
-
-def _as_int(value: Any) -> int | None:
-    """A JSON id as an int (None when it is not an integer)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
-
-
-def _check_box(raw: Any) -> list[float] | str:
-    """``[x, y, w, h]`` as floats, or the reason it is unusable."""
-    try:
-        box = np.asarray(raw, np.float64).reshape(-1)
-    except (TypeError, ValueError):
-        box = np.zeros(0)
-    if box.size != 4:
-        return f"'bbox' {raw!r} must be [x, y, w, h]"
-    if not np.isfinite(box).all():
-        return f"NaN or infinite 'bbox' {box.tolist()}"
-    if box[2] <= 0 or box[3] <= 0:
-        return f"'bbox' {box.tolist()} has w or h <= 0"
-    return box.tolist()
 
 
 # =============================================================================================
