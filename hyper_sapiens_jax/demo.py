@@ -97,6 +97,8 @@ def mean_pose_baseline(stage_config: ml_collections.ConfigDict) -> dict[str, Any
         gt_file=paths.get("val_ann"),
         pck_threshold=stage_config.eval.pck_threshold,
         pck_norm=stage_config.eval.pck_norm,
+        blur_kernel_size=stage_config.eval.get("blur_kernel") or None,
+        sigma=cfg.heatmap_sigma,
     )
 
 
@@ -144,6 +146,8 @@ def evaluate_weights(weights_dir: str | Path, stage_config: ml_collections.Confi
         gt_file=paths.get("val_ann"),
         pck_threshold=stage_config.eval.pck_threshold,
         pck_norm=stage_config.eval.pck_norm,
+        blur_kernel_size=stage_config.eval.get("blur_kernel") or None,
+        sigma=cfg.heatmap_sigma,
     )
 
 

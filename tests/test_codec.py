@@ -114,6 +114,33 @@ def test_dark_refinement_beats_plain_argmax():
     np.testing.assert_allclose(scores, np.exp(-(argmax_err**2) / (2 * SIGMA**2)), rtol=1e-5)
 
 
+def test_dark_kernel_rule_keeps_sapiens_and_shrinks_with_the_map():
+    assert C.dark_blur_kernel((192, 256), 6.0) == 11  # Sapiens at 1024x768: mmpose's kernel
+    assert C.dark_blur_kernel((192, 256)) == 11
+    assert C.dark_blur_kernel((48, 64), 2.0) == 5  # at most 1/8 of the shorter side
+    assert C.dark_blur_kernel((24, 32), 2.0) == 3  # the cpu preset
+    assert C.dark_blur_kernel((24, 32), 0.5) == 1  # kernel 3 blurs with sigma 0.8 > 0.5: no blur
+    assert C.dark_blur_kernel((12, 16)) == 1
+    assert all(C.dark_blur_kernel((w, w)) % 2 == 1 for w in range(1, 300))
+    assert C.blur_sigma(11) == pytest.approx(2.0) and C.blur_sigma(3) == pytest.approx(0.8)  # cv2's rule
+
+
+def test_dark_kernel_rule_recovers_points_near_the_edge_of_a_small_map():
+    # A 32x24 map (the cpu preset at 128x96), sigma 2, points 2-4 heatmap px from the left/right edge:
+    # kernel 11 reaches past the border (zero padding) and pulls them inward; the rule's kernel does not.
+    rng = np.random.default_rng(3)
+    xs = np.concatenate([rng.uniform(8, 16, 9), rng.uniform(80, 87, 8)])
+    kp = np.stack([xs, rng.uniform(30, 100, 17)], 1)
+    heatmaps, _ = C.encode_udp_heatmaps(kp, input_wh=(96, 128), heatmap_wh=(24, 32), sigma=2.0)
+    ruled, _ = C.decode_udp_heatmaps(heatmaps, input_wh=(96, 128), sigma=2.0)
+    fixed, _ = C.decode_udp_heatmaps(heatmaps, input_wh=(96, 128), blur_kernel_size=11)
+    assert np.abs(ruled - kp).max() < 0.01
+    assert np.abs(fixed - kp).mean() > 0.1
+    # No blur (kernel 1) refines straight on the map.
+    raw, _ = C.decode_udp_heatmaps(heatmaps, input_wh=(96, 128), blur_kernel_size=1)
+    assert np.abs(raw - kp).max() < 0.01
+
+
 def test_decode_batch_matches_single_and_handles_one_channel():
     rng = np.random.default_rng(2)
     batch = np.stack(

@@ -79,3 +79,36 @@ def test_not_a_corpus_is_refused(tmp_path):
         humans.write_humans(tmp_path / "x", num_train=1, num_val=1)
     with pytest.raises(FileNotFoundError, match="not a human corpus"):
         humans.HumansSource(tmp_path / "x" / "train")
+
+
+def test_views_frame_turn_and_lay_down_the_people():
+    from hyper_sapiens_jax.evaluation.metrics import body_orientation
+
+    def records(views, n=12):
+        return [humans.sample_record(0, "train", i, (96, 80), views) for i in range(n)]
+
+    def box_share(rs):  # the labelled person's box, as a share of the image
+        return np.mean([r["bbox"][2] * r["bbox"][3] / (96 * 80) for r in rs])
+
+    group, person = records(humans.DEFAULT_VIEWS), records(humans.Views(framing="person"))
+    assert box_share(person) > 1.2 * box_share(group)  # the person fills the frame (1.3x here)
+    turned = records(humans.Views(roll_deg=180.0), 24)
+    kp = np.stack([r["keypoints"] for r in turned])
+    angles = body_orientation(kp[..., :2], kp[..., 2])
+    assert np.nanmax(angles) > 90  # some upside down; the default rolls at most 8 degrees
+    table = humans.Views(lying_share=0.5).postures()
+    assert sum(table.values()) == pytest.approx(1.0)
+    assert sum(p for k, p in table.items() if k in humans._LYING) == pytest.approx(0.5)
+    assert humans.Views().postures() is humans.POSTURES
+    for bad in (dict(framing="crowd"), dict(roll_deg=200.0), dict(top_down=1.5), dict(lying_share=-0.1)):
+        with pytest.raises(ValueError, match="views"):
+            humans.Views(**bad)
+
+
+def test_views_are_part_of_the_cache_key(tmp_path):
+    paths = humans.write_humans(tmp_path / "h", num_train=2, num_val=1, image_size=(96, 80), seed=1)
+    first = np.load(paths.train / "images.npy").copy()
+    humans.write_humans(
+        tmp_path / "h", num_train=2, num_val=1, image_size=(96, 80), seed=1, views=humans.Views(framing="person")
+    )
+    assert not np.array_equal(np.load(paths.train / "images.npy"), first)  # rebuilt with the new views

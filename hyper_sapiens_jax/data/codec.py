@@ -114,6 +114,32 @@ def get_heatmap_maximum(heatmaps: Array) -> tuple[Array, Array]:
     return locs, vals.astype(np.float32)
 
 
+# mmpose's and Sapiens' DARK blur kernel (11 at sigma 2 on 64x48, and at sigma 6 on 256x192).
+MAX_BLUR_KERNEL = 11
+
+
+def blur_sigma(kernel: int) -> float:
+    """The Gaussian sigma cv2.GaussianBlur uses for an odd ``kernel`` size with ``sigma=0``."""
+    return 0.3 * ((kernel - 1) * 0.5 - 1) + 0.8
+
+
+def dark_blur_kernel(heatmap_wh: tuple[int, int], sigma: float | None = None) -> int:
+    """The DARK blur kernel for heatmaps of ``heatmap_wh`` (w, h) trained with Gaussian ``sigma``.
+
+    The largest odd size <= 11 (mmpose's and Sapiens') that spans at most 1/8 of the heatmap's
+    shorter side, and whose own blur sigma (``blur_sigma``) does not exceed the target's ``sigma``
+    (when given); 1 means no blur. A kernel sized for a 48-px-wide map swamps a 24-px one: the
+    constant-0 border then pulls points near the edges inward (on the ``cpu`` preset's 32x24 maps,
+    sigma 2, kernel 3 scores humans-val PCK@0.05 0.395 where 11 scores 0.362: docs/testbed.md).
+    Sapiens' 256x192 maps at sigma 6 keep 11.
+    """
+    k = min(MAX_BLUR_KERNEL, int(min(heatmap_wh)) // 8)
+    k -= 1 - k % 2  # odd, rounding down
+    while k > 1 and sigma is not None and blur_sigma(k) > sigma:
+        k -= 2
+    return max(k, 1)
+
+
 def _modulate(heatmaps: Array, kernel: int) -> Array:
     """DARK's Gaussian modulation of one ``(h, w, K)`` stack, per-channel maxima preserved.
 
@@ -131,13 +157,16 @@ def refine_keypoints_dark_udp(keypoints: Array, heatmaps: Array, blur_kernel_siz
     """DARK-UDP sub-pixel refinement (mmpose ``refine_keypoints_dark_udp``), batched.
 
     ``keypoints (B, K, 2)`` integer argmax locations in heatmap pixels, ``heatmaps (B, h, w, K)``.
-    Blurs, takes ``log(clip(., 1e-3, 50))``, and moves each point by one Newton step
+    Blurs (kernel 1: no blur), takes ``log(clip(., 1e-3, 50))``, and moves each point by one Newton step
     ``-H^-1 g`` with finite differences on the edge-padded log-heatmap. Returns a new array.
     """
     if blur_kernel_size % 2 != 1:
         raise ValueError(f"blur_kernel_size must be odd, got {blur_kernel_size}")
     b, h, w, k = heatmaps.shape
-    logs = np.stack([_modulate(hm, blur_kernel_size) for hm in heatmaps])  # cv2: <=512 channels
+    if blur_kernel_size > 1:
+        logs = np.stack([_modulate(hm, blur_kernel_size) for hm in heatmaps])  # cv2: <=512 channels
+    else:
+        logs = heatmaps
     logs = np.log(np.clip(logs, 1e-3, 50.0))
     padded = np.pad(logs, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
 
@@ -161,11 +190,16 @@ def refine_keypoints_dark_udp(keypoints: Array, heatmaps: Array, blur_kernel_siz
 
 
 def decode_udp_heatmaps(
-    heatmaps: Array, *, input_wh: tuple[int, int] = (768, 1024), blur_kernel_size: int = 11
+    heatmaps: Array,
+    *,
+    input_wh: tuple[int, int] = (768, 1024),
+    blur_kernel_size: int | None = None,
+    sigma: float | None = None,
 ) -> tuple[Array, Array]:
     """Heatmaps ``(h, w, K)`` / ``(B, h, w, K)`` -> input-pixel keypoints ``(..., K, 2)``, scores.
 
-    Argmax, DARK-UDP refinement (blur ``blur_kernel_size``), then heatmap -> input with the UDP
+    Argmax, DARK-UDP refinement (blur ``blur_kernel_size``; None: ``dark_blur_kernel`` of the
+    heatmap size and the training ``sigma``), then heatmap -> input with the UDP
     factor ``(in - 1) / (hm - 1)``. Scores are the raw heatmap maxima; a score ``<= 0`` means no
     peak and its coordinates are meaningless.
     """
@@ -175,6 +209,8 @@ def decode_udp_heatmaps(
         heatmaps = heatmaps[None]
     if heatmaps.ndim != 4:
         raise ValueError(f"expected (h, w, K) or (B, h, w, K) heatmaps, got {heatmaps.shape}")
+    if blur_kernel_size is None:
+        blur_kernel_size = dark_blur_kernel((heatmaps.shape[2], heatmaps.shape[1]), sigma)
     locs, scores = get_heatmap_maximum(heatmaps)
     refined = refine_keypoints_dark_udp(locs, heatmaps, blur_kernel_size)
     refined = np.where((scores > 0)[..., None], refined, locs)

@@ -43,10 +43,14 @@ def predict_keypoints(
     scale: np.ndarray,
     rotation: np.ndarray,
     input_wh: tuple[int, int],
-    blur_kernel_size: int = 11,
+    blur_kernel_size: int | None = None,
+    sigma: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Heatmaps (N, h, w, K) of crops -> keypoints (N, K, 2) in source-image pixels, scores (N, K)."""
-    locs, scores = decode_udp_heatmaps(heatmaps, input_wh=input_wh, blur_kernel_size=blur_kernel_size)
+    """Heatmaps (N, h, w, K) of crops -> keypoints (N, K, 2) in source-image pixels, scores (N, K).
+
+    ``blur_kernel_size`` None: the DARK kernel rule of the heatmap size and the training ``sigma``
+    (``codec.dark_blur_kernel``)."""
+    locs, scores = decode_udp_heatmaps(heatmaps, input_wh=input_wh, blur_kernel_size=blur_kernel_size, sigma=sigma)
     # decode returns input (crop) pixels; map them back through the exact inverse of the UDP crop.
     points = crop_to_image_coords(locs, center, scale, rotation, input_wh)
     return points.astype(np.float32), scores.astype(np.float32)
@@ -80,7 +84,8 @@ def evaluate(
     gt_file: str | Path | None,
     pck_threshold: float = 0.05,
     pck_norm: str = "bbox",
-    blur_kernel_size: int = 11,
+    blur_kernel_size: int | None = None,
+    sigma: float | None = None,
 ) -> dict[str, Any]:
     """Score every validation sample once.
 
@@ -90,6 +95,7 @@ def evaluate(
       to_global: local numpy batch -> global arrays on the mesh.
       gt_file: the COCO keypoint file of the split (OKS AP); None skips AP.
       pck_norm: 'bbox' (the box's longer side) or 'torso'.
+      blur_kernel_size, sigma: the DARK decode (``predict_keypoints``).
     Returns:
       {'pck@T', 'pck@0.1', 'pck@0.2', 'ap', 'ap50', ..., 'g_error', 'g_error_gt', 'num_samples',
       'per_joint_pck' (list, at T), 'pck_by_orientation' (``metrics.pck_by_orientation``, at T
@@ -101,7 +107,7 @@ def evaluate(
         hm = heatmap_fn(to_global({k: v for k, v in local.items() if k != "source_id"}))
         hm_local = local_rows(hm)
         pred, scores = predict_keypoints(
-            hm_local, local["center"], local["scale"], local["rotation"], input_wh, blur_kernel_size
+            hm_local, local["center"], local["scale"], local["rotation"], input_wh, blur_kernel_size, sigma
         )
         out = {"pred": pred, "scores": scores, **{k: local[k] for k in keep}}
         for k, v in out.items():

@@ -62,6 +62,52 @@ PEOPLE_PER_IMAGE = {1: 0.55, 2: 0.25, 3: 0.15, 4: 0.05}
 _LYING = (Posture.SUPINE, Posture.PRONE, Posture.SIDE_LEFT, Posture.SIDE_RIGHT, Posture.SITTING)
 
 
+@dataclasses.dataclass(frozen=True)
+class Views:
+    """How the corpus frames and turns its people (the foundation ladder's corpus levers).
+
+    The defaults are the corpus as first built: the camera fits the whole group, rolls at most 8
+    degrees, looks level or a little down (steeply when everyone lies), 14.5% of people lie down.
+
+    Attributes:
+      framing: 'group' (the camera fits everyone) or 'person' (it fits the first person, who then
+        fills the frame as in Sapiens' human-centric crops; the others may be cut off).
+      roll_deg: camera roll drawn from +-roll_deg (180: any image rotation).
+      top_down: the share of images seen from above (pitch 65-90 degrees), whatever the postures.
+      lying_share: the share of lying / floor-sitting postures (0: the table in ``POSTURES``).
+    """
+
+    framing: str = "group"
+    roll_deg: float = 8.0
+    top_down: float = 0.0
+    lying_share: float = 0.0
+
+    def __post_init__(self):
+        if self.framing not in ("group", "person"):
+            raise ValueError(f"views.framing must be 'group' or 'person', got {self.framing!r}")
+        if not 0 <= self.roll_deg <= 180:
+            raise ValueError(f"views.roll_deg must be in [0, 180], got {self.roll_deg}")
+        for name in ("top_down", "lying_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"views.{name} must be in [0, 1], got {getattr(self, name)}")
+
+    def postures(self) -> dict:
+        """The posture table, with the lying postures rescaled to ``lying_share`` when it is set."""
+        if not self.lying_share:
+            return POSTURES
+        lying = sum(p for k, p in POSTURES.items() if k in _LYING)
+        return {
+            k: p * (self.lying_share / lying if k in _LYING else (1 - self.lying_share) / (1 - lying))
+            for k, p in POSTURES.items()
+        }
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+DEFAULT_VIEWS = Views()
+
+
 # ---------------------------------------------------------------------------------------------
 # People
 # ---------------------------------------------------------------------------------------------
@@ -80,11 +126,11 @@ def concat_skeletons(skels: list[Skeletons]) -> Skeletons:
     )
 
 
-def sample_people(rng: np.random.Generator, count: int) -> Skeletons:
+def sample_people(rng: np.random.Generator, count: int, postures: dict = POSTURES) -> Skeletons:
     """``count`` adults / children in random postures, standing apart on the floor (Z = 0)."""
     people, placed = [], []
     for _ in range(count):
-        kind, posture = _choice(rng, HUMAN_KINDS), _choice(rng, POSTURES)
+        kind, posture = _choice(rng, HUMAN_KINDS), _choice(rng, postures)
         shape = bodies.sample_shapes(rng, 1, kind)
         skel = bodies.sample_skeletons(rng, 1, int(posture), shape)
         spacing = 0.55 * (shape.body_length[0] if posture in _LYING else 0.5)
@@ -129,13 +175,19 @@ def look_at(forward: np.ndarray, roll: float) -> np.ndarray:
     return np.stack([c * right + s * down, -s * right + c * down, forward])
 
 
-def sample_camera(rng: np.random.Generator, people: Ellipsoids, image_size: tuple[int, int], lying: bool) -> Camera:
-    """A camera at a random heading that looks level or a little down at the group (more steeply
-    when someone lies on the floor), backed off until everyone is in view."""
-    pitch = np.deg2rad(rng.uniform(25, 65) if lying else rng.uniform(-5, 30))
+def sample_camera(
+    rng: np.random.Generator, people: Ellipsoids, image_size: tuple[int, int], lying: bool, views: Views = DEFAULT_VIEWS
+) -> Camera:
+    """A camera at a random heading that looks level or a little down at ``people`` (more steeply
+    when everyone lies on the floor; from above for ``views.top_down`` of the images), rolled by up
+    to ``views.roll_deg``, backed off until all of ``people`` is in view."""
+    if views.top_down and rng.uniform() < views.top_down:
+        pitch = np.deg2rad(rng.uniform(65, 89))
+    else:
+        pitch = np.deg2rad(rng.uniform(25, 65) if lying else rng.uniform(-5, 30))
     azimuth = rng.uniform(0, 2 * np.pi)
     forward = np.array([np.cos(pitch) * np.cos(azimuth), np.cos(pitch) * np.sin(azimuth), -np.sin(pitch)])
-    rotation = look_at(forward, np.deg2rad(rng.uniform(-8, 8)))
+    rotation = look_at(forward, np.deg2rad(rng.uniform(-views.roll_deg, views.roll_deg)))
     lo, hi = people.centres.min(0), people.centres.max(0)
     target = (lo + hi) / 2
     return renderer.fit_camera(
@@ -255,11 +307,13 @@ def sample_backdrop(rng: np.random.Generator, image_size: tuple[int, int]) -> np
 # ---------------------------------------------------------------------------------------------
 # One image
 # ---------------------------------------------------------------------------------------------
-def render_sample(seed: int, split: str, index: int, image_size: tuple[int, int]) -> tuple[renderer.GroupFrame, int]:
+def render_sample(
+    seed: int, split: str, index: int, image_size: tuple[int, int], views: Views = DEFAULT_VIEWS
+) -> tuple[renderer.GroupFrame, int]:
     """Image ``index`` of ``split``: (its GroupFrame, the labelled person: the most visible one)."""
     rng = np.random.default_rng([seed, SPLIT_STREAMS[split], index])
     count = _choice(rng, PEOPLE_PER_IMAGE)
-    people = sample_people(rng, count)
+    people = sample_people(rng, count, views.postures())
     props = seat_props(people)
     ells = bodies.body_ellipsoids(people)
     flat = Ellipsoids(
@@ -269,7 +323,12 @@ def render_sample(seed: int, split: str, index: int, image_size: tuple[int, int]
         np.tile(ells.part, count),
         np.ones(ells.part.size * count, bool),
     )
-    camera = sample_camera(rng, flat, image_size, lying=bool(np.isin(people.posture, _LYING).all()))
+    framed = (
+        flat
+        if views.framing == "group"
+        else Ellipsoids(*(getattr(flat, f.name)[: ells.part.size] for f in dataclasses.fields(flat)))
+    )
+    camera = sample_camera(rng, framed, image_size, bool(np.isin(people.posture, _LYING).all()), views)
     scene = sample_scene(rng, props)
     outfits = [sample_outfit(rng, scene) for _ in range(count)]
     backdrop = sample_backdrop(rng, image_size)
@@ -321,9 +380,9 @@ def intrinsics(image_size: tuple[int, int]) -> np.ndarray:
     return geometry.intrinsics_matrix(*renderer.intrinsics_for(tuple(image_size)))
 
 
-def sample_record(seed: int, split: str, index: int, image_size: tuple[int, int]) -> dict:
+def sample_record(seed: int, split: str, index: int, image_size: tuple[int, int], views: Views = DEFAULT_VIEWS) -> dict:
     """The record of image ``index`` of ``split``, rendered now (deterministic)."""
-    frame, person = render_sample(seed, split, index, image_size)
+    frame, person = render_sample(seed, split, index, image_size, views)
     return person_record(frame, person, intrinsics(image_size), index)
 
 
@@ -341,10 +400,10 @@ _ARRAYS = {  # name -> (per-sample shape given (H, W), dtype)
 
 def _write_chunk(task: tuple) -> int:
     """Worker: render samples [start, stop) of the train split into the open memmaps."""
-    root, seed, start, stop, size = task
+    root, seed, start, stop, size, views = task
     arrays = {k: np.load(Path(root) / f"{k}.npy", mmap_mode="r+") for k in _ARRAYS}
     for i in range(start, stop):
-        r = sample_record(seed, "train", i, size)
+        r = sample_record(seed, "train", i, size, views)
         arrays["images"][i] = r["image"]
         arrays["keypoints"][i] = r["keypoints"]
         arrays["bbox"][i] = r["bbox"]
@@ -357,11 +416,11 @@ def _write_chunk(task: tuple) -> int:
 
 def _write_coco_chunk(task: tuple) -> list[dict]:
     """Worker: render val samples [start, stop) as JPEG files; return their COCO entries."""
-    root, seed, start, stop, size = task
+    root, seed, start, stop, size, views = task
     out = []
     for i in range(start, stop):
         rng = np.random.default_rng([seed, 99, i])
-        r = sample_record(seed, "val", i, size)
+        r = sample_record(seed, "val", i, size, views)
         name = f"human_{i:05d}.jpg"
         if not cv2.imwrite(
             str(Path(root) / "images" / name),
@@ -409,11 +468,13 @@ def write_humans(
     seed: int = 0,
     workers: int | None = None,
     force: bool = False,
+    views: Views = DEFAULT_VIEWS,
 ) -> HumansPaths:
     """Write (or reuse) the human corpus in ``out_dir``; returns its paths.
 
-    ``image_size`` is (H, W). The same parameters again return at once; other parameters (or
-    ``force``) rebuild it in a temporary sibling folder that replaces the old one when complete.
+    ``image_size`` is (H, W); ``views`` frames and turns the people (``Views``). The same parameters
+    again return at once; other parameters (or ``force``) rebuild it in a temporary sibling folder
+    that replaces the old one when complete.
     ``workers`` processes (default: the available cores) never change the output.
     """
     params = {
@@ -422,6 +483,7 @@ def write_humans(
         "num_val": int(num_val),
         "image_size": [int(image_size[0]), int(image_size[1])],
         "seed": int(seed),
+        "views": views.to_json(),
     }
     if workers is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -438,11 +500,11 @@ def write_humans(
             ).flush()
         chunk = 64
         tasks = [
-            ("train", (str(paths.train), seed, s, min(s + chunk, num_train), (h, w)))
+            ("train", (str(paths.train), seed, s, min(s + chunk, num_train), (h, w), views))
             for s in range(0, num_train, chunk)
         ]
         tasks += [
-            ("val", (str(paths.val_json.parent), seed, s, min(s + chunk, num_val), (h, w)))
+            ("val", (str(paths.val_json.parent), seed, s, min(s + chunk, num_val), (h, w), views))
             for s in range(0, num_val, chunk)
         ]
         results = _run(tasks, _dispatch, workers, "humans corpus")
@@ -491,7 +553,7 @@ class HumansSource:
         self.name = "humans"
         self.skipped: list = []
         if _render is not None:
-            self._num, self._size, self._seed = _render
+            self._num, self._size, self._seed, self._views = _render
             self._arrays = None
         else:
             root = Path(root)
@@ -505,8 +567,10 @@ class HumansSource:
         self._k = intrinsics(self._size)
 
     @classmethod
-    def on_the_fly(cls, num: int, image_size: tuple[int, int] = (160, 128), seed: int = 0) -> HumansSource:
-        return cls(_render=(int(num), tuple(image_size), int(seed)))
+    def on_the_fly(
+        cls, num: int, image_size: tuple[int, int] = (160, 128), seed: int = 0, views: Views = DEFAULT_VIEWS
+    ) -> HumansSource:
+        return cls(_render=(int(num), tuple(image_size), int(seed), views))
 
     def __len__(self) -> int:
         return self._num
@@ -514,7 +578,7 @@ class HumansSource:
     def __getitem__(self, index: int) -> dict:
         index = int(index) % self._num
         if self._arrays is None:
-            return sample_record(self._seed, "train", index, self._size)
+            return sample_record(self._seed, "train", index, self._size, self._views)
         a = self._arrays
         return {
             "image": np.asarray(a["images"][index]),
@@ -538,8 +602,14 @@ class HumansSource:
 def corpus_paths(data) -> HumansPaths:
     """Write (or reuse) the corpus that ``config.data.humans`` describes under ``config.data.humans_dir``."""
     h = data.humans
+    views = Views(**{f.name: h[f.name] for f in dataclasses.fields(Views) if f.name in h})
     return write_humans(
-        data.humans_dir, num_train=h.num_train, num_val=h.num_val, image_size=tuple(h.image_size), seed=h.seed
+        data.humans_dir,
+        num_train=h.num_train,
+        num_val=h.num_val,
+        image_size=tuple(h.image_size),
+        seed=h.seed,
+        views=views,
     )
 
 
@@ -565,9 +635,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=None, help="processes (never changes the output)")
     parser.add_argument("--force", action="store_true", help="regenerate even if a matching corpus exists")
+    parser.add_argument("--framing", choices=("group", "person"), default="group", help="what the camera fits")
+    parser.add_argument("--roll-deg", type=float, default=8.0, help="camera roll range (180: any rotation)")
+    parser.add_argument("--top-down", type=float, default=0.0, help="share of images seen from above")
+    parser.add_argument("--lying-share", type=float, default=0.0, help="share of lying postures (0: default)")
     args = parser.parse_args(argv)
     start = time.time()
-    paths = write_humans(args.out, args.num, args.num_val, tuple(args.image_size), args.seed, args.workers, args.force)
+    views = Views(args.framing, args.roll_deg, args.top_down, args.lying_share)
+    paths = write_humans(
+        args.out, args.num, args.num_val, tuple(args.image_size), args.seed, args.workers, args.force, views
+    )
     print(f"train {paths.train}\nval   {paths.val_json}\n{time.time() - start:.1f} s")
     return 0
 

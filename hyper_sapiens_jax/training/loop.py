@@ -577,6 +577,8 @@ class Trainer:
             gt_file=self.paths.get("val_ann"),
             pck_threshold=config.eval.pck_threshold,
             pck_norm=config.eval.pck_norm,
+            blur_kernel_size=config.eval.get("blur_kernel") or None,
+            sigma=sample_cfg.heatmap_sigma,
         )
         step = int(jax.device_get(state.step))
         row = {"step": step, "stage": config.stage, **result, "eval_s": round(time.perf_counter() - t0, 2)}
