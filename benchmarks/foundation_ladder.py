@@ -1,0 +1,224 @@
+r"""The foundation ladder: short runs of the testbed foundation's levers, side by side in one table.
+
+  python benchmarks/foundation_ladder.py --workdir W [--rows base,sigma1,...] [--out benchmarks/results]
+
+Each row is a short version of ``configs/foundation.py``'s pose part, with one or more levers moved
+(``ROWS``): the human corpus's size and views, the input size, the heatmap sigma, the learning rate,
+the number of pose steps. Every row starts from the same MAE backbone (``--pretrain``, by default
+the shipped ``sapiens_cpu_humans_pretrain_clean.safetensors``) unless the row names its own, and
+measures:
+
+  * the step time (median of the pose run's logged intervals, on this machine as it was);
+  * in-domain PCK@0.05 and OKS AP on the human corpus's held-out split (flip test, DARK-UDP);
+  * zero-shot PCK@0.05 on the infant *tuning* split (``data.tuning_images`` real training images
+    held out, never the validation split);
+  * fine-tuned PCK@0.05 on that tuning split after a short fine-tune (``FINETUNE``: every block,
+    pose only, real 2 : synthetic 1 : MINI-RGBD 1).
+
+Rows already measured are read back from ``W/ladder.json`` and not run again, and an interrupted row
+resumes from its checkpoints, so the ladder can run in the background over several sittings (from a
+frozen checkout: ``git worktree add``). ``--out`` writes ``foundation_ladder.{md,json}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hyper_sapiens_jax.config import config_to_dict, load_config_file  # noqa: E402
+from hyper_sapiens_jax.testbed.foundation import FOUNDATION_DIR, PRETRAIN_FILE, task_config  # noqa: E402
+
+log = logging.getLogger("ladder")
+
+# The ladder's common settings: a smaller corpus and shorter runs than the foundation's.
+CORPUS_IMAGES = 6000
+POSE_STEPS = 1500
+TUNING_IMAGES = 50
+# The fine-tune that scores a row on infants: the issue's probe recipe, every block, pose only.
+FINETUNE = dict(num_steps=300, lr=2e-3, mix={"syrip_real": 2, "syrip_syn": 1, "mini_rgbd": 1})
+
+# name -> (what it moves, dotted overrides of configs/foundation.py applied to the pose run and corpus).
+ROWS: dict[str, tuple[str, dict[str, Any]]] = {
+    "base": ("today's foundation recipe, shortened", {}),
+    "sigma1": ("heatmap sigma 1 (from 2)", {"data.heatmap_sigma": 1.0}),
+    "person": ("corpus framed on one person (people fill the frame)", {"data.humans.framing": "person"}),
+    "views": (
+        "framed on one person + any roll, 20% from above, 40% lying",
+        {
+            "data.humans.framing": "person",
+            "data.humans.roll_deg": 180.0,
+            "data.humans.top_down": 0.2,
+            "data.humans.lying_share": 0.4,
+            "data.aug.rotate_factor": 180.0,
+        },
+    ),
+    "input192": ("input 192x144 (from 128x96): 2.25x the tokens per person", {"model.image_size": (192, 144)}),
+    "lr1e-3": ("pose lr 1e-3 (from 2e-3)", {"optim.lr": 1e-3}),
+}
+
+
+def _set(config: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = config
+    for p in parents:
+        node = node[p]
+    node[leaf] = value
+
+
+def row_configs(name: str, workdir: Path) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
+    """(the foundation config with the row's levers, the fine-tune config scoring it on infants)."""
+    _, overrides = ROWS[name]
+    fc = load_config_file(ROOT / "configs" / "foundation.py", "cpu")
+    fc.data.humans.num_train = CORPUS_IMAGES
+    pose = fc.pose
+    pose.num_steps = POSE_STEPS
+    pose.optim.warmup_steps = 100
+    pose.eval.every = POSE_STEPS // 2
+    pose.checkpoint.every = 250
+    for key, value in overrides.items():
+        target = fc if key.startswith("data.humans") else pose
+        _set(target, key, value)
+    # One corpus per set of corpus settings, shared by the rows that use it.
+    corpus_key = json.dumps(fc.data.humans.to_dict(), sort_keys=True, default=list)
+    fc.data.humans_dir = str(workdir / "corpora" / hashlib.sha1(corpus_key.encode()).hexdigest()[:10])
+
+    ft = load_config_file(ROOT / "configs" / "stage1.py", "cpu")
+    ft.model.image_size = tuple(pose.model.image_size)
+    ft.model.heads = ("pose",)
+    ft.data.heatmap_sigma = pose.data.heatmap_sigma
+    ft.data.aug = ml_collections.ConfigDict(pose.data.aug.to_dict())
+    ft.loss.depth = ft.loss.normal = 0.0
+    ft.trainable_blocks = None
+    ft.train_pos_embed = True
+    ft.num_steps = FINETUNE["num_steps"]
+    ft.optim.lr, ft.optim.layer_decay, ft.optim.warmup_steps = FINETUNE["lr"], 1.0, 30
+    ft.data.mix = ml_collections.ConfigDict(FINETUNE["mix"])
+    ft.data.tuning_images = TUNING_IMAGES
+    ft.eval.every = ft.checkpoint.every = FINETUNE["num_steps"]
+    ft.log_every = 50
+    return fc, ft
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_row(name: str, workdir: Path, pretrain: Path) -> dict[str, Any]:
+    """Measure one row (resuming what an earlier call left); returns its table row."""
+    from convert_weights.torch_to_flax import convert
+    from hyper_sapiens_jax import demo
+    from hyper_sapiens_jax.models.weights import save_weights
+    from hyper_sapiens_jax.testbed.humans import corpus_paths
+    from hyper_sapiens_jax.training import loop
+
+    fc, ft = row_configs(name, workdir)
+    rdir = workdir / name
+    rdir.mkdir(parents=True, exist_ok=True)
+    (rdir / "config.json").write_text(json.dumps({"foundation": config_to_dict(fc), "finetune": config_to_dict(ft)}))
+    t0 = time.perf_counter()
+    corpus = corpus_paths(fc.data)
+    corpus_s = time.perf_counter() - t0
+    size = tuple(fc.pose.model.image_size)
+    weights = workdir / f"pretrain_{size[0]}x{size[1]}"
+    if not (weights / "model_config.json").is_file():
+        mcfg, params, info = convert({"pretrain": pretrain}, size)
+        save_weights(weights, mcfg, params, info, overwrite=True)
+
+    t0 = time.perf_counter()
+    loop.run(task_config(fc, "pose", str(weights), corpus), rdir / "pose")
+    pose_s = time.perf_counter() - t0
+    evals = _rows(rdir / "pose" / loop.METRICS_FILE)
+    steps = [r["step_s"] for r in _rows(rdir / "pose" / loop.TRAIN_LOG_FILE) if r["step"] > 100]
+
+    zero_shot = demo.evaluate_weights(rdir / "pose", ft)
+    ft.init_from = str(rdir / "pose")
+    loop.run(ft, rdir / "finetune")
+    tuned = demo.last_eval(rdir / "finetune")
+    return {
+        "row": name,
+        "levers": ROWS[name][0],
+        "step_s": round(statistics.median(steps), 4) if steps else None,
+        "pose_steps": int(fc.pose.num_steps),
+        "humans_pck@0.05": evals[-1]["pck@0.05"],
+        "humans_ap": evals[-1]["ap"],
+        "humans_curve": [(r["step"], round(r["pck@0.05"], 4)) for r in evals],
+        "zero_shot_tuning_pck@0.05": zero_shot["pck@0.05"],
+        "finetuned_tuning_pck@0.05": tuned["pck@0.05"],
+        "finetuned_tuning_ap": tuned["ap"],
+        "finetuned_tuning_pck@0.2": tuned["pck@0.2"],
+        "corpus_s": round(corpus_s, 1),
+        "pose_s": round(pose_s, 1),
+    }
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The markdown table of measured rows."""
+    lines = [
+        f"Short runs ({POSE_STEPS} pose steps at batch 16 from the same MAE backbone, a {CORPUS_IMAGES}-image "
+        f"corpus; infants: the {TUNING_IMAGES}-image tuning split, fine-tuned {FINETUNE['num_steps']} steps, "
+        "every block, lr 2e-3, pose only, real 2 : synthetic 1 : MINI-RGBD 1).",
+        "",
+        "| row | levers | step (s) | humans PCK@0.05 | humans AP | infants zero-shot PCK@0.05 "
+        "| infants fine-tuned PCK@0.05 | fine-tuned AP |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['row']} | {r['levers']} | {r['step_s']:.3f} | {r['humans_pck@0.05']:.3f} | {r['humans_ap']:.3f} "
+            f"| {r['zero_shot_tuning_pck@0.05']:.3f} | {r['finetuned_tuning_pck@0.05']:.3f} "
+            f"| {r['finetuned_tuning_ap']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--workdir", required=True, help="where the rows run and ladder.json collects them")
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"rows to run, in order (known: {', '.join(ROWS)})")
+    parser.add_argument("--pretrain", default=str(FOUNDATION_DIR / PRETRAIN_FILE), help="the MAE backbone file")
+    parser.add_argument("--out", default="", help="folder for foundation_ladder.{md,json} (empty: none)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    names = [n for n in args.rows.split(",") if n]
+    unknown = [n for n in names if n not in ROWS]
+    if unknown:
+        parser.error(f"unknown rows {unknown}; known: {', '.join(ROWS)}")
+    workdir = Path(args.workdir).absolute()
+    workdir.mkdir(parents=True, exist_ok=True)
+    results = workdir / "ladder.json"
+    done = {r["row"]: r for r in _rows(results)}
+    for name in names:
+        if name in done:
+            log.info("row %s: measured before, kept", name)
+            continue
+        log.info("row %s: %s", name, ROWS[name][0])
+        done[name] = run_row(name, workdir, Path(args.pretrain))
+        with results.open("a") as f:
+            f.write(json.dumps(done[name]) + "\n")
+        log.info("row %s: %s", name, done[name])
+    rows = [done[n] for n in ROWS if n in done]
+    print(table(rows))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "foundation_ladder.md").write_text("# The foundation ladder\n\n" + table(rows))
+        (out / "foundation_ladder.json").write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
