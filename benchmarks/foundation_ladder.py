@@ -65,6 +65,11 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
         },
     ),
     "input192": ("input 192x144 (from 128x96): 2.25x the tokens per person", {"model.image_size": (192, 144)}),
+    "patch8": (
+        "patch 8 (cpu_p8): 4x the tokens per person; the MAE patch kernel summed 2x2 (exactly the patch-16 "
+        "backbone on the image upsampled 2x at start)",
+        {"arch": "cpu_p8", "model.patch_padding": 1},
+    ),
     "lr1e-3": ("pose lr 1e-3 (from 2e-3)", {"optim.lr": 1e-3}),
 }
 
@@ -97,6 +102,8 @@ def row_configs(name: str, workdir: Path) -> tuple[ml_collections.ConfigDict, ml
     fc.data.humans_dir = str(workdir / "corpora" / hashlib.sha1(corpus_key.encode()).hexdigest()[:10])
 
     ft = load_config_file(ROOT / "configs" / "stage1.py", "cpu")
+    ft.arch = pose.arch
+    ft.model.patch_padding = pose.model.patch_padding
     ft.model.image_size = tuple(pose.model.image_size)
     ft.model.heads = ("pose",)
     ft.data.heatmap_sigma = pose.data.heatmap_sigma
@@ -113,6 +120,32 @@ def row_configs(name: str, workdir: Path) -> tuple[ml_collections.ConfigDict, ml
     return fc, ft
 
 
+def pretrain_weights(pretrain: Path, arch: str, image_size: tuple[int, int], out: Path) -> Path:
+    """The MAE backbone file as a weights directory for ``arch`` at ``image_size`` (made once).
+
+    A patch-8 preset starts from the patch-16 backbone: its 16x16 patch kernel summed over 2x2
+    blocks (8x8) and the position embedding of the grid at twice the input size, so that at start
+    it computes exactly what the patch-16 backbone computes on the image upsampled 2x (nearest);
+    the padding halves with it (``model.patch_padding``: 1 for Sapiens' 2)."""
+    from convert_weights.torch_to_flax import convert
+    from hyper_sapiens_jax.models.config import ModelConfig, arch_spec
+    from hyper_sapiens_jax.models.weights import save_weights
+
+    if (out / "model_config.json").is_file():
+        return out
+    p = arch_spec(arch).patch_size
+    zoom = 16 // p
+    mcfg, params, info = convert({"pretrain": pretrain}, (image_size[0] * zoom, image_size[1] * zoom))
+    if zoom > 1:
+        key = ("backbone", "patch_embed", "kernel")
+        k = params[key]  # (16, 16, 3, D) HWIO
+        params[key] = k.reshape(p, zoom, p, zoom, *k.shape[2:]).sum(axis=(1, 3))
+        mcfg = ModelConfig(arch=arch, image_size=tuple(image_size), heads=mcfg.heads, patch_padding=2 // zoom)
+        info = {**info, "patch_kernel": f"16x16 summed over {zoom}x{zoom} blocks to {p}x{p}"}
+    save_weights(out, mcfg, params, info, overwrite=True)
+    return out
+
+
 def _rows(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
@@ -121,9 +154,7 @@ def _rows(path: Path) -> list[dict[str, Any]]:
 
 def run_row(name: str, workdir: Path, pretrain: Path) -> dict[str, Any]:
     """Measure one row (resuming what an earlier call left); returns its table row."""
-    from convert_weights.torch_to_flax import convert
     from hyper_sapiens_jax import demo
-    from hyper_sapiens_jax.models.weights import save_weights
     from hyper_sapiens_jax.testbed.humans import corpus_paths
     from hyper_sapiens_jax.training import loop
 
@@ -134,11 +165,8 @@ def run_row(name: str, workdir: Path, pretrain: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     corpus = corpus_paths(fc.data)
     corpus_s = time.perf_counter() - t0
-    size = tuple(fc.pose.model.image_size)
-    weights = workdir / f"pretrain_{size[0]}x{size[1]}"
-    if not (weights / "model_config.json").is_file():
-        mcfg, params, info = convert({"pretrain": pretrain}, size)
-        save_weights(weights, mcfg, params, info, overwrite=True)
+    size, arch = tuple(fc.pose.model.image_size), fc.pose.arch
+    weights = pretrain_weights(pretrain, arch, size, workdir / f"pretrain_{arch}_{size[0]}x{size[1]}")
 
     t0 = time.perf_counter()
     loop.run(task_config(fc, "pose", str(weights), corpus), rdir / "pose")
