@@ -9,7 +9,7 @@ workdir (configs/demo.py: its final stage).
 FILE ends in .pth (``torch.save({'state_dict', 'meta'})``) or .safetensors (meta as JSON strings).
 Keys are exactly Sapiens': ``backbone.*`` plus ``head.*`` (pose) or ``decode_head.*`` (depth,
 normal), so the file loads with ``strict=True`` into the Sapiens PyTorch model of that task.
-``meta`` records arch, embed_dims, num_layers, num_heads, image_size [H, W], patch_padding, task
+``meta`` records arch, embed_dims, num_layers, num_heads, image_size [H, W], patch_size, patch_padding, task
 (and num_keypoints for pose).
 """
 
@@ -47,6 +47,7 @@ def export_meta(config: ModelConfig, task: str) -> dict[str, Any]:
         "num_layers": spec.num_layers,
         "num_heads": spec.num_heads,
         "image_size": list(config.image_size),
+        "patch_size": config.patch_size,
         "patch_padding": config.patch_padding,
         "task": task,
         "exported_by": "hyper_sapiens_jax",

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from hyper_sapiens_jax.models.config import ArchSpec, ModelConfig, arch_from_shapes
+from hyper_sapiens_jax.models.config import PATCH_SIZE, ArchSpec, ModelConfig, arch_from_shapes, num_deconvs
 
 log = logging.getLogger(__name__)
 TASK_PREFIX = {"pose": "head.", "depth": "decode_head.", "normal": "decode_head."}
@@ -88,13 +88,15 @@ def backbone_rules(spec: ArchSpec) -> list[Rule]:
     return rules
 
 
-# (number of deconvs, number of 1x1 convs, name of the output conv) per head.
-_HEAD_SHAPES = {"pose": (2, 2, "final_layer"), "depth": (4, 2, "conv_seg"), "normal": (3, 3, "conv_seg")}
+# (number of 1x1 convs, name of the output conv) per head; the deconvs follow the patch size.
+_HEAD_SHAPES = {"pose": (2, "final_layer"), "depth": (2, "conv_seg"), "normal": (3, "conv_seg")}
 
 
-def head_rules(task: str) -> list[Rule]:
-    """Rules for one head's keys (``head.*`` for pose, ``decode_head.*`` for depth / normal)."""
-    n_deconv, n_conv, out_name = _HEAD_SHAPES[task]
+def head_rules(task: str, patch_size: int = PATCH_SIZE) -> list[Rule]:
+    """Rules for one head's keys (``head.*`` for pose, ``decode_head.*`` for depth / normal) on a
+    ``patch_size`` grid (``config.num_deconvs``: Sapiens' 2 / 4 / 3 deconvs at patch 16)."""
+    n_conv, out_name = _HEAD_SHAPES[task]
+    n_deconv = num_deconvs(task, patch_size)
     p, fp = TASK_PREFIX[task], ("heads", task)
     rules = []
     for i in range(n_deconv):
@@ -109,7 +111,7 @@ def model_rules(config: ModelConfig, tasks: Iterable[str] | None = None) -> list
     """Backbone rules plus the rules of ``tasks`` (default: every head of the model)."""
     rules = backbone_rules(config.spec)
     for task in config.heads if tasks is None else tasks:
-        rules += head_rules(task)
+        rules += head_rules(task, config.patch_size)
     return rules
 
 
@@ -134,7 +136,8 @@ def add_backbone_prefix(state_dict: dict[str, np.ndarray]) -> tuple[dict[str, np
 
 
 def infer_backbone(state_dict: dict[str, np.ndarray], source: str) -> tuple[str, int, int]:
-    """(arch, embed_dims, num_layers) read off the backbone tensors of ``state_dict``."""
+    """(arch, embed_dims, num_layers) read off the backbone tensors of ``state_dict`` (the patch size
+    from the patch embedding's kernel)."""
     key = BACKBONE_PREFIX + "patch_embed.projection.weight"
     if key not in state_dict:
         raise LayoutError(f"{source}: no backbone found (missing key {key!r})")
@@ -145,8 +148,9 @@ def infer_backbone(state_dict: dict[str, np.ndarray], source: str) -> tuple[str,
         if k.startswith(BACKBONE_PREFIX + "layers.") and k.split(".")[2].isdigit()
     }
     num_layers = max(layer_ids) + 1 if layer_ids else 0
+    patch_size = int(state_dict[key].shape[-1])
     try:
-        return arch_from_shapes(embed_dims, num_layers), embed_dims, num_layers
+        return arch_from_shapes(embed_dims, num_layers, patch_size), embed_dims, num_layers
     except ValueError as e:
         raise LayoutError(f"{source}: cannot infer the arch: {e}; pass --arch") from None
 

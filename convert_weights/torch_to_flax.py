@@ -61,7 +61,7 @@ def _check_arch(sd: dict[str, np.ndarray], source: str, arch: str | None) -> str
         raise LayoutError(
             f"{source}: checkpoint is {found_txt} but --arch {arch} was given: key {key!r} "
             f"has shape {tuple(sd[key].shape)}, {arch} expects "
-            f"({spec.embed_dims}, 3, 16, 16) and {spec.num_layers} layers"
+            f"({spec.embed_dims}, 3, {spec.patch_size}, {spec.patch_size}) and {spec.num_layers} layers"
         )
     return arch
 
@@ -147,7 +147,7 @@ def convert_state_dicts(
             [layout.TASK_PREFIX[role]] if role in HEADS else []
         )
         rules = (layout.backbone_rules(config.spec) if role == backbone_role else []) + (
-            layout.head_rules(role) if role in HEADS else []
+            layout.head_rules(role, config.patch_size) if role in HEADS else []
         )
         layout.check_keys(sd, rules, src, tuple(parts))
         unused = sorted({k.split(".")[0] for k in sd} - {p.rstrip(".") for p in parts})

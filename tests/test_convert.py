@@ -64,6 +64,31 @@ def test_round_trip_torch_flax_torch_is_bit_exact(refs, tmp_path):
         assert meta["patch_padding"] == 2
 
 
+def test_patch8_preset_round_trip_is_bit_exact(tmp_path):
+    """A patch-8 preset: torch -> Flax -> torch is bit-exact, the arch is read off the patch
+    embedding's kernel, and the export records the patch size and loads strict into the reference."""
+    refs8 = {t: ts.make_reference("cpu_p8", t, IMAGE_SIZE, seed=20 + i) for i, t in enumerate(["pose", "depth"])}
+    files = {t: save_mm(m, tmp_path / f"{t}.pth") for t, m in refs8.items()}
+    config, params, _ = convert(files, IMAGE_SIZE)
+    assert config.arch == "cpu_p8" and config.patch_size == 8 and config.grid == (8, 6)
+    save_weights(tmp_path / "ckpt", config, params)
+    for task in ("pose", "depth"):
+        export(tmp_path / "ckpt", task, tmp_path / f"back_{task}.pth")
+        back, meta = load_state_dict(tmp_path / f"back_{task}.pth")
+        original = numpy_state_dict(refs8[task])
+        if task == "depth":  # the backbone came from the pose file
+            original.update({k: v for k, v in numpy_state_dict(refs8["pose"]).items() if k.startswith("backbone.")})
+        assert set(back) == set(original)
+        for k, v in original.items():
+            assert back[k].dtype == v.dtype and np.array_equal(back[k], v), k
+        assert meta["patch_size"] == 8 and meta["arch"] == "cpu_p8"
+        model = ts.SapiensTorch("cpu_p8", task, IMAGE_SIZE, patch_padding=meta["patch_padding"])
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in back.items()}, strict=True)
+    # The same width and depth at patch 16 is another preset: its files convert as 'cpu'.
+    cpu = save_mm(ts.make_reference("cpu", "pose", IMAGE_SIZE), tmp_path / "cpu.pth")
+    assert convert({"pose": cpu}, IMAGE_SIZE)[0].arch == "cpu"
+
+
 def test_export_loads_strict_into_the_torch_model(refs, tmp_path):
     config, params, _ = convert({"depth": save_mm(refs["depth"], tmp_path / "d.pth")}, IMAGE_SIZE)
     save_weights(tmp_path / "ckpt", config, params)

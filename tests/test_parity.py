@@ -21,9 +21,10 @@ TOL = 1e-4  # max |flax - torch| <= TOL * max |torch|
 def shared_backbone_refs(arch, image_size, seed=0):
     """A torch pose model plus standalone depth/normal heads reading the same backbone features."""
     pose = ts.make_reference(arch, "pose", image_size, seed=seed)
-    dim, _, _, _, depth_ch, normal_ch = ts.ARCHS[arch]
-    depth = ts.randomize_(ts.DecodeHead(dim, depth_ch, 4, 2, 1), seed + 1)
-    normal = ts.randomize_(ts.DecodeHead(dim, normal_ch, 3, 3, 3), seed + 2)
+    dim, _, _, _, depth_ch, normal_ch = ts.ARCHS[arch][:6]
+    patch = ts.patch_size(arch)
+    depth = ts.randomize_(ts.make_head("depth", dim, depth_ch, patch=patch), seed + 1)
+    normal = ts.randomize_(ts.make_head("normal", dim, normal_ch, patch=patch), seed + 2)
     state_dicts = {
         "pose": numpy_state_dict(pose),
         "depth": numpy_state_dict(depth, "decode_head."),
@@ -70,6 +71,20 @@ def tiny_case():
 def test_tiny_parity_every_head_every_mode(tiny_case, mode):
     model, images, expected = tiny_case
     assert_parity(with_options(model, **MODES[mode]), images, expected, f"tiny {mode}")
+
+
+def test_patch8_preset_parity_every_head():
+    """The ``cpu_p8`` preset (patch 8, one deconv fewer per head, the same output strides) against
+    the PyTorch reference built at patch 8."""
+    image_size = (64, 48)
+    pose, heads, sds = shared_backbone_refs("cpu_p8", image_size, seed=4)
+    images = np.random.default_rng(2).standard_normal((2, *image_size, 3)).astype(np.float32)
+    model = flax_model(sds, image_size)
+    assert model.config.arch == "cpu_p8" and model.config.grid == (8, 6)
+    expected = torch_outputs(pose, heads, images)
+    assert expected["features"].shape == (2, 8, 6, 160) and expected["pose"].shape == (2, 16, 12, 17)
+    assert expected["depth"].shape == (2, 64, 48, 1) and expected["normal"].shape == (2, 32, 24, 3)
+    assert_parity(model, images, expected, "cpu_p8")
 
 
 @pytest.mark.parametrize("task", ["pose", "depth", "normal"])

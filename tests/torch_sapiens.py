@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ARCHS = {  # name: (embed_dims, num_layers, num_heads, pose_ch, depth_ch, normal_ch)
+ARCHS = {  # name: (embed_dims, num_layers, num_heads, pose_ch, depth_ch, normal_ch[, patch_size])
     "tiny": (64, 4, 4, 32, 16, 32),
     "cpu": (160, 6, 4, 64, 16, 32),
+    "cpu_p8": (160, 6, 4, 64, 16, 32, 8),
     "sapiens_0.3b": (1024, 24, 16, 768, 384, 768),
     "sapiens_0.6b": (1280, 32, 16, 768, 384, 768),
     "sapiens_1b": (1536, 40, 24, 768, 384, 768),
@@ -62,10 +63,14 @@ class Block(nn.Module):
         return x + self.ffn(self.ln2(x))
 
 
+def patch_size(arch: str) -> int:
+    return ARCHS[arch][6] if len(ARCHS[arch]) > 6 else 16
+
+
 class PatchEmbed(nn.Module):
-    def __init__(self, dim, padding):
+    def __init__(self, dim, padding, patch=16):
         super().__init__()
-        self.projection = nn.Conv2d(3, dim, kernel_size=16, stride=16, padding=padding)
+        self.projection = nn.Conv2d(3, dim, kernel_size=patch, stride=patch, padding=padding)
 
     def forward(self, x):
         return self.projection(x)
@@ -75,8 +80,9 @@ class ViT(nn.Module):
     def __init__(self, arch, image_size, patch_padding=2):
         super().__init__()
         dim, layers, heads = ARCHS[arch][:3]
-        self.grid = (image_size[0] // 16, image_size[1] // 16)
-        self.patch_embed = PatchEmbed(dim, patch_padding)
+        p = patch_size(arch)
+        self.grid = (image_size[0] // p, image_size[1] // p)
+        self.patch_embed = PatchEmbed(dim, patch_padding, p)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], dim))
         self.layers = nn.ModuleList([Block(dim, heads) for _ in range(layers)])
         self.ln1 = nn.LayerNorm(dim, eps=1e-6)
@@ -111,9 +117,9 @@ def _convs(ch, n):
 
 
 class HeatmapHead(nn.Module):
-    def __init__(self, in_ch, ch, num_keypoints):
+    def __init__(self, in_ch, ch, num_keypoints, n_deconv=2):
         super().__init__()
-        self.deconv_layers = _deconvs(in_ch, ch, 2)
+        self.deconv_layers = _deconvs(in_ch, ch, n_deconv)
         self.conv_layers = _convs(ch, 2)
         self.final_layer = nn.Conv2d(ch, num_keypoints, 1)
 
@@ -133,14 +139,16 @@ class DecodeHead(nn.Module):
         return self.conv_seg(self.dropout(self.conv_layers(self.deconv_layers(x))))
 
 
-def make_head(task: str, in_ch: int, ch: int, num_keypoints: int = 17) -> nn.Module:
-    """The Sapiens head of ``task``: pose (2 deconvs, 2 convs), depth (4, 2) or normal (3, 3)."""
+def make_head(task: str, in_ch: int, ch: int, num_keypoints: int = 17, patch: int = 16) -> nn.Module:
+    """The Sapiens head of ``task``: pose (2 deconvs, 2 convs), depth (4, 2) or normal (3, 3) at
+    patch 16; one deconv fewer at patch 8 (mmpose / mmseg heads take the deconv count)."""
+    fewer = {16: 0, 8: 1}[patch]
     if task == "pose":
-        return HeatmapHead(in_ch, ch, num_keypoints)
+        return HeatmapHead(in_ch, ch, num_keypoints, 2 - fewer)
     if task == "depth":
-        return DecodeHead(in_ch, ch, 4, 2, 1)
+        return DecodeHead(in_ch, ch, 4 - fewer, 2, 1)
     if task == "normal":
-        return DecodeHead(in_ch, ch, 3, 3, 3)
+        return DecodeHead(in_ch, ch, 3 - fewer, 3, 3)
     raise ValueError(f"unknown task {task!r}")
 
 
@@ -157,14 +165,15 @@ class SapiensTorch(nn.Module):
 
     def __init__(self, arch, task, image_size, patch_padding=None, num_keypoints=17):
         super().__init__()
-        dim, _, _, pose_ch, depth_ch, normal_ch = ARCHS[arch]
+        dim, _, _, pose_ch, depth_ch, normal_ch = ARCHS[arch][:6]
         if patch_padding is None:
             patch_padding = 0 if task == "depth" else 2
         self.task = task
         self.backbone = ViT(arch, image_size, patch_padding)
         width = {"pose": pose_ch, "depth": depth_ch, "normal": normal_ch}
         if task in width:  # Sapiens' keys: head.* for pose, decode_head.* for depth / normal
-            setattr(self, "head" if task == "pose" else "decode_head", make_head(task, dim, width[task], num_keypoints))
+            head = make_head(task, dim, width[task], num_keypoints, patch_size(arch))
+            setattr(self, "head" if task == "pose" else "decode_head", head)
 
     def forward(self, x):
         feats = self.backbone(x)

@@ -17,15 +17,25 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-PATCH_SIZE = 16
+PATCH_SIZE = 16  # Sapiens' patch; a preset may set its own (ArchSpec.patch_size)
 HEADS = ("pose", "depth", "normal")
-# Output stride of each head relative to the input image (pose H/4, depth H/1, normal H/2).
+# Output stride of each head relative to the input image (pose H/4, depth H/1, normal H/2), whatever
+# the patch size: a head has one x2 deconvolution per halving from the token grid to its output.
 HEAD_STRIDES = {"pose": 4, "depth": 1, "normal": 2}
+
+
+def num_deconvs(task: str, patch_size: int = PATCH_SIZE) -> int:
+    """The x2 deconvolutions of ``task``'s head on a ``patch_size`` grid (Sapiens, patch 16: pose 2,
+    depth 4, normal 3; patch 8: one fewer each)."""
+    n = (patch_size // HEAD_STRIDES[task]).bit_length() - 1
+    if n < 0 or HEAD_STRIDES[task] << n != patch_size:
+        raise ValueError(f"patch size {patch_size} is not a power-of-two multiple of the {task} stride")
+    return n
 
 
 @dataclasses.dataclass(frozen=True)
 class ArchSpec:
-    """Width/depth of one backbone preset and the channel widths of its heads."""
+    """Width/depth of one backbone preset, its patch size and the channel widths of its heads."""
 
     embed_dims: int
     num_layers: int
@@ -33,6 +43,7 @@ class ArchSpec:
     pose_channels: int = 768
     depth_channels: int = 384
     normal_channels: int = 768
+    patch_size: int = PATCH_SIZE
 
     @property
     def mlp_dims(self) -> int:
@@ -47,6 +58,8 @@ ARCHS: dict[str, ArchSpec] = {
     "tiny": ArchSpec(64, 4, 4, pose_channels=32, depth_channels=16, normal_channels=32),
     # The testbed foundation: Sapiens' structure at a width and depth that train on 2 CPU cores.
     "cpu": ArchSpec(160, 6, 4, pose_channels=64, depth_channels=16, normal_channels=32),
+    # The same at patch 8: 4x the tokens per person (the foundation ladder's tokens-per-person lever).
+    "cpu_p8": ArchSpec(160, 6, 4, pose_channels=64, depth_channels=16, normal_channels=32, patch_size=8),
     "sapiens_0.3b": ArchSpec(1024, 24, 16),
     "sapiens_0.6b": ArchSpec(1280, 32, 16),
     "sapiens_1b": ArchSpec(1536, 40, 24),
@@ -65,13 +78,15 @@ def arch_spec(arch: str) -> ArchSpec:
         raise ValueError(f"unknown arch {arch!r}; known: {', '.join(ARCHS)}") from None
 
 
-def arch_from_shapes(embed_dims: int, num_layers: int) -> str:
-    """The preset whose width and depth match those read off a checkpoint's tensors."""
+def arch_from_shapes(embed_dims: int, num_layers: int, patch_size: int = PATCH_SIZE) -> str:
+    """The preset whose width, depth and patch size match those read off a checkpoint's tensors."""
     for name, spec in ARCHS.items():
-        if (spec.embed_dims, spec.num_layers) == (embed_dims, num_layers):
+        if (spec.embed_dims, spec.num_layers, spec.patch_size) == (embed_dims, num_layers, patch_size):
             return name
-    known = ", ".join(f"{n} (D={s.embed_dims}, L={s.num_layers})" for n, s in ARCHS.items())
-    raise ValueError(f"no preset has embed_dims={embed_dims} and {num_layers} layers; known: {known}")
+    known = ", ".join(f"{n} (D={s.embed_dims}, L={s.num_layers}, patch {s.patch_size})" for n, s in ARCHS.items())
+    raise ValueError(
+        f"no preset has embed_dims={embed_dims}, {num_layers} layers and patch {patch_size}; known: {known}"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +95,7 @@ class ModelConfig:
 
     Attributes:
       arch: preset name in ``ARCHS``.
-      image_size: input (H, W); both multiples of 16.
+      image_size: input (H, W); both multiples of the preset's patch size (16 for Sapiens).
       heads: subset of ``HEADS`` in any order.
       patch_padding: patch-embed conv padding (2 for pose/normal models, 0 for depth models).
       num_keypoints: K, the pose head's output channels.
@@ -114,8 +129,9 @@ class ModelConfig:
         object.__setattr__(self, "heads", tuple(self.heads))
         arch_spec(self.arch)
         h, w = self.image_size
-        if h % PATCH_SIZE or w % PATCH_SIZE or h <= 0 or w <= 0:
-            raise ValueError(f"image_size {self.image_size} must be positive multiples of {PATCH_SIZE}")
+        p = self.patch_size
+        if h % p or w % p or h <= 0 or w <= 0:
+            raise ValueError(f"image_size {self.image_size} must be positive multiples of {p} ({self.arch}'s patch)")
         unknown = set(self.heads) - set(HEADS)
         if unknown or len(set(self.heads)) != len(self.heads):
             raise ValueError(f"heads {self.heads} must be distinct names from {HEADS}")
@@ -125,17 +141,22 @@ class ModelConfig:
             raise ValueError("dtype 'float64' (a numerical check) needs jax.config.update('jax_enable_x64', True)")
         if self.attention not in ("xla", "cudnn"):
             raise ValueError(f"attention {self.attention!r} must be 'xla' or 'cudnn'")
-        if not 0 <= self.patch_padding < PATCH_SIZE:
-            raise ValueError(f"patch_padding {self.patch_padding} must be in [0, {PATCH_SIZE})")
+        if not 0 <= self.patch_padding < p:
+            raise ValueError(f"patch_padding {self.patch_padding} must be in [0, {p})")
 
     @property
     def spec(self) -> ArchSpec:
         return arch_spec(self.arch)
 
     @property
+    def patch_size(self) -> int:
+        """The preset's patch size p (16 for the Sapiens presets)."""
+        return self.spec.patch_size
+
+    @property
     def grid(self) -> tuple[int, int]:
-        """The token grid (H/16, W/16)."""
-        return self.image_size[0] // PATCH_SIZE, self.image_size[1] // PATCH_SIZE
+        """The token grid (H/p, W/p)."""
+        return self.image_size[0] // self.patch_size, self.image_size[1] // self.patch_size
 
     @property
     def compute_dtype(self):

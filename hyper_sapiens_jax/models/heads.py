@@ -250,7 +250,8 @@ class DenseHead(nnx.Module):
 
 
 class PoseHead(DenseHead):
-    """mmpose HeatmapHead as Sapiens uses it: 2 deconvs, 2 convs, ``final_layer`` -> K heatmaps (H/4, W/4)."""
+    """mmpose HeatmapHead as Sapiens uses it: 2 deconvs, 2 convs, ``final_layer`` -> K heatmaps (H/4, W/4).
+    ``num_deconv``: 2 on Sapiens' patch-16 grid (``config.num_deconvs``), one fewer at patch 8."""
 
     def __init__(
         self,
@@ -258,13 +259,14 @@ class PoseHead(DenseHead):
         num_keypoints: int,
         channels: int = 768,
         *,
+        num_deconv: int = 2,
         dtype=jnp.float32,
         remat: bool = False,
         rngs: nnx.Rngs,
     ):
         super().__init__(
             in_channels,
-            (channels,) * 2,
+            (channels,) * num_deconv,
             (channels,) * 2,
             num_keypoints,
             output_name="final_layer",
@@ -275,7 +277,8 @@ class PoseHead(DenseHead):
 
 
 class DepthHead(DenseHead):
-    """Sapiens VitDepthHead: 4 deconvs, 2 convs, Dropout2d, ``conv_seg`` -> 1 channel at full res."""
+    """Sapiens VitDepthHead: 4 deconvs (``num_deconv``, at patch 16), 2 convs, Dropout2d, ``conv_seg``
+    -> 1 channel at full res."""
 
     def __init__(
         self,
@@ -283,13 +286,14 @@ class DepthHead(DenseHead):
         channels: int = 384,
         dropout: float = 0.1,
         *,
+        num_deconv: int = 4,
         dtype=jnp.float32,
         remat: bool = False,
         rngs: nnx.Rngs,
     ):
         super().__init__(
             in_channels,
-            (channels,) * 4,
+            (channels,) * num_deconv,
             (channels,) * 2,
             1,
             output_name="conv_seg",
@@ -301,7 +305,8 @@ class DepthHead(DenseHead):
 
 
 class NormalHead(DenseHead):
-    """Sapiens normal head: 3 deconvs, 3 convs, Dropout2d, ``conv_seg`` -> 3 channels at H/2."""
+    """Sapiens normal head: 3 deconvs (``num_deconv``, at patch 16), 3 convs, Dropout2d, ``conv_seg``
+    -> 3 channels at H/2."""
 
     def __init__(
         self,
@@ -309,13 +314,14 @@ class NormalHead(DenseHead):
         channels: int = 768,
         dropout: float = 0.1,
         *,
+        num_deconv: int = 3,
         dtype=jnp.float32,
         remat: bool = False,
         rngs: nnx.Rngs,
     ):
         super().__init__(
             in_channels,
-            (channels,) * 3,
+            (channels,) * num_deconv,
             (channels,) * 3,
             3,
             output_name="conv_seg",

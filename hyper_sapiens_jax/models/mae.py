@@ -297,6 +297,7 @@ class MAE(nnx.Module):
             dim=decoder_dim,
             depth=decoder_depth,
             num_heads=decoder_heads,
+            patch_size=config.patch_size,
             dtype=dtype,
             attention=config.attention,
             remat=config.remat,
@@ -325,4 +326,4 @@ class MAE(nnx.Module):
     def loss(self, images: Array, key: Array) -> Array:
         """The float32 MAE loss of one batch (targets: the patches of ``images`` themselves)."""
         pred, mask = self(images, key)
-        return mae_loss(pred, patchify(images.astype(jnp.float32)), mask, self.norm_pix)
+        return mae_loss(pred, patchify(images.astype(jnp.float32), self.config.patch_size), mask, self.norm_pix)

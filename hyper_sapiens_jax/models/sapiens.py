@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from hyper_sapiens_jax.models.config import ModelConfig
+from hyper_sapiens_jax.models.config import ModelConfig, num_deconvs
 from hyper_sapiens_jax.models.heads import DepthHead, NormalHead, PoseHead
 from hyper_sapiens_jax.models.vit import SapiensViT
 from hyper_sapiens_jax.precision import widen
@@ -16,7 +16,8 @@ Array = jax.Array
 class Sapiens(nnx.Module):
     """Backbone + heads. ``model(images)`` returns a dict of float32 outputs.
 
-    Output shapes for images (B, H, W, 3): ``features`` (B, H/16, W/16, D); ``pose`` (B, H/4, W/4, K);
+    Output shapes for images (B, H, W, 3): ``features`` (B, H/p, W/p, D) (p: the patch, 16 for
+    Sapiens); ``pose`` (B, H/4, W/4, K);
     ``depth`` (B, H, W, 1); ``normal`` (B, H/2, W/2, 3) — only for the heads the config names.
     """
 
@@ -34,19 +35,20 @@ class Sapiens(nnx.Module):
             scan_blocks=config.scan_blocks,
             rngs=rngs,
         )
-        d = spec.embed_dims
+        d, p = spec.embed_dims, spec.patch_size
+        common = dict(dtype=dtype, remat=config.remat_heads, rngs=rngs)
         heads = {}
         if "pose" in config.heads:
             heads["pose"] = PoseHead(
-                d, config.num_keypoints, spec.pose_channels, dtype=dtype, remat=config.remat_heads, rngs=rngs
+                d, config.num_keypoints, spec.pose_channels, num_deconv=num_deconvs("pose", p), **common
             )
         if "depth" in config.heads:
             heads["depth"] = DepthHead(
-                d, spec.depth_channels, config.head_dropout, dtype=dtype, remat=config.remat_heads, rngs=rngs
+                d, spec.depth_channels, config.head_dropout, num_deconv=num_deconvs("depth", p), **common
             )
         if "normal" in config.heads:
             heads["normal"] = NormalHead(
-                d, spec.normal_channels, config.head_dropout, dtype=dtype, remat=config.remat_heads, rngs=rngs
+                d, spec.normal_channels, config.head_dropout, num_deconv=num_deconvs("normal", p), **common
             )
         self.heads = nnx.Dict(heads)
 

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hyper_sapiens_jax.models.config import PATCH_SIZE, ArchSpec
+from hyper_sapiens_jax.models.config import ArchSpec
 
 Array = jax.Array
 
@@ -82,7 +82,8 @@ def _apply_block(graphdef: nnx.GraphDef, state: nnx.State, x: Array) -> Array:
 
 
 class SapiensViT(nnx.Module):
-    """Sapiens ViT backbone: images (B, H, W, 3) normalised RGB -> features (B, H/16, W/16, D)."""
+    """Sapiens ViT backbone: images (B, H, W, 3) normalised RGB -> features (B, H/p, W/p, D), p the
+    preset's patch size (16 for Sapiens)."""
 
     def __init__(
         self,
@@ -100,19 +101,20 @@ class SapiensViT(nnx.Module):
         if remat_policy not in _REMAT_POLICIES:
             raise ValueError(f"remat_policy {remat_policy!r} must be one of {_REMAT_POLICIES}")
         self.image_size = tuple(image_size)
-        self.grid = (image_size[0] // PATCH_SIZE, image_size[1] // PATCH_SIZE)
+        p = spec.patch_size
+        self.grid = (image_size[0] // p, image_size[1] // p)
         self.dtype = dtype
         self.remat = remat
         self.remat_policy = remat_policy
         self.scan_blocks = scan_blocks
         d = spec.embed_dims
-        p = patch_padding
+        pad = patch_padding
         self.patch_embed = nnx.Conv(
             3,
             d,
-            (PATCH_SIZE, PATCH_SIZE),
-            strides=(PATCH_SIZE, PATCH_SIZE),
-            padding=((p, p), (p, p)),
+            (p, p),
+            strides=(p, p),
+            padding=((pad, pad), (pad, pad)),
             dtype=dtype,
             rngs=rngs,
         )
@@ -126,7 +128,7 @@ class SapiensViT(nnx.Module):
         self.norm = nnx.LayerNorm(d, epsilon=1e-6, dtype=dtype, rngs=rngs)
 
     def embed(self, images: Array) -> Array:
-        """images (B, H, W, 3) -> tokens (B, H/16 * W/16, D), position embedding added."""
+        """images (B, H, W, 3) -> tokens (B, H/p * W/p, D), position embedding added."""
         if images.shape[1:3] != self.image_size:
             raise ValueError(
                 f"input images are {images.shape[1]}x{images.shape[2]} but the model "
@@ -158,7 +160,7 @@ class SapiensViT(nnx.Module):
         return x
 
     def __call__(self, images: Array) -> Array:
-        """images (B, H, W, 3) -> features (B, H/16, W/16, D) in the compute dtype."""
+        """images (B, H, W, 3) -> features (B, H/p, W/p, D) in the compute dtype."""
         x = self.run_blocks(self.embed(images))
         x = self.norm(x)
         return x.reshape(x.shape[0], self.grid[0], self.grid[1], x.shape[-1])

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hyper_sapiens_jax.models.config import ModelConfig
+from hyper_sapiens_jax.models.config import ModelConfig, num_deconvs
 from hyper_sapiens_jax.models.weights import abstract_model
 
 # Dense bf16 peak TFLOP/s per device, matched as substrings of ``device.device_kind``.
@@ -83,15 +83,17 @@ def analytic_forward_flops(config: ModelConfig) -> float:
     spec = config.spec
     h, w = config.grid
     tokens, d = h * w, spec.embed_dims
-    macs = tokens * 16 * 16 * 3 * d  # patch embedding
+    p = spec.patch_size
+    macs = tokens * p * p * 3 * d  # patch embedding
     per_block = tokens * d * 3 * d + 2 * tokens * tokens * d + tokens * d * d + 2 * tokens * d * spec.mlp_dims
     macs += spec.num_layers * per_block
     for head in config.heads:
-        n_deconv, n_conv, width, out = {
-            "pose": (2, 2, spec.pose_channels, config.num_keypoints),
-            "depth": (4, 2, spec.depth_channels, 1),
-            "normal": (3, 3, spec.normal_channels, 3),
+        n_conv, width, out = {
+            "pose": (2, spec.pose_channels, config.num_keypoints),
+            "depth": (2, spec.depth_channels, 1),
+            "normal": (3, spec.normal_channels, 3),
         }[head]
+        n_deconv = num_deconvs(head, p)
         hh, ww, c_in = h, w, d
         for _ in range(n_deconv):
             hh, ww = 2 * hh, 2 * ww
