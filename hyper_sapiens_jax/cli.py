@@ -47,21 +47,24 @@ def _split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 def load_config(spec: str, overrides: Sequence[str] = ()) -> Any:
     """The ConfigDict of ``spec`` ('FILE[:ARG]') with ``overrides`` ('--config.FIELD=VALUE') applied
-    by ml_collections (locked: unknown fields are refused). Raises ValueError naming the problem."""
+    by ml_collections (locked: unknown fields are refused). Raises ``ConfigError`` (a ValueError)
+    naming the problem."""
     from absl import flags
     from ml_collections import config_flags
 
+    from hyper_sapiens_jax.config import ConfigError
+
     path = Path(spec.split(":", 1)[0])
     if not path.is_file():
-        raise ValueError(f"--config {spec}: no config file {path.absolute()}")
+        raise ConfigError(f"--config {spec}: no config file {path.absolute()}")
     registry = flags.FlagValues()
     argv = ["prog", f"--config={spec}", *overrides]
     config_flags.DEFINE_config_file("config", None, CONFIG_HELP, flag_values=registry, lock_config=True, sys_argv=argv)
     try:
         registry(argv)
         return registry.config
-    except (flags.Error, FileNotFoundError, AttributeError, KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"--config {spec}: {e}") from None
+    except (flags.Error, OSError, AttributeError, KeyError, TypeError, ValueError, SyntaxError, RecursionError) as e:
+        raise ConfigError(f"--config {spec}: {e}") from None
 
 
 def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:

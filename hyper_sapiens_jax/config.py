@@ -12,7 +12,11 @@ command line as ``--config configs/stage2.py:tiny``; any field can be overridden
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +122,181 @@ def stage_blocks(arch: str, stage: int) -> int | None:
     return layers // 2 if stage == 1 else layers // 4
 
 
+class ConfigError(ValueError):
+    """A config value or file cannot describe a run; the message names the field and the value."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Constraints on config values, declared once: ``check_values`` applies them to every job's config
+# at start-up (``jobs.run_job``, the fine-tuning adapters, the preview). A key names a field by its
+# dotted path's tail, so it guards that field in every config and in nested ones (configs/demo.py's
+# ``stage1.optim.lr``, ``prior.ema_decay``); a ``*`` matches within one name (``*_prob``).
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Constraint:
+    """``test(value)`` must hold; ``text`` says what the value must be ("a finite number > 0")."""
+
+    test: Callable[[Any], bool]
+    text: str
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def number(lo: float | None = None, hi: float | None = None, *, open_lo=False, open_hi=False, integer=False):
+    """A finite number (an int with ``integer``) in [lo, hi] (either end open or absent)."""
+
+    def test(v: Any) -> bool:
+        if not _is_number(v) or (integer and not isinstance(v, int)):
+            return False
+        above = lo is None or (v > lo if open_lo else v >= lo)
+        return above and (hi is None or (v < hi if open_hi else v <= hi))
+
+    kind = "an integer" if integer else "a finite number"
+    if lo is not None and hi is not None:
+        return Constraint(test, f"{kind} in {'(' if open_lo else '['}{lo}, {hi}{')' if open_hi else ']'}")
+    if lo is not None:
+        return Constraint(test, f"{kind} {'>' if open_lo else '>='} {lo}")
+    return Constraint(test, kind)
+
+
+def pair(item: Constraint, *, ordered: bool = True) -> Constraint:
+    """Two values, each ``item`` (and with ``ordered`` the first <= the second): a range or a size."""
+
+    def test(v: Any) -> bool:
+        if not isinstance(v, (tuple, list)) or len(v) != 2 or not all(item.test(x) for x in v):
+            return False
+        return not ordered or v[0] <= v[1]
+
+    return Constraint(test, f"two values, each {item.text}{' (low, high)' if ordered else ''}")
+
+
+def one_of(*values: Any) -> Constraint:
+    return Constraint(lambda v: v in values, f"one of {list(values)}")
+
+
+POSITIVE = number(0, open_lo=True)
+NON_NEGATIVE = number(0)
+POSITIVE_INT = number(1, integer=True)
+COUNT = number(0, integer=True)
+PROBABILITY = number(0, 1)
+DECAY = number(0, 1, open_hi=True)
+
+CONSTRAINTS: dict[str, Constraint] = {
+    # Steps, batches and intervals (top level; the prior's own names).
+    "num_steps": POSITIVE_INT,
+    "batch_size": POSITIVE_INT,
+    "eval_batch_size": POSITIVE_INT,
+    "micro_batches": POSITIVE_INT,
+    "log_every": POSITIVE_INT,
+    "eval_every": POSITIVE_INT,
+    "checkpoint_every": POSITIVE_INT,
+    "steps_per_call": POSITIVE_INT,
+    "eval_batches": POSITIVE_INT,
+    "peak_tflops": NON_NEGATIVE,
+    "ema_decay": DECAY,
+    # config.optim (fine-tuning, pretraining, the prior)
+    "optim.lr": POSITIVE,
+    "optim.layer_decay": number(0, 1, open_lo=True),  # 1: no layer-wise decay
+    "optim.weight_decay": NON_NEGATIVE,
+    "optim.b1": DECAY,
+    "optim.b2": DECAY,
+    "optim.grad_clip": NON_NEGATIVE,  # 0: no clipping
+    "optim.warmup_steps": COUNT,
+    "optim.final_lr_frac": PROBABILITY,
+    # config.loss: weights >= 0; sds_final < 0 means "no annealing"
+    **{f"loss.{w}": NON_NEGATIVE for w in ("pose", "coord", "depth", "normal", "depth_normal", "bone_ratio")},
+    **{f"loss.{w}": NON_NEGATIVE for w in ("limb_rigidity", "sds", "near", "extent")},
+    "loss.sds_final": number(),
+    "loss.sds_t_min": number(0, 1, open_lo=True),
+    "loss.sds_t_max": number(0, 1, open_lo=True),
+    "keypoint_conf": PROBABILITY,
+    # config.eval, config.checkpoint: keep >= 1, so no setting deletes the last complete checkpoint
+    "eval.every": POSITIVE_INT,
+    "eval.pck_threshold": number(0, 1, open_lo=True),
+    "eval.pck_norm": one_of("bbox", "torso"),
+    "checkpoint.every": POSITIVE_INT,
+    "checkpoint.keep": POSITIVE_INT,
+    "checkpoint.keep_best": COUNT,
+    "keep_checkpoints": POSITIVE_INT,
+    "distributed.num_processes": POSITIVE_INT,
+    "distributed.heartbeat_timeout_s": POSITIVE,
+    # config.model
+    "model.image_size": pair(POSITIVE_INT, ordered=False),
+    "model.num_keypoints": POSITIVE_INT,
+    "model.head_dropout": DECAY,
+    "mae.mask_ratio": DECAY,
+    # config.data
+    "data.heatmap_sigma": POSITIVE,
+    "data.focal_factor": POSITIVE,
+    "data.unlabeled_min_score": number(),
+    "data.num_unlabeled": COUNT,
+    "data.num_labeled": COUNT,
+    "data.worker_count": COUNT,
+    "data.tuning_images": COUNT,
+    "data.mix.*": COUNT,
+    "testbed.num_*": COUNT,
+    "testbed.frames_per_sequence": POSITIVE_INT,
+    "humans.num_train": POSITIVE_INT,
+    "humans.num_val": COUNT,
+    "humans.image_size": pair(POSITIVE_INT, ordered=False),
+    # augmentation (config.data.aug, the semi-supervised weak view, the prior's joint dropout)
+    "*_prob": PROBABILITY,
+    "dropout.prob": PROBABILITY,
+    "dropout.max_rate": PROBABILITY,
+    "bbox_padding": POSITIVE,
+    "shift_factor": NON_NEGATIVE,
+    "scale_range": pair(POSITIVE),
+    "rotate_factor": NON_NEGATIVE,
+    "brightness_delta": NON_NEGATIVE,
+    "contrast_range": pair(NON_NEGATIVE),
+    "saturation_range": pair(NON_NEGATIVE),
+    "hue_delta": NON_NEGATIVE,
+    "dropout_size_range": pair(PROBABILITY),
+    # config.semisup
+    "semisup.unlabeled_batch": POSITIVE_INT,
+    "semisup.conf_threshold": PROBABILITY,
+    "semisup.kps_threshold": PROBABILITY,
+    "semisup.denoise_t": number(0, 1, open_lo=True),
+    "semisup.denoise_steps": POSITIVE_INT,
+    **{f"semisup.{w}": NON_NEGATIVE for w in ("cons", "dev", "rigidity", "orthogonality", "depth_scale")},
+}
+
+
+def constraint_for(path: str) -> tuple[str, Constraint] | None:
+    """The (key, constraint) of CONSTRAINTS that guards the dotted field ``path``, if any: the key
+    matches the path's last names (``*`` within a name); the longest key wins."""
+    names = path.split(".")
+    matches = [
+        (key, c)
+        for key, c in CONSTRAINTS.items()
+        if key.count(".") < len(names) and fnmatch.fnmatchcase(".".join(names[-key.count(".") - 1 :]), key)
+    ]
+    return max(matches, key=lambda m: m[0].count("."), default=None)
+
+
+def _leaves(config: Mapping | ml_collections.ConfigDict, prefix: str = ""):
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, (Mapping, ml_collections.ConfigDict)):
+            yield from _leaves(value, path + ".")
+        else:
+            yield path, value
+
+
+def check_values(config: Mapping | ml_collections.ConfigDict) -> None:
+    """Refuse, with one ``ConfigError`` naming every bad field and its value, a config (any job's,
+    nested ones included) whose values break ``CONSTRAINTS``."""
+    bad = []
+    for path, value in _leaves(config):
+        found = constraint_for(path)
+        if found is not None and not found[1].test(value):
+            bad.append(f"config.{path}={value!r} must be {found[1].text}")
+    if bad:
+        raise ConfigError("; ".join(bad))
+
+
 def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """Fields shared by every stage; the stage files set ``stage``, ``data.mix`` and the schedule."""
     arch = parse_arch(arg)
@@ -194,9 +373,10 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
 
     # Validation (flip test, DARK-UDP decode) on the "val" split: PCK@pck_threshold normalised by the
-    # box's longer side ("bbox") or the torso ("torso"), COCO OKS AP, G-Error.
+    # box's longer side ("bbox") or the torso ("torso"), COCO OKS AP, G-Error. blur_kernel 0: the DARK
+    # kernel rule of the heatmap size and sigma (data/codec.py dark_blur_kernel: 11 at Sapiens size).
     c.eval = ml_collections.ConfigDict(
-        dict(every=200 if cpu_sized else 1000, flip_test=True, pck_threshold=0.05, pck_norm="bbox")
+        dict(every=200 if cpu_sized else 1000, flip_test=True, pck_threshold=0.05, pck_norm="bbox", blur_kernel=0)
     )
     # Orbax: async saves every `every` steps (and at evaluations, on preemption/SIGTERM, at the end);
     # the latest `keep` and the `keep_best` best by validation PCK are kept.
@@ -275,7 +455,20 @@ def data_config(cpu_sized: bool, tiny: bool) -> ml_collections.ConfigDict:
     # The human corpus (adults and children, testbed/humans.py): the 'humans' source of the mix and
     # the testbed foundation's pretraining data; generated once, cached by its parameters.
     d.humans_dir = DEFAULT_HUMANS_DIR
-    d.humans = ml_collections.ConfigDict(dict(num_train=20000, num_val=300, image_size=(160, 128), seed=0))
+    # The corpus's views (testbed/humans.py Views): framing 'group' | 'person', camera roll range,
+    # the share seen from above, the share lying down (0: the default posture table).
+    d.humans = ml_collections.ConfigDict(
+        dict(
+            num_train=20000,
+            num_val=300,
+            image_size=(160, 128),
+            seed=0,
+            framing="group",
+            roll_deg=8.0,
+            top_down=0.0,
+            lying_share=0.0,
+        )
+    )
     # Hyperparameter tuning without the validation split: > 0 holds this many real training images
     # out (seeded by tuning_seed) and evaluates on them instead of "val" (data/tuning.py).
     d.tuning_images = 0

@@ -29,12 +29,15 @@ JOBS = {
 
 def run_job(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "train") -> int:
     """Run ``config.job`` in ``workdir``, holding its lock (a second job on the same workdir stops
-    with ``WorkdirInUseError`` naming the first); a ValueError names an unknown job."""
+    with ``WorkdirInUseError`` naming the first); a ValueError names an unknown job, a
+    ``ConfigError`` every value that breaks ``config.CONSTRAINTS`` (checked before anything runs)."""
+    from hyper_sapiens_jax.config import check_values
     from hyper_sapiens_jax.training.monitor import workdir_lock
 
     job = config.get("job")
     if job not in JOBS:
         raise ValueError(f"config.job={job!r} is not one of {sorted(JOBS)}")
+    check_values(config)
     with workdir_lock(workdir):
         return importlib.import_module(JOBS[job]).run(config, workdir, mode) or 0
 
@@ -44,7 +47,15 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     that cannot go on, e.g. a non-finite loss): the command line prints these as one line."""
     from hyper_sapiens_jax.prior.train import PriorTrainingError
     from hyper_sapiens_jax.training.loop import TrainingError
-    from hyper_sapiens_jax.training.monitor import WorkdirInUseError
+    from hyper_sapiens_jax.training.monitor import WorkdirError, WorkdirInUseError
     from hyper_sapiens_jax.training.pretrain import PretrainError
 
-    return (ValueError, FileNotFoundError, TrainingError, PretrainError, PriorTrainingError, WorkdirInUseError)
+    return (
+        ValueError,  # DataError, ConfigError, WeightsError (CheckpointError), TuningSplitError among them
+        FileNotFoundError,
+        TrainingError,
+        PretrainError,
+        PriorTrainingError,
+        WorkdirInUseError,
+        WorkdirError,
+    )

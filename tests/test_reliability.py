@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -246,3 +247,98 @@ def test_bad_configs_stop_at_start_up_naming_the_field(testbed, tmp_path, change
     config.update_from_flattened_dict(changes)
     with pytest.raises(error, match=message):
         loop.Trainer(config, tmp_path / "run").train_data()  # the mix is checked with the data
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 33: settings that would wreck a run, and a workdir that cannot be used, stop at start-up
+# with one line naming the field (or path) and the value, exit code 1.
+# ---------------------------------------------------------------------------------------------
+def _main(argv, capsys, monkeypatch) -> tuple[int, str]:
+    """``main(argv)`` in this process: (exit code, stderr). No job may start (a regression fails
+    here at once instead of training)."""
+    from hyper_sapiens_jax import jobs
+    from hyper_sapiens_jax import main as main_module
+
+    def refuse(name):
+        raise AssertionError(f"the job {name} started")
+
+    monkeypatch.setattr(jobs.importlib, "import_module", refuse)
+    rc = main_module.main(argv)
+    return rc, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "config, override, message",
+    [
+        ("stage1.py:tiny", "optim.lr=-0.5", r"config.optim.lr=-0.5 must be a finite number > 0"),
+        ("stage1.py:tiny", "optim.lr=nan", r"config.optim.lr=nan must be a finite number > 0"),
+        ("stage1.py:tiny", "ema_decay=1.5", r"config.ema_decay=1.5 must be a finite number in \[0, 1\)"),
+        ("stage1.py:tiny", "data.heatmap_sigma=0", r"config.data.heatmap_sigma=0.0 must be a finite number > 0"),
+        ("stage1.py:tiny", "checkpoint.keep=0", r"config.checkpoint.keep=0 must be an integer >= 1"),
+        (
+            "stage1.py:tiny",
+            "data.aug.flip_prob=1.5",
+            r"config.data.aug.flip_prob=1.5 must be a finite number in \[0, 1\]",
+        ),
+        ("stage1.py:tiny", "data.aug.scale_range=(1.5,0.5)", r"config.data.aug.scale_range=\(1.5, 0.5\) must be two"),
+        ("stage1.py:tiny", "model.image_size=(0,64)", r"config.model.image_size=\(0, 64\) must be two values"),
+        ("prior.py", "keep_checkpoints=0", r"config.keep_checkpoints=0 must be an integer >= 1"),
+        ("pretrain.py:tiny", "mae.mask_ratio=1.0", r"config.mae.mask_ratio=1.0 must be a finite number in \[0, 1\)"),
+        ("demo.py", "stage2.optim.lr=-1.0", r"config.stage2.optim.lr=-1.0 must be a finite number > 0"),
+        ("semisup_stage1.py:tiny", "semisup.conf_threshold=2.0", r"config.semisup.conf_threshold=2.0 must be"),
+    ],
+    ids=lambda v: v if "=" in str(v) and "must" not in str(v) else None,
+)
+def test_bad_values_stop_every_job_at_start_up_naming_field_and_value(
+    tmp_path, capsys, monkeypatch, config, override, message
+):
+    """Each is one line on stderr, exit code 1, before the workdir is touched."""
+    work = tmp_path / "run"
+    rc, err = _main(
+        ["--config", str(REPO / "configs" / config), "--workdir", str(work), f"--config.{override}"],
+        capsys,
+        monkeypatch,
+    )
+    assert rc == 1 and re.search(message, err), err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err
+    assert not work.exists()
+
+
+def test_no_setting_deletes_the_last_complete_checkpoint(tmp_path):
+    """checkpoint.keep=0 (which once deleted a run's own checkpoints and exited 0) is refused by
+    the config check and by the checkpoint manager itself, for every job that saves."""
+    from hyper_sapiens_jax.config import ConfigError, check_values
+
+    config = base_config("tiny")
+    config.checkpoint.keep = 0
+    with pytest.raises(ConfigError, match=r"config.checkpoint.keep=0 must be an integer >= 1"):
+        check_values(config)
+    with pytest.raises(ValueError, match=r"keep=0 must be an integer >= 1 \(0 would delete the last complete"):
+        ckpt.manager(tmp_path / "ck", keep=0)
+    ckpt.manager(tmp_path / "ck", keep=0, read_only=True).close()  # reading deletes nothing
+
+
+def test_a_workdir_that_is_a_file_or_unwritable_is_one_line_naming_it(tmp_path, capsys, monkeypatch):
+    from hyper_sapiens_jax.training.monitor import WorkdirError
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    for workdir in (blocker, blocker / "below"):
+        rc, err = _main(
+            ["--config", str(REPO / "configs/stage1.py:tiny"), "--workdir", str(workdir)], capsys, monkeypatch
+        )
+        assert (
+            rc == 1
+            and err == f"error: --workdir {workdir}: {blocker} is a file, not a folder; choose another --workdir\n"
+        )
+    locked = tmp_path / "read_only"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == locked else real_access(p, mode))
+    with (
+        pytest.raises(WorkdirError, match=rf"--workdir {locked}: cannot be written \(permission denied\)"),
+        workdir_lock(locked),
+    ):
+        pass
+    rc, err = _main(["--config", str(REPO / "configs/prior.py"), "--workdir", str(locked)], capsys, monkeypatch)
+    assert rc == 1 and err.count("\n") == 1 and "cannot be written" in err

@@ -28,6 +28,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from hyper_sapiens_jax.config import ConfigError  # raised here for config.data; defined with the config
 from hyper_sapiens_jax.data import transforms as T
 from hyper_sapiens_jax.data.pipeline import MixEntry, mix_counts
 from hyper_sapiens_jax.data.sources import CocoKeypointSource, DataError, MiniRgbdSource
@@ -57,10 +58,6 @@ OPTIONAL_FIELDS = {"unlabeled": ("unlabeled_boxes", "unlabeled_image_list")}
 _PATH_FIELDS = tuple(
     dict.fromkeys(f for table in (SOURCE_FIELDS, OPTIONAL_FIELDS) for fields in table.values() for f in fields)
 )
-
-
-class ConfigError(ValueError):
-    """``config.data`` cannot describe the data a run needs; the message names the fields."""
 
 
 def data_source(data: ml_collections.ConfigDict) -> str:

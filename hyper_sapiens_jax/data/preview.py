@@ -22,9 +22,11 @@ import cv2
 import numpy as np
 
 from hyper_sapiens_jax import cli
+from hyper_sapiens_jax.config import check_values
 from hyper_sapiens_jax.data import builders, visualize
 from hyper_sapiens_jax.data.pipeline import train_dataset, train_iterator
 from hyper_sapiens_jax.data.sources import DataError
+from hyper_sapiens_jax.jobs import expected_errors
 from hyper_sapiens_jax.logs import setup_logging
 
 
@@ -40,8 +42,13 @@ def summarize(batch: dict[str, np.ndarray], names: list[str]) -> dict:
 
 
 def run(config, num_batches: int, out: Path, max_panels: int = 8) -> dict:
-    """Build ``num_batches`` training batches of ``config``; write the summary and PNG grids to ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Build ``num_batches`` training batches of ``config``; write the summary and PNG grids to ``out``.
+    The config's values are checked first (``config.check_values``, as every job's are)."""
+    check_values(config)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(out, f"cannot create the output folder ({e.strerror or e})") from None
     mix, paths = builders.build_train_mix(config)
     names = [e.name for e in mix]
     dataset = train_dataset(mix, builders.sample_config(config), seed=config.seed, num_batches=num_batches)
@@ -68,9 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-panels", type=int, default=8, help="samples drawn per batch grid")
     args = cli.parse(p, argv)
     setup_logging()
-    try:
+    try:  # what main prints as one line (a bad config, data file or image), printed the same way
         summary = run(args.config, args.batches, Path(args.out), args.max_panels)
-    except DataError as e:
+    except expected_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     for i, b in enumerate(summary["batches"]):

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from hyper_sapiens_jax.config import base_config, parse_unfreeze
+from hyper_sapiens_jax.config import base_config, check_values, parse_unfreeze
 from hyper_sapiens_jax.models import ModelConfig
 from hyper_sapiens_jax.training.objective import LossWeights
 from hyper_sapiens_jax.training.optim import sapiens_adamw
@@ -27,7 +27,7 @@ LOSS_SETTINGS = frozenset({"sds_final", "sds_t_min", "sds_t_max", "sds_weighting
 # The fields the fine-tuning job reads from its plain sections (refused when unknown: ``check_sections``).
 SECTION_FIELDS = {
     "optim": frozenset({"lr", "layer_decay", "weight_decay", "b1", "b2", "grad_clip", "warmup_steps", "final_lr_frac"}),
-    "eval": frozenset({"every", "flip_test", "pck_threshold", "pck_norm"}),
+    "eval": frozenset({"every", "flip_test", "pck_threshold", "pck_norm", "blur_kernel"}),
     "checkpoint": frozenset({"every", "keep", "keep_best"}),
 }
 
@@ -55,8 +55,9 @@ def model_config(config: ml_collections.ConfigDict, *, ignore: tuple[str, ...] =
 def check_sections(config: ml_collections.ConfigDict) -> None:
     """Refuse unknown fields at the top level and in ``config.data``, ``config.optim``, ``config.eval``
     and ``config.checkpoint`` (a config file can add fields that no override check sees), and in
-    ``config.model`` and ``config.loss`` (``model_config``, ``loss_weights``), and step counts,
-    batch sizes and intervals that are not positive: the fine-tuning job's start-up check."""
+    ``config.model`` and ``config.loss`` (``model_config``, ``loss_weights``), step counts,
+    batch sizes and intervals that are not positive, and any value outside its range
+    (``config.check_values``): the fine-tuning job's start-up check."""
     for section, known in SECTION_FIELDS.items():
         refuse_unknown(section, config[section].keys(), known)
     defaults = base_config(config.arch)  # every fine-tuning config starts from these fields
@@ -74,6 +75,7 @@ def check_sections(config: ml_collections.ConfigDict) -> None:
     bad = {k: v for k, v in counts.items() if not (isinstance(v, int) and v > 0)}
     if bad:
         raise ValueError(f"config fields {bad} must be positive integers")
+    check_values(config)  # every other value's range (config.CONSTRAINTS)
     model_config(config)
     loss_weights(config)
 

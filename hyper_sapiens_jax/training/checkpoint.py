@@ -55,7 +55,13 @@ def manager(
     """The one Orbax CheckpointManager setup of every job (fine-tuning, pretraining, the prior): saves
     every ``every`` steps and on preemption (async unless ``async_save=False``), keeps the latest
     ``keep`` and, with ``keep_best`` > 0, the ``keep_best`` best by ``metrics[BEST_METRIC]`` (see the
-    module docstring). ``item_names``: fixed item names (the prior's), else the items ``save`` names."""
+    module docstring). ``item_names``: fixed item names (the prior's), else the items ``save`` names.
+    ``keep`` < 1 is refused: it would delete the run's last complete checkpoint (a read-only manager
+    deletes nothing)."""
+    if not read_only and not (isinstance(keep, int) and keep >= 1):
+        raise ValueError(
+            f"checkpoint keep={keep!r} must be an integer >= 1 (0 would delete the last complete checkpoint)"
+        )
     keep_policy = [pp.LatestN(keep)]
     best = {}
     if keep_best:

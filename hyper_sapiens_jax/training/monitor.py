@@ -31,18 +31,44 @@ class WorkdirInUseError(RuntimeError):
     """Another job holds the workdir; the message names it (pid, host, start time, command)."""
 
 
+class WorkdirError(RuntimeError):
+    """The workdir cannot be used: it (or a folder above it) is a file, or it cannot be written.
+    The message names the path."""
+
+
+def _open_lock(workdir: Path) -> int:
+    """Create ``workdir`` (and its parents) and open its lock file; ``WorkdirError`` naming the
+    path when a file stands in the way or the folder cannot be written."""
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        if not os.access(workdir, os.W_OK | os.X_OK):
+            raise PermissionError
+        return os.open(workdir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in [workdir, *workdir.parents] if p.exists() and not p.is_dir()), workdir)
+        raise WorkdirError(
+            f"--workdir {workdir}: {blocker} is a file, not a folder; choose another --workdir"
+        ) from None
+    except PermissionError:
+        raise WorkdirError(
+            f"--workdir {workdir}: cannot be written (permission denied); choose another --workdir"
+        ) from None
+    except OSError as e:
+        raise WorkdirError(f"--workdir {workdir}: cannot be used ({e.strerror or e})") from None
+
+
 @contextlib.contextmanager
 def workdir_lock(workdir: str | Path) -> Iterator[None]:
     """Hold ``WORKDIR/.lock`` (an exclusive ``flock``) for the duration of a job, so that a second job
     pointed at the same workdir refuses to start, naming the first, instead of both writing the
     same checkpoints. The kernel releases the lock when the holder exits in any way (SIGKILL
-    included), so a killed run's workdir resumes at once. Process 0 takes it in a multi-process job."""
+    included), so a killed run's workdir resumes at once. Process 0 takes it in a multi-process job.
+    A workdir that is a file, or that cannot be written, is a ``WorkdirError`` naming it."""
     if jax.process_index() != 0:
         yield
         return
     path = Path(workdir).absolute() / LOCK_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_lock(path.parent)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
