@@ -66,6 +66,20 @@ def _check_arch(sd: dict[str, np.ndarray], source: str, arch: str | None) -> str
     return arch
 
 
+def check_finite(state_dicts: dict[str, dict[str, np.ndarray]], sources: dict[str, str]) -> None:
+    """``LayoutError`` naming the file and the key of the first floating-point tensor that holds
+    NaN or inf (a converted model would predict NaN); ``--allow-nonfinite`` skips this check."""
+    for role, sd in state_dicts.items():
+        for key, value in sd.items():
+            arr = np.asarray(value)
+            if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+                n = int(arr.size - np.isfinite(arr).sum())
+                raise LayoutError(
+                    f"{sources[role]}: tensor {key!r} holds {n} NaN or infinite values of {arr.size}; "
+                    "pass --allow-nonfinite to convert it anyway"
+                )
+
+
 def load_files(files: dict[str, str | Path]) -> dict[str, dict[str, np.ndarray]]:
     """Read each role's file into a ``backbone.``-prefixed state dict (pretrain-only tokens dropped)."""
     state_dicts = {}
@@ -98,6 +112,7 @@ def convert_state_dicts(
     patch_padding: int | None = None,
     source_grid: tuple[int, int] | None = None,
     order: list[str] | None = None,
+    allow_nonfinite: bool = False,
 ) -> tuple[ModelConfig, dict[tuple, np.ndarray], dict[str, Any]]:
     """Map Sapiens state dicts (role -> key -> array) onto a model; returns (config, flat params, info).
 
@@ -109,9 +124,12 @@ def convert_state_dicts(
       patch_padding: patch-embed padding; default 2, or 0 when the backbone comes from a depth model.
       source_grid: token grid of the stored pos_embed when it cannot be inferred from its length.
       order: the roles in command-line order (decides "the first file given").
+      allow_nonfinite: convert tensors holding NaN or inf (refused by default, naming the key).
     """
     if not state_dicts:
         raise LayoutError("give at least one of --pretrain, --pose, --depth, --normal")
+    if not allow_nonfinite:
+        check_finite(state_dicts, sources)
     backbone_role = pick_backbone_source(state_dicts, order)
     bsrc = sources[backbone_role]
     log.info("backbone from --%s %s", backbone_role, bsrc)
@@ -200,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", required=True, help="output weights directory")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    parser.add_argument(
+        "--allow-nonfinite", action="store_true", help="convert tensors holding NaN or inf (refused by default)"
+    )
     args = parser.parse_args(argv)
     setup_logging()
     files = {r: getattr(args, r) for r in ROLES if getattr(args, r)}
@@ -214,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             patch_padding=args.patch_padding,
             source_grid=args.pos_embed_grid,
             order=order,
+            allow_nonfinite=args.allow_nonfinite,
         )
         out = save_weights(args.out, config, params, info, overwrite=args.overwrite)
     except (LayoutError, CheckpointFileError, WeightsError) as e:

@@ -225,6 +225,29 @@ def test_bad_checkpoints_are_refused_naming_the_key(refs, tmp_path, edit, messag
     assert message in str(e.value) and str(path) in str(e.value)
 
 
+def test_non_finite_tensors_are_refused_naming_the_key_unless_allowed(refs, tmp_path, capsys):
+    """A NaN or inf weight stops the conversion (exit code 1, one line naming the file and the key);
+    ``--allow-nonfinite`` converts it as it is."""
+    from convert_weights import torch_to_flax
+
+    def poison(sd):
+        w = sd["head.final_layer.weight"].clone()
+        w.view(-1)[:3] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+        sd["head.final_layer.weight"] = w
+
+    path = _corrupt(refs, tmp_path, poison)
+    message = "tensor 'head.final_layer.weight' holds 3 NaN or infinite values"
+    with pytest.raises(LayoutError, match=rf"{path}: {message}"):
+        convert({"pose": path}, IMAGE_SIZE)
+    size = ",".join(map(str, IMAGE_SIZE))
+    assert torch_to_flax.main(["--image-size", size, "--pose", str(path), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]  # after the log lines
+    assert errors == [f"error: {path}: {message} of 544; pass --allow-nonfinite to convert it anyway"], err
+    _, params, _ = convert({"pose": path}, IMAGE_SIZE, allow_nonfinite=True)
+    assert sum(int((~np.isfinite(v)).sum()) for v in params.values()) == 3
+
+
 def test_ddp_prefixed_checkpoints_convert_with_a_log_line(refs, tmp_path, caplog):
     """Every key 'module.'-prefixed (saved through DistributedDataParallel): the prefix is removed,
     said in the log, and the weights are the plain checkpoint's."""
