@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -69,3 +70,63 @@ def test_whole_images_and_errors(testbed, ckpt, tmp_path):
         main(["--ckpt", str(ckpt), "--images", str(files[0]), "--boxes", str(other), "--out", str(tmp_path / "c")]) == 1
     )
     assert main(["--ckpt", str(tmp_path), "--images", str(files[0]), "--out", str(tmp_path / "d")]) == 1
+
+
+def _images_in_every_format(testbed, folder):
+    """7.jpg and 7.png (one stem), a.webp, b.tif, a text file and a sub-folder."""
+    from PIL import Image
+
+    folder.mkdir()
+    with Image.open(sorted(testbed.val_images.iterdir())[0]) as im:
+        rgb = im.convert("RGB")
+    for name in ("7.jpg", "7.png", "a.webp", "b.tif"):
+        rgb.save(folder / name)
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "sub").mkdir()
+    return folder
+
+
+def test_every_input_gets_a_distinct_id_and_overlay_and_left_out_files_are_named(testbed, ckpt, tmp_path, capsys):
+    folder = _images_in_every_format(testbed, tmp_path / "in")
+    out = tmp_path / "out"
+    assert (
+        main(["--ckpt", str(ckpt), "--images", str(folder), str(folder / "a.webp"), "--out", str(out), "--no-flip"])
+        == 0
+    )
+    err = capsys.readouterr().err
+    assert f"left out {folder / 'notes.txt'}: not an image format PIL decodes (.txt)" in err
+    assert f"left out {folder / 'sub'}: a folder" in err and f"left out {folder / 'a.webp'}: given twice" in err
+    assert "4 overlays" in err
+    table = json.loads((out / "image_ids.json").read_text())
+    assert [Path(t["file"]).name for t in table] == ["7.jpg", "7.png", "a.webp", "b.tif"]
+    assert [t["image_id"] for t in table] == [7, 8, 9, 10]  # 7.png's stem is taken: a fresh id
+    assert [t["overlay"] for t in table] == ["7_jpg.png", "7_png.png", "a.png", "b.png"]
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(t["overlay"] for t in table)
+    text = (out / RESULTS_FILE).read_text()
+    results = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    assert sorted(r["image_id"] for r in results) == [7, 8, 9, 10]
+    # A detection list matches boxes by numeric stem: 7.jpg and 7.png cannot be told apart.
+    dets = tmp_path / "dets.json"
+    dets.write_text(json.dumps([{"image_id": 7, "bbox": [0, 0, 10, 10]}]))
+    assert main(["--ckpt", str(ckpt), "--images", str(folder), "--boxes", str(dets), "--out", str(tmp_path / "o")]) == 1
+    assert "both match 7" in capsys.readouterr().err
+    dets.write_text(json.dumps([{"image_id": 7, "bbox": [0, 0, "ten", 10]}]))
+    assert (
+        main(
+            ["--ckpt", str(ckpt), "--images", str(folder / "7.jpg"), "--boxes", str(dets), "--out", str(tmp_path / "o")]
+        )
+        == 1
+    )
+    assert "dets.json detection 0: field 'bbox'[2]: input should be a valid number" in capsys.readouterr().err
+
+
+def test_a_model_that_predicts_nan_stops_without_writing_bare_nan(testbed, tmp_path, capsys):
+    config = ModelConfig(arch="tiny", image_size=(64, 48), heads=("pose",))
+    params = flat_params(Sapiens(config, rngs=nnx.Rngs(0)))
+    key = next(k for k in params if "pose" in "/".join(map(str, k)))
+    params[key] = np.full_like(params[key], np.nan)
+    bad = save_weights(tmp_path / "nan_ckpt", config, params)
+    image = sorted(testbed.val_images.iterdir())[0]
+    assert main(["--ckpt", str(bad), "--images", str(image), "--out", str(tmp_path / "o"), "--no-flip"]) == 1
+    assert f"error: {image}: the model predicts NaN or infinite keypoints" in capsys.readouterr().err
+    assert not (tmp_path / "o" / RESULTS_FILE).exists()
