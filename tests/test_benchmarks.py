@@ -134,3 +134,15 @@ def test_data_pipeline_reports_rates_bytes_and_cores(testbed):
     assert len(cores) == 3 * 2 and all(c["cores"] > 0 for c in cores)
     c = cores[0]
     assert c["cores"] == pytest.approx(c["img_per_s"] / c["worker_samples_per_s"])
+
+
+def test_coco_validation_reports_each_stage(tmp_path):
+    """The validation benchmark reads a valid synthetic file (every annotation a record) and
+    reports each stage's time."""
+    out = tmp_path / "coco.json"
+    assert load_script("coco_validation").main(["--annotations", "300", "--repeats", "1", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["annotations"] == 300 and result["file_mb"] > 0
+    for key in ("json_s", "schema_s", "consistency_s", "reader_s"):
+        assert result[key] > 0
+    assert result["validation_s"] == pytest.approx(result["schema_s"] + result["consistency_s"])

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,26 +273,33 @@ class IdMap:
         return self.mapped.get(key, key)
 
 
-def image_path(root: Path, file_name: str) -> tuple[Path, str | None]:
+def image_path(root: Path, file_name: str, _real_dirs: dict | None = None) -> tuple[Path, str | None]:
     """(root / file_name, None), or (that path, the reason it is refused): it leads outside
     ``root`` (absolute, '..', or a symlink whose target is outside, checked on the resolved path),
-    it is a directory, or it is missing."""
-    name = Path(file_name)
-    path = root / name
+    it is a directory, or it is missing. ``_real_dirs``: a cache of resolved folders the caller
+    keeps across calls (a file that is not itself a link then costs two system calls)."""
+    root_str = str(root)
+    path_str = os.path.join(root_str, file_name)
+    path = Path(path_str)
     if "\x00" in file_name:
         return path, f"file_name {file_name!r} holds a NUL character"
-    if name.is_absolute() or ".." in name.parts:
+    if os.path.isabs(file_name) or ".." in file_name.split("/"):
         return path, f"file_name {file_name!r} leads outside the image root {root}; give it relative to that folder"
+    cache = {} if _real_dirs is None else _real_dirs
     try:
-        real = path.resolve()
-        inside = real.is_relative_to(root.resolve())
-    except (OSError, RuntimeError) as e:  # a symlink loop
+        folder = os.path.dirname(path_str)
+        for f in (root_str, folder):
+            if f not in cache:
+                cache[f] = os.path.realpath(f)
+        real = os.path.realpath(path_str) if os.path.islink(path_str) else os.path.join(cache[folder], path.name)
+    except (OSError, ValueError) as e:  # a symlink loop, an unencodable name
         return path, f"file_name {file_name!r} does not resolve ({e})"
-    if not inside:
+    real_root = cache[root_str]
+    if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
         return path, f"file_name {file_name!r} leads outside the image root {root} (through a symlink to {real})"
-    if real.is_dir():
+    if os.path.isdir(real):
         return path, "is a directory, not an image file"
-    if not real.is_file():
+    if not os.path.isfile(real):
         return path, "missing image file"
     return path, None
 

@@ -260,19 +260,20 @@ class CocoKeypointSource(_RecordSource):
         image_ids, ann_ids = coco_schema.IdMap(images), coco_schema.IdMap(a["id"] for a in kept)
         self.id_maps["annotation"] = ann_ids.mapped
         paths: dict[Any, tuple[Path, str | None]] = {}
+        real_dirs: dict[str, str] = {}  # resolved folders, shared by every image_path call
         records = []
         for i, ann in enumerate(kept):
             where = f"{self.ann_file} annotation {ann['id']!r}"
             if i in findings:
                 self._skipper.bad(where, "field {}: {}".format(*findings[i]))
                 continue
-            kpts = np.asarray(ann["keypoints"], np.float32).reshape(self.num_keypoints, 3)
-            if not (kpts[:, 2] > 0).any():
+            if not any(v > 0 for v in ann["keypoints"][2::3]):
                 self.dropped["no_keypoints"] += 1
                 continue
+            kpts = np.asarray(ann["keypoints"], np.float32).reshape(self.num_keypoints, 3)
             img = images[ann["image_id"]]
             if ann["image_id"] not in paths:
-                paths[ann["image_id"]] = coco_schema.image_path(self.image_root, img["file_name"])
+                paths[ann["image_id"]] = coco_schema.image_path(self.image_root, img["file_name"], real_dirs)
             path, problem = paths[ann["image_id"]]
             if problem is not None:
                 if problem.startswith("file_name"):  # a problem of the annotation file

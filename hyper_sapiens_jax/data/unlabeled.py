@@ -218,14 +218,14 @@ class UnlabeledSource(_RecordSource):
         good, bad = coco_schema.validate("image", data["images"])
         for f in bad:
             self._skipper.bad(f.where(path, "image"), f.message())
-        table, twice = {}, set()
+        table, twice, real_dirs = {}, set(), {}
         for _, img in good:
             where = f"{path} image {img['id']!r}"
             if img["id"] in table:
                 self._skipper.bad(where, "image id appears more than once in 'images'")
                 twice.add(img["id"])
                 continue
-            file, problem = coco_schema.image_path(self.images, img["file_name"])
+            file, problem = coco_schema.image_path(self.images, img["file_name"], real_dirs)
             if problem is not None and problem.startswith("file_name"):  # the list's fault
                 self._skipper.bad(where, problem.replace("image root", "image folder"))
                 continue
