@@ -342,3 +342,34 @@ def test_a_workdir_that_is_a_file_or_unwritable_is_one_line_naming_it(tmp_path, 
         pass
     rc, err = _main(["--config", str(REPO / "configs/prior.py"), "--workdir", str(locked)], capsys, monkeypatch)
     assert rc == 1 and err.count("\n") == 1 and "cannot be written" in err
+
+
+def test_an_unreadable_annotation_file_is_one_line_in_main_and_preview(testbed, tmp_path, capsys):
+    """A file that is not UTF-8 (and one nested too deeply) is a DataError naming it: one line,
+    exit code 1, from the training entry point and from the preview alike."""
+    from hyper_sapiens_jax import main as main_module
+    from hyper_sapiens_jax.data import preview
+
+    bad = tmp_path / "latin1.json"
+    bad.write_bytes('{"images": [], "annotations": [], "note": "café"}'.encode("latin-1"))
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    data = [
+        "--config.data.source=files",
+        f"--config.data.syrip_syn_images={testbed.train_syn_images}",
+        f"--config.data.mini_rgbd_root={testbed.mini_rgbd}",
+        "--config.data.mini_rgbd_sequences=(1,2)",
+        f"--config.data.val_ann={testbed.val_json}",
+        f"--config.data.val_images={testbed.val_images}",
+        "--config.model.image_size=(64, 48)",
+    ]
+    config = ["--config", str(REPO / "configs/stage1.py:tiny")]
+    for path, why in ((bad, "not UTF-8 text"), (deep, "JSON nested too deeply")):
+        argv = [*config, *data, f"--config.data.syrip_syn_ann={path}"]
+        for run, where in ((preview.main, "--out"), (main_module.main, "--workdir")):
+            capsys.readouterr()
+            assert run([*argv, where, str(tmp_path / "out")]) == 1
+            errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+            assert len(errors) == 1 and errors[0].startswith(f"error: {path}: unreadable annotation file: {why}"), (
+                errors
+            )
