@@ -242,7 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     for path, why in left_out:
         print(f"left out {path}: {why}", file=sys.stderr)
     out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file in the way, no permission
+        print(f"error: --out {out_dir}: cannot be used as the output folder ({e.strerror or e})", file=sys.stderr)
+        return 1
     overlays = overlay_names(images)
     table = [  # an image without boxes gets no id and no overlay
         {

@@ -130,3 +130,7 @@ def test_a_model_that_predicts_nan_stops_without_writing_bare_nan(testbed, tmp_p
     assert main(["--ckpt", str(bad), "--images", str(image), "--out", str(tmp_path / "o"), "--no-flip"]) == 1
     assert f"error: {image}: the model predicts NaN or infinite keypoints" in capsys.readouterr().err
     assert not (tmp_path / "o" / RESULTS_FILE).exists()
+    # An --out that is a file: one line, exit code 1.
+    (tmp_path / "a_file").write_text("x")
+    assert main(["--ckpt", str(bad), "--images", str(image), "--out", str(tmp_path / "a_file")]) == 1
+    assert f"error: --out {tmp_path / 'a_file'}: cannot be used as the output folder" in capsys.readouterr().err
