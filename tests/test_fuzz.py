@@ -110,8 +110,8 @@ image_entry = st.fixed_dictionaries(
     optional={
         "id": ids,
         "file_name": _maybe(st.sampled_from(NAMES)),
-        "width": _maybe(st.sampled_from([IMAGE_W, IMAGE_H, 1, 0, 4000])),
-        "height": _maybe(st.sampled_from([IMAGE_H, IMAGE_W, 1, 0, 4000])),
+        "width": _maybe(st.sampled_from([IMAGE_W, IMAGE_H, 1, 0, 4000, 2**70, 10**400])),
+        "height": _maybe(st.sampled_from([IMAGE_H, IMAGE_W, 1, 0, 4000, 2**70, 10**400])),
         "is_synthetic": _maybe(st.sampled_from([0, 1, True, False])),
     },
 )
@@ -122,7 +122,7 @@ annotation_entry = st.fixed_dictionaries(
         "image_id": ids,
         "keypoints": keypoints,
         "bbox": bbox,
-        "num_keypoints": _maybe(st.integers(-1, 18)),
+        "num_keypoints": _maybe(st.one_of(st.integers(-1, 18), st.sampled_from([2**63, 2**70, 10**400]))),
         "iscrowd": _maybe(st.sampled_from([0, 1, True, False, "0", 2])),
         "category_id": _maybe(st.just(1)),
         "score": _maybe(st.floats(0, 1)),
@@ -162,7 +162,17 @@ def near_valid_documents(draw):
                 "score": 0.9,
             }
         )
-    odd = {"id": ids, "image_id": ids, "file_name": st.sampled_from(NAMES), "bbox": bbox, "keypoints": keypoints}
+    huge = st.sampled_from([0, 1, 2**63, 2**70, 10**400, 1e308])
+    odd = {
+        "id": ids,
+        "image_id": ids,
+        "file_name": st.sampled_from(NAMES),
+        "bbox": bbox,
+        "keypoints": keypoints,
+        "num_keypoints": huge,
+        "width": huge,
+        "height": huge,
+    }
     for _ in range(draw(st.integers(0, 4))):
         entry = draw(st.sampled_from(images + annotations))
         key = draw(st.sampled_from([*sorted(entry), "extra"]))

@@ -203,10 +203,23 @@ def _tiny_image(a, d):
         (lambda a, d: a.__setitem__("iscrowd", "0"), "annotation {id}: field 'iscrowd': '0' is not 0, 1"),
         (
             lambda a, d: a.__setitem__("bbox", [10, 10, 1e30, 20]),
-            "annotation {id}: field 'bbox': box [10.0, 10.0, 1e+30, 20.0] reaches far outside",
+            "annotation {id}: field 'bbox'[2]: 1e+30 is no pixel coordinate",
+        ),
+        (
+            lambda a, d: a.__setitem__("bbox", [10, 10, 5000, 20]),
+            "annotation {id}: field 'bbox': box [10.0, 10.0, 5000.0, 20.0] reaches far outside",
         ),
         (_tiny_image, "annotation {id}: field 'bbox': box [0.0, 0.0, 50.0, 70.0] reaches far outside its 1x1 image"),
         (_far, "annotation {id}: field 'keypoints'[0]: labelled keypoint 0 at"),
+        # Found by the fuzzer: a huge num_keypoints overflowed numpy (OverflowError).
+        (
+            lambda a, d: a.__setitem__("num_keypoints", 2**70),
+            "annotation {id}: field 'num_keypoints': input should be less than or equal to 2147483647",
+        ),
+        (
+            lambda a, d: a["keypoints"].__setitem__(3, 1e300),
+            "annotation {id}: field 'keypoints'[3]: 1e+300 is no pixel",
+        ),
     ],
 )
 def test_bad_annotations_named_or_skipped(coco_copy, edit, message):

@@ -42,6 +42,8 @@ MAX_JSON_BYTES = 4 << 30
 # A box or a labelled keypoint may overhang its image by this fraction of the image's side (boxes
 # padded by annotators); farther out it is a finding.
 GEOMETRY_MARGIN = 0.1
+# No pixel coordinate of any image lies farther out (and float32 records hold it exactly enough).
+MAX_COORD = 1e7
 INT64 = (-(2**63), 2**63 - 1)
 
 
@@ -95,8 +97,9 @@ def _flag(value: Any) -> bool:
 Id = Annotated[Any, PlainValidator(canonical_id)]
 Flag = Annotated[Any, PlainValidator(_flag)]
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]  # int or float, finite; not bool or str
-Count = Annotated[int, Field(strict=True, ge=0)]
-Side = Annotated[int, Field(strict=True, gt=0)]
+MAX_INT = 2**31 - 1  # no count or image side is larger (PNG's limit); larger ones overflow numpy
+Count = Annotated[int, Field(strict=True, ge=0, le=MAX_INT)]
+Side = Annotated[int, Field(strict=True, gt=0, le=MAX_INT)]
 Name = Annotated[str, Field(strict=True, min_length=1)]
 Box = Annotated[list[Number], Field(min_length=4, max_length=4)]
 _CONFIG = ConfigDict(extra="ignore", strict=True)
@@ -208,6 +211,15 @@ def validate(kind: str, entries: list) -> tuple[list[tuple[int, dict]], list[Fin
     return good, sorted(bad.values(), key=lambda f: f.index)
 
 
+def coordinate_finding(bbox: list[float], keypoints: list[float] | None = None) -> tuple[str, str] | None:
+    """(field, reason) for the first box or keypoint number beyond ``MAX_COORD`` pixels."""
+    for field, values in (("'bbox'", bbox), ("'keypoints'", keypoints or ())):
+        for i, v in enumerate(values):
+            if abs(v) > MAX_COORD:
+                return f"{field}[{i}]", f"{v} is no pixel coordinate (|value| > {MAX_COORD:g})"
+    return None
+
+
 def geometry_finding(
     bbox: list[float], keypoints: list[float] | None, width: float, height: float
 ) -> tuple[str, str] | None:
@@ -238,6 +250,9 @@ def annotation_findings(ann: dict, num_keypoints: int, size: tuple[int, int] | N
     odd = sorted({v for v in flags if v not in (0, 1, 2)})
     if odd:
         return "'keypoints'", f"visibility flags must be 0, 1 or 2, got {odd[:5]}"
+    far = coordinate_finding(bbox, kpts)
+    if far is not None:
+        return far
     labelled = sum(v > 0 for v in flags)
     if ann.get("num_keypoints") is not None and ann["num_keypoints"] != labelled:
         return "'num_keypoints'", f"{ann['num_keypoints']} contradicts the {labelled} labelled keypoints"
@@ -319,13 +334,13 @@ def annotation_findings_bulk(
         kp = np.array([anns[i]["keypoints"] for i in rows], np.float64).reshape(len(rows), num_keypoints, 3)
         box = np.array([anns[i]["bbox"] for i in rows], np.float64)
         wh = np.array([sizes[i] or (np.nan, np.nan) for i in rows], np.float64)
-        declared = np.array([anns[i].get("num_keypoints") for i in rows], dtype=object)
-        given = np.array([v is not None for v in declared])
         flags = kp[..., 2]
-        labelled = (flags > 0).sum(1)
+        labelled = (flags > 0).sum(1).tolist()
         bad = ~np.isin(flags, (0, 1, 2)).all(1)
-        bad |= given & (np.where(given, declared, -1).astype(np.int64) != labelled)
+        declared = (anns[i].get("num_keypoints") for i in rows)  # Python ints: no overflow however large
+        bad |= np.array([v is not None and v != n for v, n in zip(declared, labelled)], bool)
         bad |= (box[:, 2] <= 0) | (box[:, 3] <= 0)
+        bad |= (np.abs(box) > MAX_COORD).any(1) | (np.abs(kp) > MAX_COORD).any((1, 2))
         w, h = wh[:, 0], wh[:, 1]
         mx, my = GEOMETRY_MARGIN * w, GEOMETRY_MARGIN * h
         x0, y0, x1, y1 = box[:, 0], box[:, 1], box[:, 0] + box[:, 2], box[:, 1] + box[:, 3]

@@ -271,6 +271,10 @@ class UnlabeledSource(_RecordSource):
             if bbox[2] <= 0 or bbox[3] <= 0:
                 self._skipper.bad(where, f"field 'bbox': box {bbox} has w or h <= 0")
                 continue
+            far = coco_schema.coordinate_finding(bbox)
+            if far is not None:
+                self._skipper.bad(where, "field {}: {}".format(*far))
+                continue
             if entry["image_id"] not in table:
                 self._skipper.bad(where, f"field 'image_id': {entry['image_id']!r} is not in {list_path}'s 'images'")
                 continue
