@@ -172,6 +172,24 @@ def _read_bf16(path: Path, keys: list[str]) -> dict[str, np.ndarray]:
     return out
 
 
+def write_safetensors(path: str | Path, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+    """Write ``tensors`` and ``meta`` (values stored as JSON strings) as a .safetensors file whose
+    bytes depend only on its contents: the safetensors library writes the metadata in hash order,
+    which changes between processes, so the header is re-serialised with sorted keys (the data
+    offsets are relative to the end of the header, so they stay valid). The same weights then give
+    the same sha256, which the foundation's manifest records. Written through a temporary file."""
+    from safetensors.numpy import save
+
+    blob = save(tensors, metadata={k: json.dumps(v) for k, v in meta.items()})
+    n = int.from_bytes(blob[:8], "little")
+    header = json.dumps(json.loads(blob[8 : 8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # safetensors pads the header with spaces to 8 bytes
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(len(header).to_bytes(8, "little") + header + blob[8 + n :])
+    tmp.replace(path)
+
+
 def save_state_dict(
     path: str | Path, state_dict: dict[str, np.ndarray], meta: dict[str, Any], dtype=np.float32
 ) -> None:
@@ -181,14 +199,7 @@ def save_state_dict(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     if path.suffix == ".safetensors":
-        from safetensors.numpy import save_file
-
-        save_file(
-            {k: np.ascontiguousarray(v, dtype) for k, v in state_dict.items()},
-            str(tmp),
-            metadata={k: json.dumps(v) for k, v in meta.items()},
-        )
-        tmp.replace(path)
+        write_safetensors(path, {k: np.ascontiguousarray(v, dtype) for k, v in state_dict.items()}, meta)
         return
     torch = _torch()
     tensors = {k: torch.from_numpy(np.array(v, order="C", dtype=dtype)) for k, v in state_dict.items()}

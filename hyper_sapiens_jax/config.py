@@ -216,6 +216,7 @@ CONSTRAINTS: dict[str, Constraint] = {
     "eval.every": POSITIVE_INT,
     "eval.pck_threshold": number(0, 1, open_lo=True),
     "eval.pck_norm": one_of("bbox", "torso"),
+    "eval.blur_kernel": COUNT,  # 0: the DARK kernel rule; else an odd size (the decoder checks oddness)
     "checkpoint.every": POSITIVE_INT,
     "checkpoint.keep": POSITIVE_INT,
     "checkpoint.keep_best": COUNT,
@@ -241,6 +242,10 @@ CONSTRAINTS: dict[str, Constraint] = {
     "humans.num_train": POSITIVE_INT,
     "humans.num_val": COUNT,
     "humans.image_size": pair(POSITIVE_INT, ordered=False),
+    "humans.framing": one_of("group", "person"),
+    "humans.roll_deg": number(0, 180),
+    "humans.top_down": PROBABILITY,
+    "humans.lying_share": PROBABILITY,
     # augmentation (config.data.aug, the semi-supervised weak view, the prior's joint dropout)
     "*_prob": PROBABILITY,
     "dropout.prob": PROBABILITY,

@@ -89,6 +89,29 @@ def test_patch8_preset_round_trip_is_bit_exact(tmp_path):
     assert convert({"pose": cpu}, IMAGE_SIZE)[0].arch == "cpu"
 
 
+def test_safetensors_bytes_depend_only_on_the_contents(tmp_path):
+    """The safetensors library writes its metadata in hash order, which changes between processes;
+    ``write_safetensors`` sorts the header, so two processes write the same bytes (the foundation's
+    manifest records sha256), and the file reads back as written."""
+    script = (
+        "import sys, numpy as np\n"
+        "from convert_weights.torch_io import save_state_dict\n"
+        "sd = {f'w{i}': np.full((2, 3), i, np.float32) for i in range(12)}\n"
+        "meta = {f'key{i}': [i, 'v'] for i in range(12)}\n"
+        "save_state_dict(sys.argv[1], sd, meta, dtype=np.float16)\n"
+    )
+    files = [tmp_path / f"{i}.safetensors" for i in range(3)]
+    for i, f in enumerate(files):
+        env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONHASHSEED": str(i)}
+        subprocess.run([sys.executable, "-c", script, str(f)], env=env, check=True)
+    assert files[0].read_bytes() == files[1].read_bytes() == files[2].read_bytes()
+    sd, meta = load_state_dict(files[0])
+    assert meta["key7"] == [7, "v"] and sd["w5"].dtype == np.float32 and np.all(sd["w5"] == 5)
+    from safetensors.numpy import load_file
+
+    assert load_file(files[0])["w3"].dtype == np.float16  # a valid file for the safetensors library
+
+
 def test_export_loads_strict_into_the_torch_model(refs, tmp_path):
     config, params, _ = convert({"depth": save_mm(refs["depth"], tmp_path / "d.pth")}, IMAGE_SIZE)
     save_weights(tmp_path / "ckpt", config, params)

@@ -4,11 +4,14 @@ demo reading them the way a user reads real Sapiens checkpoints."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
-import ml_collections
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, subprocess_env
 
 from hyper_sapiens_jax import demo
 from hyper_sapiens_jax.config import load_config_file
@@ -79,6 +82,7 @@ def test_shipped_files_convert_and_reproduce_the_zero_shot_row(tmp_path):
 
     mcfg, params = load_weights(weights)
     assert mcfg.arch == "cpu" and set(mcfg.heads) == {"pose", "depth", "normal"}
+    stage.eval.blur_kernel = manifest["zero_shot_blur_kernel"]  # the decode the manifest was scored with
     got = demo.evaluate_weights(weights, stage)
     want = manifest["zero_shot_infant_val"]
     for key in ("pck@0.05", "pck@0.2", "ap", "g_error", "num_samples"):
@@ -106,31 +110,65 @@ def test_demo_data_overrides_reach_every_stage_and_the_prior():
     assert "aug" not in config.prior.data or prior.data.aug.rotate_prob == 0.25
 
 
-def test_foundation_job_end_to_end_at_tiny_size(tmp_path):
-    """Corpus -> MAE -> pose -> geometry heads -> Sapiens-layout export -> conversion -> zero-shot, at
-    the tiny size: the manifest lists every file with its hash, the files convert, the exported pose
-    model's weights are the fine-tuned run's (float16-rounded), and the geometry run kept the pose
-    run's backbone frozen (only its final norm moves)."""
-    config = load_config_file(REPO / "configs/foundation.py", "tiny")
-    config.data.humans_dir = str(tmp_path / "humans")
+TINY_FOUNDATION = """
+import ml_collections
+from hyper_sapiens_jax.config import load_config_file
+
+def get_config(arg=None):
+    config = load_config_file({configs!r} + "/foundation.py", "tiny")
+    config.data.humans_dir = {tmp!r} + "/humans"
     config.data.humans = ml_collections.ConfigDict(dict(num_train=24, num_val=6, image_size=(96, 64), seed=0))
     p = config.pretrain
     p.model.image_size, p.batch_size, p.num_steps, p.log_every = (64, 64), 4, 4, 2
     p.checkpoint.every = 4
     for t in (config.pose, config.geometry):
-        t.model.image_size, t.batch_size, t.eval_batch_size, t.num_steps, t.log_every = (64, 48), 4, 4, 4, 2
-        t.eval.every = t.checkpoint.every = 4
+        t.model.image_size, t.batch_size, t.eval_batch_size, t.num_steps, t.log_every = (64, 48), 4, 4, {steps}, 2
+        t.eval.every = t.checkpoint.every = {every}
     z = config.zero_shot
     z.model.image_size, z.eval_batch_size = (64, 48), 4
-    z.data.testbed_dir = str(tmp_path / "tb")
+    z.data.testbed_dir = {tmp!r} + "/tb"
     z.data.testbed = ml_collections.ConfigDict(
-        dict(num_syn=0, num_real=0, num_val=4, num_sequences=0, frames_per_sequence=0, num_skeletons=0, seed=0)
+        dict(num_syn=0, num_real=0, num_val=4, num_sequences=0, frames_per_sequence=1, num_skeletons=0, seed=0)
     )
-    assert foundation.run(config, tmp_path / "w") == 0
+    return config
+"""
+
+
+def tiny_foundation_config(tmp_path, steps: int = 4, every: int = 4):
+    """A config file (written in ``tmp_path``) of the foundation job at the tiny size: a 24-image
+    corpus, 4 MAE steps, ``steps`` pose and geometry steps (checkpoints and evaluations every
+    ``every``), the zero-shot score on 4 infant images."""
+    path = tmp_path / "tiny_foundation.py"
+    path.write_text(TINY_FOUNDATION.format(configs=str(REPO / "configs"), tmp=str(tmp_path), steps=steps, every=every))
+    return path
+
+
+def foundation_command(root) -> list[str]:
+    """The foundation job at the tiny size (8 pose / geometry steps, checkpoints every 2) in ``root``."""
+    config = tiny_foundation_config(root, steps=8, every=2)
+    return [sys.executable, "-m", "hyper_sapiens_jax.main", "--config", str(config), "--workdir", str(root / "w")]
+
+
+@pytest.fixture(scope="module")
+def whole_run(tmp_path_factory):
+    """One uninterrupted tiny foundation run (a subprocess, as a user starts it); its root folder."""
+    root = tmp_path_factory.mktemp("whole")
+    r = subprocess.run(foundation_command(root), env=subprocess_env(), capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    return root
+
+
+def test_foundation_job_end_to_end_at_tiny_size(whole_run):
+    """Corpus -> MAE -> pose -> geometry heads -> Sapiens-layout export -> conversion -> zero-shot, at
+    the tiny size: the manifest lists every file with its hash, the files convert, the exported pose
+    model's weights are the fine-tuned run's (float16-rounded), and the geometry run kept the pose
+    run's backbone frozen (only its final norm moves)."""
+    tmp_path = whole_run
     out = tmp_path / "w" / "foundation"
     manifest = foundation.check_manifest(out)
     assert manifest["zero_shot_infant_val"]["num_samples"] == 4
     assert manifest["humans_val"]["num_samples"] == 6
+    assert manifest["zero_shot_blur_kernel"] == 1  # 16x12 heatmaps: the DARK rule blurs nothing
     from convert_weights.torch_io import load_state_dict
     from hyper_sapiens_jax.training.checkpoint import load_any
 
@@ -146,3 +184,25 @@ def test_foundation_job_end_to_end_at_tiny_size(tmp_path):
     backbone = [p for p in pose_params if p[0] == "backbone"]
     moved = [p for p in backbone if not np.array_equal(pose_params[p], run_params[p])]
     assert moved and all(p[1] == "norm" for p in moved), moved  # only the final norm trained
+
+
+def test_foundation_job_killed_midway_resumes_to_the_same_files(whole_run, tmp_path):
+    """The foundation job SIGKILLed in the middle of its pose run, then started again with the same
+    command, ends with exactly the files (sha256) and scores of an uninterrupted run."""
+    env = subprocess_env()
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    proc = subprocess.Popen(foundation_command(cut), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = cut / "w" / "pose" / "checkpoints"
+    deadline = time.time() + 600
+    while not (checkpoints / "4").is_dir() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (cut / "w" / "foundation").exists(), "the run ended before it was killed"
+    r = subprocess.run(foundation_command(cut), env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    a = foundation.check_manifest(whole_run / "w" / "foundation")
+    b = foundation.check_manifest(cut / "w" / "foundation")
+    assert a["files"] == b["files"]  # every exported file, byte for byte
+    assert a["humans_val"] == b["humans_val"] and a["zero_shot_infant_val"] == b["zero_shot_infant_val"]

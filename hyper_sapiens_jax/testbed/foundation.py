@@ -104,6 +104,15 @@ def check_manifest(directory: str | Path = FOUNDATION_DIR) -> dict[str, Any]:
     return manifest
 
 
+def zero_shot_blur_kernel(stage_config: ml_collections.ConfigDict) -> int:
+    """The DARK blur kernel the zero-shot score decodes with (``eval.blur_kernel``, or the rule)."""
+    from hyper_sapiens_jax.data.builders import sample_config
+    from hyper_sapiens_jax.data.codec import dark_blur_kernel
+
+    cfg = sample_config(stage_config)
+    return int(stage_config.eval.get("blur_kernel") or dark_blur_kernel(cfg.heatmap_wh, cfg.heatmap_sigma))
+
+
 def _timed(timings: dict, name: str, fn, *args):
     t0 = time.perf_counter()
     log.info("=== foundation: %s", name)
@@ -189,6 +198,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
         "seconds": timings,
         "humans_val": {k: humans_val.get(k) for k in keep} if humans_val else None,
         "zero_shot_infant_val": {k: zero_shot.get(k) for k in keep},
+        "zero_shot_blur_kernel": zero_shot_blur_kernel(config.zero_shot),
         "config": config_to_dict(config),
     }
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")

@@ -56,6 +56,7 @@ from flax import nnx, traverse_util
 from jax.experimental import multihost_utils
 
 from convert_weights import layout
+from convert_weights.torch_io import write_safetensors
 from hyper_sapiens_jax.config import config_to_dict
 from hyper_sapiens_jax.data.pipeline import train_iterator
 from hyper_sapiens_jax.data.unlabeled import ImageFolderSource, crop_params, pretrain_dataset
@@ -333,8 +334,6 @@ def export_backbone(workdir: Path, config: ml_collections.ConfigDict, mcfg: Mode
     loadable by ``models.weights.load_weights`` / ``checkpoint.load_any``; the config is written last.
     ``backbone_pretrain.safetensors``: ``pretrain_state_dict`` with ``export_meta`` as JSON strings.
     """
-    from safetensors.numpy import save_file
-
     flat = {**state_to_flat(_host(state.frozen)), **state_to_flat(_host(state.params))}
     step = int(jax.device_get(state.step))
     backbone = traverse_util.unflatten_dict({p: v for p, v in flat.items() if p[0] == "backbone"})
@@ -346,10 +345,7 @@ def export_backbone(workdir: Path, config: ml_collections.ConfigDict, mcfg: Mode
         ckptr.wait_until_finished()
     out = workdir / EXPORT_FILE
     if main:
-        tmp = out.with_name(out.name + ".tmp")
-        meta = export_meta(config, mcfg, step)
-        save_file(pretrain_state_dict(flat, mcfg), str(tmp), metadata={k: json.dumps(v) for k, v in meta.items()})
-        tmp.replace(out)
+        write_safetensors(out, pretrain_state_dict(flat, mcfg), export_meta(config, mcfg, step))
         mcfg.save(workdir / CONFIG_FILE)
         log.info("exported the backbone at step %d: %s and %s/ + %s", step, out, workdir / PARAMS_DIR, CONFIG_FILE)
     return out
