@@ -146,3 +146,34 @@ def test_coco_validation_reports_each_stage(tmp_path):
     for key in ("json_s", "schema_s", "consistency_s", "reader_s"):
         assert result[key] > 0
     assert result["validation_s"] == pytest.approx(result["schema_s"] + result["consistency_s"])
+
+
+def test_foundation_ladder_rows_are_valid_runs_and_patch8_starts_exactly(tmp_path):
+    """Every ladder row builds a pose run and a fine-tune that pass the jobs' start-up checks, rows
+    with the same corpus settings share one corpus, and the patch-8 row's start is exactly the
+    patch-16 MAE backbone on the image upsampled 2x (its kernel summed over 2x2 blocks)."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from convert_weights.torch_to_flax import convert
+    from hyper_sapiens_jax.models.weights import build_model, load_weights
+    from hyper_sapiens_jax.training import adapters
+
+    ladder = load_script("foundation_ladder")
+    corpora = {}
+    for name in ladder.ROWS:
+        fc, ft = ladder.row_configs(name, tmp_path)
+        for run in (fc.pose, ft):
+            adapters.check_sections(run)
+            adapters.model_config(run)
+        corpora.setdefault(fc.data.humans_dir, []).append(name)
+    assert sorted(map(sorted, corpora.values()))[0] == ["base", "input192", "lr1e-3", "patch8", "sigma1"]
+    pretrain = ladder.FOUNDATION_DIR / ladder.PRETRAIN_FILE
+    weights = ladder.pretrain_weights(pretrain, "cpu_p8", (64, 48), tmp_path / "p8")
+    config8, params8 = load_weights(weights)
+    assert config8.arch == "cpu_p8" and config8.patch_padding == 1
+    config16, params16, _ = convert({"pretrain": pretrain}, (128, 96))
+    images = np.random.default_rng(0).standard_normal((1, 64, 48, 3)).astype(np.float32)
+    f8 = build_model(config8, params8)(jnp.asarray(images))["features"]
+    f16 = build_model(config16, params16)(jnp.asarray(images.repeat(2, 1).repeat(2, 2)))["features"]
+    np.testing.assert_allclose(np.asarray(f8), np.asarray(f16), atol=1e-4)

@@ -249,3 +249,16 @@ def test_roundtrip_full_size_sigma6():
     )
     assert checked > 0.6 * total
     assert errors.max() <= 0.5
+
+
+@pytest.mark.parametrize("arch, kernel", [("sapiens_0.3b", 11), ("sapiens_2b", 11), ("cpu", 3)])
+def test_presets_decode_with_the_kernel_rule(arch, kernel):
+    """The Sapiens presets keep mmpose's / Sapiens' DARK kernel (11 at sigma 6 on 256x192: no drift);
+    the cpu preset's 32x24 maps at sigma 2 get 3 (what the tuning measurements chose)."""
+    from hyper_sapiens_jax.config import base_config
+    from hyper_sapiens_jax.data.builders import sample_config
+
+    config = base_config(arch)
+    cfg = sample_config(config)
+    assert config.eval.blur_kernel == 0 and config.eval.flip_test
+    assert C.dark_blur_kernel(cfg.heatmap_wh, cfg.heatmap_sigma) == kernel
