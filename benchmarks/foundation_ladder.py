@@ -74,14 +74,6 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def _set(config: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    node = config
-    for p in parents:
-        node = node[p]
-    node[leaf] = value
-
-
 def row_configs(name: str, workdir: Path) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
     """(the foundation config with the row's levers, the fine-tune config scoring it on infants)."""
     _, overrides = ROWS[name]
@@ -94,9 +86,8 @@ def row_configs(name: str, workdir: Path) -> tuple[ml_collections.ConfigDict, ml
     pose.eval.every = max(1, pose.num_steps // 2)
     pose.checkpoint.every = min(250, pose.num_steps)
     pose.log_every = min(pose.log_every, pose.num_steps)
-    for key, value in overrides.items():
-        target = fc if key.startswith("data.humans") else pose
-        _set(target, key, value)
+    fc.update_from_flattened_dict({k: v for k, v in overrides.items() if k.startswith("data.humans")})
+    pose.update_from_flattened_dict({k: v for k, v in overrides.items() if not k.startswith("data.humans")})
     # One corpus per set of corpus settings, shared by the rows that use it.
     corpus_key = json.dumps(fc.data.humans.to_dict(), sort_keys=True, default=list)
     fc.data.humans_dir = str(workdir / "corpora" / hashlib.sha1(corpus_key.encode()).hexdigest()[:10])

@@ -67,7 +67,8 @@ class Views:
     """How the corpus frames and turns its people (the foundation ladder's corpus levers).
 
     The defaults are the corpus as first built: the camera fits the whole group, rolls at most 8
-    degrees, looks level or a little down (steeply when everyone lies), 14.5% of people lie down.
+    degrees, looks level or a little down (steeply when everyone lies), 20% of people lie or sit on
+    the floor.
 
     Attributes:
       framing: 'group' (the camera fits everyone) or 'person' (it fits the first person, who then
@@ -323,11 +324,10 @@ def render_sample(
         np.tile(ells.part, count),
         np.ones(ells.part.size * count, bool),
     )
-    framed = (
-        flat
-        if views.framing == "group"
-        else Ellipsoids(*(getattr(flat, f.name)[: ells.part.size] for f in dataclasses.fields(flat)))
-    )
+    if views.framing == "group":
+        framed = flat
+    else:  # the first person's primitives alone
+        framed = Ellipsoids(ells.centres[0], ells.axes[0], ells.radii[0], ells.part, np.ones(ells.part.size, bool))
     camera = sample_camera(rng, framed, image_size, bool(np.isin(people.posture, _LYING).all()), views)
     scene = sample_scene(rng, props)
     outfits = [sample_outfit(rng, scene) for _ in range(count)]
@@ -635,10 +635,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=None, help="processes (never changes the output)")
     parser.add_argument("--force", action="store_true", help="regenerate even if a matching corpus exists")
-    parser.add_argument("--framing", choices=("group", "person"), default="group", help="what the camera fits")
-    parser.add_argument("--roll-deg", type=float, default=8.0, help="camera roll range (180: any rotation)")
-    parser.add_argument("--top-down", type=float, default=0.0, help="share of images seen from above")
-    parser.add_argument("--lying-share", type=float, default=0.0, help="share of lying postures (0: default)")
+    v = DEFAULT_VIEWS
+    parser.add_argument("--framing", choices=("group", "person"), default=v.framing, help="what the camera fits")
+    parser.add_argument("--roll-deg", type=float, default=v.roll_deg, help="camera roll range (180: any rotation)")
+    parser.add_argument("--top-down", type=float, default=v.top_down, help="share of images seen from above")
+    parser.add_argument("--lying-share", type=float, default=v.lying_share, help="share lying (0: the default table)")
     args = parser.parse_args(argv)
     start = time.time()
     views = Views(args.framing, args.roll_deg, args.top_down, args.lying_share)
