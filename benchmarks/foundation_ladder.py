@@ -38,7 +38,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hyper_sapiens_jax.config import config_to_dict, load_config_file  # noqa: E402
-from hyper_sapiens_jax.testbed.foundation import FOUNDATION_DIR, PRETRAIN_FILE, task_config  # noqa: E402
+from hyper_sapiens_jax.jobs import demo, finetune  # noqa: E402
+from hyper_sapiens_jax.jobs.foundation import task_config  # noqa: E402
+from hyper_sapiens_jax.testbed.shipped import FOUNDATION_DIR, PRETRAIN_FILE  # noqa: E402
+from hyper_sapiens_jax.training.trainer import METRICS_FILE, TRAIN_LOG_FILE  # noqa: E402
 
 log = logging.getLogger("ladder")
 
@@ -145,9 +148,7 @@ def _rows(path: Path) -> list[dict[str, Any]]:
 
 def run_row(name: str, workdir: Path, pretrain: Path) -> dict[str, Any]:
     """Measure one row (resuming what an earlier call left); returns its table row."""
-    from hyper_sapiens_jax import demo
     from hyper_sapiens_jax.testbed.humans import corpus_paths
-    from hyper_sapiens_jax.training import loop
 
     fc, ft = row_configs(name, workdir)
     rdir = workdir / name
@@ -160,15 +161,15 @@ def run_row(name: str, workdir: Path, pretrain: Path) -> dict[str, Any]:
     weights = pretrain_weights(pretrain, arch, size, workdir / f"pretrain_{arch}_{size[0]}x{size[1]}")
 
     t0 = time.perf_counter()
-    loop.run(task_config(fc, "pose", str(weights), corpus), rdir / "pose")
+    finetune.run(task_config(fc, "pose", str(weights), corpus), rdir / "pose")
     pose_s = time.perf_counter() - t0
-    evals = _rows(rdir / "pose" / loop.METRICS_FILE)
-    logged = _rows(rdir / "pose" / loop.TRAIN_LOG_FILE)
+    evals = _rows(rdir / "pose" / METRICS_FILE)
+    logged = _rows(rdir / "pose" / TRAIN_LOG_FILE)
     steps = [r["step_s"] for r in logged[1:]] or [r["step_s"] for r in logged]  # the first holds compilation
 
     zero_shot = demo.evaluate_weights(rdir / "pose", ft)
     ft.init_from = str(rdir / "pose")
-    loop.run(ft, rdir / "finetune")
+    finetune.run(ft, rdir / "finetune")
     tuned = demo.last_eval(rdir / "finetune")
     return {
         "row": name,

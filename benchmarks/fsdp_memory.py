@@ -1,6 +1,6 @@
 """Per-device memory of the FSDP train step, AOT-compiled with no weights materialised.
 
-The project's own step (``training.loop.compile_phase``: objective over the chosen heads, Sapiens
+The project's own step (``training.trainer.compile_phase``: objective over the chosen heads, Sapiens
 AdamW, EMA, parameters sharded over the mesh's ``fsdp`` axis) is lowered on abstract inputs
 (``jax.ShapeDtypeStruct`` with their shardings) and compiled for ``--devices`` devices; nothing is
 allocated. Reported per device, from the compiled executable's memory analysis: arguments (the
@@ -69,7 +69,7 @@ def measure(args: argparse.Namespace, per_device_batch: int) -> dict:
     from hyper_sapiens_jax.models.weights import abstract_model
     from hyper_sapiens_jax.sharding import batch_sharding, make_mesh
     from hyper_sapiens_jax.training.adapters import model_config
-    from hyper_sapiens_jax.training.loop import compile_phase, make_objective
+    from hyper_sapiens_jax.training.trainer import compile_phase, make_objective
 
     step_args = argparse.Namespace(
         arch=args.arch,

@@ -31,12 +31,13 @@ from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hyper_sapiens_jax import cli, demo
+from hyper_sapiens_jax import cli
 from hyper_sapiens_jax.data import builders
 from hyper_sapiens_jax.data.pipeline import train_dataset, train_iterator
+from hyper_sapiens_jax.jobs import demo, finetune
 from hyper_sapiens_jax.losses.geometry import backproject_keypoints, bone_ratio_loss
 from hyper_sapiens_jax.models.weights import abstract_model
-from hyper_sapiens_jax.training import adapters, loop, reference
+from hyper_sapiens_jax.training import adapters, reference, trainer
 from hyper_sapiens_jax.training.batch import complete_batch
 from hyper_sapiens_jax.training.objective import batch_normalizers, heatmap_keypoints
 
@@ -47,10 +48,10 @@ def term_gradients(config, stage: str, init: str, num_batches: int) -> dict[str,
     sc.init_from = init
     mcfg = adapters.model_config(sc)
     graphdef = nnx.graphdef(abstract_model(mcfg))
-    backbone, rest = nnx.split_state(loop.initial_params(sc, mcfg), nnx.PathContains("backbone"), ...)
+    backbone, rest = nnx.split_state(trainer.initial_params(sc, mcfg), nnx.PathContains("backbone"), ...)
     mix, _ = builders.build_train_mix(sc)
-    bone_ref = reference.compute(sc, mix, builders.sample_config(sc)) if loop.needs_bone_reference(sc) else None
-    objective = loop.make_objective(sc, bone_ref, loop.load_prior(sc))
+    bone_ref = reference.compute(sc, mix, builders.sample_config(sc)) if trainer.needs_bone_reference(sc) else None
+    objective = trainer.make_objective(sc, bone_ref, finetune.prior_term(sc))
     weights = adapters.loss_weights(sc)
 
     def parts_fn(bb, batch, key):

@@ -1,6 +1,6 @@
 """The jitted train step, and the same model's PyTorch step side by side.
 
-JAX: the project's own step (``training.loop.compile_phase``: the configured objective over the
+JAX: the project's own step (``training.trainer.compile_phase``: the configured objective over the
 chosen heads, the Sapiens AdamW, EMA), AOT-compiled once, then timed over --steps steps after
 --warmup. PyTorch (``--framework torch|both``): the independent reference of the tests
 (``tests/torch_sapiens.py``, plain ``torch.nn``) holding the *same* weights (exported through
@@ -53,7 +53,7 @@ from hyper_sapiens_jax.models.weights import abstract_model, flat_params, params
 from hyper_sapiens_jax.sharding import global_batch, make_mesh
 from hyper_sapiens_jax.training import flops
 from hyper_sapiens_jax.training.adapters import model_config
-from hyper_sapiens_jax.training.loop import compile_phase, fresh_state, make_objective
+from hyper_sapiens_jax.training.trainer import compile_phase, fresh_state, make_objective
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import ml_collections
 
 from hyper_sapiens_jax.config import base_config, load_config_file, rescale_unfreeze
-from hyper_sapiens_jax.testbed.foundation import FOUNDATION_DIR, FOUNDATION_FILES
+from hyper_sapiens_jax.testbed.shipped import FOUNDATION_DIR, FOUNDATION_FILES
 
 HERE = Path(__file__).parent
 # Demo schedules (steps) per stage, and the CPU-sized presets they apply to.
@@ -77,7 +77,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             if s.loss.sds > 0:
                 # At the recipe's alpha = 0.01 the SDS gradient is 0.1% of the (weighted) pose term's:
                 # a no-op. At 1 it pulls ~14% as hard. On the tuning split (python -m
-                # hyper_sapiens_jax.sweep, README) alpha in {0, 1} x beta in {0, 0.1} all scored within
+                # configs/sweep.py, README) alpha in {0, 1} x beta in {0, 0.1} all scored within
                 # noise of each other; the demo keeps the method's terms on.
                 s.loss.sds = 1.0
         c[f"stage{stage}"] = s

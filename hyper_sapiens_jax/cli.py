@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from hyper_sapiens_jax.config import ConfigError
+
 CONFIG_HELP = (
     "config file, e.g. configs/stage2.py:tiny; override any field with --config.FIELD=VALUE "
     "(e.g. --config.num_steps=100 --config.model.image_size='(128,96)')"
@@ -51,8 +53,6 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> Any:
     naming the problem."""
     from absl import flags
     from ml_collections import config_flags
-
-    from hyper_sapiens_jax.config import ConfigError
 
     path = Path(spec.split(":", 1)[0])
     if not path.is_file():

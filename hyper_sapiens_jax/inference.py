@@ -24,6 +24,7 @@ from hyper_sapiens_jax.data.transforms import normalize_image
 from hyper_sapiens_jax.evaluation.evaluate import flip_test as flip_averaged
 from hyper_sapiens_jax.models.config import ModelConfig
 from hyper_sapiens_jax.models.weights import WeightsError, build_model
+from hyper_sapiens_jax.training.checkpoint import load_any
 
 
 class Predictor:
@@ -78,8 +79,6 @@ def load_predictor(
       attention: 'xla' or 'cudnn' override.
       flip_test: average the pose heatmaps with those of the mirrored images.
     """
-    from hyper_sapiens_jax.training.checkpoint import load_any
-
     overrides = {k: v for k, v in (("dtype", dtype), ("attention", attention)) if v is not None}
     config, params, _ = load_any(path)
     return Predictor(build_model(config.replace(**overrides), params), flip_test=flip_test)

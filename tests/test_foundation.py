@@ -13,38 +13,36 @@ import numpy as np
 import pytest
 from conftest import REPO, subprocess_env
 
-from hyper_sapiens_jax import demo
 from hyper_sapiens_jax.config import load_config_file
-from hyper_sapiens_jax.testbed import foundation
+from hyper_sapiens_jax.jobs import demo
+from hyper_sapiens_jax.testbed import shipped
 from hyper_sapiens_jax.testbed.writer import write_testbed
 
-SHIPPED = foundation.FOUNDATION_DIR
-needs_shipped = pytest.mark.skipif(
-    not (SHIPPED / foundation.MANIFEST_FILE).is_file(), reason="no foundation shipped yet"
-)
+SHIPPED = shipped.FOUNDATION_DIR
+needs_shipped = pytest.mark.skipif(not (SHIPPED / shipped.MANIFEST_FILE).is_file(), reason="no foundation shipped yet")
 
 
 @needs_shipped
 def test_shipped_files_match_their_manifest_and_fit_the_budget():
-    manifest = foundation.check_manifest(SHIPPED)
+    manifest = shipped.check_manifest(SHIPPED)
     names = set(manifest["files"])
-    assert names == {*foundation.FOUNDATION_FILES.values(), foundation.PRETRAIN_FILE}
+    assert names == {*shipped.FOUNDATION_FILES.values(), shipped.PRETRAIN_FILE}
     assert manifest["total_bytes"] == sum((SHIPPED / n).stat().st_size for n in names) <= 20e6
     assert manifest["command"] and manifest["code_revision"] and manifest["config"]["job"] == "foundation"
 
 
 def test_a_damaged_file_is_named(tmp_path):
     (tmp_path / "a.safetensors").write_bytes(b"0123")
-    (tmp_path / foundation.MANIFEST_FILE).write_text(
-        json.dumps({"files": {"a.safetensors": {"bytes": 4, "sha256": foundation.sha256(tmp_path / "a.safetensors")}}})
+    (tmp_path / shipped.MANIFEST_FILE).write_text(
+        json.dumps({"files": {"a.safetensors": {"bytes": 4, "sha256": shipped.sha256(tmp_path / "a.safetensors")}}})
     )
-    assert foundation.check_manifest(tmp_path)["files"]
+    assert shipped.check_manifest(tmp_path)["files"]
     (tmp_path / "a.safetensors").write_bytes(b"0124")
     with pytest.raises(ValueError, match=r"a.safetensors: does not match its sha256"):
-        foundation.check_manifest(tmp_path)
+        shipped.check_manifest(tmp_path)
     (tmp_path / "a.safetensors").unlink()
     with pytest.raises(ValueError, match=r"a.safetensors: listed in manifest.json but missing"):
-        foundation.check_manifest(tmp_path)
+        shipped.check_manifest(tmp_path)
 
 
 def test_demo_orientation_table():
@@ -62,7 +60,7 @@ def test_shipped_files_convert_and_reproduce_the_zero_shot_row(tmp_path):
     """torch_to_flax reads the shipped files (no torch needed for safetensors); scored on the
     infant testbed's validation split (the same 200 images the default testbed renders) they give
     exactly the zero-shot numbers in the manifest."""
-    manifest = foundation.check_manifest(SHIPPED)
+    manifest = shipped.check_manifest(SHIPPED)
     config = load_config_file(REPO / "configs/demo.py")
     stage = demo.shared_data(config.stage1, config.data)
     counts = manifest["config"]["zero_shot"]["data"]["testbed"]
@@ -90,7 +88,7 @@ def test_shipped_files_convert_and_reproduce_the_zero_shot_row(tmp_path):
     # the pretrain backbone converts too, into the same architecture
     from convert_weights.torch_to_flax import convert
 
-    pre_cfg, pre, _ = convert({"pretrain": SHIPPED / foundation.PRETRAIN_FILE}, tuple(stage.model.image_size))
+    pre_cfg, pre, _ = convert({"pretrain": SHIPPED / shipped.PRETRAIN_FILE}, tuple(stage.model.image_size))
     assert pre_cfg.arch == "cpu" and pre[("backbone", "pos_embed")].shape == params[("backbone", "pos_embed")].shape
 
 
@@ -165,14 +163,14 @@ def test_foundation_job_end_to_end_at_tiny_size(whole_run):
     run's backbone frozen (only its final norm moves)."""
     tmp_path = whole_run
     out = tmp_path / "w" / "foundation"
-    manifest = foundation.check_manifest(out)
+    manifest = shipped.check_manifest(out)
     assert manifest["zero_shot_infant_val"]["num_samples"] == 4
     assert manifest["humans_val"]["num_samples"] == 6
     assert manifest["zero_shot_blur_kernel"] == 1  # 16x12 heatmaps: the DARK rule blurs nothing
     from convert_weights.torch_io import load_state_dict
     from hyper_sapiens_jax.training.checkpoint import load_any
 
-    sd, meta = load_state_dict(out / foundation.FOUNDATION_FILES["pose"])
+    sd, meta = load_state_dict(out / shipped.FOUNDATION_FILES["pose"])
     _, run_params, _ = load_any(tmp_path / "w" / "geometry")
     kernel = run_params[("heads", "pose", "final_layer", "kernel")]  # (1, 1, C, K) HWIO
     np.testing.assert_array_equal(
@@ -202,7 +200,7 @@ def test_foundation_job_killed_midway_resumes_to_the_same_files(whole_run, tmp_p
     assert not (cut / "w" / "foundation").exists(), "the run ended before it was killed"
     r = subprocess.run(foundation_command(cut), env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-    a = foundation.check_manifest(whole_run / "w" / "foundation")
-    b = foundation.check_manifest(cut / "w" / "foundation")
+    a = shipped.check_manifest(whole_run / "w" / "foundation")
+    b = shipped.check_manifest(cut / "w" / "foundation")
     assert a["files"] == b["files"]  # every exported file, byte for byte
     assert a["humans_val"] == b["humans_val"] and a["zero_shot_infant_val"] == b["zero_shot_infant_val"]

@@ -330,7 +330,7 @@ def test_train_job_resumes(trained, tmp_path):
     """Restarted with more steps, the job continues from its latest checkpoint (a copy here)."""
     import shutil
 
-    from hyper_sapiens_jax.prior import train
+    from hyper_sapiens_jax.jobs import prior as prior_job
 
     source, skeleton_file = trained
     workdir = tmp_path / "run"
@@ -347,7 +347,7 @@ def test_train_job_resumes(trained, tmp_path):
             "report.effect_poses": 0,
         }
     )
-    assert train.run(_config(skeleton_file, **cheap), str(workdir)) == 0
+    assert prior_job.run(_config(skeleton_file, **cheap), str(workdir)) == 0
     rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [500, 1000, 1500, 1550] and np.isfinite(rows[-1]["heldout_loss_all"])
     assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [1500, 1550]
@@ -398,7 +398,7 @@ class _StopAfterFirstChunk:
 def test_train_job_stops_on_sigterm_and_resumes_exactly(skeletons, tmp_path, monkeypatch):
     """SIGTERM: the prior saves at the end of the chunk and returns; the restart ends where an
     uninterrupted run ends, to the bit (data and noise are functions of the step)."""
-    from hyper_sapiens_jax.prior import train
+    from hyper_sapiens_jax.jobs import prior as prior_job
 
     np.savez_compressed(tmp_path / "skeletons.npz", keypoints=skeletons)
     tiny = {
@@ -417,13 +417,13 @@ def test_train_job_stops_on_sigterm_and_resumes_exactly(skeletons, tmp_path, mon
         "report.effect_poses": 0,
     }
     config = lambda: _config(tmp_path / "skeletons.npz", **tiny)
-    assert train.run(config(), str(tmp_path / "straight")) == 0
+    assert prior_job.run(config(), str(tmp_path / "straight")) == 0
     with monkeypatch.context() as mp:
-        mp.setattr(train, "StopFlag", _StopAfterFirstChunk)
-        assert train.run(config(), str(tmp_path / "stopped")) == 0
+        mp.setattr(prior_job, "StopFlag", _StopAfterFirstChunk)
+        assert prior_job.run(config(), str(tmp_path / "stopped")) == 0
     saved = sorted(int(p.name) for p in (tmp_path / "stopped/checkpoints").iterdir() if p.name.isdigit())
     assert saved == [20] and not (tmp_path / "stopped/metrics.jsonl").exists()  # stopped before any eval
-    assert train.run(config(), str(tmp_path / "stopped")) == 0
+    assert prior_job.run(config(), str(tmp_path / "stopped")) == 0
     a, b = (DiffusionPrior.load(tmp_path / d) for d in ("straight", "stopped"))
     leaves = [jax.tree.leaves(p.params) for p in (a, b)]
     assert len(leaves[0]) == len(leaves[1]) > 0

@@ -23,11 +23,12 @@ from flax import nnx
 from train_helpers import MODEL, stage_command
 
 from hyper_sapiens_jax.config import base_config
+from hyper_sapiens_jax.jobs import finetune
 from hyper_sapiens_jax.models import Sapiens
 from hyper_sapiens_jax.models.weights import WeightsError, abstract_model, flat_params, load_weights, save_weights
 from hyper_sapiens_jax.sharding import make_mesh
 from hyper_sapiens_jax.training import checkpoint as ckpt
-from hyper_sapiens_jax.training import loop
+from hyper_sapiens_jax.training import trainer
 from hyper_sapiens_jax.training.monitor import LOCK_FILE, WorkdirInUseError, workdir_lock
 
 
@@ -36,10 +37,10 @@ def _run_dir(tmp_path: Path, steps=(1, 2, 3)) -> Path:
     config = base_config("tiny")
     config.model.image_size = MODEL.image_size
     graphdef = nnx.graphdef(abstract_model(MODEL))
-    phase = loop.compile_phase(
-        config, MODEL, make_mesh(devices=jax.devices()[:1]), graphdef, 2, loop.make_objective(config, None, None)
+    phase = trainer.compile_phase(
+        config, MODEL, make_mesh(devices=jax.devices()[:1]), graphdef, 2, trainer.make_objective(config, None, None)
     )
-    state = loop.fresh_state(phase, nnx.state(Sapiens(MODEL, rngs=nnx.Rngs(0)), nnx.Param))
+    state = trainer.fresh_state(phase, nnx.state(Sapiens(MODEL, rngs=nnx.Rngs(0)), nnx.Param))
     MODEL.save(tmp_path / ckpt.MODEL_CONFIG_FILE)
     meta = {"stage": 1, "arch": "tiny", **phase.trainable.meta()}
     with ckpt.manager(tmp_path / ckpt.CHECKPOINT_DIR, every=1, keep=len(steps), keep_best=0) as mngr:
@@ -222,7 +223,7 @@ def test_a_validation_file_without_categories_stops_the_run_at_start_up(testbed,
     bad.write_text(json.dumps(val))
     config.data.val_ann = str(bad)
     with pytest.raises(ValueError, match=rf"COCO ground truth '{bad}' needs 'images', 'annotations' and 'categories'"):
-        loop.Trainer(config, tmp_path / "run", mode="eval")
+        trainer.Trainer(config, tmp_path / "run", mode="eval")
 
 
 @pytest.mark.parametrize(
@@ -233,7 +234,7 @@ def test_a_validation_file_without_categories_stops_the_run_at_start_up(testbed,
         ({"model.image_size": (100, 100)}, ValueError, r"image_size \(100, 100\) must be positive multiples of 16"),
         ({"batch_size": 10}, ValueError, r"batch size 10 is not a multiple of the mix total 4"),
         ({"num_steps": 0}, ValueError, r"'num_steps': 0\} must be positive integers"),
-        ({"loss.sds": 0.01, "loss.bone_ratio": 0.0}, loop.TrainingError, r"config.prior_ckpt=.*not a prior config"),
+        ({"loss.sds": 0.01, "loss.bone_ratio": 0.0}, trainer.TrainingError, r"config.prior_ckpt=.*not a prior config"),
     ],
     ids=["mesh", "devices", "image-size", "mix", "steps", "prior-kind"],
 )
@@ -245,8 +246,9 @@ def test_bad_configs_stop_at_start_up_naming_the_field(testbed, tmp_path, change
     config.prior_ckpt = str(tmp_path)  # a directory, but no prior run: read only where loss.sds > 0
     config.loss.sds = 0.0
     config.update_from_flattened_dict(changes)
-    with pytest.raises(error, match=message):
-        loop.Trainer(config, tmp_path / "run").train_data()  # the mix is checked with the data
+    with pytest.raises(error, match=message):  # as the job starts: the prior, then the trainer and its data
+        finetune.prior_term(config)
+        trainer.Trainer(config, tmp_path / "run").train_data()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,13 +258,15 @@ def test_bad_configs_stop_at_start_up_naming_the_field(testbed, tmp_path, change
 def _main(argv, capsys, monkeypatch) -> tuple[int, str]:
     """``main(argv)`` in this process: (exit code, stderr). No job may start (a regression fails
     here at once instead of training)."""
-    from hyper_sapiens_jax import jobs
     from hyper_sapiens_jax import main as main_module
 
     def refuse(name):
-        raise AssertionError(f"the job {name} started")
+        def job(*args, **kwargs):
+            raise AssertionError(f"the job {name} started")
 
-    monkeypatch.setattr(jobs.importlib, "import_module", refuse)
+        return job
+
+    monkeypatch.setattr(main_module, "JOBS", {name: refuse(name) for name in main_module.JOBS})
     rc = main_module.main(argv)
     return rc, capsys.readouterr().err
 

@@ -1,4 +1,4 @@
-"""The ablation study (hyper_sapiens_jax.study): row definitions, statistics, and a two-seed run."""
+"""The ablation study (jobs/study.py, configs/study.py): row definitions, statistics, and a two-seed run."""
 
 import json
 
@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 from conftest import REPO, point_at_testbed
 
-from hyper_sapiens_jax import study
 from hyper_sapiens_jax.config import config_to_dict, load_config_file, rescale_unfreeze
+from hyper_sapiens_jax.jobs import study
 
 
 def demo_config(arch="tiny"):
-    return load_config_file(REPO / "configs/demo.py", arch)
+    """configs/study.py: the demo's config plus the study's own settings."""
+    return load_config_file(REPO / "configs/study.py", arch)
 
 
 def test_rows_differ_only_in_data_and_loss():
@@ -93,8 +94,10 @@ def test_summary_and_table():
 
 
 def test_unknown_row_is_refused(tmp_path):
-    with pytest.raises(ValueError, match=r"unknown study rows \['x'\]"):
-        study.run(demo_config(), tmp_path, [0], ["a", "x"])
+    config = demo_config()
+    config.study.seeds, config.study.rows = "0", "a,x"
+    with pytest.raises(ValueError, match=r"config.study.rows: unknown rows \['x'\]"):
+        study.run(config, tmp_path)
 
 
 def test_real_only_needs_a_real_source():
@@ -111,8 +114,9 @@ def test_two_seeds_run_resume_and_report(testbed, tmp_path):
         s.num_steps, s.batch_size, s.eval_batch_size, s.log_every = 2, 8, 8, 1
         s.eval.every = s.checkpoint.every = 2
         s.unfreeze = ()
+    config.study.seeds, config.study.rows = "0,1", "a,b"
     out = tmp_path / "study"
-    assert study.run(config, out, [0, 1], ["a", "b"]) == 0
+    assert study.run(config, out) == 0
 
     report = json.loads((out / "study.json").read_text())
     assert list(report["rows"]) == ["a", "b"]
@@ -141,14 +145,14 @@ def test_two_seeds_run_resume_and_report(testbed, tmp_path):
     # re-running resumes: nothing retrains, the same table comes out
     sizes = {p: p.stat().st_size for p in out.rglob("metrics.jsonl")}
     (out / "study.md").unlink()
-    assert study.run(config, out, [0, 1], ["a", "b"]) == 0
+    assert study.run(config, out) == 0
     assert {p: p.stat().st_size for p in out.rglob("metrics.jsonl")} == sizes
     assert (out / "study.md").read_text() == table
 
     # ... but not into runs made with another config: that would mix old results into the table
     config.stage2.optim.lr = 0.5
     with pytest.raises(ValueError, match=r"seed0/b was trained with a different config \(optim.lr: 0.001 -> 0.5\)"):
-        study.run(config, out, [0, 1], ["a", "b"])
+        study.run(config, out)
 
 
 def test_merge_adds_seeds_and_refuses_other_studies(tmp_path):
@@ -183,6 +187,10 @@ def test_merge_adds_seeds_and_refuses_other_studies(tmp_path):
     moved = demo_config()
     moved.foundation.dir = "/checkout/b/foundation"
     assert sorted(study.merge_results(here, [path], moved)["a"]) == [0, 1]
+    # Nor are the study's own settings (which seeds and rows this run takes, what it merges).
+    own = demo_config()
+    own.foundation.dir, own.study.seeds, own.study.rows = config.foundation.dir, "7", "a"
+    assert sorted(study.merge_results(here, [path], own)["a"]) == [0, 1]
     # A switch added to the config since the file was written: off is the same study, on is not.
     for value, same in ((False, True), (True, False)):
         newer = demo_config()

@@ -1,22 +1,24 @@
-"""The alpha/beta sweep (hyper_sapiens_jax.sweep): it scores on a tuning split, shares stage 1."""
+"""The alpha/beta sweep (jobs/sweep.py, configs/sweep.py): it scores on a tuning split, shares stage 1."""
 
 import json
 
 import pytest
 from conftest import REPO, point_at_testbed
 
-from hyper_sapiens_jax import sweep
 from hyper_sapiens_jax.config import load_config_file
+from hyper_sapiens_jax.jobs import sweep
 
 
 def test_sweep_refuses_the_validation_split(tmp_path):
-    config = load_config_file(REPO / "configs/demo.py", "tiny")
+    config = load_config_file(REPO / "configs/sweep.py", "tiny")
+    config.data.tuning_images = 0
     with pytest.raises(ValueError, match="tuning_images"):
-        sweep.run(config, tmp_path, [0.0], [0.0], [0])
+        sweep.run(config, tmp_path)
 
 
 def test_sweep_points_share_stage1_and_score_the_tuning_split(testbed, tmp_path):
-    config = point_at_testbed(load_config_file(REPO / "configs/demo.py", "tiny"), testbed)
+    config = point_at_testbed(load_config_file(REPO / "configs/sweep.py", "tiny"), testbed)
+    config.sweep.alphas, config.sweep.betas, config.sweep.seeds = "0", "0,0.1", "0"
     config.data.tuning_images, config.data.tuning_dir = 4, str(tmp_path / "tuning")
     for name, batch in (("stage1", 8), ("stage2", 8), ("stage3", 10)):
         s = config[name]
@@ -24,7 +26,7 @@ def test_sweep_points_share_stage1_and_score_the_tuning_split(testbed, tmp_path)
         s.eval.every = s.checkpoint.every = 2
         s.unfreeze = ()
     out = tmp_path / "sweep"
-    assert sweep.run(config, out, [0.0], [0.0, 0.1], [0]) == 0
+    assert sweep.run(config, out) == 0
     report = json.loads((out / "sweep.json").read_text())
     assert [(p["alpha"], p["beta"]) for p in report["points"]] == [(0.0, 0.0), (0.0, 0.1)]
     best = max(report["points"], key=lambda p: (p["pck@0.05"]["mean"], p["ap"]["mean"]))

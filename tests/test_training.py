@@ -18,10 +18,11 @@ from flax import nnx, traverse_util
 from train_helpers import MODEL, first_batch, stage_command
 
 from hyper_sapiens_jax.config import base_config
+from hyper_sapiens_jax.jobs import finetune
 from hyper_sapiens_jax.models import ModelConfig, Sapiens
 from hyper_sapiens_jax.models.weights import abstract_model, flat_params, state_to_flat
 from hyper_sapiens_jax.sharding import make_mesh
-from hyper_sapiens_jax.training import adapters, flops, loop
+from hyper_sapiens_jax.training import adapters, flops, trainer
 from hyper_sapiens_jax.training import checkpoint as ckpt
 
 TINY = MODEL  # tiny arch, 64x48, three heads
@@ -87,8 +88,8 @@ def test_adapters_refuse_unknown_fields():
 def _phase(config, blocks):
     graphdef = nnx.graphdef(abstract_model(TINY))
     mesh = make_mesh(devices=jax.devices()[:1])
-    obj = loop.make_objective(config, None, None)
-    return loop.compile_phase(config, TINY, mesh, graphdef, blocks, obj)
+    obj = trainer.make_objective(config, None, None)
+    return trainer.compile_phase(config, TINY, mesh, graphdef, blocks, obj)
 
 
 def _random_params():
@@ -107,7 +108,7 @@ def test_frozen_pos_embed_with_no_blocks_trains_only_the_final_norm_and_heads(te
         backbone = {p[1] for p in trainable if p[0] == "backbone"}
         assert backbone == ({"norm", "pos_embed"} if train_pos_embed else {"norm"})
         assert any(p[0] == "heads" for p in trainable)
-        state = loop.fresh_state(phase, nnx.state(Sapiens(TINY, rngs=nnx.Rngs(0)), nnx.Param))
+        state = trainer.fresh_state(phase, nnx.state(Sapiens(TINY, rngs=nnx.Rngs(0)), nnx.Param))
         state, _ = phase.step(state, batch, jax.random.key(0))
         pos = state_to_flat(state.params if train_pos_embed else state.frozen)[("backbone", "pos_embed")]
         assert np.array_equal(np.asarray(pos), flat[("backbone", "pos_embed")]) != train_pos_embed
@@ -118,13 +119,13 @@ def test_frozen_pos_embed_with_no_blocks_trains_only_the_final_norm_and_heads(te
 def test_progressive_unfreezing_moves_parameters_and_keeps_moments(testbed):
     config = _config()
     small, big = _phase(config, 1), _phase(config, 3)
-    state = loop.fresh_state(small, _random_params())
+    state = trainer.fresh_state(small, _random_params())
     state, _ = small.step(state, first_batch(testbed.root, stage=1), jax.random.key(0))
     before = {p: np.asarray(v) for p, v in {**state_to_flat(state.frozen), **state_to_flat(state.params)}.items()}
     is_adam = lambda x: hasattr(x, "mu")
     adam = lambda s: next(x for x in jax.tree.leaves(s.opt_state, is_leaf=is_adam) if is_adam(x))
     mu_before = {p: np.asarray(v) for p, v in state_to_flat(adam(state).mu).items()}
-    new = loop.enter_phase(state, small, big)
+    new = trainer.enter_phase(state, small, big)
     assert ("backbone", "layers", 1, "ffn", "fc1", "kernel") in state_to_flat(new.params)  # now trainable
     assert ("backbone", "layers", 0, "ffn", "fc1", "kernel") in state_to_flat(new.frozen)
     after = {**state_to_flat(new.frozen), **state_to_flat(new.params)}
@@ -147,7 +148,7 @@ def test_progressive_unfreezing_moves_parameters_and_keeps_moments(testbed):
 def test_checkpoints_keep_latest_and_best_and_load_ema_or_raw(tmp_path):
     config = _config()
     phase = _phase(config, 2)
-    state = loop.fresh_state(phase, _random_params())
+    state = trainer.fresh_state(phase, _random_params())
     TINY.save(tmp_path / ckpt.MODEL_CONFIG_FILE)
     meta = {"stage": 1, "trainable_blocks": 2, "arch": "tiny"}
     with ckpt.manager(tmp_path / ckpt.CHECKPOINT_DIR, every=1, keep=1, keep_best=1) as mngr:
@@ -188,11 +189,11 @@ def test_non_finite_loss_stops_the_run_without_saving(testbed, tmp_path):
         },
     )
     point_at_testbed(config, testbed)
-    with pytest.raises(loop.TrainingError, match="non-finite loss"):
-        loop.run(config, tmp_path)
+    with pytest.raises(trainer.TrainingError, match="non-finite loss"):
+        finetune.run(config, tmp_path)
     with ckpt.manager(tmp_path / ckpt.CHECKPOINT_DIR, read_only=True) as mngr:
         saved = mngr.all_steps()
-    rows = [json.loads(r) for r in (tmp_path / loop.TRAIN_LOG_FILE).read_text().splitlines()]
+    rows = [json.loads(r) for r in (tmp_path / trainer.TRAIN_LOG_FILE).read_text().splitlines()]
     assert np.isfinite(rows[0]["loss"]) and saved and max(saved) <= len(rows)
     _, params, _ = ckpt.load_run_params(tmp_path, raw=True)
     assert all(np.isfinite(v).all() for v in params.values())
@@ -226,7 +227,7 @@ def test_sigterm_then_resume_ends_bit_identical_to_an_uninterrupted_run(testbed,
 
     cmd = stage_command(testbed, tmp_path / "stopped", **common)
     proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    log_file = tmp_path / "stopped" / loop.TRAIN_LOG_FILE
+    log_file = tmp_path / "stopped" / trainer.TRAIN_LOG_FILE
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if log_file.is_file() and log_file.read_text().count("\n") >= 1:
@@ -246,7 +247,7 @@ def test_sigterm_then_resume_ends_bit_identical_to_an_uninterrupted_run(testbed,
     assert step_a == step_b == steps and set(a) == set(b)
     for k in a:
         assert np.array_equal(a[k], b[k]), k  # bit-identical
-    rows = lambda w: [json.loads(r) for r in (w / loop.METRICS_FILE).read_text().splitlines()]
+    rows = lambda w: [json.loads(r) for r in (w / trainer.METRICS_FILE).read_text().splitlines()]
     assert rows(tmp_path / "straight")[-1]["pck@0.05"] == rows(tmp_path / "stopped")[-1]["pck@0.05"]
 
 
@@ -288,7 +289,7 @@ def test_two_jax_processes_match_one_process(testbed, tmp_path):
     logs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), "\n".join(logs)[-4000:]
     assert "2 process(es)" in logs[0]
-    losses = lambda w: [json.loads(r)["loss"] for r in (w / loop.TRAIN_LOG_FILE).read_text().splitlines()]
+    losses = lambda w: [json.loads(r)["loss"] for r in (w / trainer.TRAIN_LOG_FILE).read_text().splitlines()]
     assert len(losses(tmp_path / "one")) == 3
     np.testing.assert_allclose(losses(tmp_path / "two"), losses(tmp_path / "one"), rtol=1e-5)
     cfg, one, _ = ckpt.load_run_params(tmp_path / "one", raw=True)
@@ -304,14 +305,14 @@ def test_two_jax_processes_match_one_process(testbed, tmp_path):
             continue
         worst = max(worst, float(np.linalg.norm(d1 - d2) / np.linalg.norm(d1)))
     assert worst <= 5e-2, worst
-    ev = lambda w: json.loads((w / loop.METRICS_FILE).read_text().splitlines()[-1])
+    ev = lambda w: json.loads((w / trainer.METRICS_FILE).read_text().splitlines()[-1])
     assert ev(tmp_path / "two")["num_samples"] == ev(tmp_path / "one")["num_samples"] == 7
 
 
 def test_eval_mode_appends_one_metrics_row(testbed, tmp_path):
     _run(stage_command(testbed, tmp_path, num_steps=2))
     _run(stage_command(testbed, tmp_path, num_steps=2) + ["--mode=eval"])
-    rows = [json.loads(r) for r in (tmp_path / loop.METRICS_FILE).read_text().splitlines()]
+    rows = [json.loads(r) for r in (tmp_path / trainer.METRICS_FILE).read_text().splitlines()]
     assert len(rows) == 2 and rows[0]["step"] == rows[1]["step"] == 2
     for key in ("step", "stage", "pck@0.05", "ap", "g_error", "per_joint_pck", "pck_by_orientation"):
         assert key in rows[1], key
@@ -364,7 +365,7 @@ def test_the_tiny_pipeline_learns(learn_testbed, tmp_path):
     96 synthetic images for 1000 steps, scored by the evaluation pass on those images: PCK far above
     the mean-pose predictor (which knows this split's own mean pose). Held-out and
     sim-to-real numbers at demo scale are in the demo table (README)."""
-    from hyper_sapiens_jax.demo import mean_pose_baseline
+    from hyper_sapiens_jax.jobs.demo import mean_pose_baseline
 
     p = learn_testbed
     config = _config(
@@ -387,8 +388,8 @@ def test_the_tiny_pipeline_learns(learn_testbed, tmp_path):
     d.source, d.mix = "files", {"syrip_syn": 1}
     d.syrip_syn_ann, d.syrip_syn_images = str(p.train_syn_json), str(p.train_syn_images)
     d.val_ann, d.val_images = str(p.train_syn_json), str(p.train_syn_images)
-    loop.run(config, tmp_path)
-    final = json.loads((tmp_path / loop.METRICS_FILE).read_text().splitlines()[-1])
+    finetune.run(config, tmp_path)
+    final = json.loads((tmp_path / trainer.METRICS_FILE).read_text().splitlines()[-1])
     base = mean_pose_baseline(config)
     summary = {k: (final[k], base[k]) for k in ("pck@0.05", "pck@0.2", "ap")}
     # Measured: PCK@0.05 0.036 vs 0.004, PCK@0.2 0.59 vs 0.17 (OKS AP is 0 for both at 64x48).
@@ -406,7 +407,7 @@ def test_training_workdirs_export_to_pytorch_with_ema_by_default(tmp_path):
     from hyper_sapiens_jax.models.weights import build_model
 
     phase = _phase(_config(), 2)
-    state = loop.fresh_state(phase, _random_params())
+    state = trainer.fresh_state(phase, _random_params())
     noise = jax.tree.map(lambda x: 0.05 * jax.random.normal(jax.random.key(1), x.shape), state.ema)
     state = state.replace(step=jnp.int32(5), ema=jax.tree.map(jnp.add, state.ema, noise))
     run_dir = tmp_path / "run"

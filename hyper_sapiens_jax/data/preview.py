@@ -26,7 +26,6 @@ from hyper_sapiens_jax.config import check_values
 from hyper_sapiens_jax.data import builders, visualize
 from hyper_sapiens_jax.data.pipeline import train_dataset, train_iterator
 from hyper_sapiens_jax.data.sources import DataError
-from hyper_sapiens_jax.jobs import expected_errors
 from hyper_sapiens_jax.logs import setup_logging
 
 
@@ -75,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-panels", type=int, default=8, help="samples drawn per batch grid")
     args = cli.parse(p, argv)
     setup_logging()
-    try:  # what main prints as one line (a bad config, data file or image), printed the same way
+    try:  # a bad config, data file or image (ConfigError, DataError): one line, as main prints it
         summary = run(args.config, args.batches, Path(args.out), args.max_panels)
-    except expected_errors() as e:
+    except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     for i, b in enumerate(summary["batches"]):

@@ -6,8 +6,8 @@
     poses = prior.sample(rng, n)                              # (n, K, 2), normalised
 
 Modules: normalize (mid-hip / torso frame), augment (dropout, rotation, flip), denoiser (residual
-MLP), ddpm (schedules, samplers), model (DiffusionPrior), sds (the loss), train (the job),
-checkpoint (Orbax), metrics / report / effect (evaluation).
+MLP), ddpm (schedules, samplers), model (DiffusionPrior), sds (the loss), checkpoint (Orbax),
+metrics / report / effect (evaluation). The training job is ``jobs/prior.py``.
 """
 
 from hyper_sapiens_jax.prior.ddpm import Schedule, make_schedule

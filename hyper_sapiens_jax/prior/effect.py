@@ -128,6 +128,15 @@ def _summary(before: dict, after: dict, mask: np.ndarray) -> dict[str, float]:
     return out
 
 
+SPLIT_FILE = "prior_split.npz"  # in a prior workdir: the run's exact train / held-out poses
+
+
+def load_split_file(workdir: Path) -> dict[str, np.ndarray]:
+    """The train / held-out poses a prior run saved (``report.save_split_file``)."""
+    with np.load(workdir / SPLIT_FILE) as f:
+        return {k: f[k] for k in f.files}
+
+
 def measure_effect(
     prior: DiffusionPrior,
     xy: np.ndarray,
@@ -219,8 +228,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-noise", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    from hyper_sapiens_jax.prior.report import load_split_file
-
     prior = DiffusionPrior.load(args.workdir)
     data = load_split_file(Path(args.workdir))
     train_z = np.asarray(prior.normalize(data["train_xy"], data["train_vis"]))

@@ -22,7 +22,7 @@ from typing import Any
 import jax
 from flax import nnx
 
-from hyper_sapiens_jax.prior import ddpm
+from hyper_sapiens_jax.prior import checkpoint, ddpm
 from hyper_sapiens_jax.prior import normalize as norm
 from hyper_sapiens_jax.prior.denoiser import Denoiser, DenoiserSpec
 
@@ -97,8 +97,6 @@ class DiffusionPrior:
     @classmethod
     def load(cls, workdir: str | Path, step: int | None = None) -> DiffusionPrior:
         """The EMA weights of the latest (or the given) checkpoint of a prior training run."""
-        from hyper_sapiens_jax.prior import checkpoint  # orbax is only needed when loading
-
         workdir = Path(workdir)
         spec = read_spec(workdir)
         graphdef, params = init_params(spec)

@@ -23,21 +23,17 @@ import numpy as np
 
 from hyper_sapiens_jax.data.visualize import draw_skeleton, grid
 from hyper_sapiens_jax.prior import metrics
+from hyper_sapiens_jax.prior.effect import SPLIT_FILE, measure_effect
 from hyper_sapiens_jax.prior.model import DiffusionPrior
 
 REPORT_FILE = "prior_report.json"
 SAMPLES_PNG = "prior_samples.png"
-SPLIT_FILE = "prior_split.npz"
 
 
 def save_split_file(workdir: Path, data: dict[str, np.ndarray]) -> None:
-    """The exact train / held-out poses of the run, for the report and the effect CLI."""
+    """The exact train / held-out poses of the run, for the report and the effect CLI
+    (``effect.load_split_file`` reads them back)."""
     np.savez_compressed(workdir / SPLIT_FILE, **{k: v for k, v in data.items() if isinstance(v, np.ndarray)})
-
-
-def load_split_file(workdir: Path) -> dict[str, np.ndarray]:
-    with np.load(workdir / SPLIT_FILE) as f:
-        return {k: f[k] for k in f.files}
 
 
 def set_stats(z: np.ndarray, visible: np.ndarray, ref: dict[str, Any], train_z, train_v) -> dict[str, Any]:
@@ -137,8 +133,6 @@ def write_report(
         for name, (z, v) in sets.items():
             report[name] = set_stats(z, v, ref, train_z, train_v)
     if cfg.effect_poses:
-        from hyper_sapiens_jax.prior.effect import measure_effect
-
         n = min(cfg.effect_poses, len(held_z))
         report["sds_effect"] = measure_effect(
             prior, data["heldout_xy"][:n], held_v[:n], train_z, train_v, seed, cfg.effect_steps

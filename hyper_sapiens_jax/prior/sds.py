@@ -14,6 +14,8 @@ Everything is float32, per-sample and on device: usable inside a jitted, sharded
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -108,3 +110,17 @@ def sds_loss(
     g = jnp.mean(g.reshape((reps,) + z.shape), 0)
     surrogate = jnp.sum(g * z)
     return surrogate + jax.lax.stop_gradient(0.5 * jnp.sum(g * g) - surrogate)
+
+
+def sds_term(
+    prior: DiffusionPrior, *, t_range: tuple[float, float], weighting: str
+) -> Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]:
+    """The SDS term of a training objective: ``term(xy (B, K, 2), visible (B, K), weight (B,), key)``,
+    ``sds_loss`` over the samples whose ``weight`` is non-zero (visibility times weight), divided by
+    the weight's sum (at least 1)."""
+
+    def term(xy: jax.Array, visible: jax.Array, weight: jax.Array, key: jax.Array) -> jax.Array:
+        value = sds_loss(prior, xy, visible * weight[:, None], key, t_range=t_range, weighting=weighting)
+        return value / jnp.maximum(jnp.sum(weight), 1.0)
+
+    return term

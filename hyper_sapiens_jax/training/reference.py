@@ -22,12 +22,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 
 from hyper_sapiens_jax.data import geometry
+from hyper_sapiens_jax.data.builders import SOURCE_DOMAINS
 from hyper_sapiens_jax.data.keypoints import smil25_to_coco17
+from hyper_sapiens_jax.data.pipeline import train_dataset
 from hyper_sapiens_jax.data.sources import CocoKeypointSource, MiniRgbdSource, read_joints_2ddep
-from hyper_sapiens_jax.losses.geometry import RATIO_BONES, bone_ratio_stats
+from hyper_sapiens_jax.losses.geometry import RATIO_BONES, backproject_keypoints, bone_ratio_stats
 
 log = logging.getLogger(__name__)
 REFERENCE_FILE = "bone_ratios.json"
@@ -79,12 +82,6 @@ def reference_from_crops(
     """Reference ratio mean/std of the synthetic training crops (with depth) of ``mix``, back-projected
     exactly as the loss back-projects predictions (``backproject_keypoints``); only the synthetic
     sources are decoded (``max_samples`` crops take a few seconds)."""
-    import jax.numpy as jnp
-
-    from hyper_sapiens_jax.data.builders import SOURCE_DOMAINS
-    from hyper_sapiens_jax.data.pipeline import train_dataset
-    from hyper_sapiens_jax.losses.geometry import backproject_keypoints
-
     mix = [e for e in mix if SOURCE_DOMAINS.get(e.name) == "synthetic"]
     if not mix:
         raise ValueError("bone-ratio reference ('crops'): the mix has no synthetic source")

@@ -54,6 +54,8 @@ import optax
 import orbax.checkpoint as ocp
 from flax import nnx, traverse_util
 from jax.experimental import multihost_utils
+from safetensors import SafetensorError
+from safetensors.numpy import load_file
 
 from convert_weights import layout
 from convert_weights.torch_io import write_safetensors
@@ -65,12 +67,13 @@ from hyper_sapiens_jax.models.mae import MAE
 from hyper_sapiens_jax.models.pos_embed import infer_grid, resize_pos_embed
 from hyper_sapiens_jax.models.weights import CONFIG_FILE, PARAMS_DIR, WeightsError, fill_state, state_to_flat
 from hyper_sapiens_jax.sharding import batch_sharding, global_batch, make_mesh, param_shardings, replicated
+from hyper_sapiens_jax.testbed.humans import pretrain_source
 from hyper_sapiens_jax.training import adapters
 from hyper_sapiens_jax.training import checkpoint as ckpt
-from hyper_sapiens_jax.training.loop import put
 from hyper_sapiens_jax.training.monitor import IntervalClock, MetricsWriter, StopFlag, interval_means
 from hyper_sapiens_jax.training.optim import map_params
 from hyper_sapiens_jax.training.state import TrainState
+from hyper_sapiens_jax.training.trainer import put
 
 log = logging.getLogger(__name__)
 TRAIN_LOG_FILE = "train_log.jsonl"
@@ -125,14 +128,6 @@ def build_source(config: ml_collections.ConfigDict):
             )
         return ImageFolderSource(d.images)
     if d.source == "testbed":
-        try:
-            from hyper_sapiens_jax.testbed.humans import pretrain_source
-        except ImportError as e:
-            raise PretrainError(
-                f"config.data.source='testbed' needs hyper_sapiens_jax.testbed.humans."
-                f"pretrain_source ({e}); use --config.data.source=files "
-                f"--config.data.images=FOLDER instead"
-            ) from None
         return pretrain_source(d)
     raise PretrainError(f"config.data.source={d.source!r} must be 'files' or 'testbed'")
 
@@ -176,9 +171,6 @@ def trainable_filter(config: ml_collections.ConfigDict) -> nnx.filterlib.Filter:
 def _backbone_from_safetensors(path: Path, mcfg: ModelConfig, shapes: dict[tuple, tuple]) -> dict[tuple, np.ndarray]:
     """A Sapiens pretrain-layout .safetensors file (flat keys, cls + grid pos_embed) -> flat MAE params
     for the backbone, ``cls_token`` and ``cls_pos`` (when the file has them)."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
     try:
         raw = {k: np.asarray(v, np.float32) for k, v in load_file(str(path)).items()}
     except (SafetensorError, OSError) as e:
@@ -316,7 +308,7 @@ def export_meta(config: ml_collections.ConfigDict, mcfg: ModelConfig, step: int)
         "step": int(step),
         "pos_embed": f"1 cls + {mcfg.grid[0]}x{mcfg.grid[1]} grid",
         "mae": config.mae.to_dict(),
-        "exported_by": "hyper_sapiens_jax.training.pretrain",
+        "exported_by": "hyper_sapiens_jax.jobs.pretrain",
     }
 
 

@@ -1,7 +1,9 @@
-r"""A sweep of the prior weight alpha (SDS) and the geometry weight beta, on a tuning split.
+r"""A sweep (``config.job = 'sweep'``) of the prior weight alpha (SDS) and the geometry weight beta, on a
+tuning split.
 
-  python -m hyper_sapiens_jax.sweep --config configs/demo.py --out /tmp/sweep \
-      --config.data.tuning_images=50 --alphas 0,0.01,0.03 --betas 0,0.1,0.3 --seeds 0
+  python -m hyper_sapiens_jax.main --config configs/sweep.py --workdir /tmp/sweep \
+      --config.data.tuning_images=50 --config.sweep.alphas=0,0.01,0.03 --config.sweep.betas=0,0.1,0.3 \
+      --config.sweep.seeds=0
 
 Every point of the grid is the full three-stage method (the study's row f: stage 1, then stage 2,
 then stage 3) with stage 2's and stage 3's ``loss.sds`` = alpha (stage 3 still anneals it to
@@ -12,22 +14,20 @@ are on the tuning split (``config.data.tuning_images`` real *training* images he
 chosen point is the best by mean tuning PCK@0.05 (ties: AP); measure it on validation afterwards
 (the study, or the demo with ``--config.stage2.loss.sds=...``).
 
-``--out`` gets ``prior/``, ``foundation/``, ``seedS/stage1``, ``seedS/a{alpha}_b{beta}/stage{2,3}``,
+The workdir gets ``prior/``, ``foundation/``, ``seedS/stage1``, ``seedS/a{alpha}_b{beta}/stage{2,3}``,
 ``sweep.md`` and ``sweep.json``. Re-running resumes, as the study does.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import ml_collections
 
-from hyper_sapiens_jax import cli, study
-from hyper_sapiens_jax.logs import setup_logging
+from hyper_sapiens_jax.jobs import study
 
 
 def point_row(config: ml_collections.ConfigDict, alpha: float, beta: float) -> study.Row:
@@ -59,16 +59,20 @@ def best_point(points: dict[tuple[float, float], dict[str, Any]]) -> tuple[float
     return max(points, key=lambda p: (points[p]["pck@0.05"]["mean"], points[p]["ap"]["mean"]))
 
 
-def run(
-    config: ml_collections.ConfigDict, out: str | Path, alphas: list[float], betas: list[float], seeds: list[int]
-) -> int:
-    """Trains every (alpha, beta, seed) (resuming), writes sweep.md / sweep.json; returns 0."""
+def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "train") -> int:
+    """Trains every (alpha, beta, seed) of ``config.sweep`` (resuming), writes sweep.md / sweep.json;
+    returns 0."""
+    if mode != "train":
+        raise ValueError("the sweep has no --mode eval: re-running it resumes and writes the report again")
+    alphas = study.comma_list(config.sweep.alphas, float, "config.sweep.alphas")
+    betas = study.comma_list(config.sweep.betas, float, "config.sweep.betas")
+    seeds = study.comma_list(config.sweep.seeds, int, "config.sweep.seeds")
     if int(config.data.get("tuning_images", 0) or 0) <= 0:
         raise ValueError(
             "the sweep scores on a tuning split carved from the real training images: set "
             "--config.data.tuning_images=N (e.g. 50), never tune on the validation split"
         )
-    out = Path(out).absolute()
+    out = Path(workdir).absolute()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     rows = {(a, b): point_row(config, a, b) for a in alphas for b in betas}
@@ -94,23 +98,3 @@ def run(
     print("\n" + table + "\n")
     print(f"wrote {out / 'sweep.md'}, {out / 'sweep.json'} ({time.perf_counter() - t0:.0f} s)")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The ``hyper-sapiens-sweep`` console script (``python -m hyper_sapiens_jax.sweep``); ``--help``
-    lists the flags."""
-    p = study.common_parser(__doc__, "sweep.md and sweep.json", "0")
-    p.add_argument("--alphas", type=cli.comma_list(float), default="0,0.01,0.03", help="SDS weights (stages 2 and 3)")
-    p.add_argument(
-        "--betas",
-        type=cli.comma_list(float),
-        default="0,0.1,0.3",
-        help="geometry weights (depth-normal, bone ratio)",
-    )
-    args = cli.parse(p, argv)
-    setup_logging()
-    return cli.run_main(run, args.config, args.out, args.alphas, args.betas, args.seeds, errors=study.expected_errors())
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,8 +1,8 @@
-"""The fine-tuning job (``config.job = 'finetune'``): one stage of the curriculum, run by ``main.py``.
+"""The training engine of the fine-tuning jobs: ``Trainer`` (one run, set-up to checkpoints), its
+phases (one compiled step per trainable split) and ``Extension`` (what a job on top adds: the
+semi-supervised teachers). The job that drives it is ``jobs/finetune.py``.
 
-  python -m hyper_sapiens_jax.main --config configs/stage2.py:tiny --workdir W [--mode eval]
-
-What it does:
+What a run does:
   * builds the ('data', 'fsdp') mesh, the model (``config.init_from``: a converted Sapiens checkpoint
     or the previous stage's workdir; random otherwise) and the trainable split (last N blocks +
     pos_embed + final norm + heads, progressive unfreezing by ``config.unfreeze``);
@@ -137,7 +137,7 @@ def put(tree: Any, shardings: Any) -> Any:
 # =============================================================================================
 @dataclasses.dataclass
 class Extension:
-    """What a job built on this loop adds to it (the semi-supervised job, ``semisup.job``).
+    """What a job built on this loop adds to it (the semi-supervised job, ``jobs/semisup.py``).
 
     ``make_step(graphdef, tx, objective_fn)`` returns ``step(state, batch, key, *consts)`` in place
     of ``make_train_step``'s; ``consts`` (with ``const_shardings``) are device trees passed to every
@@ -259,45 +259,16 @@ def enter_phase(state: TrainState, old: Phase, new: Phase) -> TrainState:
 # =============================================================================================
 # Objective (losses + prior), data, evaluation
 # =============================================================================================
-def load_prior(config: ml_collections.ConfigDict):
-    if config.loss.sds <= 0:
-        return None
-    if not config.prior_ckpt:
-        raise TrainingError("config.loss.sds > 0 needs config.prior_ckpt (a workdir of configs/prior.py)")
-    return load_prior_from(config.prior_ckpt)
-
-
-def load_prior_from(workdir: str, field: str = "config.prior_ckpt"):
-    """The frozen ``DiffusionPrior`` of a prior workdir; a TrainingError naming it (as ``field``) if
-    unreadable."""
-    from hyper_sapiens_jax.prior import DiffusionPrior
-
-    try:
-        prior = DiffusionPrior.load(workdir)
-    except (FileNotFoundError, OSError, ValueError) as e:
-        raise TrainingError(f"{field}={workdir}: {e}") from None
-    log.info("prior: %s (%d keypoints)", workdir, prior.num_keypoints)
-    return prior
-
-
-def make_objective(config: ml_collections.ConfigDict, bone_ref: dict | None, prior):
+def make_objective(config: ml_collections.ConfigDict, bone_ref: dict | None, prior_loss: Callable | None = None):
+    """The run's loss: ``objective`` with the config's weights, the bone-ratio reference ``bone_ref``
+    (or None) and ``prior_loss(xy, visible, weight, key)`` (the SDS term, ``prior.sds.sds_term``;
+    None without a prior)."""
     weights = loss_weights(config)
     ref = (
         None
         if bone_ref is None
         else (jnp.asarray(bone_ref["mean"], jnp.float32), jnp.asarray(bone_ref["std"], jnp.float32))
     )
-    prior_loss = None
-    if prior is not None:
-        from hyper_sapiens_jax.prior import sds_loss
-
-        t_range = (config.loss.sds_t_min, config.loss.sds_t_max)
-
-        def prior_loss(xy, visible, weight, key):
-            value = sds_loss(
-                prior, xy, visible * weight[:, None], key, t_range=t_range, weighting=config.loss.sds_weighting
-            )
-            return value / jnp.maximum(jnp.sum(weight), 1.0)
 
     def fn(outputs, batch, normalizers, key, step):
         return objective(
@@ -319,26 +290,8 @@ def needs_bone_reference(config: ml_collections.ConfigDict) -> bool:
 
 
 # =============================================================================================
-# The job: a Trainer, section by section
+# The run, section by section
 # =============================================================================================
-def run(
-    config: ml_collections.ConfigDict,
-    workdir: str | Path,
-    mode: str = "train",
-    extension: Callable[..., Extension] | None = None,
-) -> int:
-    """Train (resuming from ``workdir`` when it holds checkpoints) or, with ``mode='eval'``, evaluate
-    its latest checkpoint. Returns 0; raises TrainingError when the run cannot go on.
-
-    ``extension(config=, workdir=, mesh=, mcfg=, mix=, paths=, sample_cfg=)`` -> ``Extension``
-    builds what a job on top of this loop adds (training mode only)."""
-    trainer = Trainer(config, workdir, mode, extension)
-    try:
-        return trainer.evaluate_latest() if mode == "eval" else trainer.train()
-    finally:
-        trainer.close()
-
-
 class Trainer:
     """One fine-tuning run. Read top to bottom: set-up (``__init__``), data, model and state,
     the loop, evaluation, checkpoints."""
@@ -350,7 +303,10 @@ class Trainer:
         workdir: str | Path,
         mode: str = "train",
         extension: Callable[..., Extension] | None = None,
+        prior_loss: Callable | None = None,
     ):
+        """``prior_loss``: the SDS term of the objective (``prior.sds.sds_term``), None without a prior;
+        ``extension``: see ``Extension``."""
         self.config = config
         self.workdir = workdir = Path(workdir).absolute()
         workdir.mkdir(parents=True, exist_ok=True)
@@ -392,7 +348,7 @@ class Trainer:
             bone_ref = None
             if needs_bone_reference(config):
                 bone_ref = reference.load_or_compute(workdir, config, self.mix, self.sample_cfg)
-            self.objective_fn = make_objective(config, bone_ref, load_prior(config))
+            self.objective_fn = make_objective(config, bone_ref, prior_loss)
             if extension is not None:
                 self.ext = extension(
                     config=config,

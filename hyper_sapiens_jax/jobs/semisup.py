@@ -3,7 +3,7 @@
   python -m hyper_sapiens_jax.main --config configs/semisup_stage1.py:cpu --workdir W \\
       --config.init_from=STAGE0_WORKDIR --config.prior_ckpt=PRIOR_WORKDIR
 
-It is ``training.loop.run`` with an ``Extension``: every global batch holds exactly
+It is the fine-tuning job (``jobs/finetune.py``) with a ``training.trainer.Extension``: every global batch holds exactly
 ``config.batch_size`` labelled samples (``config.data.mix``, as in fine-tuning) and
 ``config.semisup.unlabeled_batch`` unlabelled ones (``config.data.unlabeled_images``, or the
 testbed's unlabelled split), each seen in a weak and a strong view; the step is
@@ -32,12 +32,13 @@ from flax import nnx
 from hyper_sapiens_jax.data import builders
 from hyper_sapiens_jax.data.pipeline import eval_batches
 from hyper_sapiens_jax.data.unlabeled import ViewPairTransform, unlabeled_dataset, zip_labeled_unlabeled
+from hyper_sapiens_jax.jobs import finetune
 from hyper_sapiens_jax.losses.geometry import bilinear_sample
 from hyper_sapiens_jax.models.weights import abstract_model
 from hyper_sapiens_jax.semisup.kinematics import REFERENCE_FILE, KinematicReference, compute_reference
 from hyper_sapiens_jax.semisup.step import SemisupSpec, make_semisup_step
 from hyper_sapiens_jax.sharding import param_shardings
-from hyper_sapiens_jax.training import loop
+from hyper_sapiens_jax.training import trainer
 from hyper_sapiens_jax.training.batch import normalize_images
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ UNLABELED_KEYS = ("u_weak", "u_strong", "u_view_affine", "u_view_flipped", "u_va
 def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "train") -> int:
     """Train (or ``mode='eval'``: evaluate) a semi-supervised stage in ``workdir``; returns 0."""
     check_config(config)
-    return loop.run(config, workdir, mode, extension=extension)
+    return finetune.run(config, workdir, mode, extension=extension)
 
 
 def check_config(config: ml_collections.ConfigDict) -> SemisupSpec:
@@ -99,7 +100,7 @@ def labelled_reference(
             xy.append(batch["keypoints"][keep])
             vis.append(batch["keypoints_visible"][keep])
     if not xy or sum(len(v) for v in xy) == 0:
-        raise loop.TrainingError("the labelled sources hold no poses for the kinematic reference")
+        raise trainer.TrainingError("the labelled sources hold no poses for the kinematic reference")
     spec = SemisupSpec.from_config(config)
     h = sample_cfg.input_size[0]
     return compute_reference(
@@ -133,7 +134,7 @@ def load_or_compute_reference(config, workdir: Path, mix, sample_cfg, mcfg, star
         try:
             saved = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
-            raise loop.TrainingError(f"{path}: unreadable ({e}); delete it to recompute it") from None
+            raise trainer.TrainingError(f"{path}: unreadable ({e}); delete it to recompute it") from None
         if saved.get("inputs") == inputs:
             return KinematicReference.load(path)
         log.info("%s was made from other inputs: recomputing it", path)
@@ -145,18 +146,18 @@ def load_or_compute_reference(config, workdir: Path, mix, sample_cfg, mcfg, star
     return reference
 
 
-def extension(*, config, workdir, mesh, mcfg, mix, paths, sample_cfg) -> loop.Extension:
+def extension(*, config, workdir, mesh, mcfg, mix, paths, sample_cfg) -> trainer.Extension:
     """The semi-supervised additions to the fine-tuning loop (see the module docstring)."""
     spec = check_config(config)
     prior = None
     if spec.needs_prior:
         if not config.prior_ckpt:
-            raise loop.TrainingError(
+            raise trainer.TrainingError(
                 f"config.semisup.teacher={spec.teacher!r} / dev={spec.dev} need the diffusion prior: "
                 "set config.prior_ckpt (a workdir of configs/prior.py)"
             )
-        prior = loop.load_prior_from(config.prior_ckpt)
-    start = loop.initial_params(config, mcfg)  # the starting model: the 'copy' teacher and the reference
+        prior = finetune.load_prior_from(config.prior_ckpt)
+    start = trainer.initial_params(config, mcfg)  # the starting model: the 'copy' teacher and the reference
     reference = load_or_compute_reference(config, Path(workdir), mix, sample_cfg, mcfg, start)
     log.info("kinematic reference: %d labelled poses (%s)", reference.num_poses, Path(workdir) / REFERENCE_FILE)
 
@@ -199,7 +200,7 @@ def extension(*, config, workdir, mesh, mcfg, mix, paths, sample_cfg) -> loop.Ex
     shardings: tuple[Any, ...] = ()
     if spec.needs_geometry and spec.geometry_teacher == "copy":
         sh = param_shardings(start, mesh)
-        consts, shardings = (loop.put(start, sh),), (sh,)
-    return loop.Extension(
+        consts, shardings = (trainer.put(start, sh),), (sh,)
+    return trainer.Extension(
         make_step=make_step, consts=consts, const_shardings=shardings, dataset=dataset, batch_keys=UNLABELED_KEYS
     )

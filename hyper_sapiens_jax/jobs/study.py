@@ -1,8 +1,11 @@
-r"""The sim-to-real ablation study: what each part of the method buys, over several seeds.
+r"""The sim-to-real ablation study (``config.job = 'study'``): what each part of the method buys, over seeds.
 
-  python -m hyper_sapiens_jax.study --config configs/demo.py --out /tmp/study
-  python -m hyper_sapiens_jax.study --config configs/demo.py --out /tmp/study_long --seeds 0,1,2 --rows a,c,e,f \
-      --config.stage1.num_steps=1000
+  python -m hyper_sapiens_jax.main --config configs/study.py --workdir /tmp/study
+  python -m hyper_sapiens_jax.main --config configs/study.py --workdir /tmp/study_long \
+      --config.study.seeds=0,1,2 --config.study.rows=a,c,e,f --config.stage1.num_steps=1000
+
+``config.study``: ``seeds`` and ``rows`` (comma-separated), ``merge`` (comma-separated study.json
+files; see below). The rest is the demo config (configs/demo.py).
 
 Rows (every one evaluated on the held-out "real" split, ``config.stage1.data``'s val split):
   z  zero-shot: the foundation (``config.foundation``) before any infant data (no training, one value)
@@ -21,26 +24,24 @@ progressive unfreezing at the same fraction), so rows differ only in data and lo
 prior is trained once (``config.prior``, its own seed) and shared by all rows and seeds: it is
 frozen, not one of the things compared.
 
-``--out`` gets ``prior/``, ``foundation/``, ``seedS/stage1``, ``seedS/{b,c,d,e}``, ``seedS/f/stage{2,3}``,
+The workdir gets ``prior/``, ``foundation/``, ``seedS/stage1``, ``seedS/{b,c,d,e}``, ``seedS/f/stage{2,3}``,
 ``seedS/scratch/stage{1,2,3}`` (ordinary training workdirs: ``predict``/``flax_to_torch`` take them),
 ``study.md`` (table: mean ± the half-width of a 95% confidence interval, Student's t over the
 seeds), ``study.json`` (per-seed values, std and CI) and ``study.png`` (bars with CI error bars and
-per-seed dots). ``--merge A/study.json,B/study.json`` adds the seeds of the same study run
+per-seed dots). ``study.merge=A/study.json,B/study.json`` adds the seeds of the same study run
 elsewhere (files made with other settings are refused), so the seeds can be spread over machines
-or sessions: ``--seeds 2,3 --merge benchmarks/results/study_demo.json``. Re-running the command
-resumes: finished runs are skipped (their final evaluation is read back), an interrupted one resumes
-from its checkpoint, and the report is written again at the end; a run whose saved config differs
-from the one asked for (other overrides) is refused, naming the
-fields: use a new ``--out`` for a variant.
+or sessions: ``--config.study.seeds=2,3 --config.study.merge=A/study.json``.
+Re-running the command resumes: finished runs are skipped (their final evaluation is read back), an
+interrupted one resumes from its checkpoint, and the report is written again at the end; a run whose
+saved config differs from the one asked for (other overrides) is refused, naming the
+fields: use a new workdir for a variant.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -49,16 +50,19 @@ from typing import Any
 import ml_collections
 import numpy as np
 from flax import traverse_util
+from matplotlib.figure import Figure
+from scipy import stats
 
-from hyper_sapiens_jax import cli, demo
 from hyper_sapiens_jax.config import canonical_setting, config_to_dict, rescale_unfreeze
 from hyper_sapiens_jax.data import builders
-from hyper_sapiens_jax.jobs import run_job
-from hyper_sapiens_jax.logs import progress, setup_logging
-from hyper_sapiens_jax.prior import train as prior_train
-from hyper_sapiens_jax.training import loop
+from hyper_sapiens_jax.jobs import code_revision, demo, finetune, run_locked, semisup
+from hyper_sapiens_jax.jobs import prior as prior_job
+from hyper_sapiens_jax.logs import progress
 
-log = logging.getLogger("hyper_sapiens_jax.study")  # not __main__ under python -m
+# The jobs a study row's runs may be (config.job): the curriculum's stages and NK-Sapiens' stages.
+STAGE_JOBS = {"finetune": finetune.run, "semisup": semisup.run}
+
+log = logging.getLogger(__name__)
 
 # (key in the runs' metrics.jsonl rows, column title, format)
 METRICS = (
@@ -153,7 +157,7 @@ def finished(workdir: Path, num_steps: int) -> dict[str, Any] | None:
 
 def check_same_config(workdir: Path, config: ml_collections.ConfigDict) -> None:
     """Refuse to reuse (skip or resume) a run in ``workdir`` that was started with another config:
-    a re-run with different overrides into the same ``--out`` would otherwise mix old results in."""
+    a re-run with different overrides into the same workdir would otherwise mix old results in."""
     path = workdir / "config.json"
     if not path.is_file():
         return
@@ -163,7 +167,7 @@ def check_same_config(workdir: Path, config: ml_collections.ConfigDict) -> None:
         shown = ", ".join(f"{k}: {saved.get(k)!r} -> {wanted.get(k)!r}" for k in differ[:5])
         raise ValueError(
             f"{workdir} was trained with a different config ({shown}"
-            f"{', ...' if len(differ) > 5 else ''}); use another --out or delete that run"
+            f"{', ...' if len(differ) > 5 else ''}); use another workdir or delete that run"
         )
 
 
@@ -180,7 +184,9 @@ def run_row(row: Row, seed: int, seed_dir: Path, prior_dir: Path, foundation: st
         result = finished(workdir, c.num_steps)
         if result is None:
             log.info("=== row %s, seed %d: %s (init_from %s)", row.key, seed, workdir, c.init_from or "random")
-            run_job(c, workdir, "train")
+            if c.job not in STAGE_JOBS:
+                raise ValueError(f"{workdir}: config.job={c.job!r} is not one of {sorted(STAGE_JOBS)}")
+            run_locked(STAGE_JOBS[c.job], c, workdir, "train")
             result = finished(workdir, c.num_steps)
             if result is None:
                 raise InterruptedError(f"{workdir} stopped before step {c.num_steps}; re-run the study to resume")
@@ -190,8 +196,6 @@ def run_row(row: Row, seed: int, seed_dir: Path, prior_dir: Path, foundation: st
 
 def ci95(values: np.ndarray) -> float:
     """Half-width of the 95% confidence interval of the mean of ``values`` (Student's t; 0 for one)."""
-    from scipy import stats
-
     n = len(values)
     if n < 2:
         return 0.0
@@ -251,16 +255,12 @@ def study_plot(
     """One bar chart per metric: mean with 95% CI error bars, one dot per seed, and a dashed
     reference line per metric where ``references`` has one ((value, label): the mean pose for
     PCK / AP, the ground truth's own G-Error)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     keys = list(summary)
     shown = METRICS
     cols = 2
     nrows = -(-len(shown) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.4 * nrows + 0.6), constrained_layout=True)
+    fig = Figure(figsize=(4.6 * cols, 3.4 * nrows + 0.6), layout="constrained")  # no pyplot: no GUI backend
+    axes = fig.subplots(nrows, cols, squeeze=False)
     x = np.arange(len(keys))
     for ax, (metric, title, _) in zip(np.ravel(axes), shown):
         means = [summary[k][metric]["mean"] for k in keys]
@@ -288,7 +288,6 @@ def study_plot(
         fontsize=7,
     )
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def train_rows(
@@ -297,7 +296,7 @@ def train_rows(
     """Trains (or finds finished) every row for every seed; returns row -> seed -> final eval row."""
     prior_dir = out / "prior"
     if any(c.loss.sds > 0 and not c.prior_ckpt for r in rows.values() for _, c in r.runs):
-        prior_train.run(demo.shared_data(config.prior, config.get("data")), prior_dir, "train")
+        prior_job.run(demo.shared_data(config.prior, config.get("data")), prior_dir, "train")
     stage1 = demo.shared_data(config.stage1, config.get("data"))
     foundation = demo.prepare_foundation(config, out, stage1.model.image_size)
     if "z" in rows and not foundation:
@@ -327,8 +326,6 @@ def write_report(
         references["g_error"] = (gt_g, "ground truth")
         table += demo.ground_truth_note(gt_g)
     (out / "study.md").write_text(table + "\n")
-    from hyper_sapiens_jax.testbed.foundation import code_revision
-
     (out / "study.json").write_text(
         json.dumps(
             {
@@ -359,12 +356,14 @@ NO_EFFECT_ON_RESULTS = ("distributed.heartbeat_timeout_s", "data.num_unlabeled")
 
 
 def _differing_settings(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    """Flattened config keys whose values differ, paths aside (another checkout or --out moves them).
+    """Flattened config keys whose values differ, paths aside (another checkout or workdir moves them).
 
     A key only one side has counts as equal when its value there is off (False, 0, '' or None): a
     switch added to the config after a file was written, left at its off default, changes nothing.
     So does one of ``NO_EFFECT_ON_RESULTS`` (as the last parts of the key), whatever its value."""
     a, b = _flat_settings(saved), _flat_settings(wanted)
+    # Which job ran the study and its own settings (seeds, rows, merge) do not move a row's numbers.
+    a, b = ({k: v for k, v in d.items() if k != "job" and not k.startswith("study.")} for d in (a, b))
     is_path = lambda v: isinstance(v, str) and "/" in v
     no_effect = lambda k: any(k == s or k.endswith("." + s) for s in NO_EFFECT_ON_RESULTS)
     added_off = lambda k: (k not in a or k not in b) and (not a.get(k, b.get(k)) or no_effect(k))
@@ -389,16 +388,21 @@ def merge_results(
             saved = json.loads(path.read_text())
             saved_rows = saved["rows"]
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"--merge {path}: not a study.json ({e})") from None
+            raise ValueError(f"study.merge {path}: not a study.json ({e})") from None
         if "config" not in saved:
-            raise ValueError(f"--merge {path}: holds no config (written before merging existed); re-run its report")
+            raise ValueError(f"study.merge {path}: holds no config (written before merging existed); re-run its report")
         differ = _differing_settings(saved["config"], wanted)
         if differ:
-            raise ValueError(f"--merge {path}: made with other settings ({', '.join(differ[:5])}); not the same study")
-        from hyper_sapiens_jax.testbed.foundation import code_revision
-
+            raise ValueError(
+                f"study.merge {path}: made with other settings ({', '.join(differ[:5])}); not the same study"
+            )
         if saved.get("code") != code_revision():
-            log.warning("--merge %s: made at code revision %s (this is %s)", path, saved.get("code"), code_revision())
+            log.warning(
+                "config.study.merge: %s: made at code revision %s (this is %s)",
+                path,
+                saved.get("code"),
+                code_revision(),
+            )
         for key, row in saved_rows.items():
             if key not in merged:
                 continue
@@ -408,67 +412,37 @@ def merge_results(
                 if have is not None and any(
                     not np.isclose(have.get(m, np.nan), v, equal_nan=True) for m, v in values.items()
                 ):
-                    raise ValueError(f"--merge {path}: row {key} seed {seed} disagrees with the runs in hand")
+                    raise ValueError(f"study.merge {path}: row {key} seed {seed} disagrees with the runs in hand")
                 merged[key].setdefault(seed, values)
     return merged
 
 
-def run(
-    config: ml_collections.ConfigDict, out: str | Path, seeds: list[int], keys: list[str], merge: list[str] = ()
-) -> int:
-    """Runs the rows ``keys`` for every seed (resuming), adds the seeds of the ``merge`` study.json
-    files, then writes study.md / .json / .png."""
-    out = Path(out).absolute()
+def comma_list(text: str, kind: type = str, field: str = "config.study") -> list[Any]:
+    """'0,1,2' -> [0, 1, 2] (``kind`` each); a ValueError naming ``field`` for a bad item."""
+    try:
+        return [kind(v.strip()) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{field}={text!r} is not a comma-separated list of {kind.__name__}") from None
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "train") -> int:
+    """Runs the rows ``config.study.rows`` for every seed of ``config.study.seeds`` (resuming), adds
+    the seeds of the ``config.study.merge`` study.json files, then writes study.md / .json / .png."""
+    if mode != "train":
+        raise ValueError("the study has no --mode eval: re-running it resumes and writes the report again")
+    seeds = comma_list(config.study.seeds, int, "config.study.seeds")
+    keys = comma_list(config.study.rows, str, "config.study.rows")
+    merge = comma_list(config.study.merge, str, "config.study.merge")
+    out = Path(workdir).absolute()
     out.mkdir(parents=True, exist_ok=True)
     rows = study_rows(config)
     unknown = [k for k in keys if k not in rows]
     if unknown:
-        raise ValueError(f"unknown study rows {unknown}; choose from {sorted(rows)}")
+        raise ValueError(f"config.study.rows: unknown rows {unknown}; choose from {sorted(rows)}")
     rows = {k: rows[k] for k in keys}
     t0 = time.perf_counter()
-    results = merge_results(train_rows(config, rows, seeds, out), list(merge), config)
+    results = merge_results(train_rows(config, rows, seeds, out), merge, config)
     table = write_report(config, rows, results, out)
     print("\n" + table + "\n")
     print(f"wrote {out / 'study.md'}, {out / 'study.json'}, {out / 'study.png'} ({time.perf_counter() - t0:.0f} s)")
     return 0
-
-
-def common_parser(doc: str | None, outputs: str, seeds: str) -> argparse.ArgumentParser:
-    """--config, --out and --seeds, shared by the study and the sweep."""
-    p = cli.parser(doc, config=True)
-    p.add_argument("--out", required=True, help=f"directory for the runs, {outputs}")
-    p.add_argument(
-        "--seeds",
-        type=cli.comma_list(int),
-        default=seeds,
-        help="seeds, e.g. 0,1,2; every run of the grid runs once per seed",
-    )
-    return p
-
-
-def expected_errors() -> tuple[type[BaseException], ...]:
-    """Bad configs, interrupted runs and training errors: printed as one line, exit code 1."""
-    return (ValueError, InterruptedError, loop.TrainingError)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The ``hyper-sapiens-study`` console script (``python -m hyper_sapiens_jax.study``); ``--help``
-    lists the flags."""
-    p = common_parser(__doc__, "study.md, study.json and study.png", "0,1,2,3,4")
-    p.add_argument(
-        "--rows", type=cli.comma_list(str), default="z,a,b,c,d,e,f,s", help="which rows to run (z, a-f, s; see above)"
-    )
-    p.add_argument(
-        "--merge",
-        type=cli.comma_list(str),
-        default=[],
-        help="study.json files of the same study run elsewhere (other seeds, other machines or sessions): their "
-        "per-seed values join the table; other settings are refused",
-    )
-    args = cli.parse(p, argv)
-    setup_logging()
-    return cli.run_main(run, args.config, args.out, args.seeds, args.rows, args.merge, errors=expected_errors())
-
-
-if __name__ == "__main__":
-    sys.exit(main())

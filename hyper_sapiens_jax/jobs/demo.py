@@ -27,12 +27,16 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from convert_weights.torch_to_flax import convert
 from hyper_sapiens_jax.data import builders
 from hyper_sapiens_jax.data.codec import encode_udp_heatmaps
 from hyper_sapiens_jax.data.pipeline import eval_batches
 from hyper_sapiens_jax.evaluation.evaluate import evaluate
-from hyper_sapiens_jax.prior import train as prior_train
-from hyper_sapiens_jax.training import loop
+from hyper_sapiens_jax.inference import load_predictor
+from hyper_sapiens_jax.jobs import finetune
+from hyper_sapiens_jax.jobs import prior as prior_job
+from hyper_sapiens_jax.models.weights import save_weights
+from hyper_sapiens_jax.training.trainer import METRICS_FILE
 
 log = logging.getLogger(__name__)
 COLUMNS = ("pck@0.05", "pck@0.2", "ap", "ap50", "g_error")
@@ -120,9 +124,6 @@ def prepare_foundation(config: ml_collections.ConfigDict, workdir: Path, image_s
             return str(out)
     except (OSError, json.JSONDecodeError):
         pass
-    from convert_weights.torch_to_flax import convert
-    from hyper_sapiens_jax.models.weights import save_weights
-
     mcfg, params, info = convert(files, tuple(image_size), order=list(files))
     save_weights(out, mcfg, params, {**info, "image_size": list(image_size)}, overwrite=True)
     log.info("foundation: %s -> %s", ", ".join(str(p) for p in files.values()), out)
@@ -132,8 +133,6 @@ def prepare_foundation(config: ml_collections.ConfigDict, workdir: Path, image_s
 def evaluate_weights(weights_dir: str | Path, stage_config: ml_collections.ConfigDict) -> dict[str, Any]:
     """Score a weights directory (or workdir) on ``stage_config``'s validation split, as a stage's
     evaluation does (flip test, DARK-UDP, PCK / OKS AP / G-Error)."""
-    from hyper_sapiens_jax.inference import load_predictor
-
     predictor = load_predictor(weights_dir, flip_test=stage_config.eval.flip_test)
     paths = builders.resolved_paths(stage_config.data)
     cfg = builders.sample_config(stage_config)
@@ -152,7 +151,7 @@ def evaluate_weights(weights_dir: str | Path, stage_config: ml_collections.Confi
 
 
 def last_eval(workdir: Path) -> dict[str, Any] | None:
-    path = workdir / loop.METRICS_FILE
+    path = workdir / METRICS_FILE
     if not path.is_file():
         return None
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -211,12 +210,12 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
     if mode == "train" and any(sc.loss.sds > 0 and sc.prior_ckpt == str(workdir / "prior") for _, sc in stages):
         t0 = time.perf_counter()
         log.info("=== prior -> %s", workdir / "prior")
-        prior_train.run(shared_data(config.prior, config.get("data")), workdir / "prior", mode)
+        prior_job.run(shared_data(config.prior, config.get("data")), workdir / "prior", mode)
         timings["prior"] = time.perf_counter() - t0
     for name, sc in stages:
         t0 = time.perf_counter()
         log.info("=== %s -> %s (init_from %s)", name, workdir / name, sc.init_from or "random")
-        loop.run(sc, workdir / name, mode)
+        finetune.run(sc, workdir / name, mode)
         timings[name] = time.perf_counter() - t0
     rows += [(name, last_eval(workdir / name) or {}) for name, _ in stages]
     table = results_table(rows)

@@ -30,8 +30,8 @@ from typing import Any
 
 import ml_collections
 
-from hyper_sapiens_jax import demo, study
-from hyper_sapiens_jax.prior import train as prior_train
+from hyper_sapiens_jax.jobs import demo, study
+from hyper_sapiens_jax.jobs import prior as prior_job
 
 log = logging.getLogger(__name__)
 ROWS = {
@@ -94,7 +94,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
     foundation = demo.prepare_foundation(config, workdir, config.stage0.model.image_size)
     rows = demo_rows(config, workdir)
     if any(c.job == "semisup" for row in rows.values() for _, c in row.runs):
-        prior_train.run(demo.shared_data(config.prior, config.get("data")), workdir / "prior", mode)
+        prior_job.run(demo.shared_data(config.prior, config.get("data")), workdir / "prior", mode)
         timings["prior"] = time.perf_counter() - t0
     results: dict[str, dict[int, dict[str, Any]]] = {key: {} for key in rows}
     for seed in config.seeds:

@@ -18,18 +18,16 @@ checkpoints, made the way Sapiens is made, at a size that trains on 2 CPU cores.
   6. ``W/foundation/manifest.json``: the command, the config, the code revision, each file's
      sha256 and size, the timings and both scores.
 
-``W/foundation/`` then holds exactly what ships in ``hyper_sapiens_jax/testbed/foundation/``.
+``W/foundation/`` then holds exactly what ships in ``hyper_sapiens_jax/testbed/foundation/``
+(``testbed/shipped.py`` names the files and checks the manifest).
 Restarting the command resumes the part that was interrupted.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -37,78 +35,22 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from convert_weights.flax_to_torch import export as export_task
+from convert_weights.torch_io import load_state_dict, save_state_dict
+from convert_weights.torch_to_flax import convert
 from hyper_sapiens_jax.config import config_to_dict
+from hyper_sapiens_jax.data.builders import sample_config
+from hyper_sapiens_jax.data.codec import dark_blur_kernel
+from hyper_sapiens_jax.jobs import code_revision, command_line, demo, finetune, pretrain
+from hyper_sapiens_jax.models.weights import save_weights
+from hyper_sapiens_jax.testbed.humans import corpus_paths
+from hyper_sapiens_jax.testbed.shipped import FOUNDATION_FILES, MANIFEST_FILE, PRETRAIN_FILE, sha256
 
 log = logging.getLogger(__name__)
-
-# The shipped foundation, read by configs/demo.py.
-FOUNDATION_DIR = Path(__file__).parent / "foundation"
-MANIFEST_FILE = "manifest.json"
-FOUNDATION_FILES = {
-    "pose": "sapiens_cpu_humans_pose.safetensors",
-    "depth": "sapiens_cpu_humans_depth.safetensors",
-    "normal": "sapiens_cpu_humans_normal.safetensors",
-}
-PRETRAIN_FILE = "sapiens_cpu_humans_pretrain_clean.safetensors"
-
-
-def sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def code_revision() -> str:
-    """The git commit of this checkout (with '+dirty' when it has uncommitted changes), or 'unknown'."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return rev + ("+dirty" if dirty else "")
-
-
-def command_line() -> str:
-    """This process's command line, as it was typed (``python -m hyper_sapiens_jax.main ...``)."""
-    argv = list(sys.argv)
-    if argv and argv[0].endswith(str(Path("hyper_sapiens_jax", "main.py"))):
-        argv[0] = "-m hyper_sapiens_jax.main"
-    return " ".join(["python", *argv])
-
-
-def check_manifest(directory: str | Path = FOUNDATION_DIR) -> dict[str, Any]:
-    """The manifest of a foundation directory, after checking every listed file's size and sha256.
-    Raises ValueError naming the first file that is missing or does not match."""
-    directory = Path(directory)
-    try:
-        manifest = json.loads((directory / MANIFEST_FILE).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{directory / MANIFEST_FILE}: unreadable foundation manifest: {e}") from None
-    for name, entry in manifest["files"].items():
-        path = directory / name
-        if not path.is_file():
-            raise ValueError(f"{path}: listed in {MANIFEST_FILE} but missing")
-        if path.stat().st_size != entry["bytes"] or sha256(path) != entry["sha256"]:
-            raise ValueError(f"{path}: does not match its sha256 / size in {MANIFEST_FILE}")
-    return manifest
 
 
 def zero_shot_blur_kernel(stage_config: ml_collections.ConfigDict) -> int:
     """The DARK blur kernel the zero-shot score decodes with (``eval.blur_kernel``, or the rule)."""
-    from hyper_sapiens_jax.data.builders import sample_config
-    from hyper_sapiens_jax.data.codec import dark_blur_kernel
-
     cfg = sample_config(stage_config)
     return int(stage_config.eval.get("blur_kernel") or dark_blur_kernel(cfg.heatmap_wh, cfg.heatmap_sigma))
 
@@ -135,9 +77,6 @@ def task_config(config: ml_collections.ConfigDict, part: str, init_from: str, co
 
 def export(tasks_dir: Path, pretrain_file: Path, out: Path) -> dict[str, dict[str, Any]]:
     """Write the Sapiens-layout files (float16 safetensors) into ``out``; returns name -> sha256/bytes."""
-    from convert_weights.flax_to_torch import export as export_task
-    from convert_weights.torch_io import load_state_dict, save_state_dict
-
     out.mkdir(parents=True, exist_ok=True)
     for task, name in FOUNDATION_FILES.items():
         export_task(tasks_dir, task, out / name, dtype=np.float16)
@@ -148,12 +87,8 @@ def export(tasks_dir: Path, pretrain_file: Path, out: Path) -> dict[str, dict[st
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "train") -> int:
-    from convert_weights.torch_to_flax import convert
-    from hyper_sapiens_jax import demo
-    from hyper_sapiens_jax.models.weights import save_weights
-    from hyper_sapiens_jax.testbed.humans import corpus_paths
-    from hyper_sapiens_jax.training import loop, pretrain
-
+    """Corpus, MAE, pose, geometry, export, zero-shot score and manifest, each part resuming where an
+    interrupted run left it; ``W/foundation/`` gets the files (see the module docstring)."""
     if mode != "train":
         raise ValueError("the foundation job only trains (score its output with the demo)")
     workdir = Path(workdir).absolute()
@@ -170,11 +105,11 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
     if not (weights / "model_config.json").is_file():
         mcfg, params, info = convert({"pretrain": pretrain_file}, tuple(config.pose.model.image_size))
         save_weights(weights, mcfg, params, info, overwrite=True)
-    _timed(timings, "pose", loop.run, task_config(config, "pose", str(weights), corpus), workdir / "pose")
+    _timed(timings, "pose", finetune.run, task_config(config, "pose", str(weights), corpus), workdir / "pose")
     _timed(
         timings,
         "geometry",
-        loop.run,
+        finetune.run,
         task_config(config, "geometry", str(workdir / "pose"), corpus),
         workdir / "geometry",
     )
