@@ -24,7 +24,7 @@ null for torch).
 
 Options cover the knobs of the config (dtype, remat and its policy, scanned blocks, attention
 implementation, trainable blocks, a frozen ``pos_embed``). The markdown row printed at the end is
-the one README "Performance" collects.
+the one docs/performance.md collects.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ made by ``configs/foundation.py``), converted by ``convert_weights.torch_to_flax
 file (configs/prior.py, stage1.py, stage2.py, stage3.py) with a shorter schedule, reachable as
 ``--config.stage2.num_steps=...``, ``--config.prior.num_steps=...``; for ``cpu`` the stages also
 weight the pose term 100x, freeze ``pos_embed`` with the frozen prefix, use a milder augmentation
-and alpha = 1 (measured on the tuning split: README "The demo"). ``config.data`` applies to every
+and alpha = 1 (measured on the tuning split: docs/training.md, "The demo"). ``config.data`` applies to every
 stage and the prior (each stage keeps its own ``mix``). The workdir gets foundation/, prior/,
 stage1/, stage2/, stage3/ and results.md / results.json (the table, with the zero-shot row).
 """
@@ -77,7 +77,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             if s.loss.sds > 0:
                 # At the recipe's alpha = 0.01 the SDS gradient is 0.1% of the (weighted) pose term's:
                 # a no-op. At 1 it pulls ~14% as hard. On the tuning split (python -m
-                # configs/sweep.py, README) alpha in {0, 1} x beta in {0, 0.1} all scored within
+                # configs/sweep.py, benchmarks/results/sweep.md) alpha in {0, 1} x beta in {0, 0.1} all scored within
                 # noise of each other; the demo keeps the method's terms on.
                 s.loss.sds = 1.0
         c[f"stage{stage}"] = s

@@ -9,7 +9,7 @@ infants), then task fine-tuning: pose end to end, then the depth and normal head
 pose backbone, so the three task files share one backbone (the demo's model has one). ``arg`` is the
 arch (default ``cpu``). The parts are reachable as ``--config.pretrain.num_steps=...``,
 ``--config.pose.num_steps=...``, ``--config.geometry.num_steps=...``, ``--config.data.humans.num_train=...``.
-See ``hyper_sapiens_jax/testbed/foundation.py``.
+See ``hyper_sapiens_jax/jobs/foundation.py``.
 """
 
 from pathlib import Path

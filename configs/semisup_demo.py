@@ -10,8 +10,8 @@
 unlabelled split (``config.data.num_unlabeled`` images, disjoint from the validation split) or
 ``config.data.unlabeled_images``. Stage 0 (``config.stage0``, configs/semisup_stage0.py) warms up on
 the labels; each row of ``config.rows`` then runs ``config.stage1`` (configs/semisup_stage1.py) from
-it; ``config.seeds`` repeats everything per seed. See ``hyper_sapiens_jax/semisup/demo.py`` for the
-rows and results.json; README "Semi-supervised mode" for the measured table.
+it; ``config.seeds`` repeats everything per seed. See ``hyper_sapiens_jax/jobs/semisup_demo.py`` for the
+rows and results.json; docs/semisup.md for the measured table.
 """
 
 from pathlib import Path

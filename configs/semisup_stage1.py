@@ -7,7 +7,7 @@
 L_sup + λ_cons L_cons + λ_dev L_dev + λ_geo (L_rigidity + L_orthogonality): the labelled mix as in
 stage 0 plus ``config.semisup.unlabeled_batch`` unlabelled crops per step, seen in a weak and a strong
 view; teacher A (EMA) or teacher B (the prior-refined student) labels each, by the kinematic gate
-(``config.semisup``; README "Semi-supervised mode").
+(``config.semisup``; docs/semisup.md).
 """
 
 import ml_collections

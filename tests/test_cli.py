@@ -15,7 +15,7 @@ from hyper_sapiens_jax import cli
 
 def test_console_scripts_resolve():
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    assert {"hyper-sapiens", "hyper-sapiens-study", "sapiens-torch-to-flax"} <= set(scripts)
+    assert {"hyper-sapiens", "hyper-sapiens-predict", "sapiens-torch-to-flax"} <= set(scripts)
     for name, target in scripts.items():
         module, _, attr = target.partition(":")
         check = f"import {module} as m; f = getattr(m, {attr!r}); assert callable(f) and f.__doc__"
@@ -53,6 +53,11 @@ def test_config_overrides_are_typed_and_strict():
     with pytest.raises(ValueError, match="nothing.py"):
         cli.load_config(f"{REPO}/configs/nothing.py")
     assert cli.comma_list(int)("0, 1,2") == [0, 1, 2]
+    # The study's and the sweep's lists are strings on the command line, whatever they look like.
+    for text in ("0", "0,1,2"):
+        assert cli.load_config(f"{REPO}/configs/study.py:tiny", [f"--config.study.seeds={text}"]).study.seeds == text
+    swept = cli.load_config(f"{REPO}/configs/sweep.py:tiny", ["--config.sweep.alphas=0.5"]).sweep.alphas
+    assert swept == "0.5"
 
 
 def test_progress_bars_only_on_a_terminal_and_never_under_ci(monkeypatch, capsys):
