@@ -58,7 +58,7 @@ def sample_config(size: tuple[int, int]) -> SampleConfig:
 
 
 def build_sources(paths, which: list[str]) -> dict[str, Any]:
-    """Name -> file source, as ``data.builders.build_source`` makes them."""
+    """Name -> file source, as ``data.catalog.build_source`` makes them."""
     makers = {
         "syrip_real": lambda: CocoKeypointSource(
             paths.train_real_json, paths.train_real_images, domain="real", name="syrip_real"

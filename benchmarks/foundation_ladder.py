@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from hyper_sapiens_jax.config import config_to_dict, load_config_file  # noqa: E402
 from hyper_sapiens_jax.jobs import demo, finetune  # noqa: E402
 from hyper_sapiens_jax.jobs.foundation import task_config  # noqa: E402
+from hyper_sapiens_jax.jobs.inputs import corpus_paths  # noqa: E402
 from hyper_sapiens_jax.testbed.shipped import FOUNDATION_DIR, PRETRAIN_FILE  # noqa: E402
 from hyper_sapiens_jax.training.trainer import METRICS_FILE, TRAIN_LOG_FILE  # noqa: E402
 
@@ -148,7 +149,6 @@ def _rows(path: Path) -> list[dict[str, Any]]:
 
 def run_row(name: str, workdir: Path, pretrain: Path) -> dict[str, Any]:
     """Measure one row (resuming what an earlier call left); returns its table row."""
-    from hyper_sapiens_jax.testbed.humans import corpus_paths
 
     fc, ft = row_configs(name, workdir)
     rdir = workdir / name

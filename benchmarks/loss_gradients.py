@@ -32,9 +32,8 @@ from flax import nnx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hyper_sapiens_jax import cli
-from hyper_sapiens_jax.data import builders
 from hyper_sapiens_jax.data.pipeline import train_dataset, train_iterator
-from hyper_sapiens_jax.jobs import demo, finetune
+from hyper_sapiens_jax.jobs import demo, finetune, inputs
 from hyper_sapiens_jax.losses.geometry import backproject_keypoints, bone_ratio_loss
 from hyper_sapiens_jax.models.weights import abstract_model
 from hyper_sapiens_jax.training import adapters, reference, trainer
@@ -49,8 +48,8 @@ def term_gradients(config, stage: str, init: str, num_batches: int) -> dict[str,
     mcfg = adapters.model_config(sc)
     graphdef = nnx.graphdef(abstract_model(mcfg))
     backbone, rest = nnx.split_state(trainer.initial_params(sc, mcfg), nnx.PathContains("backbone"), ...)
-    mix, _ = builders.build_train_mix(sc)
-    bone_ref = reference.compute(sc, mix, builders.sample_config(sc)) if trainer.needs_bone_reference(sc) else None
+    mix, _ = inputs.build_train_mix(sc)
+    bone_ref = reference.compute(sc, mix, inputs.sample_config(sc)) if trainer.needs_bone_reference(sc) else None
     objective = trainer.make_objective(sc, bone_ref, finetune.prior_term(sc))
     weights = adapters.loss_weights(sc)
 
@@ -91,7 +90,7 @@ def term_gradients(config, stage: str, init: str, num_batches: int) -> dict[str,
             "true keypoints, true depth (synthetic)": value(true_xy, batch["depth"], seen, with_depth),
         }
 
-    it = train_iterator(train_dataset(mix, builders.sample_config(sc), seed=sc.seed, num_batches=num_batches))
+    it = train_iterator(train_dataset(mix, inputs.sample_config(sc), seed=sc.seed, num_batches=num_batches))
     rows: dict[str, list] = {}
     truth: dict[str, list] = {}
     for i in range(num_batches):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import ml_collections
 
-from hyper_sapiens_jax.config import base_config, load_config_file, rescale_unfreeze
+from hyper_sapiens_jax.config import base_config, load_config_file
 from hyper_sapiens_jax.testbed.shipped import FOUNDATION_DIR, FOUNDATION_FILES
 
 HERE = Path(__file__).parent
@@ -66,7 +66,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     for stage, steps in zip((1, 2, 3), DEMO_STEPS.get(arch, (None,) * 3)):
         s = load_config_file(HERE / f"stage{stage}.py", arch)
         if steps is not None:
-            s.unfreeze = rescale_unfreeze(s.unfreeze, s.num_steps, steps)
             s.num_steps = steps
             s.eval.every = s.checkpoint.every = steps
         if arch == "cpu":

@@ -15,7 +15,7 @@ position embedding (``mae.learn_pos_embed=False``, as MAEViT). ``optim.lr`` is p
 learning rate used is ``optim.lr * batch_size / 256`` (MAE's rule) unless ``optim.scale_lr=False``.
 
 Data (``data.source``): 'files' reads every .jpg/.jpeg/.png under ``data.images``; 'testbed' reads
-the synthetic human corpus (``hyper_sapiens_jax.testbed.humans.pretrain_source``).
+the synthetic human corpus (``hyper_sapiens_jax.jobs.inputs.pretrain_source``).
 """
 
 import ml_collections

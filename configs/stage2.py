@@ -19,7 +19,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.batch_size = 16
     config.data.mix = ml_collections.ConfigDict({"syrip_syn": 1, "mini_rgbd": 1, "syrip_real": 2})
     config.trainable_blocks = stage_blocks(config.arch, 2)
-    config.unfreeze = ((config.num_steps // 2, stage_blocks(config.arch, 1) or "all"),)
+    config.unfreeze = ((0.5, stage_blocks(config.arch, 1) or "all"),)  # from mid-stage, whatever num_steps
     config.optim.lr = 1e-3 if config.arch == "tiny" else 2e-4
     config.loss.sds = 0.01  # alpha
     config.loss.depth_normal = 0.1  # beta

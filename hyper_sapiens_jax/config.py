@@ -60,55 +60,29 @@ def load_config_file(path: str | Path, arg: str | None = None) -> ml_collections
     return module.get_config(arg)
 
 
-def parse_unfreeze(schedule: Any) -> list[tuple[int, int | None]]:
-    """A progressive unfreezing schedule ``((STEP, BLOCKS), ...)`` (BLOCKS an int, or None / 'all'
-    for everything) -> [(STEP, BLOCKS or None)], in the order given; a clear error for anything else.
-    On the command line: ``--config.unfreeze="((50, 3), (80, 'all'))"``; the older string form
-    'STEP:BLOCKS,...' is read too."""
-    if isinstance(schedule, str):
-        schedule = schedule.split(",")
+def parse_unfreeze(schedule: Any) -> list[tuple[float, int | None]]:
+    """A progressive unfreezing schedule ``((FRACTION, BLOCKS), ...)`` -> [(FRACTION, BLOCKS or None)],
+    in the order given. FRACTION in [0, 1] is where in the run (of ``num_steps``) BLOCKS trainable
+    blocks start (an int >= 0, or None / 'all' for everything); ``training.adapters.unfreeze_schedule``
+    turns it into steps once the config's overrides are in, so ``--config.num_steps=...`` moves it
+    along. On the command line: ``--config.unfreeze="((0.5, 3), (0.8, 'all'))"``. A ValueError names
+    a bad item."""
     out = []
     for item in schedule:
-        if isinstance(item, str):  # 'STEP:BLOCKS'
-            if not item.strip():
-                continue
-            item = tuple(item.split(":")) if item.count(":") == 1 else item
         try:
-            step, blocks = item
-            blocks = None if str(blocks).strip() in ("None", "all") else int(blocks)
-            if isinstance(step, float) or int(step) < 0 or (blocks is not None and blocks < 0):
+            fraction, blocks = item
+            blocks = None if blocks is None or blocks == "all" else blocks
+            if isinstance(fraction, (bool, str)) or not 0.0 <= float(fraction) <= 1.0:
                 raise ValueError
-            out.append((int(step), blocks))
+            if blocks is not None and (isinstance(blocks, (bool, float)) or int(blocks) != blocks or blocks < 0):
+                raise ValueError
+            out.append((float(fraction), None if blocks is None else int(blocks)))
         except (TypeError, ValueError):
             raise ValueError(
-                f"config.unfreeze item {item!r} is not (STEP, BLOCKS): STEP an int >= 0, BLOCKS an int >= 0, "
-                "None or 'all' (e.g. config.unfreeze = ((500, 'all'),))"
+                f"config.unfreeze item {item!r} is not (FRACTION, BLOCKS): FRACTION of num_steps in [0, 1], "
+                "BLOCKS an int >= 0, None or 'all' (e.g. config.unfreeze = ((0.5, 'all'),))"
             ) from None
     return out
-
-
-def canonical_setting(key: str, value: Any) -> Any:
-    """A saved config value in today's form, so that files written before the tuple fields compare
-    equal to today's configs: ``unfreeze`` was 'STEP:BLOCKS,...', ``stages`` '1,2,3' and
-    ``mini_rgbd_sequences`` '01-08' (JSON turns tuples into lists, also undone here)."""
-    name = key.rsplit(".", 1)[-1]
-    if name == "unfreeze":
-        return parse_unfreeze(value)
-    if name == "stages" and isinstance(value, str):
-        return [int(s) for s in value.split(",") if s.strip()]
-    if name == "mini_rgbd_sequences":
-        from hyper_sapiens_jax.data.sources import parse_sequences
-
-        return parse_sequences(value)
-    return list(value) if isinstance(value, tuple) else value
-
-
-def rescale_unfreeze(schedule: Any, old_steps: int, new_steps: int) -> tuple[tuple[int, Any], ...]:
-    """The same unfreezing schedule with every STEP at the same fraction of a ``new_steps``-long run."""
-    return tuple(
-        (step * new_steps // old_steps, "all" if blocks is None else blocks)
-        for step, blocks in parse_unfreeze(schedule)
-    )
 
 
 def stage_blocks(arch: str, stage: int) -> int | None:
@@ -326,8 +300,8 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.prior_ckpt = ""  # a prior workdir (configs/prior.py); needed when loss.sds > 0
 
     # Trainable subset: the last `trainable_blocks` ViT blocks + pos_embed + final norm + heads
-    # (None: everything). `unfreeze` is a progressive schedule ((STEP, BLOCKS), ...) (BLOCKS may be
-    # 'all'), applied on top of trainable_blocks from STEP on; empty: none.
+    # (None: everything). `unfreeze` is a progressive schedule ((FRACTION, BLOCKS), ...) (BLOCKS may
+    # be 'all'), applied on top of trainable_blocks from FRACTION * num_steps on; empty: none.
     c.trainable_blocks = ml_collections.FieldReference(None, field_type=int)
     # False: pos_embed freezes with the prefix, so the backward stops at the first trainable block
     # (trainable_blocks=0: only the final norm and the heads train; the backbone runs forward only).

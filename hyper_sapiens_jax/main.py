@@ -27,7 +27,7 @@ Any config field can be overridden with ``--config.FIELD=VALUE``. ``--mode eval`
 latest checkpoint in the workdir instead of training.
 
 Other command-line tools: ``python -m hyper_sapiens_jax.predict`` (keypoints + overlays for image
-files), ``python -m hyper_sapiens_jax.data.preview`` (the training batches as images),
+files), ``python -m hyper_sapiens_jax.preview`` (the training batches as images),
 ``python -m convert_weights.torch_to_flax`` / ``flax_to_torch`` (checkpoints from / to PyTorch).
 """
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from hyper_sapiens_jax.data import codec
-from hyper_sapiens_jax.data.builders import Subset
+from hyper_sapiens_jax.data.catalog import Subset
 from hyper_sapiens_jax.data.sources import CocoKeypointSource, MiniRgbdSource
 from hyper_sapiens_jax.data.transforms import normalize_image
 from hyper_sapiens_jax.training.batch import (

@@ -256,7 +256,7 @@ def test_presets_decode_with_the_kernel_rule(arch, kernel):
     """The Sapiens presets keep mmpose's / Sapiens' DARK kernel (11 at sigma 6 on 256x192: no drift);
     the cpu preset's 32x24 maps at sigma 2 get 3 (what the tuning measurements chose)."""
     from hyper_sapiens_jax.config import base_config
-    from hyper_sapiens_jax.data.builders import sample_config
+    from hyper_sapiens_jax.jobs.inputs import sample_config
 
     config = base_config(arch)
     cfg = sample_config(config)

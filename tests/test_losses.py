@@ -221,13 +221,13 @@ def test_bone_reference_from_crops_fits_the_truth_better_than_the_joint_files(te
     lower bone-ratio loss against it than against the MINI-RGBD joint-file reference."""
     from conftest import tiny_data_config
 
-    from hyper_sapiens_jax.data import builders
     from hyper_sapiens_jax.data.pipeline import train_dataset
+    from hyper_sapiens_jax.jobs import inputs
     from hyper_sapiens_jax.training import reference
 
     config = tiny_data_config(testbed, stage=2)
-    mix, _ = builders.build_train_mix(config)
-    cfg = builders.sample_config(config)
+    mix, _ = inputs.build_train_mix(config)
+    cfg = inputs.sample_config(config)
     refs = {}
     for kind in ("crops", "joints"):
         config.loss.bone_reference = kind

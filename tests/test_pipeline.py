@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 from conftest import REPO, free_port, subprocess_env, tiny_data_config
 
-from hyper_sapiens_jax.data import builders
 from hyper_sapiens_jax.data.pipeline import eval_batches, mix_counts, train_dataset, train_iterator
+from hyper_sapiens_jax.jobs import inputs
 
 
 @pytest.fixture(scope="module")
 def stage2(testbed):
     config = tiny_data_config(testbed, stage=2)
-    mix, _ = builders.build_train_mix(config)
-    return config, mix, builders.sample_config(config)
+    mix, _ = inputs.build_train_mix(config)
+    return config, mix, inputs.sample_config(config)
 
 
 def test_mix_counts():
@@ -35,8 +35,8 @@ def test_mix_counts():
 @pytest.mark.parametrize("stage, real_fraction", [(1, 0.0), (2, 0.5), (3, 0.8)])
 def test_every_batch_has_the_stage_ratio(testbed, stage, real_fraction):
     config = tiny_data_config(testbed, stage=stage)
-    mix, _ = builders.build_train_mix(config)
-    ds = train_dataset(mix, builders.sample_config(config), seed=1, num_batches=4)
+    mix, _ = inputs.build_train_mix(config)
+    ds = train_dataset(mix, inputs.sample_config(config), seed=1, num_batches=4)
     counts = {e.name: e.count for e in mix}
     for batch in train_iterator(ds):
         assert len(batch["image"]) == config.batch_size
@@ -130,8 +130,8 @@ def test_restored_iterator_yields_the_identical_next_batch(stage2):
 @pytest.mark.parametrize("process_count", [1, 2])
 def test_eval_visits_every_sample_once(testbed, process_count):
     config = tiny_data_config(testbed)
-    src = builders.build_source("val", builders.resolved_paths(config.data))
-    cfg = builders.sample_config(config)
+    src = inputs.build_source("val", inputs.resolved_paths(config.data))
+    cfg = inputs.sample_config(config)
     per_process = [
         list(eval_batches(src, cfg, 3, process_index=p, process_count=process_count)) for p in range(process_count)
     ]
@@ -166,7 +166,7 @@ def _preview(config_args, out, env_extra=None):
     cmd = [
         sys.executable,
         "-m",
-        "hyper_sapiens_jax.data.preview",
+        "hyper_sapiens_jax.preview",
         "--config",
         str(REPO / "configs/stage2.py:tiny"),
         *config_args,

@@ -23,7 +23,7 @@ from flax import nnx
 from train_helpers import MODEL, stage_command
 
 from hyper_sapiens_jax.config import base_config
-from hyper_sapiens_jax.jobs import finetune
+from hyper_sapiens_jax.jobs import finetune, inputs
 from hyper_sapiens_jax.models import Sapiens
 from hyper_sapiens_jax.models.weights import WeightsError, abstract_model, flat_params, load_weights, save_weights
 from hyper_sapiens_jax.sharding import make_mesh
@@ -223,7 +223,7 @@ def test_a_validation_file_without_categories_stops_the_run_at_start_up(testbed,
     bad.write_text(json.dumps(val))
     config.data.val_ann = str(bad)
     with pytest.raises(ValueError, match=rf"COCO ground truth '{bad}' needs 'images', 'annotations' and 'categories'"):
-        trainer.Trainer(config, tmp_path / "run", mode="eval")
+        trainer.Trainer(config, tmp_path / "run", inputs.run_data(config, "eval"), mode="eval")
 
 
 @pytest.mark.parametrize(
@@ -248,7 +248,7 @@ def test_bad_configs_stop_at_start_up_naming_the_field(testbed, tmp_path, change
     config.update_from_flattened_dict(changes)
     with pytest.raises(error, match=message):  # as the job starts: the prior, then the trainer and its data
         finetune.prior_term(config)
-        trainer.Trainer(config, tmp_path / "run").train_data()
+        trainer.Trainer(config, tmp_path / "run", inputs.run_data(config)).train_data()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,7 +352,7 @@ def test_an_unreadable_annotation_file_is_one_line_in_main_and_preview(testbed, 
     """A file that is not UTF-8 (and one nested too deeply) is a DataError naming it: one line,
     exit code 1, from the training entry point and from the preview alike."""
     from hyper_sapiens_jax import main as main_module
-    from hyper_sapiens_jax.data import preview
+    from hyper_sapiens_jax import preview
 
     bad = tmp_path / "latin1.json"
     bad.write_bytes('{"images": [], "annotations": [], "note": "café"}'.encode("latin-1"))

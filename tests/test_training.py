@@ -36,11 +36,12 @@ def _config(**changes):
 
 
 def test_unfreeze_schedule_and_prior_annealing():
-    c = _config(trainable_blocks=1, unfreeze=((50, 3), (80, "all")), num_steps=100)
+    c = _config(trainable_blocks=1, unfreeze=((0.5, 3), (0.8, "all")), num_steps=100)
     assert adapters.unfreeze_schedule(c) == [(0, 1), (50, 3), (80, None)]
-    assert adapters.unfreeze_schedule(_config(unfreeze=("50:3", "80:all"))) == [(0, None), (50, 3), (80, None)]
-    for bad in (((50,),), ((50, "some"),), ((2.5, 3),), ((-1, 3),), ("50-3",)):
-        with pytest.raises(ValueError, match=r"is not \(STEP, BLOCKS\)"):
+    c.num_steps = 1000  # an override after the config file: the schedule follows the run's length
+    assert adapters.unfreeze_schedule(c) == [(0, 1), (500, 3), (800, None)]
+    for bad in (((0.5,),), ((0.5, "some"),), ((50, 3),), ((-0.1, 3),), ((0.5, 2.5),), ("50:3",), ((True, 3),)):
+        with pytest.raises(ValueError, match=r"is not \(FRACTION, BLOCKS\)"):
             adapters.unfreeze_schedule(_config(unfreeze=bad))
     c = _config(num_steps=100, **{"loss.sds": 0.01, "loss.sds_final": 0.0})
     scale = [float(adapters.sds_scale(c, jnp.int32(s))) for s in (0, 50, 100, 150)]

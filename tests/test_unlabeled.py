@@ -1,5 +1,5 @@
 """Semi-supervised data: unlabelled person boxes, the weak/strong view pair and its affine, the
-testbed's unlabelled split, the builders' 'unlabeled' source, and the batched, zipped pipeline."""
+testbed's unlabelled split, the jobs' 'unlabeled' source (jobs/inputs.py), and the batched, zipped pipeline."""
 
 from __future__ import annotations
 
@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 from conftest import REPO, point_at_testbed
 
-from hyper_sapiens_jax.config import load_config_file
-from hyper_sapiens_jax.data import builders, codec, geometry
+from hyper_sapiens_jax.config import ConfigError, load_config_file
+from hyper_sapiens_jax.data import codec, geometry
 from hyper_sapiens_jax.data import transforms as T
-from hyper_sapiens_jax.data.builders import ConfigError
 from hyper_sapiens_jax.data.keypoints import flip_permutation
 from hyper_sapiens_jax.data.pipeline import MixEntry, train_dataset, train_iterator
 from hyper_sapiens_jax.data.sources import CocoKeypointSource, DataError
@@ -33,6 +32,7 @@ from hyper_sapiens_jax.data.unlabeled import (
     weak_view_params,
     zip_labeled_unlabeled,
 )
+from hyper_sapiens_jax.jobs import inputs
 from hyper_sapiens_jax.testbed import unlabeled as tb_unlabeled
 from hyper_sapiens_jax.testbed.writer import read_manifest, write_testbed
 
@@ -365,10 +365,10 @@ def _testbed_config(testbed):
 def test_builders_testbed_unlabeled_split_beside_an_untouched_testbed(testbed):
     config = _testbed_config(testbed)
     manifest, stamp = testbed.manifest.read_bytes(), testbed.manifest.stat().st_mtime_ns
-    paths = builders.resolved_paths(config.data, ["unlabeled"])
+    paths = inputs.resolved_paths(config.data, ["unlabeled"])
     assert paths["unlabeled_images"] == testbed.root / "unlabeled" / "images"
     assert paths["unlabeled_image_list"] is None and paths["unlabeled_min_score"] == 0.0
-    source = builders.build_source("unlabeled", paths)
+    source = inputs.build_source("unlabeled", paths)
     assert isinstance(source, UnlabeledSource) and len(source) == 4
     assert testbed.manifest.read_bytes() == manifest and testbed.manifest.stat().st_mtime_ns == stamp
     start = time.perf_counter()  # the testbed, asked again, is still the cached one
@@ -396,20 +396,20 @@ def test_builders_files_fields_and_checks(files, testbed):
     with pytest.raises(
         ConfigError, match=r"config.data.unlabeled_images is not set \(needed by the 'unlabeled' source\)"
     ):
-        builders.resolved_paths(config.data, ["unlabeled"])
+        inputs.resolved_paths(config.data, ["unlabeled"])
     config.data.unlabeled_images, config.data.unlabeled_boxes = str(root), str(dets)
     config.data.unlabeled_image_list, config.data.unlabeled_min_score = str(listing), 0.5
-    paths = builders.resolved_paths(config.data, ["unlabeled", "val"])
-    source = builders.build_source("unlabeled", paths)
+    paths = inputs.resolved_paths(config.data, ["unlabeled", "val"])
+    source = inputs.build_source("unlabeled", paths)
     assert isinstance(source, UnlabeledSource) and len(source) == 2  # the min_score filter applies
-    assert "unlabeled" not in builders.SOURCE_DOMAINS
+    assert "unlabeled" not in inputs.SOURCE_DOMAINS
     config.data.mix = ml_collections.ConfigDict({"syrip_real": 1, "unlabeled": 1})
     with pytest.raises(ValueError, match=r"unknown sources \['unlabeled'\] in config.data.mix"):
-        builders.build_train_mix(config)
+        inputs.build_train_mix(config)
     tb = load_config_file(REPO / "configs/stage2.py", "tiny")
     tb.data.unlabeled_boxes = str(dets)
     with pytest.raises(ConfigError, match=r"config.data.unlabeled_boxes set but config.data.source='testbed'"):
-        builders.resolved_paths(tb.data, ["unlabeled"])
+        inputs.resolved_paths(tb.data, ["unlabeled"])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Small shared builders for the train-step tests (tiny model, one real batch from the testbed)."""
+"""Small shared helpers for the train-step tests (tiny model, one real batch from the testbed)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from conftest import REPO, tiny_data_config
 from flax import nnx
 
 from hyper_sapiens_jax.config import base_config
-from hyper_sapiens_jax.data import builders
 from hyper_sapiens_jax.data.pipeline import train_dataset, train_iterator
+from hyper_sapiens_jax.jobs import inputs
 from hyper_sapiens_jax.models import ModelConfig, Sapiens
 from hyper_sapiens_jax.testbed.writer import Paths
 from hyper_sapiens_jax.training.batch import complete_batch, step_inputs
@@ -46,8 +46,8 @@ def first_batch(testbed_root: Path, stage: int = 2, image_size=MODEL.image_size)
     """One stage-`stage` batch (16 samples, default 64x48) from a testbed folder, as jnp arrays."""
     config = tiny_data_config(Paths.under(testbed_root, 2), stage=stage)
     config.model.image_size = tuple(image_size)
-    mix, _ = builders.build_train_mix(config)
-    batch = next(train_iterator(train_dataset(mix, builders.sample_config(config), seed=0, num_batches=1)))
+    mix, _ = inputs.build_train_mix(config)
+    batch = next(train_iterator(train_dataset(mix, inputs.sample_config(config), seed=0, num_batches=1)))
     return {k: jnp.asarray(v) for k, v in step_inputs(batch).items()}
 
 

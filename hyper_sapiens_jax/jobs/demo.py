@@ -28,12 +28,11 @@ import ml_collections
 import numpy as np
 
 from convert_weights.torch_to_flax import convert
-from hyper_sapiens_jax.data import builders
 from hyper_sapiens_jax.data.codec import encode_udp_heatmaps
 from hyper_sapiens_jax.data.pipeline import eval_batches
 from hyper_sapiens_jax.evaluation.evaluate import evaluate
 from hyper_sapiens_jax.inference import load_predictor
-from hyper_sapiens_jax.jobs import finetune
+from hyper_sapiens_jax.jobs import finetune, inputs
 from hyper_sapiens_jax.jobs import prior as prior_job
 from hyper_sapiens_jax.models.weights import save_weights
 from hyper_sapiens_jax.training.trainer import METRICS_FILE
@@ -82,9 +81,9 @@ def stage_configs(
 def mean_pose_baseline(stage_config: ml_collections.ConfigDict) -> dict[str, Any]:
     """Metrics of predicting one fixed pose per crop: the mean ground-truth crop pose of the
     validation split (an optimistic baseline: it uses the split's own statistics)."""
-    paths = builders.resolved_paths(stage_config.data)
-    val = builders.build_source("val", paths)
-    cfg = builders.sample_config(stage_config)
+    paths = inputs.resolved_paths(stage_config.data)
+    val = inputs.build_source("val", paths)
+    cfg = inputs.sample_config(stage_config)
     batches = list(eval_batches(val, cfg, stage_config.eval_batch_size))
     kp = np.concatenate([b["keypoints"][b["valid"] > 0] for b in batches])
     vis = np.concatenate([b["keypoints_visible"][b["valid"] > 0] for b in batches])
@@ -134,9 +133,9 @@ def evaluate_weights(weights_dir: str | Path, stage_config: ml_collections.Confi
     """Score a weights directory (or workdir) on ``stage_config``'s validation split, as a stage's
     evaluation does (flip test, DARK-UDP, PCK / OKS AP / G-Error)."""
     predictor = load_predictor(weights_dir, flip_test=stage_config.eval.flip_test)
-    paths = builders.resolved_paths(stage_config.data)
-    cfg = builders.sample_config(stage_config)
-    batches = eval_batches(builders.build_source("val", paths), cfg, stage_config.eval_batch_size)
+    paths = inputs.resolved_paths(stage_config.data)
+    cfg = inputs.sample_config(stage_config)
+    batches = eval_batches(inputs.build_source("val", paths), cfg, stage_config.eval_batch_size)
     return evaluate(
         lambda b: jnp.asarray(predictor.forward(np.asarray(b["image"]))["pose"]),
         batches,
@@ -201,7 +200,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, mode: str = "tra
     t0 = time.perf_counter()
     foundation = prepare_foundation(config, workdir, first.model.image_size)
     stages = stage_configs(config, workdir, foundation)
-    split = builders.eval_split_name(stages[0][1].data)
+    split = inputs.eval_split_name(stages[0][1].data)
     rows = [(f"mean pose ({split})", {**mean_pose_baseline(stages[0][1]), "step": "-"})]
     if foundation:
         rows.append(("zero-shot (foundation)", {**evaluate_weights(foundation, stages[0][1]), "step": 0}))

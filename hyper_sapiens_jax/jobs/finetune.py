@@ -14,6 +14,7 @@ from pathlib import Path
 
 import ml_collections
 
+from hyper_sapiens_jax.jobs.inputs import run_data
 from hyper_sapiens_jax.prior import DiffusionPrior
 from hyper_sapiens_jax.prior.sds import sds_term
 from hyper_sapiens_jax.training.trainer import Extension, Trainer, TrainingError
@@ -55,7 +56,7 @@ def run(
     ``extension(config=, workdir=, mesh=, mcfg=, mix=, paths=, sample_cfg=)`` -> ``Extension``
     builds what a job on top of this loop adds (training mode only)."""
     prior_loss = prior_term(config) if mode == "train" else None  # evaluation needs no prior
-    trainer = Trainer(config, workdir, mode, extension, prior_loss)
+    trainer = Trainer(config, workdir, run_data(config, mode), mode, extension, prior_loss)
     try:
         return trainer.evaluate_latest() if mode == "eval" else trainer.train()
     finally:

@@ -39,11 +39,10 @@ from convert_weights.flax_to_torch import export as export_task
 from convert_weights.torch_io import load_state_dict, save_state_dict
 from convert_weights.torch_to_flax import convert
 from hyper_sapiens_jax.config import config_to_dict
-from hyper_sapiens_jax.data.builders import sample_config
 from hyper_sapiens_jax.data.codec import dark_blur_kernel
 from hyper_sapiens_jax.jobs import code_revision, command_line, demo, finetune, pretrain
+from hyper_sapiens_jax.jobs.inputs import corpus_paths, sample_config
 from hyper_sapiens_jax.models.weights import save_weights
-from hyper_sapiens_jax.testbed.humans import corpus_paths
 from hyper_sapiens_jax.testbed.shipped import FOUNDATION_FILES, MANIFEST_FILE, PRETRAIN_FILE, sha256
 
 log = logging.getLogger(__name__)

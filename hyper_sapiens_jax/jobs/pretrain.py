@@ -62,12 +62,12 @@ from convert_weights.torch_io import write_safetensors
 from hyper_sapiens_jax.config import config_to_dict
 from hyper_sapiens_jax.data.pipeline import train_iterator
 from hyper_sapiens_jax.data.unlabeled import ImageFolderSource, crop_params, pretrain_dataset
+from hyper_sapiens_jax.jobs.inputs import pretrain_source
 from hyper_sapiens_jax.models.config import ModelConfig
 from hyper_sapiens_jax.models.mae import MAE
 from hyper_sapiens_jax.models.pos_embed import infer_grid, resize_pos_embed
 from hyper_sapiens_jax.models.weights import CONFIG_FILE, PARAMS_DIR, WeightsError, fill_state, state_to_flat
 from hyper_sapiens_jax.sharding import batch_sharding, global_batch, make_mesh, param_shardings, replicated
-from hyper_sapiens_jax.testbed.humans import pretrain_source
 from hyper_sapiens_jax.training import adapters
 from hyper_sapiens_jax.training import checkpoint as ckpt
 from hyper_sapiens_jax.training.monitor import IntervalClock, MetricsWriter, StopFlag, interval_means

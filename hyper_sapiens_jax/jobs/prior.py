@@ -23,9 +23,9 @@ import numpy as np
 import optax
 
 from hyper_sapiens_jax.config import config_to_dict
-from hyper_sapiens_jax.data.builders import resolved_paths
 from hyper_sapiens_jax.data.keypoints import KEYPOINT_SUBSETS
 from hyper_sapiens_jax.data.sources import load_skeletons
+from hyper_sapiens_jax.jobs.inputs import resolved_paths
 from hyper_sapiens_jax.prior import checkpoint, report
 from hyper_sapiens_jax.prior import normalize as norm
 from hyper_sapiens_jax.prior.augment import AugmentSpec, training_poses

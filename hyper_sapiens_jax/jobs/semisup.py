@@ -29,10 +29,10 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from hyper_sapiens_jax.data import builders
+from hyper_sapiens_jax.data.catalog import Subset
 from hyper_sapiens_jax.data.pipeline import eval_batches
 from hyper_sapiens_jax.data.unlabeled import ViewPairTransform, unlabeled_dataset, zip_labeled_unlabeled
-from hyper_sapiens_jax.jobs import finetune
+from hyper_sapiens_jax.jobs import finetune, inputs
 from hyper_sapiens_jax.losses.geometry import bilinear_sample
 from hyper_sapiens_jax.models.weights import abstract_model
 from hyper_sapiens_jax.semisup.kinematics import REFERENCE_FILE, KinematicReference, compute_reference
@@ -92,7 +92,7 @@ def labelled_reference(
     xy, vis, depth = [], [], []
     per_source = max(max_samples // max(len(mix), 1), 1)
     for entry in mix:
-        sample = builders.Subset(entry.source, per_source, seed=int(config.seed))
+        sample = Subset(entry.source, per_source, seed=int(config.seed))
         for batch in eval_batches(sample, sample_cfg, min(config.eval_batch_size, per_source)):
             keep = (batch["valid"] > 0) & (batch["has_pose"] > 0)
             if has_depth:
@@ -161,8 +161,8 @@ def extension(*, config, workdir, mesh, mcfg, mix, paths, sample_cfg) -> trainer
     reference = load_or_compute_reference(config, Path(workdir), mix, sample_cfg, mcfg, start)
     log.info("kinematic reference: %d labelled poses (%s)", reference.num_poses, Path(workdir) / REFERENCE_FILE)
 
-    unlabeled_paths = builders.resolved_paths(config.data, ["unlabeled"])
-    source = builders.build_source("unlabeled", unlabeled_paths, config.data.skip_bad_records)
+    unlabeled_paths = inputs.resolved_paths(config.data, ["unlabeled"])
+    source = inputs.build_source("unlabeled", unlabeled_paths, config.data.skip_bad_records)
     count = int(config.semisup.unlabeled_batch)
     if count <= 0 or count % mesh.devices.size:
         raise ValueError(

@@ -53,9 +53,8 @@ from flax import traverse_util
 from matplotlib.figure import Figure
 from scipy import stats
 
-from hyper_sapiens_jax.config import canonical_setting, config_to_dict, rescale_unfreeze
-from hyper_sapiens_jax.data import builders
-from hyper_sapiens_jax.jobs import code_revision, demo, finetune, run_locked, semisup
+from hyper_sapiens_jax.config import config_to_dict
+from hyper_sapiens_jax.jobs import code_revision, demo, finetune, inputs, run_locked, semisup
 from hyper_sapiens_jax.jobs import prior as prior_job
 from hyper_sapiens_jax.logs import progress
 
@@ -103,7 +102,6 @@ def finetune_config(
         c.eval.every = steps
     if s2.checkpoint.every >= s2.num_steps:
         c.checkpoint.every = steps
-    c.unfreeze = rescale_unfreeze(c.unfreeze, s2.num_steps, steps)
     c.data.mix = ml_collections.ConfigDict(mix)
     c.loss.depth_normal = s2.loss.depth_normal if geometry else 0.0
     c.loss.bone_ratio = s2.loss.bone_ratio if geometry else 0.0
@@ -319,7 +317,7 @@ def write_report(
     summary = summarize(results)
     stage1 = demo.shared_data(config.stage1, config.get("data"))
     baseline = demo.mean_pose_baseline(stage1)
-    table = study_table(rows, summary, baseline, builders.eval_split_name(stage1.data))
+    table = study_table(rows, summary, baseline, inputs.eval_split_name(stage1.data))
     references = {m: (baseline[m], "mean pose") for m, _, _ in METRICS if m != "g_error" and m in baseline}
     gt_g = next((r["g_error_gt"] for per in results.values() for r in per.values() if "g_error_gt" in r), None)
     if gt_g is not None:
@@ -345,32 +343,20 @@ def write_report(
 
 
 def _flat_settings(config: dict[str, Any]) -> dict[str, Any]:
-    """A config dict as {'a.b.c': value}, values in today's form (``config.canonical_setting``)."""
-    return {k: canonical_setting(k, v) for k, v in traverse_util.flatten_dict(config, sep=".").items()}
-
-
-# Settings added to the configs after a study file was written that cannot move a supervised study's
-# numbers: how long a process waits for a silent peer, and the size of the unlabelled testbed split
-# (only the semi-supervised job reads it; the labelled splits are generated per index, unchanged).
-NO_EFFECT_ON_RESULTS = ("distributed.heartbeat_timeout_s", "data.num_unlabeled")
+    """A config dict as {'a.b.c': value}, tuples as lists (as they come back from JSON)."""
+    as_json = lambda v: [as_json(x) for x in v] if isinstance(v, (list, tuple)) else v
+    return {k: as_json(v) for k, v in traverse_util.flatten_dict(config, sep=".").items()}
 
 
 def _differing_settings(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    """Flattened config keys whose values differ, paths aside (another checkout or workdir moves them).
-
-    A key only one side has counts as equal when its value there is off (False, 0, '' or None): a
-    switch added to the config after a file was written, left at its off default, changes nothing.
-    So does one of ``NO_EFFECT_ON_RESULTS`` (as the last parts of the key), whatever its value."""
-    a, b = _flat_settings(saved), _flat_settings(wanted)
-    # Which job ran the study and its own settings (seeds, rows, merge) do not move a row's numbers.
-    a, b = ({k: v for k, v in d.items() if k != "job" and not k.startswith("study.")} for d in (a, b))
+    """Flattened config keys whose values differ, paths aside (another checkout or workdir moves them),
+    and the study's own settings aside (which job ran it, its seeds, rows and merged files do not move
+    a row's numbers). A key only one side has differs."""
+    own = lambda k: k == "job" or k.startswith("study.")
+    a, b = ({k: v for k, v in _flat_settings(d).items() if not own(k)} for d in (saved, wanted))
     is_path = lambda v: isinstance(v, str) and "/" in v
-    no_effect = lambda k: any(k == s or k.endswith("." + s) for s in NO_EFFECT_ON_RESULTS)
-    added_off = lambda k: (k not in a or k not in b) and (not a.get(k, b.get(k)) or no_effect(k))
     return sorted(
-        k
-        for k in a.keys() | b.keys()
-        if a.get(k) != b.get(k) and not (is_path(a.get(k)) and is_path(b.get(k))) and not added_off(k)
+        k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and not (is_path(a.get(k)) and is_path(b.get(k)))
     )
 
 

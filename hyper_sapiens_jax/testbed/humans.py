@@ -599,25 +599,6 @@ class HumansSource:
         return f"HumansSource({self._num} images at {self._size[0]}x{self._size[1]})"
 
 
-def corpus_paths(data) -> HumansPaths:
-    """Write (or reuse) the corpus that ``config.data.humans`` describes under ``config.data.humans_dir``."""
-    h = data.humans
-    views = Views(**{f.name: h[f.name] for f in dataclasses.fields(Views) if f.name in h})
-    return write_humans(
-        data.humans_dir,
-        num_train=h.num_train,
-        num_val=h.num_val,
-        image_size=tuple(h.image_size),
-        seed=h.seed,
-        views=views,
-    )
-
-
-def pretrain_source(data) -> HumansSource:
-    """The images of the corpus (records with ``image`` and the person ``bbox``) for MAE pretraining."""
-    return HumansSource(corpus_paths(data).train)
-
-
 # ---------------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ image's box is the rendered infant's tight box (its visible pixels), as a person
 
 Cached by its parameters with its own manifest (``writer.write_cached``): the same parameters
 again return at once, other ones rebuild it in a temporary folder that replaces it when complete.
-The builders write it at ``config.data.testbed_dir / "unlabeled"``, after the infant testbed there
+The jobs write it (``jobs/inputs.py``) at ``config.data.testbed_dir / "unlabeled"``, after the infant testbed there
 (a testbed that is rebuilt drops it; it is then rendered again). Its manifest is not the testbed's
 ``testbed.json``, which it never touches.
 """

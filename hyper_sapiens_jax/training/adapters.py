@@ -88,8 +88,10 @@ def loss_weights(config: ml_collections.ConfigDict) -> LossWeights:
 
 
 def unfreeze_schedule(config: ml_collections.ConfigDict) -> list[tuple[int, int | None]]:
-    """[(from_step, trainable_blocks)] from ``trainable_blocks`` and ``unfreeze`` (``((STEP, BLOCKS), ...)``)."""
-    return sorted([(0, config.trainable_blocks)] + parse_unfreeze(config.unfreeze), key=lambda s: s[0])
+    """[(from_step, trainable_blocks)] from ``trainable_blocks`` and ``unfreeze``
+    (``((FRACTION, BLOCKS), ...)``: from step round(FRACTION * num_steps) on)."""
+    steps = [(round(f * config.num_steps), blocks) for f, blocks in parse_unfreeze(config.unfreeze)]
+    return sorted([(0, config.trainable_blocks), *steps], key=lambda s: s[0])
 
 
 def sds_scale(config: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hyper_sapiens_jax.data import geometry
-from hyper_sapiens_jax.data.builders import SOURCE_DOMAINS
+from hyper_sapiens_jax.data.catalog import SOURCE_DOMAINS
 from hyper_sapiens_jax.data.keypoints import smil25_to_coco17
 from hyper_sapiens_jax.data.pipeline import train_dataset
 from hyper_sapiens_jax.data.sources import CocoKeypointSource, MiniRgbdSource, read_joints_2ddep

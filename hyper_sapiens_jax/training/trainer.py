@@ -36,8 +36,8 @@ import optax
 from flax import nnx
 
 from hyper_sapiens_jax.config import config_to_dict
-from hyper_sapiens_jax.data import builders
-from hyper_sapiens_jax.data.pipeline import eval_batches, train_dataset, train_iterator
+from hyper_sapiens_jax.data.pipeline import MixEntry, eval_batches, train_dataset, train_iterator
+from hyper_sapiens_jax.data.topdown import SampleConfig
 from hyper_sapiens_jax.evaluation.evaluate import evaluate, flip_test
 from hyper_sapiens_jax.evaluation.metrics import check_coco_ground_truth
 from hyper_sapiens_jax.models import ModelConfig, Sapiens
@@ -130,6 +130,18 @@ def put(tree: Any, shardings: Any) -> Any:
         return jax.make_array_from_callback(x.shape, s, lambda idx: x[idx])
 
     return jax.tree.map(one, tree, shardings)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunData:
+    """What a run reads, resolved from ``config.data`` by its job (``jobs/inputs.py: run_data``):
+    the sample settings (crop size, heatmap sigma, augmentation), the dataset paths, the evaluation
+    source and, when training, the mix (sources with their exact per-step counts)."""
+
+    sample: SampleConfig
+    paths: dict[str, Any]
+    val: Any
+    mix: list[MixEntry] | None = None
 
 
 # =============================================================================================
@@ -301,12 +313,14 @@ class Trainer:
         self,
         config: ml_collections.ConfigDict,
         workdir: str | Path,
+        data: RunData,
         mode: str = "train",
         extension: Callable[..., Extension] | None = None,
         prior_loss: Callable | None = None,
     ):
-        """``prior_loss``: the SDS term of the objective (``prior.sds.sds_term``), None without a prior;
-        ``extension``: see ``Extension``."""
+        """``data``: what the run reads (the job resolves it from ``config.data``); ``prior_loss``: the
+        SDS term of the objective (``prior.sds.sds_term``), None without a prior; ``extension``: see
+        ``Extension``."""
         self.config = config
         self.workdir = workdir = Path(workdir).absolute()
         workdir.mkdir(parents=True, exist_ok=True)
@@ -335,11 +349,10 @@ class Trainer:
         )
         self.graphdef = nnx.graphdef(abstract_model(mcfg))
         self.schedule = unfreeze_schedule(config)
-        self.sample_cfg = builders.sample_config(config)
         training = mode == "train"
-        self.mix, self.paths = (
-            builders.build_train_mix(config, ["val"]) if training else (None, builders.resolved_paths(config.data))
-        )
+        if training and data.mix is None:
+            raise ValueError("a training run needs RunData.mix (jobs.inputs.run_data(config, 'train'))")
+        self.sample_cfg, self.mix, self.paths, self.val = data.sample, data.mix, data.paths, data.val
         # Which mix sources' rows carry the dense targets to the device (training.batch).
         self.dense_plan = dense_plan([e.source for e in self.mix]) if training else None
         self.objective_fn = None  # evaluation needs neither the prior nor the bone reference
@@ -366,7 +379,6 @@ class Trainer:
         c = config.checkpoint
         self.mngr = ckpt.manager(workdir / ckpt.CHECKPOINT_DIR, every=c.every, keep=c.keep, keep_best=c.keep_best)
         self.writer = MetricsWriter(workdir)
-        self.val = builders.build_source("val", self.paths, config.data.skip_bad_records)
         if self.paths.get("val_ann"):  # OKS AP reads it at every evaluation: refuse a bad one now
             check_coco_ground_truth(self.paths["val_ann"])
 

@@ -1,4 +1,6 @@
-"""``config.data`` -> data sources, the per-step mix and the sample transform settings.
+"""``config.data`` -> what a job reads: dataset paths, the named sources, the training mix and the
+sample settings. The jobs resolve their config's data section here, once, and hand paths, sources
+and sample settings down; ``data/`` and ``testbed/`` never read a config.
 
 Where the data comes from is explicit: ``config.data.source`` is
 
@@ -9,12 +11,14 @@ Where the data comes from is explicit: ``config.data.source`` is
              the run with an error that names the fields, instead of quietly training on synthetic
              infants.
 
-The 'unlabeled' source (semi-supervised training; not a mix source, it has no labels) is person
-boxes on unlabelled images (``data.unlabeled.UnlabeledSource``): with 'files' the folder
-``config.data.unlabeled_images`` (required) and, optionally, ``unlabeled_boxes`` (a COCO detection
-list or image list with boxes), ``unlabeled_image_list`` (the COCO image list a detection list
-refers to) and ``unlabeled_min_score``; with 'testbed' the testbed's unlabelled split
-(``testbed/unlabeled.py``, ``config.data.num_unlabeled`` images under ``testbed_dir / "unlabeled"``).
+The 'humans' source is the testbed's human corpus (``config.data.humans``, written under
+``config.data.humans_dir`` whatever ``source`` says). The 'unlabeled' source (semi-supervised
+training; not a mix source, it has no labels) is person boxes on unlabelled images
+(``data.unlabeled.UnlabeledSource``): with 'files' the folder ``config.data.unlabeled_images``
+(required) and, optionally, ``unlabeled_boxes`` (a COCO detection list or image list with boxes),
+``unlabeled_image_list`` (the COCO image list a detection list refers to) and
+``unlabeled_min_score``; with 'testbed' the testbed's unlabelled split (``testbed/unlabeled.py``,
+``config.data.num_unlabeled`` images under ``testbed_dir / "unlabeled"``).
 """
 
 from __future__ import annotations
@@ -26,22 +30,22 @@ from pathlib import Path
 from typing import Any
 
 import ml_collections
-import numpy as np
 
-from hyper_sapiens_jax.config import ConfigError  # raised here for config.data; defined with the config
+from hyper_sapiens_jax.config import ConfigError
+from hyper_sapiens_jax.data import catalog
 from hyper_sapiens_jax.data import transforms as T
+from hyper_sapiens_jax.data.catalog import SOURCE_DOMAINS, Subset
 from hyper_sapiens_jax.data.pipeline import MixEntry, mix_counts
-from hyper_sapiens_jax.data.sources import CocoKeypointSource, DataError, MiniRgbdSource
 from hyper_sapiens_jax.data.topdown import SampleConfig
-from hyper_sapiens_jax.data.unlabeled import UnlabeledSource
+from hyper_sapiens_jax.data.tuning import carve
+from hyper_sapiens_jax.testbed.humans import HumansPaths, HumansSource, Views, write_humans
+from hyper_sapiens_jax.testbed.unlabeled import DEFAULT_IMAGE_SIZE, write_unlabeled
+from hyper_sapiens_jax.testbed.writer import write_testbed
+from hyper_sapiens_jax.training.trainer import RunData
 
 log = logging.getLogger(__name__)
 
 DATA_SOURCES = ("testbed", "files")
-# Source name -> domain. Domains decide the synthetic:real batch counts.
-# 'humans' is the testbed's human corpus (adults and children; testbed/humans.py), on which the
-# testbed foundation is fine-tuned; it is generated whatever config.data.source says.
-SOURCE_DOMAINS = {"syrip_syn": "synthetic", "mini_rgbd": "synthetic", "syrip_real": "real", "humans": "real"}
 # Source name -> the config.data fields it needs ('val' is the evaluation split, 'skeletons' the prior's,
 # 'unlabeled' the semi-supervised unlabelled images: not a mix source, so not in SOURCE_DOMAINS).
 SOURCE_FIELDS = {
@@ -96,8 +100,6 @@ def check_paths(data: ml_collections.ConfigDict, needs: Iterable[str]) -> None:
 
 def testbed_paths(data: ml_collections.ConfigDict):
     """Generate (or reuse) the testbed the config describes and return its ``Paths``."""
-    from hyper_sapiens_jax.testbed.writer import write_testbed
-
     log.info("config.data.source='testbed': the synthetic infant testbed in %s", data.testbed_dir)
     return write_testbed(data.testbed_dir, **data.testbed.to_dict())
 
@@ -106,8 +108,6 @@ def testbed_unlabeled_paths(data: ml_collections.ConfigDict):
     """Generate (or reuse) the testbed's unlabelled split under ``data.testbed_dir / "unlabeled"``
     (``data.num_unlabeled`` images, the testbed's seed and image size); returns its ``UnlabeledPaths``.
     Call it after ``testbed_paths`` (the testbed refuses a non-empty folder without its manifest)."""
-    from hyper_sapiens_jax.testbed.unlabeled import DEFAULT_IMAGE_SIZE, write_unlabeled
-
     testbed = data.testbed
     return write_unlabeled(
         Path(data.testbed_dir) / "unlabeled",
@@ -128,8 +128,6 @@ def resolved_paths(data: ml_collections.ConfigDict, needs: Iterable[str] = ("val
     check_paths(data, needs)
     extra = {}
     if "humans" in needs:
-        from hyper_sapiens_jax.testbed.humans import corpus_paths
-
         extra["humans"] = corpus_paths(data).train
     if data_source(data) == "files":
         paths = {f: data.get(f) for f in _PATH_FIELDS} | {"mini_rgbd_sequences": data.mini_rgbd_sequences} | extra
@@ -152,8 +150,6 @@ def resolved_paths(data: ml_collections.ConfigDict, needs: Iterable[str] = ("val
     if "unlabeled" in needs:
         paths["unlabeled_min_score"] = float(data.get("unlabeled_min_score", 0.0) or 0.0)
     if tuning:
-        from hyper_sapiens_jax.data.tuning import carve
-
         train, tune = carve(paths["syrip_real_ann"], tuning, int(data.get("tuning_seed", 0)), data.tuning_dir)
         log.info(
             "tuning split: %d of the real training images (%s) held out as the validation split",
@@ -169,35 +165,30 @@ def eval_split_name(data: ml_collections.ConfigDict) -> str:
     return "tuning" if int(data.get("tuning_images", 0) or 0) > 0 else "val"
 
 
-def build_source(name: str, paths: dict[str, Any], skip_bad_records: bool = False):
-    """One named source ('syrip_syn', 'syrip_real', 'mini_rgbd', 'humans', 'val', 'unlabeled') from
-    resolved paths ('unlabeled': a ``data.unlabeled.UnlabeledSource``)."""
-    if name == "unlabeled":
-        if not paths.get("unlabeled_images"):
-            raise DataError("config.data.unlabeled_images is not set but the run uses the 'unlabeled' source")
-        return UnlabeledSource(
-            paths["unlabeled_images"],
-            paths.get("unlabeled_boxes") or None,
-            paths.get("unlabeled_image_list") or None,
-            min_score=float(paths.get("unlabeled_min_score", 0.0) or 0.0),
-            skip_bad_records=skip_bad_records,
-        )
-    if name == "humans":
-        from hyper_sapiens_jax.testbed.humans import HumansSource
+def corpus_paths(data: ml_collections.ConfigDict) -> HumansPaths:
+    """Write (or reuse) the human corpus that ``data.humans`` describes under ``data.humans_dir``."""
+    h = data.humans
+    views = Views(**{f.name: h[f.name] for f in dataclasses.fields(Views) if f.name in h})
+    return write_humans(
+        data.humans_dir,
+        num_train=h.num_train,
+        num_val=h.num_val,
+        image_size=tuple(h.image_size),
+        seed=h.seed,
+        views=views,
+    )
 
+
+def pretrain_source(data: ml_collections.ConfigDict) -> HumansSource:
+    """The images of the human corpus (records with ``image`` and the person ``bbox``) for MAE pretraining."""
+    return HumansSource(corpus_paths(data).train)
+
+
+def build_source(name: str, paths: dict[str, Any], skip_bad_records: bool = False):
+    """One named source from resolved paths: 'humans' (the corpus) or any of ``data.catalog``'s."""
+    if name == "humans":
         return HumansSource(paths["humans"])
-    if name == "mini_rgbd":
-        if not paths.get("mini_rgbd_root"):
-            raise DataError("config.data.mini_rgbd_root is not set but the mix uses 'mini_rgbd'")
-        return MiniRgbdSource(paths["mini_rgbd_root"], paths["mini_rgbd_sequences"], skip_bad_records=skip_bad_records)
-    prefix = {"syrip_syn": "syrip_syn", "syrip_real": "syrip_real", "val": "val"}[name]
-    ann, images = paths.get(f"{prefix}_ann"), paths.get(f"{prefix}_images")
-    if not ann or not images:
-        raise DataError(
-            f"config.data.{prefix}_ann and config.data.{prefix}_images must both be set for the '{name}' source"
-        )
-    domain = "synthetic" if name == "syrip_syn" else "real"
-    return CocoKeypointSource(ann, images, domain=domain, skip_bad_records=skip_bad_records, name=name)
+    return catalog.build_source(name, paths, skip_bad_records)
 
 
 def sample_config(config: ml_collections.ConfigDict) -> SampleConfig:
@@ -248,40 +239,12 @@ def build_train_mix(
     return mix, paths
 
 
-class Subset:
-    """A seeded random subset of ``size`` records of a source (all of them when it holds fewer), for
-    training on a few labels (``config.data.num_labeled``); the order of the kept records is the
-    source's. Indexes like the source; ``skipped`` is the source's."""
-
-    def __init__(self, source, size: int, seed: int = 0):
-        n = len(source)
-        chosen = np.random.default_rng(seed).permutation(n)[: min(size, n)]
-        self.source, self.indices = source, np.sort(chosen)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, index: int):
-        return self.source[int(self.indices[int(index)])]
-
-    @property
-    def skipped(self) -> list[dict[str, str]]:
-        return getattr(self.source, "skipped", [])
-
-    @property
-    def dense_targets(self) -> tuple[str, ...]:
-        """The source's (``training.batch.dense_plan``); an AttributeError, as for the source, when
-        the source does not say, so that the plan's default applies."""
-        return self.source.dense_targets
-
-    def __repr__(self) -> str:
-        return f"Subset({self.source!r}, {len(self)} of {len(self.source)})"
-
-
-def skipped_records(sources) -> list[dict[str, str]]:
-    """Every record the given sources skipped (with skip_bad_records)."""
-    return [s for src in sources for s in getattr(src, "skipped", [])]
-
-
-def describe_paths(paths: dict[str, Any]) -> dict[str, str]:
-    return {k: str(v) for k, v in paths.items() if isinstance(v, (str, Path))}
+def run_data(config: ml_collections.ConfigDict, mode: str = "train") -> RunData:
+    """What a fine-tuning run reads (``training.trainer.RunData``): the sample settings, the resolved
+    paths, the evaluation source and, when training, the mix."""
+    if mode == "train":
+        mix, paths = build_train_mix(config, ["val"])
+    else:
+        mix, paths = None, resolved_paths(config.data)
+    val = build_source("val", paths, config.data.skip_bad_records)
+    return RunData(sample=sample_config(config), paths=paths, val=val, mix=mix)

@@ -1,6 +1,6 @@
 r"""See what the model is fed: build a config's training batches and write them out.
 
-  python -m hyper_sapiens_jax.data.preview --config configs/stage2.py:tiny \
+  python -m hyper_sapiens_jax.preview --config configs/stage2.py:tiny \
       [--config.data.syrip_real_ann=... --config.data.skip_bad_records=True] --batches 2 --out DIR
 
 Writes ``DIR/summary.json``::
@@ -23,9 +23,11 @@ import numpy as np
 
 from hyper_sapiens_jax import cli
 from hyper_sapiens_jax.config import check_values
-from hyper_sapiens_jax.data import builders, visualize
+from hyper_sapiens_jax.data import visualize
+from hyper_sapiens_jax.data.catalog import describe_paths, skipped_records
 from hyper_sapiens_jax.data.pipeline import train_dataset, train_iterator
 from hyper_sapiens_jax.data.sources import DataError
+from hyper_sapiens_jax.jobs.inputs import build_train_mix, sample_config
 from hyper_sapiens_jax.logs import setup_logging
 
 
@@ -48,10 +50,10 @@ def run(config, num_batches: int, out: Path, max_panels: int = 8) -> dict:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(out, f"cannot create the output folder ({e.strerror or e})") from None
-    mix, paths = builders.build_train_mix(config)
+    mix, paths = build_train_mix(config)
     names = [e.name for e in mix]
-    dataset = train_dataset(mix, builders.sample_config(config), seed=config.seed, num_batches=num_batches)
-    summary = {"batches": [], "skipped": [], "paths": builders.describe_paths(paths)}
+    dataset = train_dataset(mix, sample_config(config), seed=config.seed, num_batches=num_batches)
+    summary = {"batches": [], "skipped": [], "paths": describe_paths(paths)}
     for b, batch in enumerate(train_iterator(dataset, worker_count=config.data.worker_count)):
         summary["batches"].append(summarize(batch, names))
         panels = []
@@ -60,13 +62,13 @@ def run(config, num_batches: int, out: Path, max_panels: int = 8) -> dict:
             label = f"{names[sample['source_id']]} ({'real' if sample['is_real'] else 'synthetic'})"
             panels.append(visualize.sample_panel(sample, label))
         cv2.imwrite(str(out / f"batch_{b:03d}.png"), visualize.grid(panels)[..., ::-1])
-    summary["skipped"] = builders.skipped_records(e.source for e in mix)
+    summary["skipped"] = skipped_records(e.source for e in mix)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The ``hyper-sapiens-preview`` console script (``python -m hyper_sapiens_jax.data.preview``);
+    """The ``hyper-sapiens-preview`` console script (``python -m hyper_sapiens_jax.preview``);
     ``--help`` lists the flags."""
     p = cli.parser(__doc__, config=True)
     p.add_argument("--batches", type=int, default=2, help="how many training batches to build")

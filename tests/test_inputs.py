@@ -7,16 +7,15 @@ from pathlib import Path
 import pytest
 from conftest import REPO, point_at_testbed
 
-from hyper_sapiens_jax.config import load_config_file
-from hyper_sapiens_jax.data import builders
-from hyper_sapiens_jax.data.builders import ConfigError
+from hyper_sapiens_jax.config import ConfigError, load_config_file
+from hyper_sapiens_jax.jobs import inputs
 
 
 def test_a_sapiens_stage_with_no_paths_names_every_missing_field():
     config = load_config_file(REPO / "configs/stage2.py", "sapiens_0.3b")
     assert config.data.source == "files"
     with pytest.raises(ConfigError) as e:
-        builders.build_train_mix(config, ["val"])
+        inputs.build_train_mix(config, ["val"])
     msg = str(e.value)
     for field in (
         "syrip_syn_ann",
@@ -39,7 +38,7 @@ def test_files_source_names_only_what_is_missing(testbed):
         match=r"config.data.syrip_real_images is not set \(needed by the "
         r"'syrip_real' source\)",
     ) as e:
-        builders.build_train_mix(config)
+        inputs.build_train_mix(config)
     assert "syrip_syn" not in str(e.value) and "val_ann" not in str(e.value)
 
 
@@ -48,14 +47,14 @@ def test_cpu_presets_default_to_the_testbed_and_refuse_ignored_paths():
     assert config.data.source == "testbed"
     config.data.val_ann = "/data/val.json"
     with pytest.raises(ConfigError, match=r"config.data.val_ann set but config.data.source='testbed'"):
-        builders.resolved_paths(config.data)
+        inputs.resolved_paths(config.data)
 
 
 def test_unknown_source_is_refused():
     config = load_config_file(REPO / "configs/stage1.py", "tiny")
     config.data.source = "internet"
     with pytest.raises(ConfigError, match=r"config.data.source='internet' is not one of \('testbed', 'files'\)"):
-        builders.resolved_paths(config.data)
+        inputs.resolved_paths(config.data)
 
 
 def test_tuning_split_holds_real_training_images_out_and_evaluates_on_them(testbed, tmp_path):
@@ -64,9 +63,9 @@ def test_tuning_split_holds_real_training_images_out_and_evaluates_on_them(testb
     import json
 
     config = point_at_testbed(load_config_file(REPO / "configs/stage2.py", "tiny"), testbed)
-    base = builders.resolved_paths(config.data, ["syrip_real", "val"])
+    base = inputs.resolved_paths(config.data, ["syrip_real", "val"])
     config.data.tuning_images, config.data.tuning_dir = 3, str(tmp_path / "tuning")
-    mix, paths = builders.build_train_mix(config, ["val"])
+    mix, paths = inputs.build_train_mix(config, ["val"])
     full, train, tune = (
         json.loads(Path(p).read_text()) for p in (base["syrip_real_ann"], paths["syrip_real_ann"], paths["val_ann"])
     )
@@ -80,12 +79,12 @@ def test_tuning_split_holds_real_training_images_out_and_evaluates_on_them(testb
     assert paths["val_images"] == base["syrip_real_images"] and paths["val_ann"] != base["val_ann"]
     real = next(e.source for e in mix if e.name == "syrip_real")
     assert {r["image_id"] for r in real.records}.isdisjoint(tune_ids)
-    assert len(builders.build_source("val", paths)) == len(tune["annotations"])
-    again = builders.resolved_paths(config.data, ["syrip_real", "val"])
+    assert len(inputs.build_source("val", paths)) == len(tune["annotations"])
+    again = inputs.resolved_paths(config.data, ["syrip_real", "val"])
     assert again["val_ann"] == paths["val_ann"]  # reused, same draw
     config.data.tuning_seed = 1
-    other = json.loads(Path(builders.resolved_paths(config.data)["val_ann"]).read_text())
+    other = json.loads(Path(inputs.resolved_paths(config.data)["val_ann"]).read_text())
     assert {im["id"] for im in other["images"]} != tune_ids
     config.data.tuning_images = 10_000
     with pytest.raises(ValueError, match=r"tuning_images=10000 but the file has \d+ annotated images"):
-        builders.resolved_paths(config.data)
+        inputs.resolved_paths(config.data)
