@@ -203,7 +203,7 @@ def worker_cores(
     three heads) over the samples/s one worker gives for that mix (its sources' mean time per sample,
     weighted by the mix; the TFDS rows where measured). An estimate from measured worker rates and
     an assumed step rate, not a measured GPU run."""
-    from hyper_sapiens_jax.models.config import ModelConfig
+    from hyper_sapiens_jax.models.arch import ModelConfig
     from hyper_sapiens_jax.training.flops import train_flops_per_image_analytic
 
     ms = {}

@@ -123,7 +123,7 @@ def pretrain_weights(pretrain: Path, arch: str, image_size: tuple[int, int], out
     it computes exactly what the patch-16 backbone computes on the image upsampled 2x (nearest);
     the padding halves with it (``model.patch_padding``: 1 for Sapiens' 2)."""
     from convert_weights.torch_to_flax import convert
-    from hyper_sapiens_jax.models.config import ModelConfig, arch_spec
+    from hyper_sapiens_jax.models.arch import ModelConfig, arch_spec
     from hyper_sapiens_jax.models.weights import save_weights
 
     if (out / "model_config.json").is_file():

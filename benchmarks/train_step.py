@@ -47,7 +47,7 @@ from flax import nnx
 from hyper_sapiens_jax.config import base_config
 from hyper_sapiens_jax.data.codec import encode_udp_heatmaps
 from hyper_sapiens_jax.data.transforms import normalize_image
-from hyper_sapiens_jax.models.config import HEADS, ModelConfig
+from hyper_sapiens_jax.models.arch import HEADS, ModelConfig
 from hyper_sapiens_jax.models.sapiens import Sapiens
 from hyper_sapiens_jax.models.weights import abstract_model, flat_params, params_state
 from hyper_sapiens_jax.sharding import global_batch, make_mesh

@@ -26,7 +26,7 @@ import numpy as np
 from convert_weights import layout
 from convert_weights.torch_io import CheckpointFileError, save_state_dict
 from hyper_sapiens_jax.logs import setup_logging
-from hyper_sapiens_jax.models.config import HEADS, ModelConfig
+from hyper_sapiens_jax.models.arch import HEADS, ModelConfig
 from hyper_sapiens_jax.models.weights import WeightsError
 from hyper_sapiens_jax.training.checkpoint import load_any
 

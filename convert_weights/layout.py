@@ -19,7 +19,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from hyper_sapiens_jax.models.config import PATCH_SIZE, ArchSpec, ModelConfig, arch_from_shapes, num_deconvs
+from hyper_sapiens_jax.models.arch import PATCH_SIZE, ArchSpec, ModelConfig, arch_from_shapes, num_deconvs
 
 log = logging.getLogger(__name__)
 TASK_PREFIX = {"pose": "head.", "depth": "decode_head.", "normal": "decode_head."}

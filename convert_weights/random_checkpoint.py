@@ -18,7 +18,7 @@ from flax import nnx
 
 from convert_weights.flax_to_torch import export_state_dict
 from convert_weights.torch_io import save_state_dict
-from hyper_sapiens_jax.models.config import ARCHS, ModelConfig
+from hyper_sapiens_jax.models.arch import ARCHS, ModelConfig
 from hyper_sapiens_jax.models.sapiens import Sapiens
 from hyper_sapiens_jax.models.weights import flat_params
 

@@ -24,7 +24,7 @@ from convert_weights import layout
 from convert_weights.layout import LayoutError
 from convert_weights.torch_io import CheckpointFileError, load_state_dict
 from hyper_sapiens_jax.logs import setup_logging
-from hyper_sapiens_jax.models.config import HEADS, ModelConfig, arch_spec
+from hyper_sapiens_jax.models.arch import HEADS, ModelConfig, arch_spec
 from hyper_sapiens_jax.models.pos_embed import infer_grid, resize_pos_embed
 from hyper_sapiens_jax.models.weights import WeightsError, param_shapes, save_weights
 

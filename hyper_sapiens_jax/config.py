@@ -1,7 +1,7 @@
 """The experiment config's defaults (``base_config``) and helpers; the files in ``configs/`` start from them.
 
 The three config places: ``configs/*.py`` (one file per job, what you pass to ``--config``), this
-module (the defaults every job shares), and ``models/config.py`` (the architecture presets and the
+module (the defaults every job shares), and ``models/arch.py`` (the architecture presets and the
 model's own dataclass, saved next to the weights as ``model_config.json``).
 
 Config files follow big_vision: ``get_config(arg)`` where ``arg`` names the arch (``tiny``,
@@ -22,7 +22,7 @@ from typing import Any
 
 import ml_collections
 
-from hyper_sapiens_jax.models.config import ARCHS
+from hyper_sapiens_jax.models.arch import ARCHS
 
 DEFAULT_ARCH = "sapiens_0.3b"
 # Presets sized for CPUs: they read the synthetic testbed by default (config.data.source='testbed'),

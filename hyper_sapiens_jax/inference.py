@@ -22,7 +22,7 @@ from flax import nnx
 
 from hyper_sapiens_jax.data.transforms import normalize_image
 from hyper_sapiens_jax.evaluation.evaluate import flip_test as flip_averaged
-from hyper_sapiens_jax.models.config import ModelConfig
+from hyper_sapiens_jax.models.arch import ModelConfig
 from hyper_sapiens_jax.models.weights import WeightsError, build_model
 from hyper_sapiens_jax.training.checkpoint import load_any
 

@@ -17,7 +17,7 @@ from convert_weights.flax_to_torch import export, export_meta, export_rules
 from convert_weights.layout import LayoutError, to_torch
 from convert_weights.torch_io import CheckpointFileError, load_state_dict, save_state_dict
 from convert_weights.torch_to_flax import convert
-from hyper_sapiens_jax.models.config import ARCHS, ModelConfig
+from hyper_sapiens_jax.models.arch import ARCHS, ModelConfig
 from hyper_sapiens_jax.models.pos_embed import resize_pos_embed
 from hyper_sapiens_jax.models.weights import build_model, load_weights, param_shapes, save_weights
 

@@ -20,7 +20,7 @@ from hyper_sapiens_jax.config import load_config_file
 from hyper_sapiens_jax.data.sources import DataError
 from hyper_sapiens_jax.data.unlabeled import CropParams, ImageFolderSource, mae_sample
 from hyper_sapiens_jax.jobs import pretrain
-from hyper_sapiens_jax.models.config import ModelConfig
+from hyper_sapiens_jax.models.arch import ModelConfig
 from hyper_sapiens_jax.models.mae import MAE, mae_loss, num_masked, patchify, random_masking, unpatchify
 from hyper_sapiens_jax.models.pos_embed import resize_pos_embed
 from hyper_sapiens_jax.models.weights import load_weights

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from hyper_sapiens_jax.data.codec import encode_udp_heatmaps_device
 from hyper_sapiens_jax.data.keypoints import COCO17_NAMES, flip_permutation
 from hyper_sapiens_jax.prior import DiffusionPrior
 from hyper_sapiens_jax.prior import normalize as norm
@@ -16,7 +17,6 @@ from hyper_sapiens_jax.semisup import losses as L
 from hyper_sapiens_jax.semisup.kinematics import ANGLES, compute_reference, kinematic_checks, kinematic_score
 from hyper_sapiens_jax.semisup.teachers import align_keypoints, refine_with_prior, select_targets
 from hyper_sapiens_jax.testbed.writer import sample_skeleton_keypoints
-from hyper_sapiens_jax.training.batch import render_udp_heatmaps
 
 J = {n: i for i, n in enumerate(COCO17_NAMES)}
 
@@ -153,7 +153,7 @@ def test_teacher_b_pulls_an_implausible_pose_to_the_prior_and_keeps_a_plausible_
 def test_consistency_loss_is_zero_at_the_target_and_the_mse_elsewhere():
     xy = jnp.asarray([[[10.0, 20.0]] * 17, [[30.0, 40.0]] * 17])
     w = jnp.ones((2, 17))
-    target = render_udp_heatmaps(xy, w, (48, 64), (12, 16), 2.0)
+    target = encode_udp_heatmaps_device(xy, w, (48, 64), (12, 16), 2.0)
     assert float(L.consistency_loss(target, xy, w, jnp.ones(2), 2.0, (48, 64))) == pytest.approx(0.0, abs=1e-9)
     off = target + 0.1
     # Sample 2 carries weight 0: the loss is sample 1's mean squared error, 0.01.

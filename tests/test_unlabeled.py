@@ -33,7 +33,7 @@ from hyper_sapiens_jax.data.unlabeled import (
     zip_labeled_unlabeled,
 )
 from hyper_sapiens_jax.jobs import inputs
-from hyper_sapiens_jax.testbed import unlabeled as tb_unlabeled
+from hyper_sapiens_jax.testbed import unlabeled_split as tb_unlabeled
 from hyper_sapiens_jax.testbed.writer import read_manifest, write_testbed
 
 CFG = SampleConfig(input_size=(64, 48))
@@ -55,7 +55,7 @@ def _warped_keypoints(record, crop, input_wh):
 def test_view_affine_carries_weak_keypoints_and_heatmaps_onto_the_strong_view(testbed):
     import jax.numpy as jnp
 
-    from hyper_sapiens_jax.training.batch import render_udp_heatmaps
+    from hyper_sapiens_jax.data.codec import encode_udp_heatmaps_device
 
     cfg = SampleConfig(input_size=(128, 96), heatmap_sigma=2.0, texture=NO_TEXTURE)
     records = [CocoKeypointSource(testbed.val_json, testbed.val_images)[i] for i in range(3)]
@@ -106,7 +106,9 @@ def test_view_affine_carries_weak_keypoints_and_heatmaps_onto_the_strong_view(te
     assert np.stack(weights_strong).sum() > 100  # most joints land inside the crops
     heat = [
         np.asarray(
-            render_udp_heatmaps(jnp.asarray(np.stack(k), jnp.float32), np.stack(w), cfg.input_wh, cfg.heatmap_wh, 2.0)
+            encode_udp_heatmaps_device(
+                jnp.asarray(np.stack(k), jnp.float32), np.stack(w), cfg.input_wh, cfg.heatmap_wh, 2.0
+            )
         )
         for k, w in ((mapped, weights_strong), (strong, weights_strong))
     ]

@@ -1,7 +1,9 @@
 """UDP Gaussian heatmap codec (mmpose ``UDPHeatmap``), channels-last.
 
-Encode keypoints in input-crop pixels into ``(h, w, K)`` heatmaps; decode ``(h, w, K)`` or
-``(B, h, w, K)`` heatmaps back with argmax + DARK-UDP refinement; flip-test averaging.
+Encode keypoints in input-crop pixels into ``(h, w, K)`` heatmaps, on the host
+(``encode_udp_heatmaps``, numpy, the reference) or on the device (``encode_udp_heatmaps_device``,
+batched jax, what the train step draws its targets with; the two agree to 2e-6); decode ``(h, w, K)``
+or ``(B, h, w, K)`` heatmaps back with argmax + DARK-UDP refinement; flip-test averaging.
 
 UDP (Huang et al. 2020) puts input pixel ``0`` and ``W_in - 1`` on heatmap pixels ``0`` and
 ``W_hm - 1``, so the heatmap -> input factor is ``(W_in - 1) / (W_hm - 1)`` both ways. (mmpose's
@@ -12,9 +14,12 @@ its own encoder; we use the exact inverse.) Sizes are ``(W, H)`` with a ``_wh`` 
 from __future__ import annotations
 
 import cv2
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from hyper_sapiens_jax.data.keypoints import flip_permutation
+from hyper_sapiens_jax.precision import widen
 
 Array = np.ndarray
 
@@ -73,6 +78,35 @@ def encode_udp_heatmaps(
     return heatmaps.astype(np.float32), weights
 
 
+def encode_udp_heatmaps_device(
+    keypoints: jax.Array, weights: jax.Array, input_wh: tuple[int, int], heatmap_wh: tuple[int, int], sigma: float
+) -> jax.Array:
+    """``encode_udp_heatmaps`` on the device, batched and traceable: keypoints (B, K, 2) in input
+    pixels, weights (B, K) (``udp_target_weights``) -> heatmaps (B, h, w, K) float32.
+
+    The host encoder's mmpose rule, in float32 (equal to it to 2e-6, tests/test_codec.py): the
+    unnormalised Gaussian (peak 1 at the sub-pixel position) in the 3-sigma square around the rounded
+    centre, an empty channel where the weight is 0 (the codec gives weight 0 exactly to the points it
+    leaves undrawn: unlabelled, or whose square misses the map; a sample without pose has weight 0
+    everywhere).
+    """
+    w, h = heatmap_wh
+    scale = jnp.asarray(udp_scale_factor(input_wh, heatmap_wh), jnp.float32)  # (x, y) input px per heatmap px
+    mu = widen(keypoints) / scale  # (B, K, 2) heatmap pixels
+    radius = 3.0 * sigma
+    rounded = jnp.trunc(mu + 0.5)  # mmpose's int64(mu + 0.5)
+    lo, hi = jnp.trunc(rounded - radius), jnp.trunc(rounded + radius + 1)
+
+    def gaussian_1d(size: int, axis: int) -> jax.Array:  # (B, K, size), zero outside [lo, hi)
+        i = jnp.arange(size, dtype=jnp.float32)
+        m, a, b = mu[..., axis, None], lo[..., axis, None], hi[..., axis, None]
+        return jnp.where((i >= a) & (i < b), jnp.exp(-jnp.square(i - m) / (2.0 * sigma**2)), 0.0)
+
+    gx, gy = gaussian_1d(w, 0), gaussian_1d(h, 1)
+    draw = (weights > 0).astype(jnp.float32)  # (B, K)
+    return jnp.einsum("bky,bkx,bk->byxk", gy, gx, draw)
+
+
 def udp_target_weights(
     keypoints: Array,
     keypoints_visible: Array | None = None,
@@ -82,7 +116,7 @@ def udp_target_weights(
     sigma: float = 6.0,
 ) -> Array:
     """The ``weights (K,)`` of ``encode_udp_heatmaps`` alone, without drawing the heatmaps (the
-    train step renders them on the device: ``training.batch.render_udp_heatmaps``)."""
+    train step draws them on the device: ``encode_udp_heatmaps_device``)."""
     return _udp_windows(keypoints, keypoints_visible, input_wh, heatmap_wh, sigma)[-1]
 
 

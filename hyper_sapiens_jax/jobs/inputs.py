@@ -17,7 +17,7 @@ training; not a mix source, it has no labels) is person boxes on unlabelled imag
 (``data.unlabeled.UnlabeledSource``): with 'files' the folder ``config.data.unlabeled_images``
 (required) and, optionally, ``unlabeled_boxes`` (a COCO detection list or image list with boxes),
 ``unlabeled_image_list`` (the COCO image list a detection list refers to) and
-``unlabeled_min_score``; with 'testbed' the testbed's unlabelled split (``testbed/unlabeled.py``,
+``unlabeled_min_score``; with 'testbed' the testbed's unlabelled split (``testbed/unlabeled_split.py``,
 ``config.data.num_unlabeled`` images under ``testbed_dir / "unlabeled"``).
 """
 
@@ -39,7 +39,7 @@ from hyper_sapiens_jax.data.pipeline import MixEntry, mix_counts
 from hyper_sapiens_jax.data.topdown import SampleConfig
 from hyper_sapiens_jax.data.tuning import carve
 from hyper_sapiens_jax.testbed.humans import HumansPaths, HumansSource, Views, write_humans
-from hyper_sapiens_jax.testbed.unlabeled import DEFAULT_IMAGE_SIZE, write_unlabeled
+from hyper_sapiens_jax.testbed.unlabeled_split import DEFAULT_IMAGE_SIZE, write_unlabeled
 from hyper_sapiens_jax.testbed.writer import write_testbed
 from hyper_sapiens_jax.training.trainer import RunData
 

@@ -63,7 +63,7 @@ from hyper_sapiens_jax.config import config_to_dict
 from hyper_sapiens_jax.data.pipeline import train_iterator
 from hyper_sapiens_jax.data.unlabeled import ImageFolderSource, crop_params, pretrain_dataset
 from hyper_sapiens_jax.jobs.inputs import pretrain_source
-from hyper_sapiens_jax.models.config import ModelConfig
+from hyper_sapiens_jax.models.arch import ModelConfig
 from hyper_sapiens_jax.models.mae import MAE
 from hyper_sapiens_jax.models.pos_embed import infer_grid, resize_pos_embed
 from hyper_sapiens_jax.models.weights import CONFIG_FILE, PARAMS_DIR, WeightsError, fill_state, state_to_flat

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from hyper_sapiens_jax.models.config import PATCH_SIZE, ArchSpec, ModelConfig
+from hyper_sapiens_jax.models.arch import PATCH_SIZE, ArchSpec, ModelConfig
 from hyper_sapiens_jax.models.vit import Block, SapiensViT
 
 Array = jax.Array

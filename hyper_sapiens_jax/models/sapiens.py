@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from hyper_sapiens_jax.models.config import ModelConfig, num_deconvs
+from hyper_sapiens_jax.models.arch import ModelConfig, num_deconvs
 from hyper_sapiens_jax.models.heads import DepthHead, NormalHead, PoseHead
 from hyper_sapiens_jax.models.vit import SapiensViT
 from hyper_sapiens_jax.precision import widen

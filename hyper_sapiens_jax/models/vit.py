@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hyper_sapiens_jax.models.config import ArchSpec
+from hyper_sapiens_jax.models.arch import ArchSpec
 
 Array = jax.Array
 

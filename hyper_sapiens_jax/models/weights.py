@@ -17,7 +17,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx, traverse_util
 
-from hyper_sapiens_jax.models.config import ModelConfig
+from hyper_sapiens_jax.models.arch import ModelConfig
 from hyper_sapiens_jax.models.sapiens import Sapiens
 
 CONFIG_FILE = "model_config.json"

@@ -21,10 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hyper_sapiens_jax.data.codec import encode_udp_heatmaps_device
 from hyper_sapiens_jax.losses import pose_heatmap_loss
 from hyper_sapiens_jax.losses.geometry import RATIO_BONES, backproject_keypoints, bilinear_sample, safe_norm
 from hyper_sapiens_jax.semisup.kinematics import limb_lengths
-from hyper_sapiens_jax.training.batch import render_udp_heatmaps
 
 Array = jax.Array
 _A = np.array([i for i, _ in RATIO_BONES])
@@ -48,7 +48,7 @@ def consistency_loss(
     """L_cons: heatmap MSE (B, h, w, K) against UDP heatmaps of ``sigma`` rendered at ``target_xy``
     (B, K, 2) with per-joint ``target_weight`` (B, K); the mean over the samples with weight > 0."""
     h, w = student.shape[1:3]
-    target = render_udp_heatmaps(target_xy, target_weight, input_wh, (w, h), sigma)
+    target = encode_udp_heatmaps_device(target_xy, target_weight, input_wh, (w, h), sigma)
     return pose_heatmap_loss(student, target, target_weight, weight, jnp.sum(weight))
 
 

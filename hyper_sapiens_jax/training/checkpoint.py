@@ -29,7 +29,7 @@ from flax import nnx, traverse_util
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 from orbax.checkpoint.checkpoint_managers import save_decision_policy as sdp
 
-from hyper_sapiens_jax.models.config import ModelConfig
+from hyper_sapiens_jax.models.arch import ModelConfig
 from hyper_sapiens_jax.models.weights import PARAMS_DIR, WeightsError, abstract_params, error_summary, load_weights
 from hyper_sapiens_jax.training.partition import Trainable
 from hyper_sapiens_jax.training.state import TrainState

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hyper_sapiens_jax.models.config import ModelConfig, num_deconvs
+from hyper_sapiens_jax.models.arch import ModelConfig, num_deconvs
 from hyper_sapiens_jax.models.weights import abstract_model
 
 # Dense bf16 peak TFLOP/s per device, matched as substrings of ``device.device_kind``.
