@@ -18,7 +18,7 @@ identical kernels, and
                  against ``new`` Conv1x1 (the same params as a matmul), as the heads' conv layers
 
 PyTorch is timed as the reference (``torch.set_num_threads(--torch-threads)``) unless --no-torch:
-conv_transpose2d / conv2d for the single layers, the heads of tests/torch_sapiens.py holding the
+conv_transpose2d / conv2d for the single layers, the heads of tests/helpers/torch_sapiens.py holding the
 same weights for the head cases. --skip-old leaves out the slow ``old`` variants.
 
 Repetitions are interleaved (old, 3x3, new, torch, old, 3x3, new, torch, ...) so that load from
@@ -124,7 +124,7 @@ def torch_conv1x1_fwd_bwd(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray, s
 
 
 def torch_head_fwd_bwd(task: str, head, x: np.ndarray, seed: int):
-    """(fn) timing the torch reference head of ``task`` (tests/torch_sapiens.py), holding ``head``'s
+    """(fn) timing the torch reference head of ``task`` (tests/helpers/torch_sapiens.py), holding ``head``'s
     weights (through the converter's key rules), forward + backward, NCHW, no dropout."""
     import sys
     from pathlib import Path
@@ -133,8 +133,8 @@ def torch_head_fwd_bwd(task: str, head, x: np.ndarray, seed: int):
 
     from convert_weights.layout import TASK_PREFIX, flax_to_torch_state_dict, head_rules
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    import torch_sapiens as ts
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test helpers: a repository package
+    from tests.helpers import torch_sapiens as ts
 
     width = head.deconv_layers[0].out_features
     embed = head.deconv_layers[0].in_features

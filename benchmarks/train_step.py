@@ -3,7 +3,7 @@
 JAX: the project's own step (``training.trainer.compile_phase``: the configured objective over the
 chosen heads, the Sapiens AdamW, EMA), AOT-compiled once, then timed over --steps steps after
 --warmup. PyTorch (``--framework torch|both``): the independent reference of the tests
-(``tests/torch_sapiens.py``, plain ``torch.nn``) holding the *same* weights (exported through
+(``tests/helpers/torch_sapiens.py``, plain ``torch.nn``) holding the *same* weights (exported through
 ``convert_weights``), on the same batch, with a loss of the same form (weighted heatmap MSE, SI-log
 depth, L1 + (1 - cos) normals), ``torch.optim.AdamW``, the same frozen prefix; attention through
 ``F.scaled_dot_product_attention`` (``--torch-attention math`` keeps the reference's explicit
@@ -198,11 +198,10 @@ class TorchStep:
         import torch.nn.functional as F
         from torch import nn
 
-        sys.path.insert(0, str(REPO / "tests"))
-        import torch_sapiens as ts
-
+        sys.path.insert(0, str(REPO))  # the test helpers are a package of the repository, not installed
         from convert_weights.flax_to_torch import export_state_dict
         from convert_weights.layout import TASK_PREFIX
+        from tests.helpers import torch_sapiens as ts
 
         self.torch, self.F = torch, F
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,7 @@ class CheckpointFileError(ValueError):
 
 def _torch():
     try:
-        import torch
+        import torch  # lazy: optional (the torch extra), only for .pth / .pt2 files
     except ImportError:  # pragma: no cover - depends on the environment
         raise CheckpointFileError(
             "reading/writing PyTorch checkpoints needs torch: pip install 'hyper-sapiens-jax[torch]'"
@@ -137,8 +139,6 @@ def load_state_dict(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
 
 def load_safetensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """A .safetensors file -> (key -> float32 array, meta), without torch (bf16 widened exactly)."""
-    from safetensors import SafetensorError, safe_open
-
     try:
         with safe_open(str(path), framework="np") as f:
             meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
@@ -178,8 +178,6 @@ def write_safetensors(path: str | Path, tensors: dict[str, np.ndarray], meta: di
     which changes between processes, so the header is re-serialised with sorted keys (the data
     offsets are relative to the end of the header, so they stay valid). The same weights then give
     the same sha256, which the foundation's manifest records. Written through a temporary file."""
-    from safetensors.numpy import save
-
     blob = save(tensors, metadata={k: json.dumps(v) for k, v in meta.items()})
     n = int.from_bytes(blob[:8], "little")
     header = json.dumps(json.loads(blob[8 : 8 + n]), sort_keys=True, separators=(",", ":")).encode()

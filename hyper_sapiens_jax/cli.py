@@ -15,6 +15,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from absl import flags
+from ml_collections import config_flags
+
 from hyper_sapiens_jax.config import ConfigError
 
 CONFIG_HELP = (
@@ -51,9 +54,6 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> Any:
     """The ConfigDict of ``spec`` ('FILE[:ARG]') with ``overrides`` ('--config.FIELD=VALUE') applied
     by ml_collections (locked: unknown fields are refused). Raises ``ConfigError`` (a ValueError)
     naming the problem."""
-    from absl import flags
-    from ml_collections import config_flags
-
     path = Path(spec.split(":", 1)[0])
     if not path.is_file():
         raise ConfigError(f"--config {spec}: no config file {path.absolute()}")

@@ -13,6 +13,7 @@ command line as ``--config configs/stage2.py:tiny``; any field can be overridden
 from __future__ import annotations
 
 import fnmatch
+import importlib.util
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -49,8 +50,6 @@ def config_to_dict(config: ml_collections.ConfigDict) -> dict:
 
 def load_config_file(path: str | Path, arg: str | None = None) -> ml_collections.ConfigDict:
     """``get_config(arg)`` of a config file given by path (how configs/demo.py reuses the stage files)."""
-    import importlib.util
-
     path = Path(path)
     spec = importlib.util.spec_from_file_location(f"_config_{path.stem}", path)
     if spec is None or not path.is_file():

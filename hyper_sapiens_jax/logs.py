@@ -8,6 +8,9 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
+from absl import logging as absl_logging
+from tqdm import tqdm
+
 T = TypeVar("T")
 
 _OURS = ("hyper_sapiens_jax", "convert_weights")
@@ -21,12 +24,7 @@ def setup_logging(level: int = logging.INFO) -> None:
         logging.getLogger(name).setLevel(level)
     for noisy in ("absl", "orbax", "jax"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    try:
-        from absl import logging as absl_logging
-
-        absl_logging.set_verbosity(absl_logging.WARNING)
-    except ImportError:  # pragma: no cover
-        pass
+    absl_logging.set_verbosity(absl_logging.WARNING)
 
 
 def progress_enabled() -> bool:
@@ -42,6 +40,4 @@ def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str 
     if not progress_enabled():
         yield from items
         return
-    from tqdm import tqdm
-
     yield from tqdm(items, desc=desc, total=total, unit=unit, dynamic_ncols=True, leave=False)

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NotRequired
 
+import numpy as np
 from pydantic import ConfigDict, Field, PlainValidator, TypeAdapter, ValidationError, with_config
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
@@ -325,8 +326,6 @@ def annotation_findings_bulk(
     """``annotation_findings`` of many annotations at once: {position in ``anns``: (field,
     reason)}. The checks run vectorised; only flagged annotations are re-checked one by one (for
     the message), so a clean 150k-annotation file costs a few numpy passes."""
-    import numpy as np
-
     n3 = 3 * num_keypoints
     rows = [i for i, a in enumerate(anns) if len(a["keypoints"]) == n3]
     flagged = set(range(len(anns))) - set(rows)

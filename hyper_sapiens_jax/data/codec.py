@@ -84,7 +84,7 @@ def encode_udp_heatmaps_device(
     """``encode_udp_heatmaps`` on the device, batched and traceable: keypoints (B, K, 2) in input
     pixels, weights (B, K) (``udp_target_weights``) -> heatmaps (B, h, w, K) float32.
 
-    The host encoder's mmpose rule, in float32 (equal to it to 2e-6, tests/test_codec.py): the
+    The host encoder's mmpose rule, in float32 (equal to it to 2e-6, tests/unit/test_codec.py): the
     unnormalised Gaussian (peak 1 at the sub-pixel position) in the 3-sigma square around the rounded
     centre, an empty channel where the weight is 0 (the codec gives weight 0 exactly to the points it
     leaves undrawn: unlabelled, or whose square misses the map; a sample without pose has weight 0

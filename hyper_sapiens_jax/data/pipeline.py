@@ -21,6 +21,7 @@ from typing import Any
 
 import grain
 import numpy as np
+from absl import flags
 
 from hyper_sapiens_jax.data.topdown import EvalTransform, SampleConfig, TrainTransform
 
@@ -131,8 +132,6 @@ def train_iterator(
     if worker_count:
         # grain 0.2.18's workers read absl flags; outside an absl app (library use, tests) nobody
         # parsed them, so let their defaults apply.
-        from absl import flags
-
         if not flags.FLAGS.is_parsed():
             flags.FLAGS.mark_as_parsed()
         ds = ds.mp_prefetch(

@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from hyper_sapiens_jax.data.keypoints import (
     COCO17_BODY_BONES,
@@ -290,9 +292,6 @@ def coco_keypoint_ap(
     Returns the 10 pycocotools stats as floats: ``ap, ap50, ap75, ap_m, ap_l, ar, ar50, ar75, ar_m,
     ar_l`` (-1 where an area range has no ground truth; all 0.0 for empty ``results``).
     """
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
     data = _load_gt(gt)
     if not results:
         return dict.fromkeys(COCO_STAT_NAMES, 0.0)

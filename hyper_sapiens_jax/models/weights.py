@@ -150,10 +150,3 @@ def load_weights(path: str | Path) -> tuple[ModelConfig, dict[KeyPath, np.ndarra
             f"{list(config.heads)}): {error_summary(e)}"
         ) from None
     return config, {path: np.asarray(leaf) for path, leaf in traverse_util.flatten_dict(tree).items()}
-
-
-def with_options(model: Sapiens, **overrides: Any) -> Sapiens:
-    """The same parameters (shared, not copied) under a config with other execution options
-    (remat, remat_heads, scan_blocks, dtype, attention): those live in the graph, not in the parameters."""
-    config = model.config.replace(**overrides)
-    return nnx.merge(nnx.graphdef(abstract_model(config)), nnx.state(model))

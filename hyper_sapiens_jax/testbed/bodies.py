@@ -716,16 +716,6 @@ def sample_skeletons(
     return skel
 
 
-def rest_skeletons(shape: InfantShape) -> Skeletons:
-    """The rest pose (standing, T-pose arms) in the body frame with the pelvis at the origin."""
-    n = shape.body_length.shape[0]
-    angles = np.zeros((n, NUM_JOINTS, 3))
-    joints, frames = forward_kinematics(
-        shape.offsets, euler_to_matrix(angles), np.broadcast_to(np.eye(3), (n, 3, 3)), np.zeros((n, 3))
-    )
-    return Skeletons(joints, frames, angles, np.full(n, -1), shape)
-
-
 def _smoothstep(t: np.ndarray) -> np.ndarray:
     return t * t * (3 - 2 * t)
 

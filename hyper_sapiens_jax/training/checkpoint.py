@@ -26,6 +26,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx, traverse_util
+from jax.experimental import multihost_utils
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 from orbax.checkpoint.checkpoint_managers import save_decision_policy as sdp
 
@@ -183,8 +184,6 @@ def _set_aside(mngr: ocp.CheckpointManager, steps: list[int]) -> None:
             (directory / str(step)).rename(target)
             log.warning("moved the damaged checkpoint %s aside to %s", directory / str(step), target)
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
         multihost_utils.sync_global_devices("checkpoint set aside")
     mngr.reload()
 

@@ -95,12 +95,9 @@ class MetricsWriter:
         self.workdir, self.main = Path(workdir), jax.process_index() == 0
         self.tb = None
         if self.main and tensorboard:
-            try:
-                from tensorboardX import SummaryWriter
+            from tensorboardX import SummaryWriter  # lazy: it imports torch when torch is installed
 
-                self.tb = SummaryWriter(str(self.workdir / "tensorboard"))
-            except ImportError:  # pragma: no cover - tensorboardX is a dependency
-                log.warning("tensorboardX missing: no TensorBoard events")
+            self.tb = SummaryWriter(str(self.workdir / "tensorboard"))
 
     def row(self, filename: str, row: dict[str, Any], prefix: str = "") -> None:
         """Append ``row`` (JSON-able, with a ``step``) to ``filename``; numbers go to TensorBoard as

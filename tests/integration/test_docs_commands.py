@@ -25,11 +25,11 @@ import shlex
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers import REPO
+
 DOC_FILES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 # Fences whose contents are shell commands (an unlabelled fence counts; python / json ones do not).
 SHELL_FENCES = {"", "bash", "sh", "shell", "console", "text"}

@@ -24,11 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parents[1]))
-from conftest import subprocess_env
-from train_helpers import stage_command
-
 from hyper_sapiens_jax.testbed.writer import Paths
+from tests.helpers import subprocess_env
+from tests.helpers.train import stage_command
 
 RESUMED = re.compile(r"resumed from \S+ at step (\d+)")
 

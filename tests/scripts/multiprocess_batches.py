@@ -17,19 +17,17 @@ jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processe
 import numpy as np  # noqa: E402
 from jax.experimental import multihost_utils  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parents[1]))
-from conftest import tiny_data_config  # noqa: E402
-
-from hyper_sapiens_jax.data import builders  # noqa: E402
 from hyper_sapiens_jax.data.pipeline import train_dataset, train_iterator  # noqa: E402
+from hyper_sapiens_jax.jobs import inputs  # noqa: E402
 from hyper_sapiens_jax.sharding import global_batch, make_mesh  # noqa: E402
 from hyper_sapiens_jax.testbed.writer import Paths  # noqa: E402
+from tests.helpers import tiny_data_config  # noqa: E402
 
 config = tiny_data_config(Paths.under(root, 2), stage=2)
-mix, _ = builders.build_train_mix(config)
+mix, _ = inputs.build_train_mix(config)
 ds = train_dataset(
     mix,
-    builders.sample_config(config),
+    inputs.sample_config(config),
     seed=0,
     num_batches=3,
     process_index=jax.process_index(),

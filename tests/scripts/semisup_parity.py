@@ -17,13 +17,11 @@ import numpy as np
 import optax
 from flax import nnx
 
-sys.path.insert(0, str(Path(__file__).parents[1]))
-from train_helpers import first_batch, semisup_parts, with_unlabeled
-
 from hyper_sapiens_jax.models.weights import state_to_flat
 from hyper_sapiens_jax.semisup.step import make_semisup_step
 from hyper_sapiens_jax.sharding import batch_sharding, make_mesh, param_shardings, replicated
 from hyper_sapiens_jax.training.state import TrainState
+from tests.helpers.train import first_batch, semisup_parts, with_unlabeled
 
 assert len(jax.devices()) == 8, jax.devices()
 batch = with_unlabeled(first_batch(Path(sys.argv[1])))

@@ -25,12 +25,10 @@ if FLOAT64:
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parents[1]))
-from train_helpers import first_batch, make_step_and_state  # noqa: E402
-
 from hyper_sapiens_jax.models.weights import state_to_flat  # noqa: E402
 from hyper_sapiens_jax.sharding import batch_sharding, make_mesh, param_shardings, replicated  # noqa: E402
 from hyper_sapiens_jax.training.objective import LossWeights  # noqa: E402
+from tests.helpers.train import first_batch, make_step_and_state  # noqa: E402
 
 assert len(jax.devices()) == 8, jax.devices()
 batch = first_batch(Path(sys.argv[1]))

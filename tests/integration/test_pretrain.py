@@ -12,7 +12,6 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from conftest import REPO
 from flax import nnx, traverse_util
 from PIL import Image
 
@@ -24,6 +23,7 @@ from hyper_sapiens_jax.models.arch import ModelConfig
 from hyper_sapiens_jax.models.mae import MAE, mae_loss, num_masked, patchify, random_masking, unpatchify
 from hyper_sapiens_jax.models.pos_embed import resize_pos_embed
 from hyper_sapiens_jax.models.weights import load_weights
+from tests.helpers import REPO
 
 
 # =============================================================================================

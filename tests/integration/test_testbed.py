@@ -13,6 +13,7 @@ import pytest
 from hyper_sapiens_jax.data.keypoints import COCO17_NAMES
 from hyper_sapiens_jax.testbed import bodies, renderer, writer
 from hyper_sapiens_jax.testbed.bodies import Part, Posture
+from tests.helpers import rest_skeletons
 
 TINY = dict(num_syn=4, num_real=3, num_val=2, num_sequences=1, frames_per_sequence=4, num_skeletons=64)
 MICRO = dict(
@@ -54,7 +55,7 @@ def _render_one(posture=None, look="synthetic", seed=0, angles_zero=False, tilt=
 # ---------------------------------------------------------------------------------------------
 def test_infant_proportions():
     shape = bodies.sample_shapes(np.random.default_rng(0), 300)
-    rest = bodies.rest_skeletons(shape)
+    rest = rest_skeletons(shape)
     ells = bodies.body_ellipsoids(rest)
     up = np.array([0.0, 1.0, 0.0])
     top = ells.centres[..., 1] + ells.half_extent(up)

@@ -11,12 +11,12 @@ import time
 
 import numpy as np
 import pytest
-from conftest import REPO, subprocess_env
 
 from hyper_sapiens_jax.config import load_config_file
 from hyper_sapiens_jax.jobs import demo
 from hyper_sapiens_jax.testbed import shipped
 from hyper_sapiens_jax.testbed.writer import write_testbed
+from tests.helpers import REPO, subprocess_env
 
 SHIPPED = shipped.FOUNDATION_DIR
 needs_shipped = pytest.mark.skipif(not (SHIPPED / shipped.MANIFEST_FILE).is_file(), reason="no foundation shipped yet")

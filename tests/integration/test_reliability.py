@@ -18,9 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO, free_port, subprocess_env, truncate_largest
 from flax import nnx
-from train_helpers import MODEL, stage_command
 
 from hyper_sapiens_jax.config import base_config
 from hyper_sapiens_jax.jobs import finetune, inputs
@@ -30,6 +28,8 @@ from hyper_sapiens_jax.sharding import make_mesh
 from hyper_sapiens_jax.training import checkpoint as ckpt
 from hyper_sapiens_jax.training import trainer
 from hyper_sapiens_jax.training.monitor import LOCK_FILE, WorkdirInUseError, workdir_lock
+from tests.helpers import REPO, free_port, subprocess_env, truncate_largest
+from tests.helpers.train import MODEL, stage_command
 
 
 def _run_dir(tmp_path: Path, steps=(1, 2, 3)) -> Path:
@@ -214,7 +214,7 @@ def test_a_dead_process_stops_the_other_within_the_heartbeat_timeout(testbed, tm
 def test_a_validation_file_without_categories_stops_the_run_at_start_up(testbed, tmp_path):
     """OKS AP needs 'categories': a run refuses such a validation file when it starts, naming it,
     not at its first evaluation eval.every steps later."""
-    from conftest import tiny_data_config
+    from tests.helpers import tiny_data_config
 
     config = tiny_data_config(testbed, stage=1)
     val = json.loads(testbed.val_json.read_text())
@@ -240,7 +240,7 @@ def test_a_validation_file_without_categories_stops_the_run_at_start_up(testbed,
 )
 def test_bad_configs_stop_at_start_up_naming_the_field(testbed, tmp_path, changes, error, message):
     """Each is refused when the job starts (before data loading or compiling), naming the field."""
-    from conftest import tiny_data_config
+    from tests.helpers import tiny_data_config
 
     config = tiny_data_config(testbed, stage=2)
     config.prior_ckpt = str(tmp_path)  # a directory, but no prior run: read only where loss.sds > 0

@@ -3,10 +3,10 @@
 import json
 
 import pytest
-from conftest import REPO, point_at_testbed
 
 from hyper_sapiens_jax.config import load_config_file
 from hyper_sapiens_jax.jobs import sweep
+from tests.helpers import REPO, point_at_testbed
 
 
 def test_sweep_refuses_the_validation_split(tmp_path):

@@ -22,8 +22,9 @@ from hyper_sapiens_jax.prior import normalize as norm
 from hyper_sapiens_jax.prior.augment import AugmentSpec, drop_joints
 from hyper_sapiens_jax.prior.denoiser import DenoiserSpec
 from hyper_sapiens_jax.testbed.writer import sample_skeleton_keypoints
+from tests.helpers import REPO
 
-ROOT = Path(__file__).parents[1]
+ROOT = REPO
 HIPS = list(norm.HIPS)
 
 
@@ -363,9 +364,8 @@ def test_a_damaged_prior_checkpoint_falls_back_to_the_one_before(trained, tmp_pa
     import logging
     import shutil
 
-    from conftest import truncate_largest
-
     from hyper_sapiens_jax.training.checkpoint import CheckpointError
+    from tests.helpers import truncate_largest
 
     source, _ = trained
     workdir = tmp_path / "run"

@@ -6,9 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from train_helpers import MODEL, first_batch, make_step_and_state, parity_rows
 
 from hyper_sapiens_jax.models.weights import state_to_flat
+from tests.helpers.train import MODEL, first_batch, make_step_and_state, parity_rows
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, subprocess_env
+
+from tests.helpers import REPO, subprocess_env
 
 
 def load_script(name: str):

@@ -13,9 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import free_port, point_at_testbed, subprocess_env
 from flax import nnx, traverse_util
-from train_helpers import MODEL, first_batch, stage_command
 
 from hyper_sapiens_jax.config import base_config
 from hyper_sapiens_jax.jobs import finetune
@@ -24,6 +22,8 @@ from hyper_sapiens_jax.models.weights import abstract_model, flat_params, state_
 from hyper_sapiens_jax.sharding import make_mesh
 from hyper_sapiens_jax.training import adapters, flops, trainer
 from hyper_sapiens_jax.training import checkpoint as ckpt
+from tests.helpers import free_port, point_at_testbed, subprocess_env
+from tests.helpers.train import MODEL, first_batch, stage_command
 
 TINY = MODEL  # tiny arch, 64x48, three heads
 
@@ -402,10 +402,9 @@ def test_training_workdirs_export_to_pytorch_with_ema_by_default(tmp_path):
     """flax_to_torch on a run: EMA weights by default (--raw: the optimised ones), Sapiens layout with
     meta, loadable strict=True; the PyTorch model reproduces the Flax outputs to 1e-4."""
     torch = pytest.importorskip("torch")
-    import torch_sapiens as ts
-
     from convert_weights.flax_to_torch import main as export_main
     from hyper_sapiens_jax.models.weights import build_model
+    from tests.helpers import torch_sapiens as ts
 
     phase = _phase(_config(), 2)
     state = trainer.fresh_state(phase, _random_params())

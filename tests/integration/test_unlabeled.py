@@ -12,7 +12,6 @@ import cv2
 import ml_collections
 import numpy as np
 import pytest
-from conftest import REPO, point_at_testbed
 
 from hyper_sapiens_jax.config import ConfigError, load_config_file
 from hyper_sapiens_jax.data import codec, geometry
@@ -35,6 +34,7 @@ from hyper_sapiens_jax.data.unlabeled import (
 from hyper_sapiens_jax.jobs import inputs
 from hyper_sapiens_jax.testbed import unlabeled_split as tb_unlabeled
 from hyper_sapiens_jax.testbed.writer import read_manifest, write_testbed
+from tests.helpers import REPO, point_at_testbed
 
 CFG = SampleConfig(input_size=(64, 48))
 NO_TEXTURE = T.TextureAugParams(photometric_prob=0, blur_prob=0, median_blur_prob=0, dropout_prob=0)

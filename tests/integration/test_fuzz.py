@@ -10,7 +10,7 @@ CI runs a bounded, derandomized number of examples (``FUZZ_EXAMPLES``, default b
 on 2 cores). A longer run by hand, random and reporting its seed and a reproduction blob on
 failure::
 
-    FUZZ_EXAMPLES=5000 python -m pytest -q tests/test_fuzz.py -p no:xdist --hypothesis-show-statistics
+    FUZZ_EXAMPLES=5000 python -m pytest -q tests/integration/test_fuzz.py -p no:xdist --hypothesis-show-statistics
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -32,6 +31,7 @@ from hyper_sapiens_jax.config import ConfigError, check_values, load_config_file
 from hyper_sapiens_jax.data import coco_schema
 from hyper_sapiens_jax.data.sources import CocoKeypointSource, DataError
 from hyper_sapiens_jax.data.unlabeled import UnlabeledSource
+from tests.helpers import REPO
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "0"))
 FUZZ = settings(

@@ -246,7 +246,7 @@ def test_normal_orthogonality_by_hand():
 # =============================================================================================
 @pytest.fixture(scope="module")
 def step_inputs(testbed):
-    from train_helpers import first_batch, semisup_parts, with_unlabeled
+    from tests.helpers.train import first_batch, semisup_parts, with_unlabeled
 
     return with_unlabeled(first_batch(testbed.root)), semisup_parts()
 
@@ -286,7 +286,7 @@ def test_semisup_step_on_8_devices_equals_one_device(testbed):
     on the untrained test model, ~5e-4 (the loss to 1e-5): the near-constant depth of an untrained
     head enters through differences and normalised limb directions, which amplify float32 rounding,
     as the fine-tuning step's depth term does (test_train_step). A sharding bug shows up as O(1)."""
-    from train_helpers import parity_rows
+    from tests.helpers.train import parity_rows
 
     rows = parity_rows("semisup_parity.py", testbed.root)
     assert set(rows) == {"teachers", "full"}, rows

@@ -8,9 +8,9 @@ import sys
 import tomllib
 
 import pytest
-from conftest import REPO
 
 from hyper_sapiens_jax import cli
+from tests.helpers import REPO
 
 
 def test_console_scripts_resolve():

@@ -9,10 +9,10 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, free_port, subprocess_env, tiny_data_config
 
 from hyper_sapiens_jax.data.pipeline import eval_batches, mix_counts, train_dataset, train_iterator
 from hyper_sapiens_jax.jobs import inputs
+from tests.helpers import REPO, free_port, subprocess_env, tiny_data_config
 
 
 @pytest.fixture(scope="module")

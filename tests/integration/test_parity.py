@@ -7,13 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-import torch_sapiens as ts
-from conftest import MODES, numpy_state_dict, rel_err
 from flax import nnx
 
 from convert_weights import layout
 from convert_weights.torch_to_flax import convert_state_dicts
-from hyper_sapiens_jax.models.weights import build_model, with_options
+from hyper_sapiens_jax.models.weights import build_model
+from tests.helpers import MODES, numpy_state_dict, rel_err, with_options
+from tests.helpers import torch_sapiens as ts
 
 TOL = 1e-4  # max |flax - torch| <= TOL * max |torch|
 

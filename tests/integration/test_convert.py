@@ -10,8 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch_sapiens as ts
-from conftest import numpy_state_dict, rel_err
 
 from convert_weights.flax_to_torch import export, export_meta, export_rules
 from convert_weights.layout import LayoutError, to_torch
@@ -20,9 +18,10 @@ from convert_weights.torch_to_flax import convert
 from hyper_sapiens_jax.models.arch import ARCHS, ModelConfig
 from hyper_sapiens_jax.models.pos_embed import resize_pos_embed
 from hyper_sapiens_jax.models.weights import build_model, load_weights, param_shapes, save_weights
+from tests.helpers import REPO, numpy_state_dict, rel_err
+from tests.helpers import torch_sapiens as ts
 
 IMAGE_SIZE = (64, 48)
-REPO = Path(__file__).resolve().parents[1]
 
 
 def save_mm(model: torch.nn.Module, path: Path, meta=None) -> Path:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import REPO, point_at_testbed
 
 from hyper_sapiens_jax.config import ConfigError, load_config_file
 from hyper_sapiens_jax.jobs import inputs
+from tests.helpers import REPO, point_at_testbed
 
 
 def test_a_sapiens_stage_with_no_paths_names_every_missing_field():

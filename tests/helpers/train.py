@@ -1,28 +1,36 @@
-"""Small shared helpers for the train-step tests (tiny model, one real batch from the testbed)."""
+"""Train-step helpers (``from tests.helpers.train import ...``): the tiny model, one real batch from
+the testbed, a stage's command line, the semi-supervised parts."""
 
 from __future__ import annotations
 
 import functools
+import subprocess
 import sys
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
-from conftest import REPO, tiny_data_config
 from flax import nnx
 
 from hyper_sapiens_jax.config import base_config
 from hyper_sapiens_jax.data.pipeline import train_dataset, train_iterator
 from hyper_sapiens_jax.jobs import inputs
 from hyper_sapiens_jax.models import ModelConfig, Sapiens
-from hyper_sapiens_jax.testbed.writer import Paths
+from hyper_sapiens_jax.prior import DiffusionPrior
+from hyper_sapiens_jax.prior.denoiser import DenoiserSpec
+from hyper_sapiens_jax.prior.model import PriorSpec
+from hyper_sapiens_jax.semisup.kinematics import compute_reference
+from hyper_sapiens_jax.semisup.step import SemisupSpec
+from hyper_sapiens_jax.testbed.writer import Paths, sample_skeleton_keypoints
 from hyper_sapiens_jax.training.batch import complete_batch, step_inputs
 from hyper_sapiens_jax.training.objective import LossWeights, objective
 from hyper_sapiens_jax.training.optim import sapiens_adamw
 from hyper_sapiens_jax.training.partition import Trainable
 from hyper_sapiens_jax.training.state import TrainState
 from hyper_sapiens_jax.training.step import make_train_step
+from tests.helpers import REPO, subprocess_env, tiny_data_config
 
 
 def create_state(model, tx, trainable_blocks):
@@ -130,7 +138,6 @@ def stage_command(paths, workdir, stage: int = 1, **overrides) -> list[str]:
 def with_unlabeled(batch: dict, flip_half: bool = True) -> dict:
     """A labelled batch plus ``u_*`` keys built from its own images: the weak view is the image, the
     strong view the image mirrored for every second sample (``flip_half``) with the matching affine."""
-    import numpy as np
 
     images = np.asarray(batch["image"])
     n, _, w, _ = images.shape
@@ -155,13 +162,6 @@ def semisup_parts(seed: int = 0, **spec_changes):
     """(graphdef, start params (an nnx.State), spec, reference, prior, objective) for semi-supervised
     step tests on the tiny model: the full method (hybrid teacher, L_dev, both geometry terms,
     the 'copy' geometry teacher) unless ``spec_changes`` say otherwise; an untrained (perturbed) prior."""
-
-    from hyper_sapiens_jax.prior import DiffusionPrior
-    from hyper_sapiens_jax.prior.denoiser import DenoiserSpec
-    from hyper_sapiens_jax.prior.model import PriorSpec
-    from hyper_sapiens_jax.semisup.kinematics import compute_reference
-    from hyper_sapiens_jax.semisup.step import SemisupSpec
-    from hyper_sapiens_jax.testbed.writer import sample_skeleton_keypoints
 
     skeletons = sample_skeleton_keypoints(3, 200, (64, 48))
     reference = compute_reference(skeletons[..., :2] / 63.0, skeletons[..., 2] > 0)
@@ -196,10 +196,6 @@ def semisup_parts(seed: int = 0, **spec_changes):
 def parity_rows(script: str, testbed_root: Path, *args: str, devices: int = 8) -> dict[str, dict[str, str]]:
     """Run ``tests/scripts/SCRIPT TESTBED_ROOT ARGS...`` on ``devices`` fake CPU devices; its
     ``objective=NAME k=v ...`` lines, keyed by NAME."""
-    import subprocess
-
-    from conftest import subprocess_env
-
     r = subprocess.run(
         [sys.executable, str(REPO / "tests/scripts" / script), str(testbed_root), *args],
         env=subprocess_env(devices),
