@@ -1,21 +1,12 @@
-"""The jobs: what ``python -m hyper_sapiens_jax.main --config CONFIG --workdir W`` runs, one module each,
-each ``run(config, workdir, mode)``. ``main.JOBS`` maps ``config.job`` to them.
-
-finetune      one stage of the curriculum (configs/stage1.py, stage2.py, stage3.py, semisup_stage0.py)
-prior         the diffusion pose prior on skeletons (configs/prior.py)
-pretrain      Sapiens-style MAE pretraining of the backbone on unlabelled images (configs/pretrain.py)
-foundation    the testbed foundation: human corpus -> MAE -> heads -> Sapiens-layout files
-              (configs/foundation.py)
-demo          foundation -> prior -> stages 1, 2, 3 -> the results table (configs/demo.py)
-semisup       a semi-supervised (NK-Sapiens) stage (configs/semisup_stage1.py, semisup_stage2.py)
-semisup_demo  NK-Sapiens on the testbed: supervised-only against the semi-supervised rows
-              (configs/semisup_demo.py)
-study         the ablation study: rows z, a-f, s over seeds, with 95% intervals (configs/study.py)
-sweep         the SDS / geometry weights on the tuning split (configs/sweep.py)
+"""The jobs: what ``python -m hyper_sapiens_jax.main --config CONFIG --workdir W`` runs, one module each
+(finetune, prior, pretrain, foundation, demo, semisup, semisup_demo, study, sweep), each
+``run(config, workdir, mode)``; ``main.JOBS`` maps ``config.job`` to them and ``main``'s docstring
+says what each does. ``inputs`` turns a config's data section into what a job reads.
 
 The jobs sit above every library folder (models, data, testbed, losses, prior, evaluation, training,
-semisup) and may import any of them; no library imports a job. This module holds what the jobs
-share: running one under its workdir lock, and the code revision their reports record.
+semisup) and may import any of them; no library imports a job (docs/design.md §9). This module
+holds what the jobs share: running one under its workdir lock, and the code revision their reports
+record.
 """
 
 from __future__ import annotations
