@@ -78,13 +78,33 @@ def stage_configs(
     return out
 
 
+def _validation(stage_config: ml_collections.ConfigDict):
+    """(resolved paths, sample settings, the validation batches, streamed) of a stage config."""
+    paths = inputs.resolved_paths(stage_config.data)
+    cfg = inputs.sample_config(stage_config)
+    return paths, cfg, eval_batches(inputs.build_source("val", paths), cfg, stage_config.eval_batch_size)
+
+
+def _score(heatmap_fn, to_global, stage_config: ml_collections.ConfigDict, paths, cfg, batches) -> dict[str, Any]:
+    """``evaluation.evaluate`` with a stage config's evaluation settings (PCK, DARK kernel, sigma)."""
+    return evaluate(
+        heatmap_fn,
+        batches,
+        to_global,
+        input_wh=cfg.input_wh,
+        gt_file=paths.get("val_ann"),
+        pck_threshold=stage_config.eval.pck_threshold,
+        pck_norm=stage_config.eval.pck_norm,
+        blur_kernel_size=stage_config.eval.get("blur_kernel") or None,
+        sigma=cfg.heatmap_sigma,
+    )
+
+
 def mean_pose_baseline(stage_config: ml_collections.ConfigDict) -> dict[str, Any]:
     """Metrics of predicting one fixed pose per crop: the mean ground-truth crop pose of the
     validation split (an optimistic baseline: it uses the split's own statistics)."""
-    paths = inputs.resolved_paths(stage_config.data)
-    val = inputs.build_source("val", paths)
-    cfg = inputs.sample_config(stage_config)
-    batches = list(eval_batches(val, cfg, stage_config.eval_batch_size))
+    paths, cfg, batches = _validation(stage_config)
+    batches = list(batches)  # read twice: the mean pose, then its score
     kp = np.concatenate([b["keypoints"][b["valid"] > 0] for b in batches])
     vis = np.concatenate([b["keypoints_visible"][b["valid"] > 0] for b in batches])
     mean = (kp * vis[..., None]).sum(0) / np.maximum(vis.sum(0), 1)[:, None]
@@ -92,16 +112,13 @@ def mean_pose_baseline(stage_config: ml_collections.ConfigDict) -> dict[str, Any
         mean, np.ones(len(mean), np.float32), input_wh=cfg.input_wh, heatmap_wh=cfg.heatmap_wh, sigma=cfg.heatmap_sigma
     )
     fixed = jnp.asarray(heatmaps)[None]
-    return evaluate(
+    return _score(
         lambda b: jnp.broadcast_to(fixed, (b["image"].shape[0],) + fixed.shape[1:]),
-        batches,
         lambda b: {"image": jnp.asarray(b["image"])},
-        input_wh=cfg.input_wh,
-        gt_file=paths.get("val_ann"),
-        pck_threshold=stage_config.eval.pck_threshold,
-        pck_norm=stage_config.eval.pck_norm,
-        blur_kernel_size=stage_config.eval.get("blur_kernel") or None,
-        sigma=cfg.heatmap_sigma,
+        stage_config,
+        paths,
+        cfg,
+        batches,
     )
 
 
@@ -133,19 +150,14 @@ def evaluate_weights(weights_dir: str | Path, stage_config: ml_collections.Confi
     """Score a weights directory (or workdir) on ``stage_config``'s validation split, as a stage's
     evaluation does (flip test, DARK-UDP, PCK / OKS AP / G-Error)."""
     predictor = load_predictor(weights_dir, flip_test=stage_config.eval.flip_test)
-    paths = inputs.resolved_paths(stage_config.data)
-    cfg = inputs.sample_config(stage_config)
-    batches = eval_batches(inputs.build_source("val", paths), cfg, stage_config.eval_batch_size)
-    return evaluate(
+    paths, cfg, batches = _validation(stage_config)
+    return _score(
         lambda b: jnp.asarray(predictor.forward(np.asarray(b["image"]))["pose"]),
-        batches,
         lambda b: {"image": b["image"]},
-        input_wh=cfg.input_wh,
-        gt_file=paths.get("val_ann"),
-        pck_threshold=stage_config.eval.pck_threshold,
-        pck_norm=stage_config.eval.pck_norm,
-        blur_kernel_size=stage_config.eval.get("blur_kernel") or None,
-        sigma=cfg.heatmap_sigma,
+        stage_config,
+        paths,
+        cfg,
+        batches,
     )
 
 
