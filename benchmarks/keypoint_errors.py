@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hyper_sapiens_jax.config import load_config_file  # noqa: E402
-from hyper_sapiens_jax.data.codec import dark_blur_kernel, decode_udp_heatmaps, flip_heatmaps  # noqa: E402
+from hyper_sapiens_jax.data.codec import dark_blur_kernel, decode_udp_heatmaps  # noqa: E402
 from hyper_sapiens_jax.data.keypoints import COCO17_NAMES, flip_permutation  # noqa: E402
 from hyper_sapiens_jax.data.pipeline import eval_batches  # noqa: E402
 from hyper_sapiens_jax.evaluation import metrics  # noqa: E402
@@ -49,15 +49,13 @@ def split_config(split: str, corpus_dir: Path):
 
 def heatmaps_and_truth(weights: str, cfg) -> dict[str, np.ndarray]:
     """Flip-tested pose heatmaps (N, h, w, K) of every valid sample, with its crop-space truth."""
-    predictor = load_predictor(weights, flip_test=False)
+    predictor = load_predictor(weights, flip_test=True)  # the mirrored pass averaged in, as evaluation does
     sample = inputs.sample_config(cfg)
     val = inputs.build_source("val", inputs.resolved_paths(cfg.data))
     keys = ("bbox", "scale", "keypoints", "keypoints_visible", "valid")
     rows: dict[str, list[np.ndarray]] = {}
     for b in eval_batches(val, sample, 32):
-        image = np.asarray(b["image"])
-        mirrored = flip_heatmaps(predictor.forward(image[:, :, ::-1])["pose"])
-        rows.setdefault("heatmaps", []).append(0.5 * (predictor.forward(image)["pose"] + mirrored))
+        rows.setdefault("heatmaps", []).append(np.asarray(predictor.forward(np.asarray(b["image"]))["pose"]))
         for k in keys:
             rows.setdefault(k, []).append(np.asarray(b[k]))
     out = {k: np.concatenate(v) for k, v in rows.items()}
