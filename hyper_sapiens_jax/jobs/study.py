@@ -39,6 +39,7 @@ fields: use a new workdir for a variant.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import logging
@@ -53,6 +54,7 @@ from flax import traverse_util
 from matplotlib.figure import Figure
 from scipy import stats
 
+from hyper_sapiens_jax import cli
 from hyper_sapiens_jax.config import config_to_dict
 from hyper_sapiens_jax.jobs import code_revision, demo, finetune, inputs, run_locked, semisup
 from hyper_sapiens_jax.jobs import prior as prior_job
@@ -404,10 +406,11 @@ def merge_results(
 
 
 def comma_list(text: str, kind: type = str, field: str = "config.study") -> list[Any]:
-    """'0,1,2' -> [0, 1, 2] (``kind`` each); a ValueError naming ``field`` for a bad item."""
+    """'0,1,2' -> [0, 1, 2] (``kind`` each, the command line's ``cli.comma_list``); a ValueError naming
+    ``field`` for a bad item."""
     try:
-        return [kind(v.strip()) for v in str(text).split(",") if v.strip()]
-    except ValueError:
+        return cli.comma_list(kind)(str(text))
+    except argparse.ArgumentTypeError:
         raise ValueError(f"{field}={text!r} is not a comma-separated list of {kind.__name__}") from None
 
 
